@@ -1,0 +1,29 @@
+# Two commands from a fresh clone: `make demo` and `make test`.
+# Both create the virtual environment when it is missing (or when pyproject.toml changed).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Keyed by pyproject.toml and this checkout's path: a venv cached outside the clone (CI) still
+# gets this clone's editable install.
+STAMP := $(VENV)/.raybench-$(shell (cat pyproject.toml; pwd) | sha256sum | cut -c1-16)
+RESULTS ?= ./runs
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@rm -f $(VENV)/.raybench-*
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/raybench demo --results $(RESULTS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .raybench-cache runs .pytest_cache

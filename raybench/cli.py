@@ -1,0 +1,143 @@
+"""``raybench <command>``: each command parses its arguments, calls one library function, prints.
+
+User errors (:class:`raybench.errors.RaybenchError`) become one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from raybench.errors import RaybenchError
+
+log = logging.getLogger("raybench")
+DEMO_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(2, f"raybench: error: {message} (see '{self.prog} --help')\n")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from raybench.models.listing import model_table
+
+    rows = model_table()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'name':<20} {'paper name':<20} {'params':>12} {'input':>5}  {'source':<11} cam layer")
+    for r in rows:
+        print(f"{r['name']:<20} {r['paper_name']:<20} {r['params']:>12,} {r['input_size']:>5}  "
+              f"{r['source']:<11} {r['cam_layer']} ({r['cam_method']})")
+
+
+def _print_outcome(outcome) -> None:
+    m = outcome.result.test.metrics
+    print(f"\n{outcome.run_row['model']} ({outcome.trial_id}): test accuracy {m.accuracy:.3f}, "
+          f"balanced accuracy {m.balanced_accuracy:.3f}, macro AUC {m.macro_auc:.3f}, "
+          f"n={m.n}, {outcome.run_row['train_images_per_s']:.1f} train images/s")
+    print(m.table().to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from raybench.config import load_spec
+    from raybench.engine.run import run_training
+
+    overrides = list(args.set) + ([f"results={args.results}"] if args.results else [])
+    spec = load_spec(args.config, overrides)
+    outcome = run_training(spec)
+    _print_outcome(outcome)
+    print(f"results: {spec.results}/{spec.name}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from raybench.demo import run_demo
+
+    for outcome in run_demo(args.results, args.config or DEMO_SPEC):
+        _print_outcome(outcome)
+    print(f"\nresults: {args.results}")
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from raybench.data.synth import synthesize
+
+    df = synthesize(Path(args.out), per_class=args.per_class, size=args.size, seed=args.seed,
+                    marker_leak=args.marker_leak)
+    print(f"wrote {len(df)} images and {Path(args.out) / 'manifest.parquet'}")
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from raybench.data.manifest import manifest_from_folder, write_manifest
+
+    df = manifest_from_folder(Path(args.src), source=args.source)
+    write_manifest(df, Path(args.out))
+    counts = ", ".join(f"{k} {v}" for k, v in df["label"].value_counts().sort_index().items())
+    print(f"wrote {args.out}: {len(df)} images ({counts})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = _Parser(prog="raybench", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list the model zoo")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("train", help="train one model from a spec file")
+    p.add_argument("--config", help="spec YAML (default: built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. train.lr=1e-3 (repeatable)")
+    p.add_argument("--results", help="results root: a path or s3://bucket/prefix (default ./runs)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("demo", help="run the demo job on synthetic data")
+    p.add_argument("--results", default="./runs", help="results root (default ./runs)")
+    p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
+    p.set_defaults(func=_cmd_demo)
+
+    data = sub.add_parser("data", help="datasets: synthetic generator, importers")
+    dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    p = dsub.add_parser("synth", help="write a synthetic chest X-ray set with a manifest")
+    p.add_argument("out")
+    p.add_argument("--per-class", type=int, default=40)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--marker-leak", type=float, default=0.0,
+                   help="probability of a class-correlated text marker outside the lungs")
+    p.set_defaults(func=_cmd_synth)
+    p = dsub.add_parser("import", help="build a manifest from a dataset on disk")
+    p.add_argument("kind", choices=["folder"], help="folder: one sub-folder per class")
+    p.add_argument("src")
+    p.add_argument("--out", required=True, help="manifest Parquet to write")
+    p.add_argument("--source", help="value of the source column (default: folder name)")
+    p.set_defaults(func=_cmd_import)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``raybench`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except RaybenchError as exc:
+        print(f"raybench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raybench: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Typed, frozen configuration: YAML spec files, ``--set a.b=c`` overrides and validation.
+
+Every knob lives in a frozen dataclass. A spec file is YAML whose keys mirror the dataclass
+fields; unknown keys, wrong types and out-of-range values fail at load time with the file, the
+key and what is allowed. Configs cross into Ray as plain dicts (:func:`to_dict`) and are rebuilt
+with :func:`from_dict` on the other side.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from raybench import schema
+from raybench.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which architecture to build and how.
+
+    Attributes:
+        name: A key of the model registry (``raybench models``).
+        pretrained: Start from ImageNet weights (see ``raybench.models.weights``).
+        weights_dir: Local folder or ``s3://`` prefix holding ``<model>.pth`` state dicts.
+        image_size: Input size in pixels; ``None`` uses the model's default (224 or 299).
+        cnnx_stride: CNN-X pooling stride (the paper uses 3); ignored by other models.
+    """
+
+    name: str = "cnnx"
+    pretrained: bool = False
+    weights_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    cnnx_stride: int = 3
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The synthetic chest X-ray set used when no manifest is given."""
+
+    per_class: int = 40
+    size: int = 64
+    seed: int = 0
+    marker_leak: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from and how they are split.
+
+    Attributes:
+        manifest: Path of a manifest Parquet file; ``None`` generates a synthetic set.
+        labels: Classes to use, in class-index order; rows with other labels are dropped.
+        val_fraction: Share of training patients carved off for validation.
+        test_fraction: Share of patients held out for test when the manifest has no split.
+        split_seed: Seed of the patient-level split.
+        on_bad_image: ``fail`` stops at the first unreadable image; ``skip`` drops it and
+            records it with the run.
+        cache_dir: Folder for synthetic sets and decoded-image caches.
+    """
+
+    manifest: Optional[str] = None
+    labels: tuple[str, ...] = schema.LABELS
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    on_bad_image: str = "fail"
+    cache_dir: str = ".raybench-cache"
+    synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation; defaults are the paper's (Adam, lr 3e-4, batch 15, 20 epochs).
+
+    Attributes:
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        precision: ``fp32`` or ``bf16`` (autocast; CUDA only).
+        num_threads: CPU threads for torch; ``None`` leaves torch's default.
+    """
+
+    epochs: int = 20
+    batch_size: int = 15
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    num_threads: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One job: a name, a model, data and training settings, and where results go."""
+
+    name: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    results: str = "./runs"
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "data.on_bad_image": ("fail", "skip"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.precision": ("fp32", "bf16"),
+}
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Loads a YAML spec (or the defaults) and applies ``key=value`` overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: ``a.b=c`` strings; values are parsed as YAML scalars (``3e-4``, ``true``).
+
+    Raises:
+        ConfigError: Unreadable or malformed file, unknown key, wrong type, invalid value.
+    """
+    raw = _read_yaml(Path(path)) if path else {}
+    for item in overrides:
+        _apply_override(raw, item)
+    where = str(path) if path else "--set"
+    if path and overrides:
+        where = f"{path} with --set"
+    spec = from_dict(Spec, raw, where=where)
+    validate(spec, where=where)
+    return spec
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"spec file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a spec must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> Any:
+    """Builds dataclass ``cls`` from a nested mapping, checking keys and types.
+
+    Raises:
+        ConfigError: Naming the key path, the source and what is allowed.
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix or 'spec'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key {prefix}{key!r}{hint}; allowed: {', '.join(names)}"
+            )
+    kwargs = {k: _convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where, key)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value))
+    return _scalar(tp, value, where, key)
+
+
+def _scalar(tp: Any, value: Any, where: str, key: str) -> Any:
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads "3e-4" as a string
+        except ValueError:
+            pass
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
+
+
+def validate(spec: Spec, where: str = "spec") -> None:
+    """Checks value ranges and choices that types alone cannot express."""
+    flat = _flatten(to_dict(spec))
+    for key, allowed in _CHOICES.items():
+        if flat[key] not in allowed:
+            raise ConfigError(f"{where}: {key}={flat[key]!r}; allowed: {', '.join(allowed)}")
+    positive = ["train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
+                "data.synthetic.per_class", "data.synthetic.size"]
+    for key in positive:
+        if flat[key] <= 0:
+            raise ConfigError(f"{where}: {key} must be > 0, got {flat[key]!r}")
+    for key in ("data.val_fraction", "data.test_fraction", "data.synthetic.marker_leak"):
+        if not 0.0 <= flat[key] < 1.0 + (key.endswith("leak")):
+            raise ConfigError(f"{where}: {key} must be in [0, 1), got {flat[key]!r}")
+    if flat["model.image_size"] is not None and flat["model.image_size"] < 16:
+        raise ConfigError(f"{where}: model.image_size must be >= 16, got {flat['model.image_size']}")
+    if not spec.name or "/" in spec.name:
+        raise ConfigError(f"{where}: name must be a non-empty string without '/', got {spec.name!r}")
+    unknown = [lab for lab in spec.data.labels if lab not in schema.LABELS]
+    if unknown or len(spec.data.labels) < 2:
+        raise ConfigError(
+            f"{where}: data.labels={list(spec.data.labels)}; need >= 2 of {', '.join(schema.LABELS)}"
+        )
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A plain nested dict (tuples become lists) for YAML, Ray configs and Parquet rows."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(obj))
+
+
+def dump_yaml(spec: Spec) -> str:
+    """The resolved spec as YAML (what is saved next to the results)."""
+    return yaml.safe_dump(to_dict(spec), sort_keys=False)

@@ -1,0 +1,96 @@
+"""Decoding images to fixed-size uint8 grayscale arrays, with a bad-image policy.
+
+Chest X-rays are grayscale; raybench keeps them as one uint8 channel of the model's input size
+(N, S, S) and replicates to three channels only on the device, which keeps host memory and
+transfers at a third.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from raybench.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BadImage:
+    """An image that could not be used, and why."""
+
+    path: str
+    reason: str
+
+
+def _to_gray(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit radiographs: stretch the used range to 8 bits instead of clipping at 255.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if img.mode in ("RGBA", "LA", "P", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("L")
+
+
+def decode_image(path: str | Path, size: int) -> np.ndarray:
+    """Reads one image as a (size, size) uint8 grayscale array.
+
+    EXIF orientation is applied, 16-bit images are rescaled, alpha is composited on black and
+    RGB / palette / CMYK images are converted to luminance; then a bilinear resize.
+
+    Raises:
+        DataError: Missing, empty, truncated or unreadable file (message names the file).
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            gray = _to_gray(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from None
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def decode_images(paths: Sequence[str | Path], size: int, on_bad_image: str = "fail"
+                  ) -> tuple[np.ndarray, np.ndarray, list[BadImage]]:
+    """Decodes many images into one (N_ok, size, size) uint8 array.
+
+    Args:
+        paths: Image files.
+        size: Output side in pixels.
+        on_bad_image: ``fail`` raises at the first bad image; ``skip`` leaves it out.
+
+    Returns:
+        The array, a boolean mask (N,) of the paths kept, and the skipped images with reasons.
+    """
+    if on_bad_image not in ("fail", "skip"):
+        raise DataError(f"on_bad_image={on_bad_image!r}; allowed: fail, skip")
+    out = np.empty((len(paths), size, size), dtype=np.uint8)
+    keep = np.zeros(len(paths), dtype=bool)
+    bad: list[BadImage] = []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = decode_image(path, size)
+            keep[i] = True
+        except DataError as exc:
+            if on_bad_image == "fail":
+                raise
+            log.warning("skipping %s", exc)
+            bad.append(BadImage(str(path), str(exc)))
+    return out[keep] if bad else out, keep, bad

@@ -1,0 +1,1 @@
+"""Training: ``loop`` (pure PyTorch), ``run`` (one in-process training), Ray layers later."""

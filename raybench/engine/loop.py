@@ -1,0 +1,197 @@
+"""The training loop: pure PyTorch, no Ray. Unit-tested on its own.
+
+Paper defaults come from :class:`raybench.config.TrainConfig` (Adam, lr 3e-4, batch 15,
+20 epochs, all layers trained, cross-entropy). Images arrive as uint8 (N, S, S) tensors and are
+normalised batch by batch on the device (:func:`raybench.data.transforms.to_model_input`).
+
+Sharding: with ``rank`` / ``world_size`` each worker takes every ``world_size``-th sample of the
+epoch's seeded permutation, so the global batch is ``batch_size`` split across workers (see
+:func:`shard_batch_size`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raybench.config import TrainConfig
+from raybench.data.dataset import PreparedData, SplitData
+from raybench.data.transforms import to_model_input
+from raybench.errors import ConfigError
+from raybench.metrics import MetricsResult, compute_metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    """One epoch's numbers (one row of the epochs table)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_balanced_accuracy: float
+    val_macro_auc: float
+    lr: float
+    seconds: float
+    train_images_per_s: float
+
+
+@dataclass
+class Evaluation:
+    """Loss, probabilities (N, K) and metrics of one split."""
+
+    loss: float
+    probs: np.ndarray
+    metrics: MetricsResult
+
+
+@dataclass
+class LoopResult:
+    """What a training run returns: per-epoch history and the final test evaluation."""
+
+    history: list[EpochStats] = field(default_factory=list)
+    test: Optional[Evaluation] = None
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+    @property
+    def train_images_per_s(self) -> float:
+        return self.train_images / self.train_seconds if self.train_seconds else 0.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, numpy and torch; call before building the model for identical weights."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ``ConfigError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use auto or cpu")
+    return torch.device(name)
+
+
+def shard_batch_size(global_batch: int, world_size: int) -> int:
+    """Per-worker batch for a global batch split over ``world_size`` workers (rounded up)."""
+    return max(1, -(-global_batch // world_size))
+
+
+def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int
+             ) -> Iterator[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=gen)[rank::world]
+    for start in range(0, len(order), batch):
+        idx = order[start:start + batch]
+        if len(idx) == 1 and start > 0:
+            return  # a lone trailing sample breaks BatchNorm statistics; it is seen next epoch
+        yield idx
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: SplitData,
+                    norm: tuple[Sequence[float], Sequence[float]], cfg: TrainConfig,
+                    device: torch.device, epoch: int, rank: int = 0, world: int = 1
+                    ) -> tuple[float, int]:
+    """One pass over the (sharded) training split; returns mean loss and images seen."""
+    model.train()
+    batch = shard_batch_size(cfg.batch_size, world)
+    total, seen = 0.0, 0
+    for idx in _batches(len(data), batch, cfg.seed, epoch, rank, world):
+        x = to_model_input(data.images[idx].to(device, non_blocking=True), *norm)
+        y = data.targets[idx].to(device, non_blocking=True)
+        with _autocast(device, cfg.precision):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return total / max(seen, 1), seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: SplitData, labels: Sequence[str],
+             norm: tuple[Sequence[float], Sequence[float]], device: torch.device,
+             batch_size: int = 64, precision: str = "fp32") -> Evaluation:
+    """Loss, class probabilities and metrics of ``model`` on one split (eval mode)."""
+    model.eval()
+    logits = []
+    for start in range(0, len(data), batch_size):
+        x = to_model_input(data.images[start:start + batch_size].to(device), *norm)
+        with _autocast(device, precision):
+            logits.append(model(x).float())
+    out = torch.cat(logits)  # (N, K)
+    targets = data.targets.to(device)
+    loss = float(F.cross_entropy(out, targets))
+    probs = out.softmax(dim=1).cpu().numpy()
+    return Evaluation(loss, probs, compute_metrics(data.targets.numpy(), probs, labels))
+
+
+def check_batch_size(data: PreparedData, batch_size: int) -> None:
+    """Rejects a batch larger than the training split (it would be one partial batch)."""
+    if batch_size > len(data.train):
+        raise ConfigError(f"train.batch_size={batch_size} is larger than the training split "
+                          f"({len(data.train)} images); use at most {len(data.train)}")
+
+
+def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
+        norm: tuple[Sequence[float], Sequence[float]], device: torch.device,
+        on_epoch: Optional[Callable[[EpochStats, nn.Module], None]] = None,
+        rank: int = 0, world: int = 1, start_epoch: int = 0,
+        optimizer: Optional[torch.optim.Optimizer] = None) -> LoopResult:
+    """Trains for ``cfg.epochs`` epochs with per-epoch validation, then evaluates on test.
+
+    Args:
+        model: Already on ``device`` (and wrapped in DDP by the caller when distributed).
+        data: Decoded splits.
+        cfg: Optimisation settings.
+        norm: The model's ``(mean, std)``.
+        device: Where to train.
+        on_epoch: Called after each epoch with its stats and the model (checkpoint / report).
+        rank: This worker's rank; ``world``: the number of workers.
+        start_epoch: First epoch to run (resume from a checkpoint).
+        optimizer: An optimiser to continue with (resume); default a fresh Adam.
+    """
+    check_batch_size(data, cfg.batch_size)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    opt = optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    result = LoopResult()
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        train_loss, seen = train_one_epoch(model, opt, data.train, norm, cfg, device, epoch, rank,
+                                           world)
+        train_s = time.perf_counter() - t0
+        val = evaluate(model, data.val, data.labels, norm, device, precision=cfg.precision)
+        stats = EpochStats(epoch + 1, train_loss, val.loss, val.metrics.accuracy,
+                           val.metrics.balanced_accuracy, val.metrics.macro_auc,
+                           opt.param_groups[0]["lr"], time.perf_counter() - t0,
+                           seen / train_s if train_s else 0.0)
+        result.history.append(stats)
+        result.train_seconds += train_s
+        result.train_images += seen
+        log.info("epoch %d/%d loss %.4f val_bacc %.3f", stats.epoch, cfg.epochs, train_loss,
+                 stats.val_balanced_accuracy)
+        if on_epoch is not None:
+            on_epoch(stats, model)
+    result.test = evaluate(model, data.test, data.labels, norm, device, precision=cfg.precision)
+    return result

@@ -1,0 +1,127 @@
+"""The one place that names result tables, manifest columns and their pyarrow schemas.
+
+Every other module refers to columns through the constants here, so a rename is one edit and
+``pandas.read_parquet`` on any table folder sees the same columns raybench writes.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: The paper's label vocabulary, in the order used for class indices everywhere.
+LABELS: tuple[str, ...] = ("normal", "bacteria", "viral", "covid19")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# --- manifest (DESIGN.md section 4) -------------------------------------------------------
+IMAGE_ID = "image_id"
+PATH = "path"
+LABEL = "label"
+PATIENT_ID = "patient_id"
+SOURCE = "source"
+SPLIT = "split"
+SHA256 = "sha256"
+WIDTH = "width"
+HEIGHT = "height"
+MASK_PATH = "mask_path"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field(IMAGE_ID, pa.string(), nullable=False),
+        pa.field(PATH, pa.string(), nullable=False),
+        pa.field(LABEL, pa.string(), nullable=False),
+        pa.field(PATIENT_ID, pa.string(), nullable=False),
+        pa.field(SOURCE, pa.string(), nullable=False),
+        pa.field(SPLIT, pa.string()),
+        pa.field(SHA256, pa.string(), nullable=False),
+        pa.field(WIDTH, pa.int32(), nullable=False),
+        pa.field(HEIGHT, pa.int32(), nullable=False),
+        pa.field(MASK_PATH, pa.string()),
+    ]
+)
+MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+
+# --- results tables -----------------------------------------------------------------------
+TRIAL_ID = "trial_id"
+SWEEP = "sweep"
+MODEL = "model"
+SCENARIO = "scenario"
+SEED = "seed"
+
+TABLES: tuple[str, ...] = ("runs", "metrics", "epochs", "predictions")
+
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field(SWEEP, pa.string()),
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(MODEL, pa.string()),
+        pa.field(SCENARIO, pa.string()),
+        pa.field(SEED, pa.int64()),
+        pa.field("lr", pa.float64()),
+        pa.field("batch_size", pa.int64()),
+        pa.field("epochs", pa.int64()),
+        pa.field("cnnx_stride", pa.int64()),
+        pa.field("image_size", pa.int64()),
+        pa.field("pretrained", pa.bool_()),
+        pa.field("params", pa.int64()),
+        pa.field("epochs_run", pa.int64()),
+        pa.field("wall_s", pa.float64()),
+        pa.field("train_images_per_s", pa.float64()),
+        pa.field("device", pa.string()),
+        pa.field("precision", pa.string()),
+        pa.field("num_workers", pa.int64()),
+        pa.field("raybench_version", pa.string()),
+        pa.field("torch_version", pa.string()),
+        pa.field("ray_version", pa.string()),
+        pa.field("timm_version", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+    ]
+)
+
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field(SWEEP, pa.string()),
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(SPLIT, pa.string()),
+        pa.field("class", pa.string()),  # a label, or "all" for whole-set metrics
+        pa.field("metric", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+    ]
+)
+
+EPOCHS_SCHEMA = pa.schema(
+    [
+        pa.field(SWEEP, pa.string()),
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field("epoch", pa.int64()),
+        pa.field("train_loss", pa.float64()),
+        pa.field("val_loss", pa.float64()),
+        pa.field("val_accuracy", pa.float64()),
+        pa.field("val_balanced_accuracy", pa.float64()),
+        pa.field("val_macro_auc", pa.float64()),
+        pa.field("lr", pa.float64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("train_images_per_s", pa.float64()),
+    ]
+)
+
+
+def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
+    """Schema of the predictions table: one probability column ``p_<label>`` per class."""
+    fields = [
+        pa.field(SWEEP, pa.string()),
+        pa.field(TRIAL_ID, pa.string()),
+        pa.field(IMAGE_ID, pa.string()),
+        pa.field(LABEL, pa.string()),
+        pa.field("predicted", pa.string()),
+    ]
+    fields += [pa.field(f"p_{name}", pa.float64()) for name in labels]
+    return pa.schema(fields)
+
+
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "runs": RUNS_SCHEMA,
+    "metrics": METRICS_SCHEMA,
+    "epochs": EPOCHS_SCHEMA,
+}
