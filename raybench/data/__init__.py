@@ -1,0 +1,1 @@
+"""Datasets: manifests, importers, synthetic images."""
