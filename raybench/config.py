@@ -178,15 +178,15 @@ def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> An
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix or 'spec'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'spec'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"{where}: unknown key {prefix}{key!r}{hint}; allowed: {', '.join(names)}"
+                f"{where}: unknown key {prefix + str(key)!r}{hint}; allowed: {', '.join(names)}"
             )
     kwargs = {k: _convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
     return cls(**kwargs)

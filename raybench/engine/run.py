@@ -18,7 +18,13 @@ import raybench
 from raybench import schema as S
 from raybench.config import Spec, dump_yaml
 from raybench.data.dataset import PreparedData, prepare_data
-from raybench.engine.loop import LoopResult, fit, resolve_device, seed_everything
+from raybench.engine.loop import (
+    LoopResult,
+    check_batch_size,
+    fit,
+    resolve_device,
+    seed_everything,
+)
 from raybench.models import build_model, count_parameters, get_model_spec
 from raybench.store import ResultStore, check_name
 
@@ -105,12 +111,13 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
     store = ResultStore(spec.results)
-    store.write_spec(spec.name, dump_yaml(spec))
     t0 = time.perf_counter()
     device = resolve_device(spec.train.device)
     data = prepare_data(spec.data, image_size(spec))
+    check_batch_size(data, spec.train.batch_size)
     model = build_from_spec(spec, len(data.labels)).to(device)
     model_spec = get_model_spec(spec.model.name)
+    store.write_spec(spec.name, dump_yaml(spec))  # inputs are valid: the sweep folder may appear
     result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
     row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
     write_results(store, spec, trial_id, row, result, data)
