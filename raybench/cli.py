@@ -79,6 +79,19 @@ def _cmd_import(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(df)} images ({counts})")
 
 
+def _cmd_results(args: argparse.Namespace) -> None:
+    from raybench.results import query, render
+
+    print(render(query(args.uri, args.sweep, args.table, args.scenario), args.format))
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from raybench.report import write_report
+
+    page = write_report(args.uri, args.sweep, args.out)
+    print(f"wrote {page} and {page.with_name('report.md')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = _Parser(prog="raybench", description=__doc__.splitlines()[0])
@@ -100,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="./runs", help="results root (default ./runs)")
     p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("results", help="print a results table (runs, metrics, paper)")
+    p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
+    p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
+    p.add_argument("--table", choices=["runs", "metrics", "paper"], default="runs")
+    p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
+    p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("report", help="write report.md + self-contained report.html")
+    p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=_cmd_report)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

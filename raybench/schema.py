@@ -125,3 +125,23 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "metrics": METRICS_SCHEMA,
     "epochs": EPOCHS_SCHEMA,
 }
+
+# --- columns the results API refers to (metrics, predictions, epochs, runs) ---------------
+CLASS = "class"
+METRIC = "metric"
+VALUE = "value"
+CI_LOW = "ci_low"
+CI_HIGH = "ci_high"
+PREDICTED = "predicted"
+EPOCH = "epoch"
+STATUS = "status"
+PROB_PREFIX = "p_"
+#: Hyperparameter columns of the runs table (what a sweep varies).
+HYPERPARAMETERS: tuple[str, ...] = ("lr", "batch_size", "epochs", "cnnx_stride", "image_size",
+                                    "pretrained")
+
+# --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (DESIGN.md section 4) ------------------
+#: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the
+#: uint8 grayscale input (N, H, W) the maps explain; the rest are (N,) strings or scalars.
+CAM_KEYS: tuple[str, ...] = ("image_ids", "labels", "predicted", "cams", "method",
+                             "target_layer", "input_size", "images")

@@ -3,21 +3,34 @@
 A results root or weights location is a local path, a ``file://`` URI or ``s3://bucket/prefix``.
 For S3 the endpoint, region and credentials come from the standard AWS variables
 (``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_REGION``) or from ``?endpoint_override=...`` in the URI, so MinIO, Ceph and AWS all work.
+``AWS_SESSION_TOKEN``, ``AWS_REGION``) or from ``?endpoint_override=...&region=...`` in the URI,
+so MinIO, Ceph and AWS all work. Credentials never go in a URI (it is saved with the spec), and
+every error message is passed through :func:`redact`.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
-import uuid
+import re
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Callable, Iterator, Optional, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pyarrow.fs as pafs
 
 from raybench.errors import RaybenchError
+
+#: Query keys an ``s3://`` URI may carry; anything else (e.g. a secret) is refused.
+S3_QUERY_KEYS: tuple[str, ...] = ("endpoint_override", "region", "scheme")
+#: Seconds :func:`check_writable` may take before it gives up.
+CHECK_TIMEOUT_S = 10.0
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -38,20 +51,35 @@ class Location:
         return Location(self.fs, path, posixpath.join(self.uri.split("?")[0], *parts))
 
 
-def _s3_filesystem(query: dict[str, list[str]]) -> pafs.S3FileSystem:
-    endpoint = (query.get("endpoint_override", [None])[0]
-                or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+def redact(text: str) -> str:
+    """``text`` with the values of AWS credentials (from the environment) replaced by ``***``."""
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return re.sub(r"(?i)((?:secret|access|session)[_-]?(?:access[_-]?)?(?:key|token)[=:]\s*)[^&\s,;]+",
+                  r"\1***", text)
+
+
+def _endpoint(query: dict[str, list[str]]) -> Optional[str]:
+    return (query.get("endpoint_override", [None])[0]
+            or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"))
+
+
+def _s3_filesystem(query: dict[str, list[str]], connect_timeout: float = 3.0,
+                   request_timeout: float = 5.0, attempts: int = 2) -> pafs.S3FileSystem:
+    endpoint = _endpoint(query)
     kwargs: dict[str, object] = {
         "region": query.get("region", [None])[0] or os.environ.get("AWS_REGION")
         or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-        "connect_timeout": 3.0,
-        "request_timeout": 5.0,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+        "connect_timeout": connect_timeout,
+        "request_timeout": request_timeout,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
     }
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
         kwargs["endpoint_override"] = parsed.netloc
-        kwargs["scheme"] = parsed.scheme or "https"
+        kwargs["scheme"] = query.get("scheme", [None])[0] or parsed.scheme or "https"
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         kwargs.update(access_key=key, secret_key=secret,
@@ -59,11 +87,26 @@ def _s3_filesystem(query: dict[str, list[str]]) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def resolve(uri: str | os.PathLike[str]) -> Location:
+def _s3_query(text: str, query: str) -> dict[str, list[str]]:
+    parsed = parse_qs(query)
+    unknown = sorted(set(parsed) - set(S3_QUERY_KEYS))
+    if unknown:  # names only: the value may be a secret
+        raise RaybenchError(f"{text.split('?')[0]}: unsupported URI parameter(s) {unknown}; "
+                            f"allowed: {list(S3_QUERY_KEYS)} (credentials come from the "
+                            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables)")
+    return parsed
+
+
+def resolve(uri: str | os.PathLike[str], **s3_options: float) -> Location:
     """Parses a local path, ``file://`` or ``s3://`` URI into a :class:`Location`.
 
+    Args:
+        uri: The location.
+        **s3_options: ``connect_timeout``, ``request_timeout``, ``attempts`` for S3.
+
     Raises:
-        RaybenchError: An unsupported scheme or an S3 URI without a bucket.
+        RaybenchError: An unsupported scheme, an S3 URI without a bucket, or a URI parameter
+            other than ``endpoint_override``, ``region`` and ``scheme``.
     """
     text = os.fspath(uri)
     parsed = urlparse(text)
@@ -74,8 +117,20 @@ def resolve(uri: str | os.PathLike[str]) -> Location:
         if not parsed.netloc:
             raise RaybenchError(f"{text}: an S3 URI needs a bucket, e.g. s3://bucket/prefix")
         path = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
-        return Location(_s3_filesystem(parse_qs(parsed.query)), path, text)
-    raise RaybenchError(f"{text}: unsupported storage scheme {parsed.scheme!r}; use a path, file:// or s3://")
+        fs = _s3_filesystem(_s3_query(text, parsed.query), **s3_options)
+        return Location(fs, path, text)
+    raise RaybenchError(f"{redact(text)}: unsupported storage scheme {parsed.scheme!r}; "
+                        "use a path, file:// or s3://")
+
+
+def ray_storage(uri: str | os.PathLike[str]) -> tuple[str, pafs.FileSystem]:
+    """``(storage_path, storage_filesystem)`` for Ray's ``RunConfig``: the store's filesystem.
+
+    Ray wants the path without its scheme when a filesystem is given (``bucket/prefix``), so
+    checkpoints land in the same store, with the same endpoint and credentials, as the results.
+    """
+    loc = resolve(uri)
+    return loc.path, loc.fs
 
 
 def read_bytes(loc: Location) -> bytes:
@@ -89,19 +144,42 @@ def exists(loc: Location) -> bool:
     return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
 
 
-def write_bytes_atomic(loc: Location, data: bytes) -> None:
-    """Writes ``data`` so that readers see the old file or the whole new one, never a part.
+def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
+    """Visible files (not starting with ``.`` or ``_``) directly in folder ``loc``, by name.
 
-    Locally: a temporary file in the same folder, then ``os.replace``. On S3 an object only
-    exists once its upload has completed, so a direct put is already atomic.
+    A missing folder has no files.
     """
-    parent = posixpath.dirname(loc.path)
+    selector = pafs.FileSelector(loc.path, allow_not_found=True)
+    infos = [f for f in loc.fs.get_file_info(selector)
+             if f.type == pafs.FileType.File and f.base_name.endswith(suffix)
+             and not f.base_name.startswith((".", "_"))]
+    return sorted(infos, key=lambda f: f.base_name)
+
+
+def list_dirs(loc: Location) -> list[str]:
+    """Names of the visible sub-folders of ``loc``."""
+    selector = pafs.FileSelector(loc.path, allow_not_found=True)
+    return sorted(f.base_name for f in loc.fs.get_file_info(selector)
+                  if f.type == pafs.FileType.Directory and not f.base_name.startswith((".", "_")))
+
+
+@contextlib.contextmanager
+def atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
+    """A binary file whose content appears at ``loc`` only if the ``with`` block succeeds.
+
+    Readers see the old file or the whole new one, never a part: locally the bytes go to a
+    hidden temporary file in the same folder, then ``os.replace``; on S3 they are buffered and
+    uploaded in one request when the block ends (an object exists only once its upload has
+    completed). An exception or a killed process leaves the old file (or none) in place.
+    """
     if loc.is_local:
+        parent = os.path.dirname(loc.path)
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}-{os.path.basename(loc.path)}")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(loc.path),
+                                   dir=parent)
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, loc.path)
@@ -109,14 +187,136 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return
-    with loc.fs.open_output_stream(loc.path) as stream:
-        stream.write(data)
+    buffer = io.BytesIO()
+    yield buffer
+    _put_object(loc, buffer.getbuffer())
+
+
+def _put_object(loc: Location, data: memoryview | bytes) -> None:
+    try:
+        with loc.fs.open_output_stream(loc.path) as stream:
+            stream.write(data)
+    except OSError as exc:
+        raise RaybenchError(f"cannot write {loc.uri}: {describe_s3_error(exc)}") from None
+
+
+def write_bytes_atomic(loc: Location, data: bytes) -> None:
+    """Writes ``data`` so that readers see the old file or the whole new one, never a part."""
+    with atomic_writer(loc) as handle:
+        handle.write(data)
 
 
 def write_parquet_atomic(loc: Location, table: "pa.Table") -> None:  # noqa: F821
     """Writes a pyarrow table as one Parquet file, atomically."""
     import pyarrow.parquet as pq
 
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    write_bytes_atomic(loc, sink.getvalue())
+    with atomic_writer(loc) as handle:
+        pq.write_table(table, handle)
+
+
+def delete_file(loc: Location) -> None:
+    """Removes a file; a missing one is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        loc.fs.delete_file(loc.path)
+
+
+# --- fail-fast check of a results root ---------------------------------------------------
+
+_S3_ERRORS: tuple[tuple[str, str], ...] = (
+    ("NO_SUCH_BUCKET", "bucket {bucket!r} does not exist"),
+    ("INVALID_ACCESS_KEY_ID", "the credentials were rejected (unknown access key; check "
+                              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+    ("SIGNATURE_DOES_NOT_MATCH", "the credentials were rejected (bad secret key; check "
+                                 "AWS_SECRET_ACCESS_KEY)"),
+    ("ACCESS_DENIED", "access denied: the credentials were rejected or may not write to "
+                      "bucket {bucket!r} (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
+    ("NETWORK_CONNECTION", "endpoint {endpoint} is unreachable"),
+    ("curlCode", "endpoint {endpoint} is unreachable"),
+)
+
+
+def describe_s3_error(exc: BaseException, bucket: str = "?", endpoint: str = "?") -> str:
+    """A short, secret-free reason for a pyarrow S3 error."""
+    text = str(exc)
+    for code, reason in _S3_ERRORS:
+        if code in text:
+            return reason.format(bucket=bucket, endpoint=endpoint)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return redact(re.sub(r"\s*\(Request ID: [^)]*\)", "", first))
+
+
+def _with_deadline(func: Callable[[], T], seconds: float, what: str) -> T:
+    """Runs ``func`` in a daemon thread; raises RaybenchError if it takes over ``seconds``."""
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="raybench-storage-check")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise RaybenchError(f"{what}: no answer within {seconds:.0f} s")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def _check_local(loc: Location) -> None:
+    path = Path(loc.path)
+    if path.exists() and not path.is_dir():
+        raise RaybenchError(f"results store {loc.uri}: {path} exists and is not a folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise RaybenchError(f"results store {loc.uri}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RaybenchError(f"results store {loc.uri}: {existing} is not writable")
+
+
+def _check_s3(loc: Location, endpoint: str) -> None:
+    bucket = loc.path.split("/", 1)[0]
+    listing = pafs.FileSelector(loc.path, allow_not_found=True)
+    try:
+        if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise RaybenchError(f"results store {loc.uri}: bucket {bucket!r} does not exist "
+                                f"at {endpoint}")
+        loc.fs.get_file_info(listing)
+        return
+    except OSError as exc:
+        reason = describe_s3_error(exc, bucket, endpoint)
+    if "unreachable" not in reason:
+        try:  # HEAD answers carry no body; a listing's error names the exact cause
+            loc.fs.get_file_info(listing)
+        except OSError as exc:
+            reason = describe_s3_error(exc, bucket, endpoint)
+    raise RaybenchError(redact(f"results store {loc.uri}: {reason}"))
+
+
+def check_writable(uri: str | os.PathLike[str], timeout_s: float = CHECK_TIMEOUT_S) -> Location:
+    """Fails fast, with one clear line, if results cannot be written to ``uri``.
+
+    Locally: the folder (or its nearest existing parent) must be a writable folder. On S3:
+    the endpoint must answer, the bucket exist and the credentials be accepted (a HEAD of
+    the bucket and a listing of the prefix). Nothing is written or created.
+
+    Returns:
+        The resolved location.
+
+    Raises:
+        RaybenchError: Within ``timeout_s`` seconds, naming the store and the reason (an
+            unreachable endpoint, a missing bucket, rejected credentials); never a secret.
+    """
+    loc = resolve(uri)
+    if loc.is_local:
+        _check_local(loc)
+        return loc
+    query = _s3_query(os.fspath(uri), urlparse(os.fspath(uri)).query)
+    endpoint = _endpoint(query) or "AWS S3"
+    quick = resolve(uri, connect_timeout=min(2.0, timeout_s / 4),
+                    request_timeout=min(3.0, timeout_s / 3), attempts=1)
+    _with_deadline(lambda: _check_s3(quick, endpoint), timeout_s,
+                   redact(f"results store {loc.uri}: endpoint {endpoint}"))
+    return loc

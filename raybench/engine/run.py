@@ -26,6 +26,7 @@ from raybench.engine.loop import (
     seed_everything,
 )
 from raybench.models import build_model, count_parameters, get_model_spec
+from raybench.storage import check_writable
 from raybench.store import ResultStore, check_name
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
+    check_writable(spec.results)  # an unusable store fails in seconds, before any training
     store = ResultStore(spec.results)
     t0 = time.perf_counter()
     device = resolve_device(spec.train.device)

@@ -1,0 +1,341 @@
+"""Load a results root into pandas; paper-style tables, leaderboards and sweep comparisons.
+
+>>> from raybench.results import load
+>>> res = load("s3://bucket/prefix", sweep="paper-s2")
+>>> res.runs            # one row per trial: model, scenario, seed, hyperparameters, versions
+>>> res.metrics.merge(res.runs, on=["sweep", "trial_id"])   # any table joins on trial id
+>>> res.paper_table()   # Table 1 / Table 2 layout, mean and 95% interval over seeds
+"""
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from raybench import schema as S
+from raybench import storage
+from raybench.errors import RaybenchError
+from raybench.store import CamSet, ResultStore
+
+KEYS: list[str] = [S.SWEEP, S.TRIAL_ID]
+#: Columns of :meth:`Results.paper_table` (besides the index).
+SENS, SPEC = "sensitivity", "specificity"
+LOW, HIGH, SEEDS = "_low", "_high", "seeds"
+OVERALL: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
+FORMATS: tuple[str, ...] = ("table", "csv", "json", "markdown")
+#: Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t95(dof: int) -> float:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
+    if dof < 1:
+        return math.nan
+    if dof <= len(_T95):
+        return _T95[dof - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * dof)  # Cornish-Fisher, within 1e-3 beyond 30 dof
+
+
+def mean_interval(values: Sequence[float], low: Sequence[float] = (),
+                  high: Sequence[float] = (),
+                  bounds: Optional[tuple[float, float]] = None) -> tuple[float, float, float]:
+    """Mean and 95% interval of per-seed values.
+
+    With two or more seeds: mean +- t * sd / sqrt(n), clipped to ``bounds``. With one seed
+    there is no spread to measure, so the run's own interval (``low``/``high``, Wilson on the
+    test counts) is used.
+    """
+    x = np.asarray([v for v in values if not pd.isna(v)], dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    if x.size == 1:
+        lo = float(low[0]) if len(low) else math.nan
+        hi = float(high[0]) if len(high) else math.nan
+        return float(x[0]), lo, hi
+    half = t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    low_, high_ = float(x.mean() - half), float(x.mean() + half)
+    if bounds is not None:  # a proportion's interval stays within [0, 1]
+        low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
+    return float(x.mean()), low_, high_
+
+
+def class_order(classes: Sequence[str]) -> list[str]:
+    """The paper's label order first, then any other class alphabetically."""
+    known = [c for c in S.LABELS if c in set(classes)]
+    return known + sorted(set(classes) - set(known) - {"all"})
+
+
+class Results:
+    """The tables of one or more sweeps as pandas DataFrames (read lazily, once each)."""
+
+    def __init__(self, store: ResultStore, sweeps: Sequence[str]) -> None:
+        self.store = store
+        self.sweeps = list(sweeps)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """``runs``, ``metrics``, ``epochs`` or ``predictions`` of every loaded sweep."""
+        if name not in S.TABLES:
+            raise RaybenchError(f"unknown table {name!r}; choose from {list(S.TABLES)}")
+        return getattr(self, name)
+
+    def _read(self, name: str) -> pd.DataFrame:
+        frames = [self.store.read_table(sweep, name) for sweep in self.sweeps]
+        frames = [f for f in frames if len(f)] or frames[:1]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        """One row per trial: identity, hyperparameters, timing, device, versions, status."""
+        return self._read("runs")
+
+    @cached_property
+    def metrics(self) -> pd.DataFrame:
+        """Long format: split, class, metric, value, ci_low, ci_high per trial."""
+        return self._read("metrics")
+
+    @cached_property
+    def epochs(self) -> pd.DataFrame:
+        """One row per trial and epoch: losses, validation metrics, lr, seconds."""
+        return self._read("epochs")
+
+    @cached_property
+    def predictions(self) -> pd.DataFrame:
+        """One row per trial and test image: label, predicted, ``p_<class>`` probabilities."""
+        return self._read("predictions")
+
+    def with_runs(self, frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
+        """``frame`` joined with the runs table (all its columns, or ``columns``)."""
+        runs = self.runs[KEYS + [c for c in columns if c not in KEYS]] if columns else self.runs
+        extra = [c for c in runs.columns if c not in frame.columns or c in KEYS]
+        return frame.merge(runs[extra], on=KEYS, how="left")
+
+    def _completed(self, scenario: Optional[str] = None) -> pd.DataFrame:
+        runs = self.runs
+        if runs.empty:
+            raise RaybenchError(f"no trials found in {self.store.root.uri} "
+                                f"(sweeps: {self.sweeps or 'none'})")
+        if scenario is not None:
+            if scenario not in set(runs[S.SCENARIO]):
+                raise RaybenchError(f"no trials of scenario {scenario!r}; found "
+                                    f"{sorted(runs[S.SCENARIO].dropna().unique())}")
+            runs = runs[runs[S.SCENARIO] == scenario]
+        return runs[runs[S.STATUS] == "completed"]
+
+    def scenarios(self) -> list[str]:
+        """Scenarios with at least one completed trial."""
+        return sorted(self._completed()[S.SCENARIO].dropna().unique())
+
+    def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
+                    split: str = "test", positive: Optional[str] = None) -> pd.DataFrame:
+        """Sensitivity and specificity as in the paper, mean and 95% interval over seeds.
+
+        Args:
+            scenario: Which scenario; may be left out when the results hold one.
+            layout: ``table1`` (one row per model, for ``positive`` one-vs-rest, as in the
+                paper's binary Table 1), ``table2`` (one row per model and class, Table 2) or
+                ``auto`` (table1 for two classes, else table2).
+            split: The evaluated split.
+            positive: Table 1's positive class (default ``covid19``, else the last class).
+
+        Returns:
+            Indexed by ``model`` (table1) or ``model, class`` (table2); columns
+            ``sensitivity``, ``sensitivity_low``, ``sensitivity_high``, the same for
+            ``specificity``, and ``seeds`` (completed trials averaged). With one seed the
+            interval is that run's Wilson interval; with more, a Student t interval.
+        """
+        scenarios = self.scenarios() if scenario is None else [scenario]
+        if len(scenarios) != 1:
+            raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
+        runs = self._completed(scenarios[0])
+        metrics = self.metrics
+        rows = metrics[(metrics[S.SPLIT] == split) & metrics[S.METRIC].isin([SENS, SPEC])]
+        rows = rows.merge(runs[KEYS + [S.MODEL, S.SEED]], on=KEYS)
+        if rows.empty:
+            raise RaybenchError(f"no {split} sensitivity/specificity rows for scenario "
+                                f"{scenarios[0]!r}")
+        classes = class_order(rows[S.CLASS].unique())
+        if layout == "auto":
+            layout = "table1" if len(classes) == 2 else "table2"
+        if layout == "table1":
+            positive = positive or ("covid19" if "covid19" in classes else classes[-1])
+            rows = rows[rows[S.CLASS] == positive]
+            keys = [S.MODEL]
+        elif layout == "table2":
+            keys = [S.MODEL, S.CLASS]
+        else:
+            raise RaybenchError(f"unknown layout {layout!r}; use auto, table1 or table2")
+        out = _aggregate(rows, keys)
+        if layout == "table2":
+            out = out.reindex(sorted(out.index, key=lambda k: (k[0], classes.index(k[1]))))
+        return out
+
+    def leaderboard(self, metric: str = "balanced_accuracy", *, split: str = "test",
+                    cls: str = "all", ascending: bool = False) -> pd.DataFrame:
+        """Trials ranked by one metric, with their runs columns (hyperparameters included)."""
+        m = self.metrics
+        rows = m[(m[S.METRIC] == metric) & (m[S.SPLIT] == split) & (m[S.CLASS] == cls)]
+        if rows.empty:
+            have = sorted(set(zip(m[S.METRIC], m[S.CLASS])))
+            raise RaybenchError(f"no {split} rows for metric {metric!r} class {cls!r}; "
+                                f"available (metric, class): {have[:20]}")
+        board = self.with_runs(rows[KEYS + [S.VALUE, S.CI_LOW, S.CI_HIGH]])
+        board = board.rename(columns={S.VALUE: metric})
+        board = board.sort_values(metric, ascending=ascending, kind="stable")
+        return board.reset_index(drop=True)
+
+    def compare(self, sweep_a: str, sweep_b: str,
+                metrics: Sequence[str] = OVERALL, split: str = "test") -> pd.DataFrame:
+        """Per model and metric: the mean over completed trials in each sweep and b - a.
+
+        Returns:
+            Indexed by ``model, metric``; columns ``<sweep_a>``, ``<sweep_b>``, ``delta``,
+            ``n_<sweep_a>``, ``n_<sweep_b>``. A model missing from one sweep gets NaN there.
+        """
+        if sweep_a == sweep_b:
+            raise RaybenchError("compare needs two different sweeps")
+        means = {}
+        for sweep in (sweep_a, sweep_b):
+            res = self if sweep in self.sweeps else load(self.store.root.uri, sweep)
+            runs = res._completed()
+            runs = runs[runs[S.SWEEP] == sweep]
+            m = res.metrics
+            rows = m[(m[S.SPLIT] == split) & (m[S.CLASS] == "all") & m[S.METRIC].isin(metrics)]
+            rows = rows.merge(runs[KEYS + [S.MODEL]], on=KEYS)
+            means[sweep] = rows.groupby([S.MODEL, S.METRIC])[S.VALUE].agg(["mean", "count"])
+        a, b = means[sweep_a], means[sweep_b]
+        out = pd.DataFrame({sweep_a: a["mean"], sweep_b: b["mean"]})
+        out["delta"] = out[sweep_b] - out[sweep_a]
+        out[f"n_{sweep_a}"] = a["count"].reindex(out.index).fillna(0).astype(int)
+        out[f"n_{sweep_b}"] = b["count"].reindex(out.index).fillna(0).astype(int)
+        return out
+
+    def confusion(self, model: str, scenario: Optional[str] = None) -> pd.DataFrame:
+        """Test confusion counts of ``model``, summed over its completed trials.
+
+        Rows are true labels, columns predicted labels, in :func:`class_order`.
+        """
+        runs = self._completed(scenario)
+        preds = self.predictions.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
+        if preds.empty:
+            raise RaybenchError(f"no predictions for model {model!r}")
+        probs = [c for c in preds.columns if c.startswith(S.PROB_PREFIX)]
+        classes = class_order(list(preds[S.LABEL].unique()) + [c[len(S.PROB_PREFIX):] for c in probs
+                                                               if preds[c].notna().any()])
+        counts = pd.crosstab(preds[S.LABEL], preds[S.PREDICTED])
+        return counts.reindex(index=classes, columns=classes, fill_value=0).astype(int)
+
+    def cams(self, trial_id: str, sweep: Optional[str] = None) -> CamSet:
+        """A trial's class activation maps."""
+        return self.store.read_cams(sweep or self._sweep_of(trial_id), trial_id)
+
+    def _sweep_of(self, trial_id: str) -> str:
+        hits = self.runs.loc[self.runs[S.TRIAL_ID] == trial_id, S.SWEEP].unique()
+        if len(hits) != 1:
+            raise RaybenchError(f"trial {trial_id!r} is in sweeps {list(hits)}; name the sweep")
+        return str(hits[0])
+
+
+def _aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    out = {}
+    for key, group in rows.groupby(keys, sort=True):
+        entry = {}
+        for metric in (SENS, SPEC):
+            part = group[group[S.METRIC] == metric]
+            mean, low, high = mean_interval(part[S.VALUE].tolist(), part[S.CI_LOW].tolist(),
+                                            part[S.CI_HIGH].tolist(), bounds=(0.0, 1.0))
+            entry.update({metric: mean, metric + LOW: low, metric + HIGH: high})
+        entry[SEEDS] = int(group[S.TRIAL_ID].nunique())
+        out[key] = entry
+    frame = pd.DataFrame.from_dict(out, orient="index")
+    frame.index = (pd.MultiIndex.from_tuples(frame.index, names=keys) if len(keys) > 1
+                   else pd.Index([k[0] if isinstance(k, tuple) else k for k in frame.index],
+                                 name=keys[0]))
+    return frame
+
+
+def format_paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The paper table as text cells: ``mean [low, high]`` for sensitivity and specificity."""
+    def cell(row: pd.Series, metric: str) -> str:
+        mean, low, high = row[metric], row[metric + LOW], row[metric + HIGH]
+        if pd.isna(mean):
+            return "n/a"
+        if pd.isna(low) or pd.isna(high):
+            return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    return pd.DataFrame({"Sensitivity": table.apply(cell, axis=1, metric=SENS),
+                         "Specificity": table.apply(cell, axis=1, metric=SPEC),
+                         "Seeds": table[SEEDS]}, index=table.index)
+
+
+def to_markdown(frame: pd.DataFrame, float_digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown table (index included when it is named)."""
+    frame = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+
+    def text(v: object) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.{float_digits}g}"
+        return str(v).replace("|", "\\|")
+
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(text(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """``frame`` as ``table`` (aligned text), ``csv``, ``json`` (records) or ``markdown``."""
+    if fmt == "table":
+        return frame.to_string()
+    if fmt == "csv":
+        return frame.to_csv(index=any(n is not None for n in frame.index.names)).rstrip("\n")
+    if fmt == "json":
+        flat = frame.reset_index() if any(n is not None for n in frame.index.names) else frame
+        return flat.to_json(orient="records", indent=2)
+    if fmt == "markdown":
+        return to_markdown(frame)
+    raise RaybenchError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
+
+
+def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False) -> Results:
+    """Opens a results root (local path or ``s3://bucket/prefix``).
+
+    Args:
+        uri: The results root.
+        sweep: One sweep's name, or None for every sweep under the root.
+        compact: Also write or refresh each sweep's snapshot (``_compact/``), which makes
+            later loads of large sweeps fast; needs write access.
+
+    Raises:
+        RaybenchError: The root holds no sweep, or not the named one.
+    """
+    store = ResultStore(uri)
+    if sweep is not None:
+        sweeps = [sweep]
+        if not any(storage.exists(store.location(sweep, p)) for p in ("runs", "spec.yaml")):
+            raise RaybenchError(f"no sweep {sweep!r} in {store.root.uri}; found "
+                                f"{store.sweeps() or 'none'}")
+    else:
+        sweeps = store.sweeps()
+        if not sweeps:
+            raise RaybenchError(f"no sweeps found in {store.root.uri}")
+    if compact:
+        for name in sweeps:
+            store.compact(name)
+    return Results(store, sweeps)
+
+
+def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None) -> pd.DataFrame:
+    """What ``raybench results`` prints: ``runs``, ``metrics`` or the formatted ``paper`` table."""
+    res = load(uri, sweep)
+    if table == "paper":
+        return format_paper_table(res.paper_table(scenario))
+    if table not in ("runs", "metrics", "epochs", "predictions"):
+        raise RaybenchError(f"unknown table {table!r}; choose runs, metrics or paper")
+    return res.table(table)

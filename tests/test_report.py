@@ -1,0 +1,81 @@
+"""report.py: report.md + self-contained report.html with PNG figures, CAM grids from NPZ."""
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raybench.report import cam_grid_figure
+from raybench.store import CamSet, ResultStore
+from resultdata import FOUR, write_scenario2
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def camset(ids: list[str], labels: list[str], seed: int, images: bool = True) -> CamSet:
+    rng = np.random.default_rng(seed)
+    return CamSet(image_ids=ids, labels=labels, predicted=labels[::-1], cams=rng.random((len(ids), 7, 7)),
+                  method="cam", target_layer="features", input_size=48,
+                  images=rng.integers(0, 255, (len(ids), 48, 48), dtype=np.uint8) if images else None)
+
+
+def test_report_writes_html_with_figures_and_numbers(tmp_path: Path, run_cli) -> None:
+    store = ResultStore(str(tmp_path / "runs"))
+    write_scenario2(store)
+    ids = ["img000", "img010", "img020", "img030"]
+    store.write_cams("s2", "cnnx-seed0", camset(ids, list(FOUR), 0))
+    store.write_cams("s2", "resnet18-seed1", camset(ids[::-1], list(FOUR)[::-1], 1))
+    out = tmp_path / "report"
+    code, stdout, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "s2", "--out", str(out))
+    assert code == 0, err
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    assert figures == ["cams.png", "confusion-s0-cnnx.png", "confusion-s0-resnet18.png",
+                       "curves-s0.png", "sensspec-s0-cnnx.png", "sensspec-s0-resnet18.png"]
+    for name in figures:
+        assert (out / "figures" / name).read_bytes().startswith(PNG)
+    page = (out / "report.html").read_text()
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == len(figures) and 'src="figures/' not in page  # self-contained
+    assert base64.b64decode(embedded[0]).startswith(PNG)
+    # The paper table's cells: cnnx covid19 and resnet18 normal (Table 2 layout).
+    assert "0.950 [0.315, 1.000]" in page and "0.833 [0.410, 1.000]" in page
+    assert "1.000 [1.000, 1.000]" in page and "Scenario: scenario2" in page
+    md = (out / "report.md").read_text()
+    assert "| cnnx | covid19 | 0.950 [0.315, 1.000] | 0.833 [0.410, 1.000] | 2 |" in md
+    assert "](figures/cams.png)" in md and "| resnet18-seed1 | resnet18 | scenario2 | 1 |" in md
+    assert f"wrote {out / 'report.html'}" in stdout
+
+
+def test_cam_grid_rows_are_shared_images_and_columns_models(tmp_path: Path) -> None:
+    a = camset(["i1", "i2", "i3"], ["normal", "viral", "covid19"], 0, images=False)
+    b = camset(["i3", "i2", "x9"], ["covid19", "viral", "normal"], 1, images=False)
+    fig = cam_grid_figure({"cnnx": a, "vgg16": b}, tmp_path / "grid.png")
+    assert fig.path.read_bytes().startswith(PNG)
+    import matplotlib.image as mpimg
+
+    height, width = mpimg.imread(fig.path).shape[:2]
+    # 2 shared images (i2, i3) x 3 columns (original, cnnx, vgg16) at 1.9 in and 100 dpi.
+    assert (height, width) == (380, 570)
+
+
+def test_report_without_a_sweep_is_one_line(tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("report", str(tmp_path), "--sweep", "none", "--out", str(tmp_path / "o"))
+    assert code == 2 and err.count("\n") == 1 and "no sweep 'none'" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("missing", ["epochs", "predictions"])
+def test_report_skips_sections_without_data(tmp_path: Path, run_cli, missing: str) -> None:
+    store = ResultStore(str(tmp_path / "runs"))
+    write_scenario2(store)
+    for p in (tmp_path / "runs" / "s2" / missing).iterdir():
+        p.unlink()
+    code, _, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "s2", "--out",
+                           str(tmp_path / "o"))
+    assert code == 0, err
+    names = {p.name.split("-")[0] for p in (tmp_path / "o" / "figures").iterdir()}
+    assert names == {"sensspec", "confusion", "curves"} - {"epochs": {"curves"},
+                                                          "predictions": {"confusion"}}[missing]
