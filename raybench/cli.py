@@ -71,12 +71,26 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
-    from raybench.data.manifest import manifest_from_folder, write_manifest
+    from raybench.data.importers import ImportOptions, import_dataset, parse_label_map, write_import
 
-    df = manifest_from_folder(Path(args.src), source=args.source)
-    write_manifest(df, Path(args.out))
+    opts = ImportOptions(
+        source=args.source, on_bad_image=args.on_bad_image, images=args.images,
+        file_col=args.file_col, label_col=args.label_col, patient_col=args.patient_col,
+        split_col=args.split_col, label=args.label, label_map=parse_label_map(args.label_map),
+        unmapped=args.unmapped)
+    result = import_dataset(args.kind, args.src, opts)
+    df = write_import(result, args.out, append=args.append)
     counts = ", ".join(f"{k} {v}" for k, v in df["label"].value_counts().sort_index().items())
-    print(f"wrote {args.out}: {len(df)} images ({counts})")
+    skipped = f"; skipped {len(result.skipped)} bad image(s), see {args.out}.skipped.csv" \
+        if result.skipped else ""
+    print(f"wrote {args.out}: {len(df)} images ({counts}){skipped}")
+
+
+def _cmd_audit(args: argparse.Namespace) -> None:
+    from raybench.data.audit import audit_manifest, format_report
+
+    report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
 
 
 def _cmd_results(args: argparse.Namespace) -> None:
@@ -139,11 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of a class-correlated text marker outside the lungs")
     p.set_defaults(func=_cmd_synth)
     p = dsub.add_parser("import", help="build a manifest from a dataset on disk")
-    p.add_argument("kind", choices=["folder"], help="folder: one sub-folder per class")
-    p.add_argument("src")
+    p.add_argument("kind", choices=["folder", "kermany", "covidx", "metadata-csv"],
+                   help="folder: one sub-folder per class; kermany: Kaggle chest_xray; covidx: "
+                   "label files + image folders; metadata-csv: a CSV of file, finding, patient")
+    p.add_argument("src", help="dataset folder (metadata-csv: the CSV file)")
     p.add_argument("--out", required=True, help="manifest Parquet to write")
-    p.add_argument("--source", help="value of the source column (default: folder name)")
+    p.add_argument("--append", action="store_true", help="merge into --out when it exists")
+    p.add_argument("--source", help="value of the source column (default: per kind)")
+    p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
+    p.add_argument("--images", help="image folder (covidx, metadata-csv; default: next to SRC)")
+    p.add_argument("--file-col", help="metadata-csv: column of file names")
+    p.add_argument("--label-col", help="metadata-csv: column of findings / labels")
+    p.add_argument("--patient-col", help="metadata-csv: column of patient ids")
+    p.add_argument("--split-col", help="metadata-csv: column of train/val/test")
+    p.add_argument("--label", help="one label for every row (a CSV without a finding column)")
+    p.add_argument("--label-map", action="append", default=[], metavar="RAW=LABEL",
+                   help="map a raw label value, e.g. 'COVID-19=covid19' (repeatable)")
+    p.add_argument("--unmapped", choices=["fail", "skip"], default="fail",
+                   help="rows whose label value is not mapped: fail, or leave them out")
     p.set_defaults(func=_cmd_import)
+    p = dsub.add_parser("audit", help="duplicates, leakage, unreadable files, source confounds")
+    p.add_argument("manifest")
+    p.add_argument("--against", help="a second manifest (e.g. the test set) to check overlap with")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--near", type=int, default=12, metavar="BITS",
+                   help="near-duplicate threshold: Hamming distance of 256-bit dHashes")
+    p.set_defaults(func=_cmd_audit)
     return parser
 
 

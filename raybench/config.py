@@ -63,6 +63,14 @@ class DataConfig:
         on_bad_image: ``fail`` stops at the first unreadable image; ``skip`` drops it and
             records it with the run.
         cache_dir: Folder for synthetic sets and decoded-image caches.
+        scenario: A registered scenario (``paper-1``, ``paper-2``, ``paper-3``) or a scenario
+            YAML file; ``None`` uses the manifest as it is. A scenario's classes replace
+            ``labels``.
+        test_from: Test images from this source of the manifest or from this manifest file
+            (overrides the scenario's own ``test_from``; needs ``scenario``).
+        allow_overlap: Train even when a patient or an identical image is in train and test.
+        decoded_cache: Decode each manifest once per image size into a memory-mapped cache
+            under ``cache_dir`` and reuse it across epochs, trials and workers.
     """
 
     manifest: Optional[str] = None
@@ -72,6 +80,10 @@ class DataConfig:
     split_seed: int = 0
     on_bad_image: str = "fail"
     cache_dir: str = ".raybench-cache"
+    scenario: Optional[str] = None
+    test_from: Optional[str] = None
+    allow_overlap: bool = False
+    decoded_cache: bool = True
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -240,6 +252,10 @@ def validate(spec: Spec, where: str = "spec") -> None:
         raise ConfigError(f"{where}: model.image_size must be >= 16, got {flat['model.image_size']}")
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"{where}: name must be a non-empty string without '/', got {spec.name!r}")
+    if spec.data.scenario:
+        from raybench.data.scenarios import get_scenario
+
+        get_scenario(spec.data.scenario)  # an unknown name fails here, listing the valid ones
     unknown = [lab for lab in spec.data.labels if lab not in schema.LABELS]
     if unknown or len(spec.data.labels) < 2:
         raise ConfigError(

@@ -171,8 +171,10 @@ def _summary(res: Results) -> pd.DataFrame:
     m = res.metrics
     overall = m[(m[S.SPLIT] == "test") & (m[S.CLASS] == "all") & m[S.METRIC].isin(OVERALL)]
     wide = overall.pivot_table(index=[S.SWEEP, S.TRIAL_ID], columns=S.METRIC, values=S.VALUE)
-    cols = [S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, "epochs_run", "train_images_per_s",
-            "wall_s", S.STATUS]
+    varied = [h for h in S.HYPERPARAMETERS  # what the sweep searched over
+              if h in res.runs and res.runs[h].nunique(dropna=True) > 1]
+    cols = [S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, *varied, "epochs_run",
+            "train_images_per_s", "wall_s", S.STATUS]
     table = res.runs[[S.SWEEP] + cols].merge(wide.reset_index(), on=[S.SWEEP, S.TRIAL_ID],
                                               how="left")
     return table.drop(columns=[S.SWEEP]).sort_values([S.MODEL, S.SEED]).set_index(S.TRIAL_ID)

@@ -10,6 +10,9 @@ import pyarrow as pa
 #: The paper's label vocabulary, in the order used for class indices everywhere.
 LABELS: tuple[str, ...] = ("normal", "bacteria", "viral", "covid19")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Labels a manifest may hold: the paper's four plus ``pneumonia`` (type unknown, as in COVIDx's
+#: 3-class labelling). A scenario's class list may merge labels (bacteria + viral -> pneumonia).
+MANIFEST_LABELS: tuple[str, ...] = LABELS + ("pneumonia",)
 
 # --- manifest (DESIGN.md section 4) -------------------------------------------------------
 IMAGE_ID = "image_id"

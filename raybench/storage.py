@@ -114,6 +114,9 @@ def resolve(uri: str | os.PathLike[str], **s3_options: float) -> Location:
         local = parsed.path if parsed.scheme == "file" else text
         return Location(pafs.LocalFileSystem(), str(Path(local).expanduser().absolute()), text)
     if parsed.scheme == "s3":
+        if "@" in parsed.netloc:  # never echo it: the part before '@' may be a secret
+            raise RaybenchError("an s3:// URI must not hold credentials (user:secret@); use the "
+                                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY environment variables")
         if not parsed.netloc:
             raise RaybenchError(f"{text}: an S3 URI needs a bucket, e.g. s3://bucket/prefix")
         path = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
@@ -197,7 +200,8 @@ def _put_object(loc: Location, data: memoryview | bytes) -> None:
         with loc.fs.open_output_stream(loc.path) as stream:
             stream.write(data)
     except OSError as exc:
-        raise RaybenchError(f"cannot write {loc.uri}: {describe_s3_error(exc)}") from None
+        reason = describe_s3_error(exc, loc.path.split("/", 1)[0], _endpoint({}) or "AWS S3")
+        raise RaybenchError(redact(f"cannot write {loc.uri}: {reason}")) from None
 
 
 def write_bytes_atomic(loc: Location, data: bytes) -> None:

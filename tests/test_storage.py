@@ -40,6 +40,9 @@ def test_credentials_never_come_from_or_leak_through_a_uri(monkeypatch: pytest.M
     with pytest.raises(RaybenchError) as info:
         storage.resolve("s3://bucket/p?secret_key=TOPSECRET123&region=eu-west-1")
     assert "TOPSECRET123" not in str(info.value) and "'secret_key'" in str(info.value)
+    with pytest.raises(RaybenchError, match="must not hold credentials") as info:
+        storage.resolve("s3://AKIA1:TOPSECRET456@bucket/p")
+    assert "TOPSECRET456" not in str(info.value)
     with pytest.raises(RaybenchError, match="unsupported storage scheme 'gs'"):
         storage.resolve("gs://bucket/p")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "abcdSECRETxyz")

@@ -14,7 +14,7 @@ from raybench.config import DataConfig
 from raybench.data import manifest as mf
 from raybench.data.images import BadImage, decode_images
 from raybench.data.split import assign_splits, check_disjoint
-from raybench.errors import DataError
+from raybench.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class PreparedData:
     test: SplitData
     manifest: pd.DataFrame
     skipped: list[BadImage] = field(default_factory=list)
+    scenario: dict = field(default_factory=dict)  # what the scenario used (counts, caps, seed)
 
 
 def resolve_manifest(cfg: DataConfig) -> Path:
@@ -79,6 +80,59 @@ def _split_tensors(df: pd.DataFrame, images: np.ndarray, labels: tuple[str, ...]
     return SplitData(torch.from_numpy(images[mask]), targets, df.loc[mask, S.IMAGE_ID].tolist())
 
 
+@dataclass
+class _Plan:
+    """Rows to use (split filled), their files, and which manifest each row came from."""
+
+    df: pd.DataFrame
+    files: list[Path]
+    origins: np.ndarray
+    manifests: tuple[Path, ...]
+    labels: tuple[str, ...]
+    summary: dict
+
+
+def _plan(cfg: DataConfig, path: Path) -> _Plan:
+    """The scenario's split when ``cfg.scenario`` is set, else the manifest's labels as they are."""
+    if cfg.scenario:
+        from raybench.data.scenarios import build_scenario, get_scenario
+
+        b = build_scenario(get_scenario(cfg.scenario), path, cfg.split_seed, cfg.val_fraction,
+                           cfg.test_fraction, cfg.test_from, cfg.allow_overlap)
+        return _Plan(b.df, b.files, b.origins, b.manifests, b.classes, b.summary)
+    if cfg.test_from:
+        raise ConfigError(f"data.test_from={cfg.test_from!r} needs data.scenario")
+    df = _select_labels(mf.read_manifest(path), cfg.labels, str(path))
+    df = assign_splits(df, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    check_disjoint(df)
+    root = mf.manifest_root(path)
+    files = [mf.resolve_image_path(root, p) for p in df[S.PATH]]
+    return _Plan(df, files, np.zeros(len(df), dtype=int), (path,), tuple(cfg.labels), {})
+
+
+def _decode_cached(cfg: DataConfig, plan: _Plan, size: int
+                   ) -> tuple[np.ndarray, np.ndarray, list[BadImage]]:
+    """Like ``decode_images``, reading each whole manifest through the decoded cache."""
+    from raybench.data.cache import decoded_images
+
+    out = np.empty((len(plan.df), size, size), dtype=np.uint8)
+    keep = np.ones(len(plan.df), dtype=bool)
+    bad: list[BadImage] = []
+    for k, mpath in enumerate(plan.manifests):
+        full = mf.read_manifest(mpath)
+        root = mf.manifest_root(mpath)
+        entry = decoded_images(full, [mf.resolve_image_path(root, p) for p in full[S.PATH]],
+                               size, cfg.cache_dir, on_bad_image=cfg.on_bad_image)
+        pos = {image_id: i for i, image_id in enumerate(entry.image_ids)}
+        rows = np.nonzero(plan.origins == k)[0]
+        idx = np.array([pos[i] for i in plan.df[S.IMAGE_ID].iloc[rows]], dtype=np.int64)
+        out[rows] = entry.images[idx]
+        keep[rows] = entry.ok[idx]
+        used = {str(plan.files[r]) for r in rows}
+        bad += [b for b in entry.bad if b.path in used]
+    return (out[keep] if bad else out), keep, bad
+
+
 def prepare_data(cfg: DataConfig, image_size: int) -> PreparedData:
     """Reads the manifest, splits by patient, decodes every image once at ``image_size``.
 
@@ -86,17 +140,18 @@ def prepare_data(cfg: DataConfig, image_size: int) -> PreparedData:
         DataError: Missing manifest or images, empty classes, or an empty split.
     """
     path = resolve_manifest(cfg)
-    df = _select_labels(mf.read_manifest(path), cfg.labels, str(path))
-    df = assign_splits(df, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
-    check_disjoint(df)
-    root = mf.manifest_root(path)
-    files = [root / p for p in df[S.PATH]]
-    images, keep, bad = decode_images(files, image_size, cfg.on_bad_image)
+    plan = _plan(cfg, path)
+    df = plan.df
+    if cfg.decoded_cache:
+        images, keep, bad = _decode_cached(cfg, plan, image_size)
+    else:
+        images, keep, bad = decode_images(plan.files, image_size, cfg.on_bad_image)
     df = df[keep].reset_index(drop=True)
-    splits = {n: _split_tensors(df, images, cfg.labels, n) for n in S.SPLITS}
+    splits = {n: _split_tensors(df, images, plan.labels, n) for n in S.SPLITS}
     for name, split in splits.items():
         if len(split) == 0:
             raise DataError(f"{path}: the {name} split is empty after splitting {len(df)} images; "
                             "add images or change data.val_fraction / data.test_fraction")
     log.info("data: %s", ", ".join(f"{n} {len(s)}" for n, s in splits.items()))
-    return PreparedData(cfg.labels, splits["train"], splits["val"], splits["test"], df, bad)
+    return PreparedData(plan.labels, splits["train"], splits["val"], splits["test"], df, bad,
+                        plan.summary)

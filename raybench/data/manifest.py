@@ -318,7 +318,7 @@ def validate_manifest(df: pd.DataFrame, where: str) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     _check_columns(df, where)
     out = _normalise(df, where)
-    _check_values(out, schema.LABEL, schema.LABELS, where)
+    _check_values(out, schema.LABEL, schema.MANIFEST_LABELS, where)
     _check_values(out, schema.SPLIT, schema.SPLITS, where)
     _check_unique_ids(out, where)
     _check_paths(out, schema.PATH, where)
@@ -382,3 +382,22 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet manifest ({exc})") from exc
     return validate_manifest(df, where=str(path))
+
+
+def resolve_image_path(root: str | os.PathLike, path: str) -> Path:
+    """Return the local file of a manifest ``path``: ``root / path``, or a ``file://`` URI's file.
+
+    Args:
+        root: The manifest's folder (see :func:`manifest_root`).
+        path: The ``path`` cell of a manifest row.
+
+    Raises:
+        DataError: A URI scheme other than ``file://`` (not readable as a local file).
+    """
+    if path.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(path).path))
+    if _URI_RE.match(path):
+        raise DataError(f"{path}: only relative paths and file:// URIs can be read locally")
+    return Path(root) / path

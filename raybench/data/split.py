@@ -15,7 +15,11 @@ from raybench.errors import DataError
 
 
 def _patient_labels(df: pd.DataFrame) -> pd.Series:
-    return df.groupby(S.PATIENT_ID)[S.LABEL].agg(lambda s: s.value_counts().index[0])
+    """Each patient's most frequent label (ties: the label seen first), indexed by patient."""
+    # Vectorised: a per-group value_counts took seconds on a few thousand patients.
+    counts = df.groupby([S.PATIENT_ID, S.LABEL], sort=False).size().reset_index(name="_n")
+    counts = counts.sort_values("_n", ascending=False, kind="stable")
+    return counts.drop_duplicates(S.PATIENT_ID).set_index(S.PATIENT_ID)[S.LABEL].sort_index()
 
 
 def _take(patients: pd.Series, fraction: float, rng: np.random.Generator) -> set[str]:

@@ -1,0 +1,365 @@
+"""Scenarios: declarative class lists, label merges and caps, split by patient and checked.
+
+A :class:`ScenarioSpec` says which classes a model learns (``classes``, in class-index order),
+which manifest labels feed them (``merge``: e.g. bacteria + viral -> pneumonia), how many
+training images a class may use at most (``caps``) and optionally where the test set comes from
+(``test_from``: a source name in the manifest, or another manifest file).
+
+:func:`build_scenario` turns a spec and a manifest into a split that is disjoint by patient *and*
+by image content (byte-identical files are kept in one split), seeded and stratified, and refuses
+train/test overlap unless ``allow_overlap``. The paper's three scenarios are registered as
+``paper_1``, ``paper_2`` and ``paper_3`` (``paper-1`` etc. are accepted too).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from raybench import schema as S
+from raybench.data import manifest as mf
+from raybench.data.split import assign_splits
+from raybench.errors import ConfigError, DataError
+from raybench.registry import Registry
+
+log = logging.getLogger(__name__)
+
+_TRAIN_POOL = ("train", "val")
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """A scenario, as data.
+
+    Attributes:
+        name: Registry key or the user's name for it.
+        classes: Class names in class-index order (manifest labels or merge targets).
+        merge: ``(manifest label, class)`` pairs; unlisted labels map to themselves.
+        caps: ``(class, n)``: at most ``n`` training + validation images of that class,
+            chosen by whole patients with a seeded shuffle; the test set is never capped.
+        test_from: A source name or a manifest path whose images form the test set.
+        description: One line for listings and the built summary.
+        paper_counts: The paper's ``{split: {class: n}}`` for comparison (train, test).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    merge: tuple[tuple[str, str], ...] = ()
+    caps: tuple[tuple[str, int], ...] = ()
+    test_from: Optional[str] = None
+    description: str = ""
+    paper_counts: Optional[Mapping[str, Mapping[str, int]]] = None
+
+    def __post_init__(self) -> None:
+        _check_spec(self)
+
+    def class_of(self, label: str) -> Optional[str]:
+        """The class a manifest label feeds, or None when the scenario does not use it."""
+        target = dict(self.merge).get(label, label)
+        return target if target in self.classes else None
+
+
+def _check_spec(spec: ScenarioSpec) -> None:
+    where = f"scenario {spec.name!r}"
+    if len(spec.classes) < 2 or len(set(spec.classes)) != len(spec.classes):
+        raise ConfigError(f"{where}: classes={list(spec.classes)}; need >= 2 distinct classes")
+    targets = {t for _, t in spec.merge}
+    for label, target in spec.merge:
+        if label not in S.MANIFEST_LABELS:
+            raise ConfigError(f"{where}: merge source {label!r} is not a manifest label; "
+                              f"allowed: {', '.join(S.MANIFEST_LABELS)}")
+        if target not in spec.classes:
+            raise ConfigError(f"{where}: merge target {target!r} is not in classes "
+                              f"{list(spec.classes)}")
+    for cls in spec.classes:
+        if cls not in S.MANIFEST_LABELS and cls not in targets:
+            raise ConfigError(f"{where}: class {cls!r} is neither a manifest label "
+                              f"({', '.join(S.MANIFEST_LABELS)}) nor a merge target")
+    for cls, cap in spec.caps:
+        if cls not in spec.classes or not isinstance(cap, int) or cap <= 0:
+            raise ConfigError(f"{where}: cap {cls}={cap!r}; caps need a class of the scenario "
+                              "and a positive integer")
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+SCENARIOS: Registry[ScenarioSpec] = Registry("scenario")
+_FOUR = ("normal", "bacteria", "viral", "covid19")
+_PAPER_TEST = {"normal": 234, "bacteria": 242, "viral": 148, "covid19": 43}
+SCENARIOS.register("paper_1", ScenarioSpec(
+    "paper_1", ("normal", "covid19"),
+    description="normal vs COVID-19 (the paper tests on another COVID source)",
+    paper_counts={"train": {"normal": 1341, "covid19": 111},
+                  "test": {"normal": 234, "covid19": 43}}))
+SCENARIOS.register("paper_2", ScenarioSpec(
+    "paper_2", _FOUR, description="4 classes, all data",
+    paper_counts={"train": {"normal": 1575, "bacteria": 2771, "viral": 1494, "covid19": 111},
+                  "test": _PAPER_TEST}))
+SCENARIOS.register("paper_3", ScenarioSpec(
+    "paper_3", _FOUR, caps=(("normal", 350), ("bacteria", 350), ("viral", 350)),
+    description="4 classes, at most 350 training images per non-COVID class, all COVID",
+    paper_counts={"train": {"normal": 350, "bacteria": 350, "viral": 350, "covid19": 111},
+                  "test": _PAPER_TEST}))
+
+
+def scenario_from_dict(data: Mapping[str, Any], where: str = "scenario spec") -> ScenarioSpec:
+    """Builds a spec from YAML-like data: ``{name, classes, merge: {a: b}, caps: {c: n}, test_from}``.
+
+    Raises:
+        ConfigError: Unknown keys or invalid values, naming ``where``.
+    """
+    allowed = {"name", "classes", "merge", "caps", "test_from", "description"}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: a scenario must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
+    try:
+        return ScenarioSpec(
+            name=str(data.get("name", Path(where).stem)),
+            classes=tuple(str(c) for c in data["classes"]),
+            merge=tuple((str(k), str(v)) for k, v in dict(data.get("merge") or {}).items()),
+            caps=tuple((str(k), v) for k, v in dict(data.get("caps") or {}).items()),
+            test_from=data.get("test_from"),
+            description=str(data.get("description", "")))
+    except KeyError:
+        raise ConfigError(f"{where}: 'classes' is required (a list of class names)") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: malformed scenario ({exc})") from None
+
+
+def get_scenario(name: str) -> ScenarioSpec:
+    """A registered scenario (``paper-2`` == ``paper_2``) or a YAML scenario file.
+
+    Raises:
+        ConfigError: Unknown name (listing the registered ones) or a bad file.
+    """
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"scenario file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: YAML syntax error ({exc.__class__.__name__})") from None
+        return scenario_from_dict(data, where=str(path))
+    return SCENARIOS.get(name.replace("-", "_"))
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+@dataclass
+class BuiltScenario:
+    """A scenario applied to data.
+
+    Attributes:
+        spec: What was asked for.
+        df: Manifest rows used, ``label`` replaced by the class, ``split`` filled.
+        files: The local image file of each row of ``df``.
+        origins: Per row, the index into ``manifests`` it came from.
+        manifests: The manifest files read (the main one, then a ``test_from`` manifest).
+        summary: What was used: seed, fractions, caps, counts per split and class, notes.
+    """
+
+    spec: ScenarioSpec
+    df: pd.DataFrame
+    files: list[Path]
+    origins: np.ndarray
+    manifests: tuple[Path, ...]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+
+def _to_classes(df: pd.DataFrame, spec: ScenarioSpec) -> pd.DataFrame:
+    classes = df[S.LABEL].map(spec.class_of)
+    out = df[classes.notna()].copy()
+    out[S.LABEL] = classes[classes.notna()]
+    return out
+
+
+def _group_keys(df: pd.DataFrame) -> pd.Series:
+    """Split unit per row: patients (qualified by source) joined when they share an image hash."""
+    keys = (df[S.SOURCE] + "/" + df[S.PATIENT_ID]).tolist()
+    parent = {k: k for k in keys}
+
+    def find(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first: dict[str, str] = {}
+    for key, digest in zip(keys, df[S.SHA256]):
+        other = first.setdefault(digest, key)
+        a, b = find(key), find(other)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return pd.Series([find(k) for k in keys], index=df.index)
+
+
+def _split_by_group(df: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
+    """``assign_splits`` with the group key standing in for the patient id."""
+    tmp = df.copy()
+    tmp[S.PATIENT_ID] = _group_keys(df)
+    out = assign_splits(tmp, val, test, seed)
+    out[S.PATIENT_ID] = df[S.PATIENT_ID]
+    return out
+
+
+def _apply_caps(df: pd.DataFrame, caps: Mapping[str, int], seed: int) -> pd.DataFrame:
+    """Drops training-pool rows beyond each class cap, keeping whole (seeded) groups."""
+    if not caps:
+        return df
+    rng = np.random.default_rng([seed, 1])
+    groups = _group_keys(df)
+    drop = pd.Series(False, index=df.index)
+    for cls, cap in sorted(caps.items()):
+        pool = df[S.SPLIT].isin(_TRAIN_POOL) & (df[S.LABEL] == cls)
+        sizes = groups[pool].value_counts().sort_index()
+        order = sizes.index.to_numpy()
+        rng.shuffle(order)
+        kept, total = set(), 0
+        for g in order:
+            if total + sizes[g] <= cap:
+                kept.add(g)
+                total += sizes[g]
+        drop |= pool & ~groups.isin(kept)
+    return df[~drop]
+
+
+def _check_no_overlap(df: pd.DataFrame, allow: bool) -> list[str]:
+    """Patients or identical images in both the training pool and test; raises unless allowed."""
+    train = df[df[S.SPLIT].isin(_TRAIN_POOL)]
+    test = df[df[S.SPLIT] == "test"]
+    problems = []
+    pkey = lambda d: d[S.SOURCE] + "/" + d[S.PATIENT_ID]  # noqa: E731
+    shared = sorted(set(pkey(train)) & set(pkey(test)))
+    if shared:
+        problems.append(f"{len(shared)} patient(s) in train and test, e.g. {shared[:3]}")
+    same = test[test[S.SHA256].isin(set(train[S.SHA256]))]
+    if len(same):
+        twin = train[train[S.SHA256] == same[S.SHA256].iloc[0]][S.IMAGE_ID].iloc[0]
+        problems.append(f"{len(same)} test image(s) identical to training images, e.g. "
+                        f"{same[S.IMAGE_ID].iloc[0]!r} == {twin!r}")
+    if problems and not allow:
+        raise DataError("train/test overlap: " + "; ".join(problems)
+                        + " (set data.allow_overlap=true to train anyway)")
+    for p in problems:
+        log.warning("allowed train/test overlap: %s", p)
+    return problems
+
+
+def _load(path: Path, origin: int) -> tuple[pd.DataFrame, list[Path]]:
+    df = mf.read_manifest(path)
+    root = mf.manifest_root(path)
+    df["_origin"] = origin  # dropped again before returning
+    return df, [mf.resolve_image_path(root, p) for p in df[S.PATH]]
+
+
+def _test_from(df: pd.DataFrame, files: list[Path], test_from: str, spec: ScenarioSpec,
+               manifests: list[Path]) -> tuple[pd.DataFrame, list[Path], pd.Series]:
+    """Marks the test rows: a source of ``df`` or all rows of another manifest."""
+    df = df.copy()
+    df["_file"] = files
+    if test_from in set(df[S.SOURCE]):
+        is_test = df[S.SOURCE] == test_from
+    elif test_from.endswith(".parquet") or Path(test_from).is_file():
+        other, other_files = _load(Path(test_from), len(manifests))
+        manifests.append(Path(test_from))
+        other = _to_classes(other.assign(_file=other_files), spec)
+        df = pd.concat([df, other], ignore_index=True)
+        is_test = df["_origin"] == len(manifests) - 1
+    else:
+        raise DataError(f"test_from {test_from!r} is neither a source of the manifest "
+                        f"({', '.join(sorted(set(df[S.SOURCE])))}) nor a manifest file")
+    return df, is_test
+
+
+def build_scenario(spec: ScenarioSpec, manifest: str | os.PathLike, seed: int = 0,
+                   val_fraction: float = 0.15, test_fraction: float = 0.2,
+                   test_from: Optional[str] = None, allow_overlap: bool = False
+                   ) -> BuiltScenario:
+    """Applies ``spec`` to a manifest: classes, merges, patient-level splits, caps, checks.
+
+    Rows keep a pre-set ``split``; otherwise a seeded ``test_fraction`` of groups goes to test
+    (unless test images come from ``test_from`` or are pre-set), caps trim the training pool,
+    then ``val_fraction`` of the remaining training groups becomes validation.
+
+    Raises:
+        DataError: Unreadable manifest, a class without images, or train/test overlap.
+    """
+    manifests = [Path(manifest)]
+    df, files = _load(manifests[0], 0)
+    df = _to_classes(df.assign(_file=files), spec)
+    test_from = test_from or spec.test_from
+    if test_from:
+        df, is_test = _test_from(df.drop(columns="_file"), list(df["_file"]), test_from, spec,
+                                 manifests)
+        df.loc[is_test, S.SPLIT] = "test"
+    df = df.reset_index(drop=True)
+    df = _split_by_group(df, 0.0, 0.0 if test_from else test_fraction, seed)
+    df = _apply_caps(df, dict(spec.caps), seed)
+    df = _carve_val(df, val_fraction, seed)
+    _check_classes(df, spec, manifests[0])
+    _assert_disjoint(df)
+    overlap = _check_no_overlap(df, allow_overlap)
+    df = df.sort_values([S.SPLIT, S.IMAGE_ID], kind="stable").reset_index(drop=True)
+    built = BuiltScenario(spec, df.drop(columns=["_file", "_origin"]), list(df["_file"]),
+                          df["_origin"].to_numpy(), tuple(manifests))
+    built.summary = _summary(built, seed, val_fraction, test_fraction, test_from, overlap)
+    return built
+
+
+def _carve_val(df: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:
+    if (df[S.SPLIT] == "val").any() or val_fraction <= 0:
+        return df
+    train = df[S.SPLIT] == "train"
+    part = df[train].copy()
+    part[S.SPLIT] = None
+    part = _split_by_group(part, val_fraction, 0.0, seed + 1)
+    out = df.copy()
+    out.loc[train, S.SPLIT] = part[S.SPLIT]
+    return out
+
+
+def _check_classes(df: pd.DataFrame, spec: ScenarioSpec, where: Path) -> None:
+    present = set(df.loc[df[S.SPLIT] == "train", S.LABEL])
+    missing = [c for c in spec.classes if c not in present]
+    if missing:
+        raise DataError(f"{where}: scenario {spec.name!r} has no training images of class(es) "
+                        f"{', '.join(missing)}; classes present: {', '.join(sorted(present))}")
+
+
+def _assert_disjoint(df: pd.DataFrame) -> None:
+    key = df[S.SOURCE] + "/" + df[S.PATIENT_ID]
+    counts = df.groupby(key)[S.SPLIT].nunique()
+    if (counts > 1).any():
+        raise DataError(f"patient {counts[counts > 1].index[0]!r} is in more than one split")
+
+
+def _summary(built: BuiltScenario, seed: int, val: float, test: float,
+             test_from: Optional[str], overlap: list[str]) -> dict[str, Any]:
+    df = built.df
+    counts = {split: {c: int(((df[S.SPLIT] == split) & (df[S.LABEL] == c)).sum())
+                      for c in built.classes} for split in S.SPLITS}
+    return {
+        "scenario": built.spec.name, "description": built.spec.description,
+        "classes": list(built.classes), "merge": dict(built.spec.merge),
+        "caps": dict(built.spec.caps), "seed": seed, "val_fraction": val,
+        "test_fraction": 0.0 if test_from else test, "test_from": test_from,
+        "manifests": [str(m) for m in built.manifests], "counts": counts,
+        "paper_counts": built.spec.paper_counts, "overlap_allowed": overlap,
+    }

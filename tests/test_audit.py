@@ -1,0 +1,110 @@
+"""Audit: duplicates (exact, near), patient overlap, unreadable files, per-source facts."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from raybench import schema as S
+from raybench.data.audit import audit_manifest, dhash, has_leakage
+from raybench.data.importers import ImportOptions, import_dataset, write_import
+from raybench.data.manifest import write_manifest
+
+
+def _xray(seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 255, (8, 8)).astype(np.uint8)
+    return Image.fromarray(arr).resize((size, size), Image.Resampling.BICUBIC)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """normal: 4 distinct images + a byte copy + a re-encoded copy; covid19: 2 large RGB JPEGs."""
+    root = tmp_path / "d"
+    (root / "normal").mkdir(parents=True)
+    (root / "covid19").mkdir()
+    for i in range(4):
+        _xray(i).save(root / "normal" / f"n{i}.png")
+    shutil.copy(root / "normal" / "n0.png", root / "normal" / "n0_copy.png")
+    _xray(1).resize((60, 60)).save(root / "normal" / "n1_small.png")
+    for i in range(2):
+        _xray(10 + i, 96).convert("RGB").save(root / "covid19" / f"c{i}.jpg", quality=90)
+    write_import(import_dataset("folder", root), root / "m.parquet")
+    return root / "m.parquet"
+
+
+def test_dhash_is_stable_under_resize_and_differs_between_images() -> None:
+    a, b, c = dhash(_xray(1)), dhash(_xray(1).resize((40, 40))), dhash(_xray(2))
+    bits = lambda x, y: int(np.unpackbits(x ^ y).sum())  # noqa: E731
+    assert a.shape == (32,) and bits(a, b) <= 12 and bits(a, c) > 60
+
+
+def test_audit_finds_duplicates_and_source_facts(dataset: Path) -> None:
+    report = audit_manifest(dataset)
+    assert report["images"] == 8
+    exact = [(p["a"], p["b"]) for p in report["exact_duplicates"]]
+    assert exact == [("d/normal/n0", "d/normal/n0_copy")]
+    near = {(p["a"], p["b"]) for p in report["near_duplicates"]}
+    assert near == {("d/normal/n1", "d/normal/n1_small")}
+    facts = report["per_source"]["d"]
+    assert facts["labels"] == {"covid19": 2, "normal": 6}
+    assert facts["formats"] == {"PNG": 6, "JPEG": 2} and facts["modes"] == {"L": 6, "RGB": 2}
+    assert facts["width"] == [60, 64, 96]
+    assert report["unreadable"] == [] and report["hash_mismatch"] == []
+    assert not has_leakage(report)
+    json.dumps(report)  # JSON-ready
+
+
+def test_unreadable_and_changed_files(dataset: Path) -> None:
+    (dataset.parent / "normal" / "n2.png").write_bytes(b"garbage")
+    report = audit_manifest(dataset)
+    assert [u["image_id"] for u in report["unreadable"]] == ["d/normal/n2"]
+    assert "unreadable image" in report["unreadable"][0]["reason"]
+    assert [c["image_id"] for c in report["hash_mismatch"]] == ["d/normal/n2"]
+
+
+def test_patient_overlap_across_splits_and_manifests(dataset: Path, tmp_path: Path) -> None:
+    df = pd.read_parquet(dataset)
+    df[S.PATIENT_ID] = "p1"
+    df[S.SPLIT] = ["train"] * 7 + ["test"]
+    write_manifest(df, dataset)
+    other = tmp_path / "other" / "m.parquet"
+    shutil.copytree(dataset.parent / "covid19", other.parent / "covid19")
+    write_import(import_dataset("folder", other.parent, ImportOptions(source="d")), other)
+    report = audit_manifest(dataset, against=other)
+    assert report["patients_in_several_splits"] == [{"patient": "d/p1", "splits": ["test", "train"]}]
+    against = report["against"]
+    assert sorted((p["a"], p["b"]) for p in against["exact_duplicates"]) == [
+        ("d/covid19/c0", "d/covid19/c0"), ("d/covid19/c1", "d/covid19/c1")]
+    assert has_leakage(report)
+
+
+def test_cli_audit_json(dataset: Path, run_cli) -> None:
+    code, out, err = run_cli("data", "audit", str(dataset), "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["exact_duplicates"]) == 1
+    code, out, _ = run_cli("data", "audit", str(dataset))
+    assert code == 0 and "exact duplicate pairs: 1" in out
+
+
+@pytest.mark.slow
+def test_cli_audit_on_shared_kermany(shared_data: Path, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "k.parquet"
+    code, _, err = run_cli("data", "import", "kermany", str(shared_data / "kermany-cxr-train"),
+                           "--out", str(out))
+    assert code == 0, err
+    code, text, err = run_cli("data", "audit", str(out), "--json")
+    assert code == 0, err
+    report = json.loads(text)
+    pairs = report["exact_duplicates"]
+    assert len(pairs) == 28  # 24 groups of byte-identical files (README: "about 26")
+    assert {"kermany/PNEUMONIA/person357_virus_734", "kermany/PNEUMONIA/person357_virus_735"} in [
+        {p["a"], p["b"]} for p in pairs]
+    assert sum(not p["same_patient"] for p in pairs) == 0
+    assert report["per_source"]["kermany"]["formats"] == {"JPEG": 5232}
+    assert report["unreadable"] == [] and report["near_duplicates"] == []
