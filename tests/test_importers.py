@@ -75,6 +75,7 @@ def test_kermany_small_tree_with_split_folders(tmp_path: Path) -> None:
     assert (row[S.WIDTH], row[S.HEIGHT]) == (20, 10)
 
 
+@pytest.mark.slow
 def test_import_shared_kermany_and_hannover(shared_data: Path, tmp_path: Path) -> None:
     kermany = import_dataset("kermany", shared_data / "kermany-cxr-train").df
     assert len(kermany) == 5232
