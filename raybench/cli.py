@@ -54,12 +54,31 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"results: {spec.results}/{spec.name}")
 
 
+def _cmd_sweep(args: argparse.Namespace) -> None:
+    from raybench.config import load_spec
+    from raybench.tune.sweep import run_sweep
+
+    overrides = list(args.set) + ([f"results={args.results}"] if args.results else [])
+    spec = load_spec(args.config, overrides)
+    summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus)
+    _print_summary(summary)
+    print(f"results: {spec.results}/{spec.name}")
+
+
+def _print_summary(summary: list[dict]) -> None:
+    for row in summary:
+        params = ", ".join(f"{k}={row[k]:.3g}" for k in ("lr", "batch_size", "cnnx_stride")
+                           if row.get(k) is not None)
+        print(f"{row['trial_id']:<40} {row['status']:<10} {params}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from raybench.demo import run_demo
 
-    for outcome in run_demo(args.results, args.config or DEMO_SPEC):
-        _print_outcome(outcome)
-    print(f"\nresults: {args.results}")
+    summary, report = run_demo(args.results, args.config or DEMO_SPEC, num_cpus=args.num_cpus,
+                               overrides=args.set)
+    _print_summary(summary)
+    print(f"\nresults: {args.results}\nreport:  {report}")
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -123,9 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results root: a path or s3://bucket/prefix (default ./runs)")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("sweep", help="run a study on Ray Tune (paper grid or Optuna search)")
+    p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. sweep.num_samples=8 (repeatable)")
+    p.add_argument("--results", help="results root: a path or s3://bucket/prefix")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("demo", help="run the demo job on synthetic data")
     p.add_argument("--results", default="./runs", help="results root (default ./runs)")
     p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the demo spec (repeatable)")
+    p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("results", help="print a results table (runs, metrics, paper)")

@@ -108,6 +108,70 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ScalingSpec:
+    """Ray resources of one trial.
+
+    ``batch_size`` is the global batch: each of ``num_workers`` data-parallel workers takes
+    ``ceil(batch_size / num_workers)`` samples per step, so the optimiser sees (about) the same
+    batch whatever the number of workers.
+
+    Attributes:
+        num_workers: Data-parallel Ray Train workers per trial (DDP when > 1).
+        use_gpu: Give each worker a GPU share.
+        cpus_per_worker: CPUs reserved per worker.
+        gpus_per_worker: GPU share per worker; fractions (0.25) let small models share a GPU.
+        in_process: Run single-worker trials inside the Tune trial, without a worker group.
+        max_concurrent_trials: Upper bound; by default derived from the cluster's resources.
+        max_failures: Restarts of a trial (from its latest checkpoint) after a worker dies.
+    """
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    in_process: bool = True
+    max_concurrent_trials: Optional[int] = None
+    max_failures: int = 1
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The Optuna space around the paper's defaults (which are evaluated first)."""
+
+    lr_min: float = 1e-5
+    lr_max: float = 1e-2
+    batch_sizes: tuple[int, ...] = (8, 15, 16, 32, 64)
+    cnnx_strides: tuple[int, ...] = (2, 3, 4)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A study: models x scenarios x seeds, in ``paper`` (fixed hyperparameters) or ``optuna`` mode.
+
+    Attributes:
+        mode: ``paper`` runs the paper's hyperparameters as a grid; ``optuna`` searches ``space``
+            with TPE, ``num_samples`` trials per model x scenario x seed.
+        scenarios: Scenario names; empty means the data section as it is.
+        metric: Metric that ASHA and Optuna optimise (reported every epoch).
+        asha: Stop weak trials early (ASHA, over epochs).
+        time_budget_s: Stop starting new trials after this many seconds (per group).
+    """
+
+    mode: str = "paper"
+    models: tuple[str, ...] = ("cnnx",)
+    scenarios: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    num_samples: int = 4
+    metric: str = "val_balanced_accuracy"
+    metric_mode: str = "max"
+    asha: bool = True
+    grace_period: int = 1
+    reduction_factor: int = 2
+    time_budget_s: Optional[float] = None
+    space: SearchSpace = field(default_factory=SearchSpace)
+
+
+@dataclass(frozen=True)
 class Spec:
     """One job: a name, a model, data and training settings, and where results go."""
 
@@ -116,12 +180,18 @@ class Spec:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     results: str = "./runs"
+    scaling: ScalingSpec = field(default_factory=ScalingSpec)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("fail", "skip"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16"),
+    "sweep.mode": ("paper", "optuna"),
+    "sweep.metric_mode": ("max", "min"),
+    "sweep.metric": ("val_balanced_accuracy", "val_accuracy", "val_macro_auc", "val_loss",
+                     "train_loss"),
 }
 
 
@@ -241,7 +311,9 @@ def validate(spec: Spec, where: str = "spec") -> None:
         if flat[key] not in allowed:
             raise ConfigError(f"{where}: {key}={flat[key]!r}; allowed: {', '.join(allowed)}")
     positive = ["train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
-                "data.synthetic.per_class", "data.synthetic.size"]
+                "data.synthetic.per_class", "data.synthetic.size", "scaling.num_workers",
+                "sweep.num_samples", "sweep.grace_period", "sweep.reduction_factor",
+                "sweep.space.lr_min", "sweep.space.lr_max"]
     for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {flat[key]!r}")
@@ -250,6 +322,7 @@ def validate(spec: Spec, where: str = "spec") -> None:
             raise ConfigError(f"{where}: {key} must be in [0, 1), got {flat[key]!r}")
     if flat["model.image_size"] is not None and flat["model.image_size"] < 16:
         raise ConfigError(f"{where}: model.image_size must be >= 16, got {flat['model.image_size']}")
+    _validate_sweep(spec, where)
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"{where}: name must be a non-empty string without '/', got {spec.name!r}")
     if spec.data.scenario:
@@ -261,6 +334,28 @@ def validate(spec: Spec, where: str = "spec") -> None:
         raise ConfigError(
             f"{where}: data.labels={list(spec.data.labels)}; need >= 2 of {', '.join(schema.LABELS)}"
         )
+
+
+def _validate_sweep(spec: Spec, where: str) -> None:
+    from raybench.models import MODELS  # models import torch: only when validating a spec
+
+    for name in spec.sweep.models + (spec.model.name,):
+        if name not in MODELS:
+            raise ConfigError(f"{where}: {MODELS.unknown_message(name)}")
+    space = spec.sweep.space
+    if not space.lr_min < space.lr_max:
+        raise ConfigError(f"{where}: sweep.space.lr_min must be < lr_max, got "
+                          f"{space.lr_min} and {space.lr_max}")
+    for key, values in (("batch_sizes", space.batch_sizes), ("cnnx_strides", space.cnnx_strides)):
+        if not values or min(values) < 1:
+            raise ConfigError(f"{where}: sweep.space.{key} must be a non-empty list of ints >= 1")
+    if not spec.sweep.seeds:
+        raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
+    scaling = spec.scaling
+    if scaling.cpus_per_worker < 0 or scaling.gpus_per_worker < 0 or scaling.max_failures < 0:
+        raise ConfigError(f"{where}: scaling resources and max_failures must be >= 0")
+    if scaling.gpus_per_worker > 0 and not scaling.use_gpu:
+        raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,21 +1,23 @@
-"""The demo job: a few models trained on synthetic chest X-rays, results under ``./runs``."""
+"""The demo job: a paper-mode sweep on local Ray over synthetic chest X-rays, then the report."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from raybench.config import load_spec
-from raybench.engine.run import RunOutcome, run_training
-
-#: Small, fast models so the demo finishes in about a minute on two CPU cores.
-DEMO_MODELS: tuple[str, ...] = ("cnnx", "resnet18")
 
 
-def run_demo(results: str, spec_path: str | Path) -> list[RunOutcome]:
-    """Trains every demo model with the demo spec; returns their outcomes."""
-    base = load_spec(spec_path, [f"results={results}"])
-    outcomes = []
-    for name in DEMO_MODELS:
-        spec = dataclasses.replace(base, model=dataclasses.replace(base.model, name=name))
-        outcomes.append(run_training(spec))
-    return outcomes
+def run_demo(results: str, spec_path: str | Path, num_cpus: Optional[int] = None,
+             overrides: Sequence[str] = ()) -> tuple[list[dict[str, Any]], Path]:
+    """Runs the demo sweep and writes its report next to the results.
+
+    Returns:
+        The sweep's per-trial summary and the path of ``report.html``.
+    """
+    from raybench.report import write_report
+    from raybench.tune.sweep import run_sweep
+
+    spec = load_spec(spec_path, [*overrides, f"results={results}"])
+    summary = run_sweep(spec, num_cpus=num_cpus)
+    out = Path(results) / spec.name / "report" if "://" not in results else Path("report")
+    return summary, write_report(results, spec.name, out)

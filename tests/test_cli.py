@@ -97,12 +97,3 @@ def test_data_synth_and_folder_import(tmp_path: Path, run_cli) -> None:
     generated = pd.read_parquet(tmp_path / "s" / "manifest.parquet")
     assert sorted(imported["sha256"]) == sorted(generated["sha256"])
     assert imported["label"].value_counts().to_dict() == {"normal": 3, "bacteria": 3, "viral": 3, "covid19": 3}
-
-
-def test_demo_runs_end_to_end(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    code, out, err = run_cli("demo", "--results", str(tmp_path / "runs"))
-    assert code == 0, err
-    runs = pd.read_parquet(tmp_path / "runs" / "demo" / "runs")
-    assert sorted(runs["model"]) == ["cnnx", "resnet18"]
-    assert (runs["epochs_run"] == 4).all()

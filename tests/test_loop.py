@@ -19,7 +19,9 @@ NORM = (CNNX.mean, CNNX.std)
 
 @pytest.fixture(scope="module")
 def data(synth_manifest: Path):
-    return prepare_data(DataConfig(manifest=str(synth_manifest), test_fraction=0.25), 64)
+    cfg = DataConfig(manifest=str(synth_manifest), test_fraction=0.25,
+                     cache_dir=str(synth_manifest.parent / "cache"))
+    return prepare_data(cfg, 64)
 
 
 def _train(data, epochs: int = 3, seed: int = 0, **kw):
@@ -67,10 +69,13 @@ def test_batch_larger_than_training_split_is_rejected(data) -> None:
 
 
 def test_shards_partition_each_epoch() -> None:
-    """With 2 workers every sample is seen exactly once per epoch, split between ranks."""
+    """With 2 workers each sample is seen at most once per epoch, ranks get equal shares."""
     shards = [torch.cat(list(_batches(23, 4, seed=0, epoch=1, rank=r, world=2))) for r in (0, 1)]
-    both = torch.cat(shards).sort().values
-    assert torch.equal(both, torch.arange(23))
+    both = torch.cat(shards)
+    assert len(shards[0]) == len(shards[1]) == 11
+    assert len(set(both.tolist())) == 22 and set(both.tolist()) <= set(range(23))
+    steps = [len(list(_batches(n, 8, 0, 0, r, 2))) for n in range(16, 40) for r in (0, 1)]
+    assert steps[0::2] == steps[1::2]  # same number of steps on both ranks, always
     assert shard_batch_size(15, 2) == 8 and shard_batch_size(15, 1) == 15
 
 

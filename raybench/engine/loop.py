@@ -93,7 +93,9 @@ def shard_batch_size(global_batch: int, world_size: int) -> int:
 def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int
              ) -> Iterator[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=gen)[rank::world]
+    # Every rank gets exactly n // world samples, so all ranks run the same number of steps
+    # (DDP would hang otherwise); the few left over are seen in other epochs' permutations.
+    order = torch.randperm(n, generator=gen)[: n - n % world][rank::world]
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
         if len(idx) == 1 and start > 0:

@@ -1,0 +1,164 @@
+"""The Ray Train worker: the training loop with per-epoch reports and checkpoints.
+
+:func:`run_worker` is the body shared by both ways a trial trains:
+
+* in a ``TorchTrainer`` worker group (:func:`train_fn_per_worker`): the model is wrapped in DDP
+  by ``prepare_model``, each rank trains on its shard of every epoch's seeded permutation
+  (:func:`raybench.engine.loop.shard_batch_size` maps the global batch to per-worker batches),
+  and ``ray.train.report`` forwards metrics to Tune through ``TuneReportCallback``;
+* in-process inside the Tune trial (single worker, no worker group): the same body with
+  ``ray.tune.report``.
+
+Rank 0 writes the checkpoint (model, optimiser, epoch, history) every epoch and the results
+tables at the end; after a worker failure the run restarts from the latest checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from raybench.config import Spec, from_dict
+from raybench.data.dataset import prepare_data
+from raybench.engine.loop import EpochStats, LoopResult, check_batch_size, fit
+from raybench.engine.run import build_from_spec, image_size, run_row, write_results
+from raybench.models import get_model_spec, unwrap_model
+from raybench.store import ResultStore
+
+log = logging.getLogger(__name__)
+CKPT_FILE = "state.pt"
+HISTORY_FILE = "history.json"
+
+
+@dataclass
+class WorkerContext:
+    """What differs between a Train worker and an in-process trial."""
+
+    rank: int
+    world: int
+    device: torch.device
+    report: Callable[..., None]
+    checkpoint: Optional[Any]  # a ray.train / ray.tune Checkpoint to resume from
+    checkpoint_cls: Any
+    prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
+
+
+def trial_spec(config: dict[str, Any]) -> Spec:
+    """Rebuilds the trial's :class:`Spec` from the plain dict that crossed into Ray."""
+    spec = from_dict(Spec, config["spec"], where="trial config")
+    params = config.get("params", {})
+    train = dataclasses.replace(spec.train, **{k: params[k] for k in ("lr", "batch_size", "seed")
+                                               if k in params})
+    model = dataclasses.replace(spec.model, **({"cnnx_stride": params["cnnx_stride"]}
+                                               if "cnnx_stride" in params else {}))
+    return dataclasses.replace(spec, train=train, model=model)
+
+
+def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer
+             ) -> tuple[int, list[dict[str, Any]]]:
+    if ckpt is None:
+        return 0, []
+    with ckpt.as_directory() as folder:
+        state = torch.load(Path(folder) / CKPT_FILE, map_location="cpu", weights_only=True)
+        history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming from epoch %d", state["epoch"])
+    return int(state["epoch"]), history
+
+
+def _maybe_inject_failure(config: dict[str, Any], epoch: int, rank: int) -> None:
+    """Fault injection for tests: kill this process once at the given epoch (rank 0)."""
+    inject = config.get("inject_failure")
+    if not inject or rank != 0 or epoch != inject["epoch"]:
+        return
+    marker = Path(inject["marker"])
+    if not marker.exists():
+        marker.write_text("failed once")
+        os._exit(1)
+
+
+def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
+    """True when this exact trial already wrote a completed run row.
+
+    A driver killed between a trial's last write and Tune's next state snapshot leaves Tune
+    believing the trial unfinished; on resume it is restored, sees its results and stops, so a
+    finished trial is never trained or written twice.
+    """
+    import pyarrow.parquet as pq
+
+    from raybench import storage
+
+    loc = store.location(spec.name, "runs", f"{trial_id}.parquet")
+    if not storage.exists(loc):
+        return False
+    row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
+    same = (row.get("lr"), row.get("batch_size"), row.get("epochs"), row.get("cnnx_stride")) == (
+        spec.train.lr, spec.train.batch_size, spec.train.epochs, spec.model.cnnx_stride)
+    return same and row.get("status") == "completed" and row.get("epochs_run") == spec.train.epochs
+
+
+def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResult]:
+    """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
+    spec, trial_id = trial_spec(config), config["trial_id"]
+    store = ResultStore(spec.results)
+    if ctx.checkpoint is not None and completed_before(store, spec, trial_id):
+        log.info("trial %s already completed; not training it again", trial_id)
+        return None
+    data = prepare_data(spec.data, image_size(spec))
+    check_batch_size(data, spec.train.batch_size)
+    model = build_from_spec(spec, len(data.labels)).to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
+                           weight_decay=spec.train.weight_decay)
+    start, history = _restore(ctx.checkpoint, model, opt)
+    model = ctx.prepare_model(model)
+
+    def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
+        history.append(dataclasses.asdict(stats))
+        metrics = {**dataclasses.asdict(stats), "model": spec.model.name,
+                   "scenario": config.get("scenario", ""), "raybench_trial": trial_id}
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if ctx.rank == 0:
+                torch.save({"model": unwrap_model(trained).state_dict(),
+                            "optimizer": opt.state_dict(), "epoch": stats.epoch},
+                           Path(folder) / CKPT_FILE)
+                (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
+                store.write_table(spec.name, "epochs", trial_id, history)
+                checkpoint = ctx.checkpoint_cls.from_directory(folder)
+            ctx.report(metrics, checkpoint=checkpoint)
+        _maybe_inject_failure(config, stats.epoch, ctx.rank)
+
+    spec_model = get_model_spec(spec.model.name)
+    t0 = time.perf_counter()
+    result = fit(model, data, spec.train, (spec_model.mean, spec_model.std), ctx.device,
+                 on_epoch=on_epoch, rank=ctx.rank, world=ctx.world, start_epoch=start,
+                 optimizer=opt)
+    if ctx.rank == 0:
+        result.history = [EpochStats(**h) for h in history]
+        row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
+                      time.perf_counter() - t0, num_workers=ctx.world)
+        row["scenario"] = config.get("scenario") or row["scenario"]
+        write_results(store, spec, trial_id, row, result, data)
+    return result
+
+
+def train_fn_per_worker(config: dict[str, Any]) -> None:
+    """``TorchTrainer`` entry point: one data-parallel worker of a trial."""
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    run_worker(config, WorkerContext(
+        rank=ctx.get_world_rank(), world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(), report=ray.train.report,
+        checkpoint=ray.train.get_checkpoint(), checkpoint_cls=ray.train.Checkpoint,
+        prepare_model=ray.train.torch.prepare_model))

@@ -1,0 +1,1 @@
+"""Sweeps on Ray Tune: search spaces around the paper's defaults, grids, resume."""

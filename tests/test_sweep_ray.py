@@ -1,0 +1,127 @@
+"""Sweeps on a local Ray cluster: smoke sweep, 2-worker DDP with a killed worker, resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raybench.config import load_spec
+from raybench.tune.sweep import run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
+        "train.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One local Ray for the module: 4 logical CPUs on 2 cores (DESIGN.md section 7)."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    ray.init(num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_smoke_sweep_cli(ray_cluster: str, tmp_path: Path, run_cli) -> None:
+    code, out, err = run_cli("sweep", "--config", str(REPO / "jobs" / "smoke.yaml"),
+                             "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                             "--results", str(tmp_path / "r"))
+    assert code == 0, err
+    sweep = tmp_path / "r" / "smoke"
+    runs = pd.read_parquet(sweep / "runs").sort_values("trial_id")
+    assert runs["trial_id"].tolist() == ["cnnx-synthetic-s0-t000", "cnnx-synthetic-s0-t001",
+                                         "squeezenet-synthetic-s0-t000",
+                                         "squeezenet-synthetic-s0-t001"]
+    assert (runs["status"] == "completed").all()
+    first = runs.set_index("trial_id").loc["cnnx-synthetic-s0-t000"]
+    # The first Optuna trial of a searched model is the paper's defaults.
+    assert (first["lr"], first["batch_size"], first["cnnx_stride"]) == (3e-4, 15, 3)
+    assert runs.set_index("trial_id").loc["squeezenet-synthetic-s0-t000", "lr"] == 3e-4
+    second = runs.set_index("trial_id").loc["cnnx-synthetic-s0-t001"]
+    assert (second["lr"], second["batch_size"], second["cnnx_stride"]) != (3e-4, 15, 3)
+    for table in ("metrics", "epochs", "predictions"):
+        assert sorted(p.stem for p in (sweep / table).glob("*.parquet")) == runs["trial_id"].tolist()
+    assert (sweep / "spec.yaml").is_file()
+    assert "cnnx-synthetic-s0-t000" in out and "completed" in out
+
+
+def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path) -> None:
+    spec = load_spec(None, TINY + [
+        "name=ddp", f"results={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "train.epochs=3", "train.batch_size=8", "scaling.num_workers=2",
+        "scaling.max_failures=1", "sweep.mode=paper", "sweep.models=[cnnx]"])
+    marker = tmp_path / "killed-once"
+    summary = run_sweep(spec, inject_failure={"epoch": 2, "marker": str(marker)})
+    assert marker.exists(), "the injected failure happened"
+    assert [s["status"] for s in summary] == ["completed"]
+    runs = pd.read_parquet(tmp_path / "r" / "ddp" / "runs")
+    assert len(runs) == 1 and runs.loc[0, "num_workers"] == 2 and runs.loc[0, "epochs_run"] == 3
+    epochs = pd.read_parquet(tmp_path / "r" / "ddp" / "epochs")
+    assert epochs["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 2, not restarted
+    metrics = pd.read_parquet(tmp_path / "r" / "ddp" / "metrics")
+    assert metrics.query("metric == 'n'")["value"].item() == len(
+        pd.read_parquet(tmp_path / "r" / "ddp" / "predictions"))
+
+
+def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[str]:
+    sets = TINY + ["name=res", "train.epochs=3", "sweep.mode=paper", "sweep.models=[cnnx]",
+                   "sweep.seeds=[0, 1, 2]", "scaling.max_concurrent_trials=1",
+                   f"data.cache_dir={cache}"]
+    cmd = [sys.executable, "-m", "raybench.cli", "sweep", "--config",
+           str(REPO / "jobs" / "smoke.yaml"), "--results", str(results), "--address", address]
+    for item in sets:
+        cmd += ["--set", item]
+    return cmd + list(extra)
+
+
+def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> None:
+    results, cache = tmp_path / "r", tmp_path / "cache"
+    runs_dir = results / "res" / "runs"
+    proc = subprocess.Popen(_sweep_cmd(results, cache, ray_cluster), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(runs_dir.glob("*.parquet")):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
+    assert 1 <= len(finished) < 3, "the driver was stopped mid-sweep"
+
+    done = subprocess.run(_sweep_cmd(results, cache, ray_cluster, "--resume"),
+                          capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = pd.read_parquet(runs_dir)
+    assert sorted(runs["trial_id"]) == ["cnnx-synthetic-s0", "cnnx-synthetic-s1", "cnnx-synthetic-s2"]
+    assert (runs["status"] == "completed").all()
+    for name, mtime in finished.items():
+        assert (runs_dir / name).stat().st_mtime_ns == mtime, f"{name} was rerun"
+    epochs = pd.read_parquet(results / "res" / "epochs")
+    assert epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [[1, 2, 3]] * 3
+
+
+def test_demo_sweep_and_report(ray_cluster: str, tmp_path: Path, run_cli) -> None:
+    """`make demo`'s command, shortened to 1 epoch and 2 models."""
+    code, out, err = run_cli("demo", "--results", str(tmp_path / "runs"),
+                             "--set", "train.epochs=1", "--set", "sweep.models=[cnnx, resnet18]",
+                             "--set", f"data.cache_dir={tmp_path / 'cache'}")
+    assert code == 0, err
+    runs = pd.read_parquet(tmp_path / "runs" / "demo" / "runs")
+    assert sorted(runs["trial_id"]) == ["cnnx-paper-1-s0", "cnnx-paper-3-s0",
+                                        "resnet18-paper-1-s0", "resnet18-paper-3-s0"]
+    assert (runs["status"] == "completed").all() and (runs["epochs_run"] == 1).all()
+    preds = pd.read_parquet(tmp_path / "runs" / "demo" / "predictions")
+    p1 = preds[preds["trial_id"] == "cnnx-paper-1-s0"]
+    assert set(p1["label"]) == {"normal", "covid19"}  # paper-1: normal vs COVID-19
+    report = tmp_path / "runs" / "demo" / "report" / "report.html"
+    assert report.is_file() and "data:image/png;base64," in report.read_text()
+    assert str(report) in out
