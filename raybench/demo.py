@@ -18,6 +18,6 @@ def run_demo(results: str, spec_path: str | Path, num_cpus: Optional[int] = None
     from raybench.tune.sweep import run_sweep
 
     spec = load_spec(spec_path, [*overrides, f"results={results}"])
-    summary = run_sweep(spec, num_cpus=num_cpus)
+    summary = run_sweep(spec, num_cpus=num_cpus, overwrite=True)  # the demo is rerunnable
     out = Path(results) / spec.name / "report" if "://" not in results else Path("report")
     return summary, write_report(results, spec.name, out)

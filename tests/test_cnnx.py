@@ -45,7 +45,8 @@ def test_custom_branches() -> None:
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"image_size": 1}, "leaves empty feature maps"),
+    ({"image_size": 1}, "leaves 0x0 feature maps"),
+    ({"image_size": 16, "stride": 15}, r"stride 15 on 16 px inputs leaves 1x1 feature maps; use a stride <= 14"),
     ({"stride": 0}, "stride must be >= 1"),
     ({"branches": [(4, "avg")]}, "positive odd"),
     ({"branches": [(3, "median")]}, "allowed: avg, max"),

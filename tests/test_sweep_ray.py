@@ -17,6 +17,7 @@ from raybench.tune.sweep import run_sweep
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
+PLANTED = ("AWS_SECRET_ACCESS_KEY", "planted-sweep-secret-9876")
 TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
         "train.num_threads=1"]
 
@@ -27,6 +28,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    os.environ[PLANTED[0]] = PLANTED[1]  # workers inherit it; it must never reach an output
     ray.init(num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
@@ -53,6 +55,16 @@ def test_smoke_sweep_cli(ray_cluster: str, tmp_path: Path, run_cli) -> None:
         assert sorted(p.stem for p in (sweep / table).glob("*.parquet")) == runs["trial_id"].tolist()
     assert (sweep / "spec.yaml").is_file()
     assert "cnnx-synthetic-s0-t000" in out and "completed" in out
+    # The planted credential is in every worker's environment, yet in no result, Tune state,
+    # checkpoint, printed line or Ray log of this session.
+    import ray
+
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    files = [p for root in (tmp_path / "r", session / "logs") for p in root.rglob("*") if p.is_file()]
+    assert len(files) > 20
+    secret = PLANTED[1].encode()
+    leaked = [str(p) for p in files if secret in p.read_bytes()]
+    assert not leaked and PLANTED[1] not in out + err
 
 
 def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path) -> None:

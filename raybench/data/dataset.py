@@ -98,15 +98,15 @@ def _plan(cfg: DataConfig, path: Path) -> _Plan:
         from raybench.data.scenarios import build_scenario, get_scenario
 
         b = build_scenario(get_scenario(cfg.scenario), path, cfg.split_seed, cfg.val_fraction,
-                           cfg.test_fraction, cfg.test_from, cfg.allow_overlap)
+                           cfg.test_fraction, cfg.test_from, cfg.allow_overlap,
+                           allow_outside_root=cfg.allow_outside_root)
         return _Plan(b.df, b.files, b.origins, b.manifests, b.classes, b.summary)
     if cfg.test_from:
         raise ConfigError(f"data.test_from={cfg.test_from!r} needs data.scenario")
     df = _select_labels(mf.read_manifest(path), cfg.labels, str(path))
     df = assign_splits(df, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     check_disjoint(df)
-    root = mf.manifest_root(path)
-    files = [mf.resolve_image_path(root, p) for p in df[S.PATH]]
+    files = mf.image_files(path, list(df[S.PATH]), cfg.allow_outside_root)
     return _Plan(df, files, np.zeros(len(df), dtype=int), (path,), tuple(cfg.labels), {})
 
 
@@ -120,8 +120,7 @@ def _decode_cached(cfg: DataConfig, plan: _Plan, size: int
     bad: list[BadImage] = []
     for k, mpath in enumerate(plan.manifests):
         full = mf.read_manifest(mpath)
-        root = mf.manifest_root(mpath)
-        entry = decoded_images(full, [mf.resolve_image_path(root, p) for p in full[S.PATH]],
+        entry = decoded_images(full, mf.image_files(mpath, list(full[S.PATH]), cfg.allow_outside_root),
                                size, cfg.cache_dir, on_bad_image=cfg.on_bad_image)
         pos = {image_id: i for i, image_id in enumerate(entry.image_ids)}
         rows = np.nonzero(plan.origins == k)[0]

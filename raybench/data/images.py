@@ -58,6 +58,8 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
             img.load()
             img = ImageOps.exif_transpose(img)
             gray = _to_gray(img)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -525,9 +525,11 @@ def write_import(result: ImportResult, out: str | os.PathLike, append: bool = Fa
     """
     out = Path(out)
     df = rebase_paths(result, out.parent)
+    roots = [result.root] if df[S.PATH].str.startswith("file://").any() else []
     if append and out.is_file():
+        roots += mf.image_roots(out)[1:]  # keep the roots of earlier imports
         df = merge_manifests([mf.read_manifest(out), df], where=str(out))
-    mf.write_manifest(df, out)
+    mf.write_manifest(df, out, image_roots=roots)
     skipped = out.with_name(out.name + ".skipped.csv")
     if result.skipped:
         pd.DataFrame([vars(b) for b in result.skipped]).to_csv(skipped, index=False)

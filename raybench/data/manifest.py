@@ -7,13 +7,14 @@ from :mod:`raybench.schema`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import posixpath
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -329,7 +330,11 @@ def validate_manifest(df: pd.DataFrame, where: str) -> pd.DataFrame:
 # --- reading and writing ---------------------------------------------------------------------
 
 
-def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+IMAGE_ROOTS_KEY = b"raybench.image_roots"
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike,
+                   image_roots: Sequence[str | os.PathLike] = ()) -> Path:
     """Validate a manifest and write it as Parquet, atomically.
 
     The table is written to a temporary file in the destination folder, then moved into
@@ -338,6 +343,8 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     Args:
         df: The manifest.
         path: Destination ``.parquet`` file; its folder is created if needed.
+        image_roots: Folders outside the manifest's own folder that its ``file://`` paths may
+            point into (the import sources); recorded in the file's metadata.
 
     Returns:
         The path written.
@@ -349,6 +356,9 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     table = pa.Table.from_pandas(
         validate_manifest(df, where=str(path)), schema=schema.MANIFEST_SCHEMA, preserve_index=False
     )
+    roots = sorted({os.path.realpath(r) for r in image_roots})
+    if roots:
+        table = table.replace_schema_metadata({IMAGE_ROOTS_KEY: json.dumps(roots).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -382,6 +392,37 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet manifest ({exc})") from exc
     return validate_manifest(df, where=str(path))
+
+
+def image_roots(manifest_path: str | os.PathLike) -> list[Path]:
+    """The folders a manifest's images may live in: its own folder plus recorded import roots."""
+    meta = pq.read_schema(manifest_path).metadata or {}
+    extra = json.loads(meta[IMAGE_ROOTS_KEY]) if IMAGE_ROOTS_KEY in meta else []
+    return [Path(os.path.realpath(manifest_root(manifest_path)))] + [Path(r) for r in extra]
+
+
+def image_files(manifest_path: str | os.PathLike, paths: Sequence[str],
+                allow_outside_root: bool = False) -> list[Path]:
+    """The local files of a manifest's ``path`` cells, refusing any outside its image roots.
+
+    A manifest may only read below its own folder or the folders it was imported from (see
+    :func:`write_manifest`), so a crafted or mistyped row cannot read arbitrary files.
+
+    Raises:
+        DataError: A path outside the allowed folders (unless ``allow_outside_root``).
+    """
+    root = manifest_root(manifest_path)
+    files = [resolve_image_path(root, p) for p in paths]
+    if allow_outside_root:
+        return files
+    roots = [str(r) for r in image_roots(manifest_path)]
+    for cell, file in zip(paths, files):
+        real = os.path.realpath(file)
+        if not any(os.path.commonpath([r, real]) == r for r in roots):
+            raise DataError(f"{manifest_path}: image path {cell!r} is outside the manifest's "
+                            f"folders ({', '.join(roots)}); set data.allow_outside_root: true "
+                            "to allow it")
+    return files
 
 
 def resolve_image_path(root: str | os.PathLike, path: str) -> Path:

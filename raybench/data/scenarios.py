@@ -262,22 +262,23 @@ def _check_no_overlap(df: pd.DataFrame, allow: bool) -> list[str]:
     return problems
 
 
-def _load(path: Path, origin: int) -> tuple[pd.DataFrame, list[Path]]:
+def _load(path: Path, origin: int, allow_outside_root: bool = False
+          ) -> tuple[pd.DataFrame, list[Path]]:
     df = mf.read_manifest(path)
-    root = mf.manifest_root(path)
     df["_origin"] = origin  # dropped again before returning
-    return df, [mf.resolve_image_path(root, p) for p in df[S.PATH]]
+    return df, mf.image_files(path, list(df[S.PATH]), allow_outside_root)
 
 
 def _test_from(df: pd.DataFrame, files: list[Path], test_from: str, spec: ScenarioSpec,
-               manifests: list[Path]) -> tuple[pd.DataFrame, list[Path], pd.Series]:
+               manifests: list[Path], allow_outside_root: bool = False
+               ) -> tuple[pd.DataFrame, list[Path], pd.Series]:
     """Marks the test rows: a source of ``df`` or all rows of another manifest."""
     df = df.copy()
     df["_file"] = files
     if test_from in set(df[S.SOURCE]):
         is_test = df[S.SOURCE] == test_from
     elif test_from.endswith(".parquet") or Path(test_from).is_file():
-        other, other_files = _load(Path(test_from), len(manifests))
+        other, other_files = _load(Path(test_from), len(manifests), allow_outside_root)
         manifests.append(Path(test_from))
         other = _to_classes(other.assign(_file=other_files), spec)
         df = pd.concat([df, other], ignore_index=True)
@@ -290,8 +291,8 @@ def _test_from(df: pd.DataFrame, files: list[Path], test_from: str, spec: Scenar
 
 def build_scenario(spec: ScenarioSpec, manifest: str | os.PathLike, seed: int = 0,
                    val_fraction: float = 0.15, test_fraction: float = 0.2,
-                   test_from: Optional[str] = None, allow_overlap: bool = False
-                   ) -> BuiltScenario:
+                   test_from: Optional[str] = None, allow_overlap: bool = False,
+                   allow_outside_root: bool = False) -> BuiltScenario:
     """Applies ``spec`` to a manifest: classes, merges, patient-level splits, caps, checks.
 
     Rows keep a pre-set ``split``; otherwise a seeded ``test_fraction`` of groups goes to test
@@ -302,12 +303,12 @@ def build_scenario(spec: ScenarioSpec, manifest: str | os.PathLike, seed: int = 
         DataError: Unreadable manifest, a class without images, or train/test overlap.
     """
     manifests = [Path(manifest)]
-    df, files = _load(manifests[0], 0)
+    df, files = _load(manifests[0], 0, allow_outside_root)
     df = _to_classes(df.assign(_file=files), spec)
     test_from = test_from or spec.test_from
     if test_from:
         df, is_test = _test_from(df.drop(columns="_file"), list(df["_file"]), test_from, spec,
-                                 manifests)
+                                 manifests, allow_outside_root)
         df.loc[is_test, S.SPLIT] = "test"
     df = df.reset_index(drop=True)
     df = _split_by_group(df, 0.0, 0.0 if test_from else test_fraction, seed)

@@ -30,6 +30,7 @@ from raybench.errors import ConfigError
 
 DEFAULT_BRANCHES: tuple[tuple[int, str], ...] = ((3, "avg"), (3, "max"), (5, "max"), (9, "avg"))
 POOL_WINDOW = 2
+MIN_POOLED = 2  # smallest useful side of a pooled map
 
 
 def pooled_size(image_size: int, stride: int) -> int:
@@ -67,10 +68,13 @@ class CNNX(nn.Module):
         if stride < 1:
             raise ConfigError(f"cnnx: pooling stride must be >= 1, got {stride}")
         side = pooled_size(image_size, stride)
-        if side < 1:
+        if side < MIN_POOLED:
+            # A stride past the first window keeps one value per map: no spatial information
+            # left for the classifier or for CAMs, which is a configuration error.
             raise ConfigError(
-                f"cnnx: image_size {image_size} with stride {stride} leaves empty feature maps; "
-                f"image_size must be >= {POOL_WINDOW}"
+                f"cnnx: pooling stride {stride} on {image_size} px inputs leaves {side}x{side} "
+                f"feature maps; use a stride <= {max((image_size - POOL_WINDOW) // (MIN_POOLED - 1), 1)} "
+                f"or a larger image_size"
             )
         self.image_size = image_size
         self.stride = stride
