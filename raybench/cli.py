@@ -125,6 +125,15 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {page} and {page.with_name('report.md')}")
 
 
+def _cmd_cam(args: argparse.Namespace) -> None:
+    from raybench.cam.render import render_overlays
+    from raybench.store import ResultStore
+
+    cams = ResultStore(args.uri).read_cams(args.sweep, args.trial)
+    for row in render_overlays(cams, args.out, args.images):
+        print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} {row['path']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = _Parser(prog="raybench", description=__doc__.splitlines()[0])
@@ -173,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("cam", help="render a trial's stored CAMs as PNG overlays")
+    p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--trial", required=True, help="trial id (see raybench results)")
+    p.add_argument("--images", nargs="+", metavar="IMAGE_ID", help="default: every stored image")
+    p.add_argument("--out", required=True, help="output folder for <image_id>.png")
+    p.set_defaults(func=_cmd_cam)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

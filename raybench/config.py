@@ -172,6 +172,28 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class CamConfig:
+    """Class activation maps exported after each trial (see :mod:`raybench.cam`).
+
+    Attributes:
+        enabled: Compute and store CAMs of test images, and their ROI-focus metrics.
+        select: Which test images: ``per_class`` (the first ``per_class`` of each true class),
+            ``all``, or ``misclassified``.
+        per_class: Images per class when ``select`` is ``per_class``.
+        method: ``auto`` (the model registry's method), ``cam``, ``cnnx`` or ``gradcam``.
+        batch_size: Images per CAM forward (and backward, for Grad-CAM) pass.
+        images: Store the uint8 input images with the maps (the report draws them).
+    """
+
+    enabled: bool = True
+    select: str = "per_class"
+    per_class: int = 4
+    method: str = "auto"
+    batch_size: int = 16
+    images: bool = True
+
+
+@dataclass(frozen=True)
 class Spec:
     """One job: a name, a model, data and training settings, and where results go."""
 
@@ -182,6 +204,7 @@ class Spec:
     results: str = "./runs"
     scaling: ScalingSpec = field(default_factory=ScalingSpec)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -192,6 +215,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "sweep.metric_mode": ("max", "min"),
     "sweep.metric": ("val_balanced_accuracy", "val_accuracy", "val_macro_auc", "val_loss",
                      "train_loss"),
+    "cam.select": ("per_class", "all", "misclassified"),
+    "cam.method": ("auto", "cam", "cnnx", "gradcam"),  # raybench.cam.METHODS (tested equal)
 }
 
 
@@ -313,7 +338,7 @@ def validate(spec: Spec, where: str = "spec") -> None:
     positive = ["train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
                 "data.synthetic.per_class", "data.synthetic.size", "scaling.num_workers",
                 "sweep.num_samples", "sweep.grace_period", "sweep.reduction_factor",
-                "sweep.space.lr_min", "sweep.space.lr_max"]
+                "sweep.space.lr_min", "sweep.space.lr_max", "cam.per_class", "cam.batch_size"]
     for key in positive:
         if flat[key] <= 0:
             raise ConfigError(f"{where}: {key} must be > 0, got {flat[key]!r}")

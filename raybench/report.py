@@ -167,6 +167,16 @@ def _cam_sets(res: Results, sweep: str) -> dict[str, CamSet]:
             for _, row in firsts.iterrows()}
 
 
+def _roi_table(res: Results) -> Optional[pd.DataFrame]:
+    """ROI focus and pointing game per trial and class (None when no trial has them)."""
+    m = res.metrics
+    rows = m[(m[S.SPLIT] == "test") & m[S.METRIC].str.match(r"(roi_focus|pointing_game)")]
+    if rows.empty:
+        return None
+    wide = rows.pivot_table(index=[S.TRIAL_ID, S.CLASS], columns=S.METRIC, values=S.VALUE)
+    return wide.round(3).reset_index().set_index(S.TRIAL_ID)
+
+
 def _summary(res: Results) -> pd.DataFrame:
     m = res.metrics
     overall = m[(m[S.SPLIT] == "test") & (m[S.CLASS] == "all") & m[S.METRIC].isin(OVERALL)]
@@ -229,6 +239,12 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
     cams = _cam_sets(res, sweep)
     if cams:
         blocks += ["## Class activation maps", cam_grid_figure(cams, figs / "cams.png")]
+    roi = _roi_table(res)
+    if roi is not None:
+        blocks += ["ROI focus: share of positive CAM energy inside the lung mask; pointing game: "
+                   "share of images whose CAM maximum lies inside it (test images with CAMs; "
+                   "`_approx`: lung-field template, no masks). See `raybench.cam.roi`.",
+                   Table(roi)]
     return blocks
 
 

@@ -123,5 +123,8 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
     row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
     write_results(store, spec, trial_id, row, result, data)
+    from raybench.cam.export import export_trial_cams
+
+    export_trial_cams(store, spec, trial_id, model, data, result)  # cams/ + ROI-focus metrics
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)
     return RunOutcome(spec.name, trial_id, result, data, row)

@@ -1,0 +1,95 @@
+"""Target layers from the model registry, and hooks / eval mode as context managers."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raybench.errors import ConfigError
+from raybench.models import ModelSpec, unwrap_model
+
+# Activations an architecture applies *functionally* between its registered CAM layer and the
+# global pooling, so no module can be hooked after them: torchvision's DenseNet runs
+# ``F.relu(features, inplace=True)`` on the output of ``features`` (its last module is a
+# BatchNorm). The exact CAM needs the pooled (post-ReLU) activation.
+FEATURE_ACTIVATION: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"densenet201": F.relu}
+
+
+@dataclass
+class Capture:
+    """What :func:`capture_layer` recorded in the last forward pass."""
+
+    activation: Optional[torch.Tensor] = None  # (B, C, h, w), the target layer's output
+
+
+def target_layer(model: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The module named by ``spec.cam_layer`` in the (unwrapped) model.
+
+    Raises:
+        ConfigError: The model has no such module (a registry entry out of date).
+    """
+    try:
+        return unwrap_model(model).get_submodule(spec.cam_layer)
+    except AttributeError:
+        raise ConfigError(f"{spec.name}: CAM target layer {spec.cam_layer!r} (model registry) "
+                          f"is not a module of {type(unwrap_model(model)).__name__}") from None
+
+
+def classifier_head(model: nn.Module) -> nn.Module:
+    """The final linear layer (or SqueezeNet's 1x1 convolution) that produces the logits."""
+    model = unwrap_model(model)
+    if hasattr(model, "get_classifier"):  # timm models name their head themselves
+        head = model.get_classifier()
+        if isinstance(head, (nn.Linear, nn.Conv2d)):
+            return head
+    last = None
+    for module in model.modules():  # torchvision registers the head last
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            last = module
+    if last is None:
+        raise ConfigError(f"{type(model).__name__} has no linear or convolutional layer")
+    return last
+
+
+@contextlib.contextmanager
+def capture_layer(layer: nn.Module, track_grad: bool = False) -> Iterator[Capture]:
+    """Records ``layer``'s output during forward passes inside the ``with`` block.
+
+    The record is a copy, so in-place operations after the layer (an inplace ReLU target, or
+    DenseNet's ``F.relu(..., inplace=True)``) cannot change it. With ``track_grad`` the record
+    is a leaf that requires grad and the rest of the network reads a clone of it, so
+    ``torch.autograd.grad(score, capture.activation)`` gives d score / d A without touching any
+    parameter's ``.grad`` (safe in a DDP worker after training).
+    """
+    cap = Capture()
+
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
+        if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            raise ConfigError(f"CAM target {type(module).__name__} must output a (B, C, h, w) "
+                              f"tensor, got {type(output).__name__}")
+        cap.activation = output.detach().clone()
+        if not track_grad:
+            return None
+        cap.activation.requires_grad_(True)
+        return cap.activation.clone()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield cap
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Puts ``model`` in eval mode for the block and restores its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
