@@ -9,12 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from raybench.config import load_spec
 from raybench.engine.run import run_training
 from raybench.store import ResultStore
 
-pytestmark = pytest.mark.slow  # two short trainings: about 10-20 s on 2 CPU cores
+pytestmark = pytest.mark.slow  # two short trainings: about 10 s on 2 CPU cores
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: on a busy 2-core machine 2 OpenMP threads ran DenseNet up to 50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _train(tmp: Path, leak: float):
