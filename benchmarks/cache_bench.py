@@ -22,28 +22,10 @@ import numpy as np
 import torch
 
 from raybench import schema as S
+from raybench.bench import epoch_cache as _epoch_cache
+from raybench.bench import epoch_decode as _epoch_decode
 from raybench.data.cache import decoded_images
-from raybench.data.images import decode_image
 from raybench.data.importers import import_dataset
-
-BATCH = 15
-
-
-def _epoch_decode(files: list[Path], order: np.ndarray, size: int) -> int:
-    n = 0
-    for start in range(0, len(order), BATCH):
-        batch = np.stack([decode_image(files[i], size) for i in order[start:start + BATCH]])
-        n += len(torch.from_numpy(batch))
-    return n
-
-
-def _epoch_cache(images: np.ndarray, order: np.ndarray) -> int:
-    n = 0
-    for start in range(0, len(order), BATCH):
-        idx = np.sort(order[start:start + BATCH])
-        n += len(torch.from_numpy(np.ascontiguousarray(images[idx])))
-    return n
-
 
 def main() -> None:
     here = Path(__file__).resolve().parents[1]

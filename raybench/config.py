@@ -69,6 +69,8 @@ class DataConfig:
         test_from: Test images from this source of the manifest or from this manifest file
             (overrides the scenario's own ``test_from``; needs ``scenario``).
         allow_overlap: Train even when a patient or an identical image is in train and test.
+        allow_outside_root: Let manifest paths point outside the manifest's folder and the
+            folders it was imported from.
         decoded_cache: Decode each manifest once per image size into a memory-mapped cache
             under ``cache_dir`` and reuse it across epochs, trials and workers.
     """
@@ -83,6 +85,7 @@ class DataConfig:
     scenario: Optional[str] = None
     test_from: Optional[str] = None
     allow_overlap: bool = False
+    allow_outside_root: bool = False
     decoded_cache: bool = True
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
@@ -95,6 +98,13 @@ class TrainConfig:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         precision: ``fp32`` or ``bf16`` (autocast; CUDA only).
         num_threads: CPU threads for torch; ``None`` leaves torch's default.
+        data_on_device: Keep every split on the training device as uint8 (a GPU holds
+            COVIDx-sized data at 224 px in about 300 MB): no host-to-device copy per batch.
+        channels_last: NHWC memory layout for the model and its inputs (faster convolutions
+            on tensor-core GPUs).
+        compile: ``torch.compile`` the model (first epoch pays the compilation).
+        compile_mode: ``torch.compile`` mode.
+        augment: Random shift and zoom of each training image, on the device.
     """
 
     epochs: int = 20
@@ -105,6 +115,11 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     num_threads: Optional[int] = None
+    data_on_device: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,6 +226,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("fail", "skip"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune",
+                           "max-autotune-no-cudagraphs"),
     "sweep.mode": ("paper", "optuna"),
     "sweep.metric_mode": ("max", "min"),
     "sweep.metric": ("val_balanced_accuracy", "val_accuracy", "val_macro_auc", "val_loss",
@@ -376,11 +393,29 @@ def _validate_sweep(spec: Spec, where: str) -> None:
             raise ConfigError(f"{where}: sweep.space.{key} must be a non-empty list of ints >= 1")
     if not spec.sweep.seeds:
         raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
+    _validate_cnnx_strides(spec, where)
     scaling = spec.scaling
     if scaling.cpus_per_worker < 0 or scaling.gpus_per_worker < 0 or scaling.max_failures < 0:
         raise ConfigError(f"{where}: scaling resources and max_failures must be >= 0")
     if scaling.gpus_per_worker > 0 and not scaling.use_gpu:
         raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")
+
+
+def _validate_cnnx_strides(spec: Spec, where: str) -> None:
+    """Every CNN-X stride the spec can produce must leave usable feature maps."""
+    from raybench.models.cnnx import MIN_POOLED, pooled_size
+
+    size = spec.model.image_size or 224
+    uses_cnnx = spec.model.name == "cnnx" or "cnnx" in spec.sweep.models
+    strides = {spec.model.cnnx_stride}
+    if spec.sweep.mode == "optuna" and "cnnx" in spec.sweep.models:
+        strides |= set(spec.sweep.space.cnnx_strides)
+    for stride in sorted(strides) if uses_cnnx else ():
+        if pooled_size(size, stride) < MIN_POOLED:
+            raise ConfigError(f"{where}: CNN-X stride {stride} on {size} px inputs leaves "
+                              f"{pooled_size(size, stride)}x{pooled_size(size, stride)} feature "
+                              "maps; lower model.cnnx_stride / sweep.space.cnnx_strides or raise "
+                              "model.image_size")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,12 +8,14 @@ import torch.nn.functional as F
 
 
 def to_model_input(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                   size: int | None = None) -> torch.Tensor:
+                   size: int | None = None,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Turns a uint8 batch (B, H, W) into the model's float input (B, 3, S, S).
 
     Scales to [0, 1], optionally resizes bilinearly to ``size``, replicates the gray channel
     and normalises with the model's per-channel ``mean`` / ``std`` (ImageNet statistics for
-    the pretrained models), all on the batch's device.
+    the pretrained models), all on the batch's device. ``memory_format=torch.channels_last``
+    lays the result out as NHWC (for a model converted to channels_last).
     """
     x = batch.unsqueeze(1).float().div_(255.0)  # (B, 1, H, W)
     if size is not None and x.shape[-1] != size:
@@ -21,4 +23,27 @@ def to_model_input(batch: torch.Tensor, mean: Sequence[float], std: Sequence[flo
     x = x.expand(-1, 3, -1, -1)  # (B, 3, S, S), a view: no copy until normalisation
     mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    out = (x - mean_t) / std_t
+    return out if memory_format == torch.contiguous_format else out.contiguous(
+        memory_format=memory_format)
+
+
+def random_affine(x: torch.Tensor, max_shift: float = 0.06, max_scale: float = 0.06,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Light augmentation on the device: a random shift and zoom per image (B, C, S, S).
+
+    One batched ``grid_sample``: shifts up to ``max_shift`` of the side, zooms by up to
+    ``max_scale``; borders are filled by replicating edge pixels. No flips (the heart's side
+    matters in a chest X-ray).
+    """
+    b = x.shape[0]
+    rand = torch.rand(b, 3, generator=generator, device=generator.device if generator else None)
+    rand = rand.to(x.device) * 2 - 1  # (B, 3) in [-1, 1)
+    scale = 1 + max_scale * rand[:, 0]
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = scale
+    theta[:, :, 2] = 2 * max_shift * rand[:, 1:]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last) if nhwc else out

@@ -24,7 +24,7 @@ from torch import nn
 
 from raybench.config import TrainConfig
 from raybench.data.dataset import PreparedData, SplitData
-from raybench.data.transforms import to_model_input
+from raybench.data.transforms import random_affine, to_model_input
 from raybench.errors import ConfigError
 from raybench.metrics import MetricsResult, compute_metrics
 
@@ -109,6 +109,33 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return contextlib.nullcontext()
 
 
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def place_data(data: SplitData, device: torch.device, on_device: bool) -> SplitData:
+    """The split moved to ``device`` once, still uint8, when ``on_device``; else unchanged."""
+    if not on_device or data.images.device == device:
+        return data
+    return SplitData(data.images.to(device), data.targets.to(device), data.image_ids)
+
+
+def optimize_model(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """Applies ``cfg.channels_last`` and ``cfg.compile`` to the (unwrapped) model, in place.
+
+    ``nn.Module.compile`` keeps the module and its ``state_dict`` keys, so checkpoints and CAM
+    hooks see the same model; calling this twice compiles once.
+    """
+    from raybench.models import unwrap_model
+
+    inner = unwrap_model(model)
+    if cfg.channels_last:
+        inner.to(memory_format=torch.channels_last)
+    if cfg.compile and getattr(inner, "_compiled_call_impl", None) is None:
+        inner.compile(mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
+    return model
+
+
 def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: SplitData,
                     norm: tuple[Sequence[float], Sequence[float]], cfg: TrainConfig,
                     device: torch.device, epoch: int, rank: int = 0, world: int = 1
@@ -116,36 +143,44 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: SplitDat
     """One pass over the (sharded) training split; returns mean loss and images seen."""
     model.train()
     batch = shard_batch_size(cfg.batch_size, world)
-    total, seen = 0.0, 0
+    fmt = _memory_format(cfg.channels_last)
+    total, seen = torch.zeros((), device=device), 0
     for idx in _batches(len(data), batch, cfg.seed, epoch, rank, world):
-        x = to_model_input(data.images[idx].to(device, non_blocking=True), *norm)
+        idx = idx.to(data.images.device, non_blocking=True)
+        x = to_model_input(data.images[idx].to(device, non_blocking=True), *norm,
+                           memory_format=fmt)
+        if cfg.augment:
+            x = random_affine(x)
         y = data.targets[idx].to(device, non_blocking=True)
         with _autocast(device, cfg.precision):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += float(loss.detach()) * len(idx)
+        # Summed on the device: a float() per step would wait for the GPU at every step.
+        total += loss.detach().float() * len(idx)
         seen += len(idx)
-    return total / max(seen, 1), seen
+    return float(total) / max(seen, 1), seen
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: SplitData, labels: Sequence[str],
              norm: tuple[Sequence[float], Sequence[float]], device: torch.device,
-             batch_size: int = 64, precision: str = "fp32") -> Evaluation:
+             batch_size: int = 64, precision: str = "fp32", channels_last: bool = False
+             ) -> Evaluation:
     """Loss, class probabilities and metrics of ``model`` on one split (eval mode)."""
     model.eval()
     logits = []
     for start in range(0, len(data), batch_size):
-        x = to_model_input(data.images[start:start + batch_size].to(device), *norm)
+        x = to_model_input(data.images[start:start + batch_size].to(device), *norm,
+                           memory_format=_memory_format(channels_last))
         with _autocast(device, precision):
             logits.append(model(x).float())
     out = torch.cat(logits)  # (N, K)
     targets = data.targets.to(device)
     loss = float(F.cross_entropy(out, targets))
     probs = out.softmax(dim=1).cpu().numpy()
-    return Evaluation(loss, probs, compute_metrics(data.targets.numpy(), probs, labels))
+    return Evaluation(loss, probs, compute_metrics(data.targets.cpu().numpy(), probs, labels))
 
 
 def check_batch_size(data: PreparedData, batch_size: int) -> None:
@@ -177,13 +212,16 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = optimize_model(model, cfg)
+    train, val_split, test_split = (place_data(d, device, cfg.data_on_device)
+                                    for d in (data.train, data.val, data.test))
     result = LoopResult()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        train_loss, seen = train_one_epoch(model, opt, data.train, norm, cfg, device, epoch, rank,
-                                           world)
+        train_loss, seen = train_one_epoch(model, opt, train, norm, cfg, device, epoch, rank, world)
         train_s = time.perf_counter() - t0
-        val = evaluate(model, data.val, data.labels, norm, device, precision=cfg.precision)
+        val = evaluate(model, val_split, data.labels, norm, device, precision=cfg.precision,
+                       channels_last=cfg.channels_last)
         stats = EpochStats(epoch + 1, train_loss, val.loss, val.metrics.accuracy,
                            val.metrics.balanced_accuracy, val.metrics.macro_auc,
                            opt.param_groups[0]["lr"], time.perf_counter() - t0,
@@ -195,5 +233,6 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
                  stats.val_balanced_accuracy)
         if on_epoch is not None:
             on_epoch(stats, model)
-    result.test = evaluate(model, data.test, data.labels, norm, device, precision=cfg.precision)
+    result.test = evaluate(model, test_split, data.labels, norm, device, precision=cfg.precision,
+                           channels_last=cfg.channels_last)
     return result

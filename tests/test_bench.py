@@ -1,0 +1,192 @@
+"""Benchmarks and the GPU code paths, on the CPU: structure and sane values, never speed."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from raybench.config import TrainConfig, load_spec
+from raybench.data.dataset import SplitData
+from raybench.data.transforms import random_affine, to_model_input
+from raybench.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
+        "train.num_threads=1", "train.epochs=2", "train.batch_size=8"]
+
+
+def test_gpu_path_options_are_validated() -> None:
+    spec = load_spec(None, ["train.data_on_device=true", "train.channels_last=true",
+                            "train.compile=true", "train.compile_mode=max-autotune",
+                            "train.augment=true"])
+    assert (spec.train.data_on_device, spec.train.channels_last, spec.train.compile,
+            spec.train.compile_mode, spec.train.augment) == (True, True, True, "max-autotune", True)
+    with pytest.raises(ConfigError, match="train.compile_mode='fast'; allowed: default"):
+        load_spec(None, ["train.compile_mode=fast"])
+    with pytest.raises(ConfigError, match="train.channels_last must be bool"):
+        load_spec(None, ["train.channels_last=yes please"])
+
+
+def test_channels_last_input_has_the_same_values() -> None:
+    batch = torch.randint(0, 256, (2, 16, 16), dtype=torch.uint8)
+    plain = to_model_input(batch, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7))
+    nhwc = to_model_input(batch, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7),
+                          memory_format=torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    torch.testing.assert_close(plain, nhwc)
+    assert torch.allclose(plain[:, 0] * 0.5 + 0.1, batch.float() / 255, atol=1e-6)
+
+
+def test_random_affine_shifts_each_image_and_keeps_shape() -> None:
+    torch.manual_seed(0)
+    x = torch.zeros(4, 3, 32, 32)
+    x[:, :, 12:20, 12:20] = 1.0  # a bright square in the middle
+    out = random_affine(x, max_shift=0.2, max_scale=0.1)
+    assert out.shape == x.shape
+    centres = [(img[0] > 0.5).nonzero().float().mean(0) for img in out]
+    assert len({tuple(c.round().tolist()) for c in centres}) > 1  # images moved differently
+    bound = 0.2 * 32 / 0.9 + 1  # max_shift of the side, divided by the smallest zoom
+    assert all((c - 15.5).abs().max() <= bound for c in centres)
+    assert torch.equal(random_affine(x, 0.0, 0.0), x)
+
+
+@pytest.mark.parametrize("options", [
+    {"data_on_device": True, "channels_last": True, "augment": True},
+    {"precision": "bf16", "channels_last": True},
+])
+def test_fit_with_gpu_path_options_on_cpu(synth_manifest: Path, tmp_path: Path,
+                                          options: dict) -> None:
+    from raybench.engine.run import run_training
+
+    sets = [f"data.manifest={synth_manifest}", f"data.cache_dir={tmp_path / 'c'}",
+            f"results={tmp_path / 'r'}", "model.image_size=32", "train.epochs=2",
+            "train.batch_size=16", "train.num_threads=1", "train.device=cpu"]
+    sets += [f"train.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()]
+    outcome = run_training(load_spec(None, sets))
+    assert len(outcome.result.history) == 2
+    assert outcome.result.train_images == 2 * len(outcome.data.train)
+    assert 0.0 <= outcome.result.test.metrics.accuracy <= 1.0
+    assert outcome.data.train.images.device.type == "cpu"  # the caller's data is untouched
+
+
+def test_place_data_and_optimize_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from raybench.engine.loop import optimize_model, place_data
+
+    split = SplitData(torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64),
+                      ["a", "b", "c"])
+    assert place_data(split, torch.device("cpu"), True) is split  # already there
+    assert place_data(split, torch.device("meta"), False) is split
+    moved = place_data(split, torch.device("meta"), True)
+    assert moved.images.device.type == "meta" and moved.images.dtype == torch.uint8
+    assert moved.image_ids == split.image_ids
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    optimize_model(model, TrainConfig(channels_last=True))
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append(kw) or
+                        setattr(self, "_compiled_call_impl", object()))
+    cfg = TrainConfig(compile=True, compile_mode="reduce-overhead")
+    optimize_model(optimize_model(model, cfg), cfg)
+    assert calls == [{"mode": "reduce-overhead"}]  # compiled once, state_dict keys unchanged
+    assert list(model.state_dict()) == ["0.weight", "0.bias"]
+
+
+def test_fractional_gpu_trials_share_one_gpu() -> None:
+    from raybench.tune.sweep import max_concurrent
+
+    spec = load_spec(None, ["scaling.use_gpu=true", "scaling.gpus_per_worker=0.25"])
+    assert max_concurrent(spec, {"CPU": 16, "GPU": 1}) == 4
+    assert max_concurrent(spec, {"CPU": 2, "GPU": 1}) == 2  # CPUs bound it first
+    whole = load_spec(None, ["scaling.use_gpu=true"])
+    assert max_concurrent(whole, {"CPU": 16, "GPU": 1}) == 1
+
+
+def test_prepared_data_is_reused_across_trials_of_one_process(synth_manifest: Path,
+                                                              tmp_path: Path) -> None:
+    from raybench.engine.worker import prepared_data
+
+    cfg = load_spec(None, [f"data.manifest={synth_manifest}",
+                           f"data.cache_dir={tmp_path}"]).data
+    first = prepared_data(cfg, 32)
+    assert prepared_data(cfg, 32) is first
+    assert prepared_data(cfg, 48) is not first and prepared_data(cfg, 48).train.images.shape[-1] == 48
+
+
+def test_plain_epoch_and_train_pair_report_sane_numbers() -> None:
+    from raybench.bench import BenchOptions, _train_pair
+
+    out = _train_pair("cnnx", BenchOptions(image_size=32, batch_size=4, steps=2, warmup=1,
+                                           repeats=2), torch.device("cpu"))
+    assert out["raybench_images_per_s"] > 0 and out["plain_images_per_s"] > 0
+    assert 0.1 < out["ratio"] < 10 and len(out["raybench_s"]) == len(out["plain_s"]) == 2
+
+
+def test_study_extrapolation() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from gpu_bench import study_minutes
+    finally:
+        sys.path.pop(0)
+    # One model at 100 images/s, one scenario of 1,000 images: 20 epochs of 10 s + 0.5 s val.
+    assert study_minutes({"m": 100.0}, {"s": 1000}) == pytest.approx((20 * 10.5 + 2.0) / 60)
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run([str(REPO / "benchmarks" / "gpu.sh"), "--dry-run", "--models", "cnnx",
+                           "--out", str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["dry_run"] is True and report["device"] == "cpu"
+    assert report["compare"]["cnnx"]["raybench_images_per_s"] > 0
+    assert set(report["study_images_per_s"]) == {
+        "alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "googlenet",
+        "inception_v3", "squeezenet", "inception_resnet_v2", "xception", "densenet201", "cnnx"}
+    assert report["study_minutes_upper_bound"] > report["study_minutes_paper_sizes"] > 0
+    assert report["settings"]["data_on_device"] and report["settings"]["channels_last"]
+    assert "full study" in proc.stdout
+
+
+def test_gpu_script_refuses_without_gpu_or_dry_run() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_bench.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--dry-run" in proc.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_bench_cli_quick_json(run_cli) -> None:
+    code, out, err = run_cli("bench", "--json", "--quick")
+    assert code == 0, err
+    report = json.loads(out)
+    for key in ("machine", "train_ratio", "cache_speedup", "trial_overhead_s",
+                "cache_peak_memory_ratio", "results_load_s", "cam", "targets"):
+        assert key in report, key
+    assert report["machine"]["cores"] >= 1 and len(report["machine"]["loadavg"]) == 3
+    assert set(report["train"]["models"]) == {"cnnx", "resnet18"}
+    assert 0.1 < report["train_ratio"] < 10
+    if "skipped" not in report["cache"]:
+        assert report["cache_speedup"] > 1 and 0 < report["cache_peak_memory_ratio"] < 5
+    assert report["trials"]["completed"] == report["trials"]["trials"] == 3
+    assert 0 < report["trial_overhead_s"] < 120
+    assert report["results"]["rows"]["runs"] == 200 and report["results_load_s"] > 0
+    assert set(report["cam_images_per_s"]) == {"cnnx", "resnet18"}
+    assert all(rate > 0 for rate in report["cam_images_per_s"].values())
+    assert set(report["targets"]) == {"train_ratio", "cache_speedup", "trial_overhead_s",
+                                      "cache_peak_memory_ratio"}
+    assert all(t["met"] in (True, False) for t in report["targets"].values())
+
+
+def test_bench_cli_rejects_unknown_part(run_cli) -> None:
+    code, _, err = run_cli("bench", "--only", "train,warp")
+    assert code == 2 and "unknown bench section(s) warp" in err
