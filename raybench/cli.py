@@ -5,6 +5,7 @@ User errors (:class:`raybench.errors.RaybenchError`) become one line on stderr a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -60,7 +61,8 @@ def _cmd_sweep(args: argparse.Namespace) -> None:
 
     overrides = list(args.set) + ([f"results={args.results}"] if args.results else [])
     spec = load_spec(args.config, overrides)
-    summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus)
+    summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
+                        overwrite=args.overwrite)
     _print_summary(summary)
     print(f"results: {spec.results}/{spec.name}")
 
@@ -118,6 +120,17 @@ def _cmd_results(args: argparse.Namespace) -> None:
     print(render(query(args.uri, args.sweep, args.table, args.scenario), args.format))
 
 
+def _cmd_bench(args: argparse.Namespace) -> None:
+    from raybench.bench import BenchOptions, format_report, run_bench
+
+    sections = tuple(args.only.split(",")) if args.only else None
+    opts = BenchOptions.quick_options() if args.quick else BenchOptions()
+    if sections:
+        opts = dataclasses.replace(opts, sections=sections)
+    report = run_bench(opts)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+
+
 def _cmd_report(args: argparse.Namespace) -> None:
     from raybench.report import write_report
 
@@ -132,6 +145,49 @@ def _cmd_cam(args: argparse.Namespace) -> None:
     cams = ResultStore(args.uri).read_cams(args.sweep, args.trial)
     for row in render_overlays(cams, args.out, args.images):
         print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} {row['path']}")
+
+
+def _submit_query(client, op: str, job_id: str) -> None:
+    from raybench import submit
+
+    if op == "status":
+        state, message = submit.status(client, job_id)
+        print(f"{job_id} {state}" + (f": {message}" if message else ""))
+    elif op == "logs":
+        print(submit.logs(client, job_id), end="")
+    else:
+        done = submit.stop(client, job_id)
+        print(f"{job_id}: stop requested" if done else f"{job_id}: already finished")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from raybench import submit
+
+    ops = [o for o in ("status", "logs", "stop") if getattr(args, o)]
+    if bool(args.config) == bool(ops):
+        raise RaybenchError("submit: pass --config SPEC to submit a sweep, or one of "
+                            "--status / --logs / --stop JOB_ID")
+    if ops:
+        _submit_query(submit.JobsClient(args.address), ops[0], getattr(args, ops[0]))
+        return 0
+    opts = submit.SubmitOptions(
+        address=args.address, config=args.config, overrides=tuple(args.set),
+        results=args.results, resume=args.resume, overwrite=args.overwrite, runtime=args.runtime,
+        working_dir=args.working_dir, job_id=args.job_id, env=tuple(args.env))
+    request = submit.job_request(opts)  # a bad spec fails here, before any connection
+    client = submit.JobsClient(args.address)
+    job_id = submit.submit(client, request)
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    try:
+        state = submit.follow(client, job_id, lambda text: print(text, end="", flush=True))
+    except KeyboardInterrupt:
+        print(f"raybench: stopped following; job {job_id} keeps running "
+              f"(raybench submit --stop {job_id})", file=sys.stderr)
+        raise
+    print(f"job {job_id} {state}", file=sys.stderr)
+    return submit.exit_code(state)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a spec key, e.g. sweep.num_samples=8 (repeatable)")
     p.add_argument("--results", help="results root: a path or s3://bucket/prefix")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing sweep of the same name and start again")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_sweep)
@@ -190,6 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", metavar="IMAGE_ID", help="default: every stored image")
     p.add_argument("--out", required=True, help="output folder for <image_id>.png")
     p.set_defaults(func=_cmd_cam)
+
+    p = sub.add_parser("submit", help="submit a sweep to a Ray cluster (Jobs API); query a job")
+    p.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 "
+                   "(default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)")
+    p.add_argument("--config", help="sweep spec YAML (see jobs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key in the job (repeatable)")
+    p.add_argument("--results", help="results root of the job, e.g. s3://bucket/prefix")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing sweep of the same name and start again")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the logs to the end; exit 0 if the job succeeded, else 1")
+    p.add_argument("--runtime", choices=["workdir", "installed"], default="workdir",
+                   help="workdir: upload this checkout; installed: the image has raybench")
+    p.add_argument("--working-dir", help="folder to upload (default: the checkout of --config)")
+    p.add_argument("--job-id", help="submission id (default: raybench-<sweep>-<random>)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="non-secret environment variable for the job (repeatable)")
+    p.add_argument("--status", metavar="JOB_ID", help="print a job's status")
+    p.add_argument("--logs", metavar="JOB_ID", help="print a job's logs")
+    p.add_argument("--stop", metavar="JOB_ID", help="stop a job")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("bench", help="throughput: raybench vs plain PyTorch, data cache, trials")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
+    p.add_argument("--only", metavar="PARTS",
+                   help="comma-separated subset of train,cache,trials,cam,results")
+    p.set_defaults(func=_cmd_bench)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")
     dsub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -240,14 +328,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     func: Callable[[argparse.Namespace], None] = args.func
     try:
-        func(args)
+        code = func(args)
     except RaybenchError as exc:
         print(f"raybench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("raybench: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

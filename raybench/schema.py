@@ -77,6 +77,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("timm_version", pa.string()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
+        pa.field("skipped_images", pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
     ]
 )
 

@@ -80,10 +80,9 @@ def _s3_filesystem(query: dict[str, list[str]], connect_timeout: float = 3.0,
         parsed = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
         kwargs["endpoint_override"] = parsed.netloc
         kwargs["scheme"] = query.get("scheme", [None])[0] or parsed.scheme or "https"
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        kwargs.update(access_key=key, secret_key=secret,
-                      session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    # No explicit keys: the AWS SDK's default chain reads AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY
+    # (or a profile, or the instance role) itself. Explicit keys would be pickled with the
+    # filesystem into Ray's experiment state and checkpoints metadata, i.e. into the results.
     return pafs.S3FileSystem(**kwargs)
 
 
@@ -176,23 +175,29 @@ def atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
     completed). An exception or a killed process leaves the old file (or none) in place.
     """
     if loc.is_local:
-        parent = os.path.dirname(loc.path)
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(loc.path),
-                                   dir=parent)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                yield handle
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, loc.path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            yield from _local_atomic_writer(loc)
+        except OSError as exc:  # disk full, read-only, permissions: one line, earlier files kept
+            raise RaybenchError(f"cannot write {loc.uri}: {exc.strerror or exc}") from None
         return
     buffer = io.BytesIO()
     yield buffer
     _put_object(loc, buffer.getbuffer())
+
+
+def _local_atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
+    parent = os.path.dirname(loc.path)
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(loc.path), dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, loc.path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _put_object(loc: Location, data: memoryview | bytes) -> None:

@@ -157,6 +157,12 @@ class ResultStore:
         storage.write_bytes_atomic(self.location(sweep, "spec.yaml"),
                                    storage.redact(text).encode("utf-8"))
 
+    def delete_sweep(self, sweep: str) -> None:
+        """Removes a sweep's folder (its tables, spec and Tune state)."""
+        loc = self.location(sweep)
+        if storage.exists(loc):
+            loc.fs.delete_dir(loc.path)
+
     def read_spec(self, sweep: str) -> Optional[str]:
         """The saved spec, or None."""
         loc = self.location(sweep, "spec.yaml")

@@ -17,7 +17,6 @@ from raybench.data.scenarios import (
     ScenarioSpec,
     build_scenario,
     get_scenario,
-    scenario_from_dict,
 )
 from raybench.errors import ConfigError, DataError
 

@@ -5,10 +5,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
@@ -48,6 +50,13 @@ def default_trial_id(spec: Spec) -> str:
     return check_name("trial", f"{spec.model.name}-seed{spec.train.seed}")
 
 
+def scenario_name(spec: Spec) -> str:
+    """The scenario a run reports: the registered scenario, else ``synthetic`` or the manifest."""
+    if spec.data.scenario:
+        return spec.data.scenario
+    return Path(spec.data.manifest).name.split(".")[0] if spec.data.manifest else "synthetic"
+
+
 def image_size(spec: Spec) -> int:
     """The input size: the spec's, or the model's default."""
     return spec.model.image_size or get_model_spec(spec.model.name).input_size
@@ -82,7 +91,7 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
             num_workers: int = 1) -> dict[str, Any]:
     """The runs-table row of one trial."""
     return {
-        S.MODEL: spec.model.name, S.SCENARIO: spec.data.manifest or "synthetic",
+        S.MODEL: spec.model.name, S.SCENARIO: scenario_name(spec),
         S.SEED: spec.train.seed, "lr": spec.train.lr, "batch_size": spec.train.batch_size,
         "epochs": spec.train.epochs, "cnnx_stride": spec.model.cnnx_stride,
         "image_size": image_size(spec), "pretrained": spec.model.pretrained,
@@ -105,7 +114,9 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     preds.insert(1, S.LABEL, [data.labels[i] for i in data.test.targets.tolist()])
     preds.insert(2, "predicted", [data.labels[i] for i in probs.argmax(axis=1)])
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
-    store.write_table(sweep, "runs", trial_id, [outcome_row])
+    skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
+    store.write_table(sweep, "runs", trial_id,
+                      [{**outcome_row, "skipped_images": json.dumps(skipped) if skipped else None}])
 
 
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:

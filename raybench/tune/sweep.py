@@ -21,6 +21,7 @@ from typing import Any, Optional
 from urllib.parse import urlparse
 
 from raybench.config import Spec, dump_yaml, to_dict
+from raybench.engine.run import scenario_name
 from raybench.engine.trial import run_trial
 from raybench.engine.worker import trial_spec
 from raybench.errors import RaybenchError
@@ -46,15 +47,8 @@ class Cell:
 
 def cells(spec: Spec) -> list[Cell]:
     """All model x scenario x seed combinations, in spec order."""
-    scenarios = spec.sweep.scenarios or (_default_scenario(spec),)
+    scenarios = spec.sweep.scenarios or (scenario_name(spec),)
     return [Cell(m, s, seed) for m in spec.sweep.models for s in scenarios for seed in spec.sweep.seeds]
-
-
-def _default_scenario(spec: Spec) -> str:
-    scenario = getattr(spec.data, "scenario", None)
-    if scenario:
-        return scenario
-    return "synthetic" if not spec.data.manifest else os.path.basename(spec.data.manifest).split(".")[0]
 
 
 def cell_spec(spec: Spec, cell: Cell) -> Spec:
