@@ -78,8 +78,8 @@ def test_train_to_s3_gives_the_same_tables_as_local(tmp_path: Path, s3_endpoint:
 
     stored = objects(s3_endpoint, s3_bucket)
     assert sorted(k.split("/", 3)[3] for k in stored) == sorted(
-        ["spec.yaml"] + [f"{t}/cnnx-seed0.parquet" for t in ("runs", "metrics", "epochs",
-                                                              "predictions")])
+        ["spec.yaml", "cams/cnnx-seed0.npz"]
+        + [f"{t}/cnnx-seed0.parquet" for t in ("runs", "metrics", "epochs", "predictions")])
     assert not any(SECRET.encode() in body for body in stored.values())
     assert SECRET not in out + err
 
