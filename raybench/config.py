@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -426,6 +427,31 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _absolute(value: Optional[str]) -> Optional[str]:
+    if not value or "://" in value:
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
+def with_absolute_paths(spec: Spec) -> Spec:
+    """The spec with its local paths made absolute against the current directory.
+
+    Ray runs trials in processes with another working directory: a relative ``./runs`` there
+    would silently land somewhere else. URIs (``s3://``) and registered names stay as they are.
+    """
+    data = spec.data
+    scenario = data.scenario
+    if scenario and (scenario.endswith((".yaml", ".yml")) or os.sep in scenario):
+        scenario = _absolute(scenario)
+    test_from = data.test_from
+    if test_from and (test_from.endswith(".parquet") or os.sep in test_from):
+        test_from = _absolute(test_from)
+    data = dataclasses.replace(data, manifest=_absolute(data.manifest), scenario=scenario,
+                               cache_dir=_absolute(data.cache_dir), test_from=test_from)
+    model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir))
+    return dataclasses.replace(spec, results=_absolute(spec.results), data=data, model=model)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from raybench.config import Spec, dump_yaml, to_dict
+from raybench.config import Spec, dump_yaml, to_dict, with_absolute_paths
 from raybench.engine.run import scenario_name
 from raybench.engine.trial import run_trial
 from raybench.engine.worker import trial_spec
@@ -313,6 +313,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     """
     import ray
 
+    spec = with_absolute_paths(spec)
     check_writable(spec.results)  # a bad store fails in seconds, before Ray starts
     store = ResultStore(spec.results)
     _claim_sweep(store, spec, resume, overwrite)
