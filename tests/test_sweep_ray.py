@@ -114,7 +114,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr[-2000:]
     runs = pd.read_parquet(runs_dir)
     assert sorted(runs["trial_id"]) == ["cnnx-synthetic-s0", "cnnx-synthetic-s1", "cnnx-synthetic-s2"]
-    assert (runs["status"] == "completed").all()
+    assert (runs["status"] == "completed").all(), runs[["trial_id", "status", "error"]].to_string()
     for name, mtime in finished.items():
         assert (runs_dir / name).stat().st_mtime_ns == mtime, f"{name} was rerun"
     epochs = pd.read_parquet(results / "res" / "epochs")

@@ -94,6 +94,8 @@ def test_max_concurrent_trials_from_resources(sets: list[str], resources: dict, 
 def test_trial_too_big_for_the_cluster() -> None:
     with pytest.raises(RaybenchError, match="one trial needs 5 CPUs but the cluster has 4 CPUs"):
         max_concurrent(_spec("scaling.num_workers=4"), {"CPU": 4})
+    # A remote (autoscaling) cluster may add the GPU nodes: one trial at a time, no error.
+    assert max_concurrent(_spec("scaling.use_gpu=true"), {"CPU": 8}, remote=True) == 1
 
 
 def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:

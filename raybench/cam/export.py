@@ -131,7 +131,7 @@ def trial_cams(model: nn.Module, spec: Spec, data: PreparedData,
 
 def export_trial_cams(store: ResultStore, spec: Spec, trial_id: str, model: nn.Module,
                       data: PreparedData, result) -> Optional[CamExport]:
-    """Writes ``cams/<trial_id>.npz`` and adds the ROI rows to the trial's metrics file.
+    """Writes ``cams/<trial_id>.npz``; returns the export, whose ``rows`` are the ROI metrics.
 
     Args:
         store: The results store the trial's tables were written to.
@@ -147,8 +147,6 @@ def export_trial_cams(store: ResultStore, spec: Spec, trial_id: str, model: nn.M
     if export is None:
         return None
     store.write_cams(spec.name, trial_id, export.cams)
-    store.write_table(spec.name, "metrics", trial_id,
-                      result.test.metrics.to_rows("test") + export.rows)
     focus = export.focus[np.isfinite(export.focus)]
     log.info("CAM: %d maps (%s), ROI focus %.3f, pointing game %.2f", len(export.cams),
              export.cams.method, float(focus.mean()) if len(focus) else math.nan,

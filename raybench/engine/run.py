@@ -103,11 +103,16 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
 
 
 def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: dict[str, Any],
-                  result: LoopResult, data: PreparedData) -> None:
-    """Writes the trial's epochs, metrics, predictions, then its run row (last = complete)."""
+                  result: LoopResult, data: PreparedData, model: torch.nn.Module) -> None:
+    """Writes the trial's epochs, CAMs, metrics (with ROI focus) and predictions, then its run
+    row: the run row comes last, so a trial with a run row has all its files."""
+    from raybench.cam.export import export_trial_cams
+
     sweep = spec.name
     store.write_table(sweep, "epochs", trial_id, [dataclasses.asdict(h) for h in result.history])
-    store.write_table(sweep, "metrics", trial_id, result.test.metrics.to_rows("test"))
+    cams = export_trial_cams(store, spec, trial_id, model, data, result)
+    store.write_table(sweep, "metrics", trial_id,
+                      result.test.metrics.to_rows("test") + (cams.rows if cams else []))
     probs = result.test.probs
     preds = pd.DataFrame({f"p_{lab}": probs[:, i] for i, lab in enumerate(data.labels)})
     preds.insert(0, S.IMAGE_ID, data.test.image_ids)
@@ -133,9 +138,6 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     store.write_spec(spec.name, dump_yaml(spec))  # inputs are valid: the sweep folder may appear
     result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
     row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
-    write_results(store, spec, trial_id, row, result, data)
-    from raybench.cam.export import export_trial_cams
-
-    export_trial_cams(store, spec, trial_id, model, data, result)  # cams/ + ROI-focus metrics
+    write_results(store, spec, trial_id, row, result, data, model)
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)
     return RunOutcome(spec.name, trial_id, result, data, row)

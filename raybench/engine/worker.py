@@ -165,11 +165,8 @@ def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResul
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
                       time.perf_counter() - t0, num_workers=ctx.world)
         row["scenario"] = config.get("scenario") or row["scenario"]
-        write_results(store, spec, trial_id, row, result, data)
-        from raybench.cam.export import export_trial_cams
-
-        # Rank 0 alone, on the unwrapped module: a local forward that triggers no DDP collective.
-        export_trial_cams(store, spec, trial_id, unwrap_model(model), data, result)
+        # Rank 0 alone, on the unwrapped module: CAMs need a local forward, no DDP collective.
+        write_results(store, spec, trial_id, row, result, data, unwrap_model(model))
     return result
 
 

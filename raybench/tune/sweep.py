@@ -93,8 +93,13 @@ def _entry(config: dict[str, Any]) -> None:
     run_trial(base)
 
 
-def max_concurrent(spec: Spec, resources: dict[str, float]) -> int:
-    """How many trials fit at once: CPUs (and GPUs) over what one trial holds."""
+def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:
+    """How many trials fit at once: CPUs (and GPUs) over what one trial holds.
+
+    On a remote cluster that cannot hold one trial *now* (an autoscaling KubeRay cluster whose
+    GPU group is scaled to zero), one trial at a time is started and the autoscaler adds nodes;
+    on the embedded local Ray nothing would ever come, so that is an error.
+    """
     s = spec.scaling
     if s.max_concurrent_trials:
         return s.max_concurrent_trials
@@ -103,6 +108,10 @@ def max_concurrent(spec: Spec, resources: dict[str, float]) -> int:
     if s.use_gpu:
         gpu = (s.gpus_per_worker or 1.0) * s.num_workers
         fits = min(fits, int(resources.get("GPU", 0) // gpu))
+    if fits < 1 and remote:
+        log.warning("the cluster cannot hold one trial yet (%s); starting one at a time and "
+                    "waiting for the autoscaler", resources)
+        return 1
     if fits < 1:
         raise RaybenchError(f"one trial needs {per_trial_cpu:g} CPUs"
                             + (" and GPUs" if s.use_gpu else "")
@@ -319,7 +328,8 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     _claim_sweep(store, spec, resume, overwrite)
     ensure_ray(address, num_cpus)
     store.write_spec(spec.name, dump_yaml(spec))
-    concurrency = max_concurrent(spec, ray.cluster_resources())
+    remote = bool(address or os.environ.get("RAY_ADDRESS"))
+    concurrency = max_concurrent(spec, ray.cluster_resources(), remote=remote)
     log.info("sweep %s: %s mode, %d group(s), up to %d trial(s) at once", spec.name,
              spec.sweep.mode, len(groups(spec)), concurrency)
     summary = []
