@@ -96,6 +96,19 @@ def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[st
     return cmd + list(extra)
 
 
+def _wait_for_trial_actors_to_die(timeout_s: float = 60) -> None:
+    from ray.util.state import list_actors
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                 if "ImplicitFunc" in a.class_name or "Trainable" in a.class_name]
+        if not alive:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"trial actors still alive after the driver died: {alive}")
+
+
 def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> None:
     results, cache = tmp_path / "r", tmp_path / "cache"
     runs_dir = results / "res" / "runs"
@@ -106,6 +119,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    _wait_for_trial_actors_to_die()  # a dead driver's actors linger briefly while Ray cleans up
     finished = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
     assert 1 <= len(finished) < 3, "the driver was stopped mid-sweep"
 
