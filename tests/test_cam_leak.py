@@ -19,12 +19,8 @@ pytestmark = pytest.mark.slow  # two short trainings: about 10 s on 2 CPU cores
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a busy 2-core machine 2 OpenMP threads ran DenseNet up to 50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every test of this module runs torch on one thread (see conftest)."""
 
 
 def _train(tmp: Path, leak: float):
