@@ -14,7 +14,7 @@ def test_paper_size_at_224_px_4_classes() -> None:
     assert model.feature_shape == (64, 75, 75)
     n = sum(p.numel() for p in model.parameters())
     assert n == 4 * 64 * 75 * 75 + 4 + 16 * 3 * (9 + 9 + 25 + 81) + 4 * 16 + 4 * 32
-    assert 1.3e6 <= n <= 1.6e6
+    assert n == pytest.approx(1.45e6, abs=0.15e6)  # the issue: 1.3 to 1.6 M
 
 
 @pytest.mark.parametrize("stride,side", [(2, 112), (3, 75), (4, 56)])

@@ -134,7 +134,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
     proc.wait(timeout=30)
     _wait_for_trial_actors_to_die()  # a dead driver's actors linger briefly while Ray cleans up
     finished = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
-    assert 1 <= len(finished) < 3, "the driver was stopped mid-sweep"
+    assert 0 < len(finished) < 3, "the driver was stopped mid-sweep"
 
     done = subprocess.run(_sweep_cmd(results, cache, ray_cluster, "--resume"),
                           capture_output=True, text=True, timeout=400)
