@@ -44,23 +44,38 @@ def _print_outcome(outcome) -> None:
     print(m.table().to_string(float_format=lambda v: f"{v:.3f}"))
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _spec(args: argparse.Namespace):
+    """The spec of ``--config`` with ``--set`` overrides and ``--results``."""
     from raybench.config import load_spec
+
+    return load_spec(args.config,
+                     list(args.set) + ([f"results={args.results}"] if args.results else []))
+
+
+def _add_set(p: argparse.ArgumentParser, what: str = "a spec key") -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override {what}, e.g. train.lr=1e-3 (repeatable)")
+
+
+def _add_resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete an existing sweep of the same name and start again")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
     from raybench.engine.run import run_training
 
-    overrides = list(args.set) + ([f"results={args.results}"] if args.results else [])
-    spec = load_spec(args.config, overrides)
+    spec = _spec(args)
     outcome = run_training(spec)
     _print_outcome(outcome)
     print(f"results: {spec.results}/{spec.name}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
-    from raybench.config import load_spec
     from raybench.tune.sweep import run_sweep
 
-    overrides = list(args.set) + ([f"results={args.results}"] if args.results else [])
-    spec = load_spec(args.config, overrides)
+    spec = _spec(args)
     summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
                         overwrite=args.overwrite)
     _print_summary(summary)
@@ -202,19 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model from a spec file")
     p.add_argument("--config", help="spec YAML (default: built-in defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. train.lr=1e-3 (repeatable)")
+    _add_set(p)
     p.add_argument("--results", help="results root: a path or s3://bucket/prefix (default ./runs)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="run a study on Ray Tune (paper grid or Optuna search)")
     p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key, e.g. sweep.num_samples=8 (repeatable)")
+    _add_set(p)
     p.add_argument("--results", help="results root: a path or s3://bucket/prefix")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an existing sweep of the same name and start again")
+    _add_resume(p)
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_sweep)
@@ -222,8 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the demo job on synthetic data")
     p.add_argument("--results", default="./runs", help="results root (default ./runs)")
     p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the demo spec (repeatable)")
+    _add_set(p, "a key of the demo spec")
     p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_demo)
 
@@ -253,12 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 "
                    "(default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)")
     p.add_argument("--config", help="sweep spec YAML (see jobs/)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec key in the job (repeatable)")
+    _add_set(p, "a spec key in the job")
     p.add_argument("--results", help="results root of the job, e.g. s3://bucket/prefix")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete an existing sweep of the same name and start again")
+    _add_resume(p)
     p.add_argument("--wait", action="store_true",
                    help="follow the logs to the end; exit 0 if the job succeeded, else 1")
     p.add_argument("--runtime", choices=["workdir", "installed"], default="workdir",

@@ -12,7 +12,7 @@ from typing import Any
 
 from raybench.engine.loop import resolve_device
 from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker, trial_spec
-from raybench.storage import resolve
+from raybench.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _run_trainer(config: dict[str, Any]) -> None:
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker or 1.0
-    store = resolve(spec.results).join(spec.name, "_train")
+    store = ResultStore(spec.results).location(spec.name, "_train")
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,

@@ -25,7 +25,7 @@ from raybench.engine.run import scenario_name
 from raybench.engine.trial import run_trial
 from raybench.engine.worker import trial_spec
 from raybench.errors import RaybenchError
-from raybench.storage import Location, check_writable, redact, resolve
+from raybench.storage import Location, check_writable, exists, redact
 from raybench.store import ResultStore
 from raybench.tune.space import PARAM_KEYS, SPACES, first_point
 
@@ -70,7 +70,7 @@ def _trial_config(spec: Spec, cell: Cell, trial_id: str = "",
 
 
 def _tune_location(spec: Spec) -> Location:
-    return resolve(spec.results).join(spec.name, "_tune")
+    return ResultStore(spec.results).location(spec.name, "_tune")
 
 
 def _trainable(spec: Spec) -> Any:
@@ -219,7 +219,6 @@ def _run_group(spec: Spec, group: str, concurrency: int, resume: bool,
 
 def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]:
     """Records trials that ended without results (stopped by ASHA, errored) in the runs table."""
-    done = set(store.read_table(spec.name, "runs").get("trial_id", []))
     summary = []
     for result in grid:
         config = dict((result.config or {}).get("cell", {}))
@@ -227,11 +226,14 @@ def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]
         trial = trial_spec(config) if config.get("spec") else spec
         metrics = result.metrics or {}
         trial_id = metrics.get("raybench_trial") or config.get("trial_id")
-        status = "error" if result.error else ("completed" if trial_id in done else "stopped")
+        # A trial writes its run row last: its file exists only once the trial completed. One
+        # existence check per trial of this group, not a read of the whole sweep's runs table.
+        done = bool(trial_id) and exists(store.location(spec.name, "runs", f"{trial_id}.parquet"))
+        status = "error" if result.error else ("completed" if done else "stopped")
         params = {"lr": trial.train.lr, "batch_size": trial.train.batch_size,
                   "cnnx_stride": trial.model.cnnx_stride if trial.model.name == "cnnx" else None}
         summary.append({"trial_id": trial_id, "status": status, **params})
-        if trial_id and trial_id not in done:
+        if trial_id and not done:
             store.write_table(spec.name, "runs", trial_id, [{
                 "model": trial.model.name, "scenario": config.get("scenario"),
                 "seed": trial.train.seed, **params, "epochs": trial.train.epochs,
