@@ -74,6 +74,9 @@ class DataConfig:
             folders it was imported from.
         decoded_cache: Decode each manifest once per image size into a memory-mapped cache
             under ``cache_dir`` and reuse it across epochs, trials and workers.
+        roi: The lungs-hidden shortcut control, applied identically to training and test
+            images: ``full`` (as they are), ``lungs_only`` (outside the lung fields blanked)
+            or ``outside_lungs`` (the lung fields blanked).
     """
 
     manifest: Optional[str] = None
@@ -88,6 +91,7 @@ class DataConfig:
     allow_overlap: bool = False
     allow_outside_root: bool = False
     decoded_cache: bool = True
+    roi: str = "full"
     synthetic: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -170,7 +174,11 @@ class SweepConfig:
         scenarios: Scenario names; empty means the data section as it is.
         metric: Metric that ASHA and Optuna optimise (reported every epoch).
         asha: Stop weak trials early (ASHA, over epochs).
-        time_budget_s: Stop starting new trials after this many seconds (per group).
+        time_budget_s: Stop starting new trials after this many seconds.
+        rois: ``data.roi`` values to run side by side (an extra cell axis); empty means
+            ``data.roi`` as it is.
+        max_concurrent_per_study: Trials of one cell's Optuna study in flight at once (small,
+            so TPE learns from finished trials while other cells fill the cluster).
     """
 
     mode: str = "paper"
@@ -184,6 +192,8 @@ class SweepConfig:
     grace_period: int = 1
     reduction_factor: int = 2
     time_budget_s: Optional[float] = None
+    rois: tuple[str, ...] = ()
+    max_concurrent_per_study: int = 2
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
@@ -225,6 +235,7 @@ class Spec:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.on_bad_image": ("fail", "skip"),
+    "data.roi": ("full", "lungs_only", "outside_lungs"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "bf16"),
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune",

@@ -78,6 +78,13 @@ RUNS_SCHEMA = pa.schema(
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
         pa.field("skipped_images", pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
+        pa.field("roi", pa.string()),  # data.roi: full | lungs_only | outside_lungs
+        pa.field("test_from", pa.string()),  # the test set's origin: scenario test_from or file
+        pa.field("test_sources", pa.string()),  # comma-separated sources of the test images
+        pa.field("started_at", pa.timestamp("us", tz="UTC")),
+        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+        pa.field("node", pa.string()),  # Ray node id / host the trial ran on
+        pa.field("accelerator", pa.string()),  # GPU name or "cpu"
     ]
 )
 
@@ -86,6 +93,7 @@ METRICS_SCHEMA = pa.schema(
         pa.field(SWEEP, pa.string()),
         pa.field(TRIAL_ID, pa.string()),
         pa.field(SPLIT, pa.string()),
+        pa.field(SOURCE, pa.string()),  # null: the whole split; else one source's images
         pa.field("class", pa.string()),  # a label, or "all" for whole-set metrics
         pa.field("metric", pa.string()),
         pa.field("value", pa.float64()),
@@ -116,7 +124,10 @@ def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
     fields = [
         pa.field(SWEEP, pa.string()),
         pa.field(TRIAL_ID, pa.string()),
+        pa.field(SPLIT, pa.string()),  # test (and val, for selecting on validation)
         pa.field(IMAGE_ID, pa.string()),
+        pa.field(PATIENT_ID, pa.string()),  # clusters of the patient bootstrap
+        pa.field(SOURCE, pa.string()),
         pa.field(LABEL, pa.string()),
         pa.field("predicted", pa.string()),
     ]

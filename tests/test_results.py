@@ -111,7 +111,7 @@ def test_cli_results_formats(root: str, run_cli) -> None:
     assert sorted(r["trial_id"] for r in rows) == ["cnnx-seed0", "cnnx-seed1",
                                                    "resnet18-seed0", "resnet18-seed1"]
     code, out, _ = run_cli("results", root, "--table", "metrics", "--format", "csv")
-    assert out.splitlines()[0] == "sweep,trial_id,split,class,metric,value,ci_low,ci_high"
+    assert out.splitlines()[0] == "sweep,trial_id,split,source,class,metric,value,ci_low,ci_high"
     assert len(out.splitlines()) == 1 + 96
     code, out, _ = run_cli("results", root, "--table", "paper")
     assert "0.950 [0.315, 1.000]" in out
