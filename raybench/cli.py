@@ -110,7 +110,7 @@ def _cmd_import(args: argparse.Namespace) -> None:
     from raybench.data.importers import ImportOptions, import_dataset, parse_label_map, write_import
 
     opts = ImportOptions(
-        source=args.source, on_bad_image=args.on_bad_image, images=args.images,
+        source=args.source, source_col=args.source_col, on_bad_image=args.on_bad_image, images=args.images,
         file_col=args.file_col, label_col=args.label_col, patient_col=args.patient_col,
         split_col=args.split_col, label=args.label, label_map=parse_label_map(args.label_map),
         unmapped=args.unmapped)
@@ -303,7 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("src", help="dataset folder (metadata-csv: the CSV file)")
     p.add_argument("--out", required=True, help="manifest Parquet to write")
     p.add_argument("--append", action="store_true", help="merge into --out when it exists")
-    p.add_argument("--source", help="value of the source column (default: per kind)")
+    p.add_argument("--source", help="one source value for every row (default: per kind; "
+                   "metadata-csv: the CSV's source column, else its folder name)")
+    p.add_argument("--source-col", help="metadata-csv: column of each row's source (hospital); "
+                   "default: a column named 'source' when present")
     p.add_argument("--on-bad-image", choices=["fail", "skip"], default="fail")
     p.add_argument("--images", help="image folder (covidx, metadata-csv; default: next to SRC)")
     p.add_argument("--file-col", help="metadata-csv: column of file names")

@@ -220,6 +220,61 @@ def test_metadata_csv_label_map_latin1_and_stems(tmp_path: Path) -> None:
     assert set(df[S.SOURCE]) == {"ieee8023"}
 
 
+def _multi_source_csv(tmp_path: Path, header: str = "patientid,filename,finding,source",
+                      empty: bool = False) -> Path:
+    """Two hospitals in one CSV: covid19 from 'hannover', normal / viral from 'kermany'."""
+    rows = [("h1", "h1.png", "COVID-19", "hannover"), ("h2", "h2.png", "COVID-19", "hannover"),
+            ("k1", "k1.png", "normal", "kermany"), ("k2", "k2.png", "viral", "" if empty else
+                                                     "kermany")]
+    for i, (_, name, _, _) in enumerate(rows):
+        _img(tmp_path / "images" / name, value=40 + 50 * i)
+    csv = tmp_path / "meta.csv"
+    csv.write_text(header + "\n" + "\n".join(",".join(r) for r in rows) + "\n", encoding="utf-8")
+    return csv
+
+
+def test_metadata_csv_source_per_row_from_source_column(tmp_path: Path) -> None:
+    csv = _multi_source_csv(tmp_path)
+    df = import_dataset("metadata-csv", csv, ImportOptions(images=str(tmp_path / "images"))).df
+    assert df[[S.PATH, S.SOURCE, S.LABEL]].values.tolist() == [
+        ["h1.png", "hannover", "covid19"], ["h2.png", "hannover", "covid19"],
+        ["k1.png", "kermany", "normal"], ["k2.png", "kermany", "viral"]]
+    # --source still sets one value for all rows, over the column
+    one = import_dataset("metadata-csv", csv, ImportOptions(images=str(tmp_path / "images"),
+                                                            source="mixed")).df
+    assert set(one[S.SOURCE]) == {"mixed"}
+
+
+def test_metadata_csv_source_col_option_and_errors(tmp_path: Path) -> None:
+    csv = _multi_source_csv(tmp_path, header="patientid,filename,finding,hospital")
+    images = str(tmp_path / "images")
+    df = import_dataset("metadata-csv", csv, ImportOptions(images=images, source_col="hospital")).df
+    assert df[S.SOURCE].value_counts().to_dict() == {"hannover": 2, "kermany": 2}
+    # without the option a column not named 'source' is not guessed: one source (the folder)
+    plain = import_dataset("metadata-csv", csv, ImportOptions(images=images)).df
+    assert set(plain[S.SOURCE]) == {tmp_path.name}
+    with pytest.raises(DataError, match="no column 'site' for the source"):
+        import_dataset("metadata-csv", csv, ImportOptions(images=images, source_col="site"))
+    with pytest.raises(DataError, match="not both"):
+        import_dataset("metadata-csv", csv, ImportOptions(images=images, source_col="hospital",
+                                                          source="x"))
+    empty = _multi_source_csv(tmp_path / "e", empty=True)
+    with pytest.raises(DataError, match=r"meta.csv line 5: empty value in source column 'source'"):
+        import_dataset("metadata-csv", empty, ImportOptions(images=str(tmp_path / "e" / "images")))
+
+
+def test_cli_import_source_col(tmp_path: Path, run_cli) -> None:
+    csv = _multi_source_csv(tmp_path, header="patientid,filename,finding,hospital")
+    out = tmp_path / "m.parquet"
+    code, _, err = run_cli("data", "import", "metadata-csv", str(csv), "--images",
+                           str(tmp_path / "images"), "--source-col", "hospital", "--out", str(out))
+    assert code == 0, err
+    assert read_manifest(out)[S.SOURCE].tolist() == ["hannover", "hannover", "kermany", "kermany"]
+    code, _, err = run_cli("data", "import", "metadata-csv", str(csv), "--images",
+                           str(tmp_path / "images"), "--source-col", "nope", "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and "no column 'nope'" in err
+
+
 def test_unknown_label_value_names_line_and_value(tmp_path: Path) -> None:
     csv = _csv_set(tmp_path, ["p1,a.png,COVID-19,x", "p2,c.jpg,Tuberculosis,x"])
     with pytest.raises(DataError, match=r"metadata.csv line 3: unknown label value 'Tuberculosis'"):

@@ -61,7 +61,9 @@ class ImportOptions:
     """Options shared by the importers; unused ones are ignored by a kind.
 
     Attributes:
-        source: Value of the ``source`` column (default depends on the kind).
+        source: Value of the ``source`` column for every row (default depends on the kind).
+        source_col: metadata CSV column holding each row's source (hospital / dataset);
+            default: a column named ``source`` when the CSV has one and ``source`` is unset.
         on_bad_image: ``fail`` or ``skip``.
         images: Image folder (covidx, metadata_csv); default: next to the label files / CSV.
         file_col / label_col / patient_col / split_col: metadata CSV columns (auto-detected
@@ -72,6 +74,7 @@ class ImportOptions:
     """
 
     source: Optional[str] = None
+    source_col: Optional[str] = None
     on_bad_image: str = "fail"
     images: Optional[str] = None
     file_col: Optional[str] = None
@@ -393,6 +396,7 @@ def _log_dropped(labeler: _Labeler) -> None:
 _FILE_COLS = ("filename", "file", "image", "image_id", "imagename", "path", "file_name")
 _LABEL_COLS = ("finding", "label", "class", "diagnosis")
 _PATIENT_COLS = ("patientid", "patient_id", "patient", "subject_id")
+_SOURCE_COLS = ("source",)
 
 
 def read_csv_tolerant(path: Path) -> pd.DataFrame:
@@ -435,7 +439,9 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = ImportOpti
     """A metadata CSV (one row per image) plus its image folder.
 
     Columns are given in ``opts`` or found among common names (``filename``, ``finding``,
-    ``patientid``, ...). A file value may be a path relative to the image folder, a name
+    ``patientid``, ``source``, ...). Each row's source comes from the source column when there
+    is one (a multi-hospital CSV keeps its hospitals apart), else ``opts.source`` or the CSV's
+    folder name. A file value may be a path relative to the image folder, a name
     without extension, or a unique file stem anywhere below it.
     """
     path = Path(src)
@@ -448,6 +454,7 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = ImportOpti
         "label": _pick_col(df, opts.label_col, _LABEL_COLS, "label", path, opts.label is None),
         "patient": _pick_col(df, opts.patient_col, _PATIENT_COLS, "patient id", path, False),
         "split": _pick_col(df, opts.split_col, (), "split", path, False),
+        "source": _source_col(df, opts, path),
     }
     if opts.label is not None and opts.label not in S.MANIFEST_LABELS:
         raise DataError(f"label {opts.label!r} is not allowed; allowed: {', '.join(S.MANIFEST_LABELS)}")
@@ -456,6 +463,29 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = ImportOpti
     source = opts.source or path.parent.resolve().name
     entries = _csv_entries(df, cols, path, _FileFinder(images), _Labeler(opts), opts, source)
     return _rows(images, source, entries, opts.on_bad_image)
+
+
+def _source_col(df: pd.DataFrame, opts: ImportOptions, path: Path) -> Optional[str]:
+    """The per-row source column: ``opts.source_col``, else ``source`` unless ``opts.source``."""
+    if opts.source_col and opts.source:
+        raise DataError(f"{path}: give a source column (--source-col {opts.source_col}) or one "
+                        f"source for every row (--source {opts.source}), not both")
+    if opts.source and not opts.source_col:
+        if _pick_col(df, None, _SOURCE_COLS, "source", path, False):
+            log.info("%s: --source %s given; the CSV's source column is not used",
+                     path, opts.source)
+        return None
+    return _pick_col(df, opts.source_col, _SOURCE_COLS, "source", path, False)
+
+
+def _row_source(row: Mapping[str, object], col: Optional[str], default: str, where: str) -> str:
+    if col is None:
+        return default
+    value = str(row[col]).strip()
+    if not value:
+        raise DataError(f"{where}: empty value in source column {col!r}; every row needs a "
+                        "source (or pass --source NAME for one source for all rows)")
+    return value
 
 
 def _csv_entries(df: pd.DataFrame, cols: Mapping[str, Optional[str]], path: Path,
@@ -470,7 +500,8 @@ def _csv_entries(df: pd.DataFrame, cols: Mapping[str, Optional[str]], path: Path
         split = _SPLIT_NAMES.get(str(row[cols["split"]]).strip().lower()) if cols["split"] else None
         patient = str(row[cols["patient"]]).strip() if cols["patient"] else None
         file = finder.find(str(row[cols["file"]]).strip(), where)
-        entries.append(_Entry(file, label, patient or None, source, split, where))
+        row_source = _row_source(row, cols["source"], source, where)
+        entries.append(_Entry(file, label, patient or None, row_source, split, where))
     _log_dropped(labeler)
     return entries
 
