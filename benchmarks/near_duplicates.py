@@ -1,6 +1,7 @@
 """Measures dHash distances on real chest X-rays to choose the near-duplicate threshold.
 
-Three distributions (Hamming distance of the audit's 256-bit dHash):
+Three distributions (Hamming distance of the audit's dHash; ``SIDE`` 32 = 1024 bits, the audit's
+default, or 16 = 256 bits, the audit's former default, via the second argument):
 
 - *copies*: each of a seeded sample of real images against itself after the edits a radiograph
   goes through when a second collection republishes it (rescaled, re-encoded as JPEG, borders
@@ -11,7 +12,8 @@ Three distributions (Hamming distance of the audit's 256-bit dHash):
 - *distinct*: every pair of files of different patients (all 15 M pairs): the threshold should
   flag almost none of them.
 
-Run: ``PYTHONPATH=. python benchmarks/near_duplicates.py [DATA_DIR]`` (default ``../shared/data``).
+Run: ``PYTHONPATH=. python benchmarks/near_duplicates.py [DATA_DIR [SIDE]]`` (default
+``../shared/data`` and 32).
 Prints the quantiles and the cumulative counts at each distance; the figures chosen from are
 recorded in ``raybench/data/audit.py`` next to ``NEAR_THRESHOLD``.
 """
@@ -88,15 +90,15 @@ def _bits(h: np.ndarray) -> np.ndarray:
     return np.unpackbits(h, axis=-1).astype(np.float32)
 
 
-def main(data: Path) -> None:
+def main(data: Path, side: int) -> None:
     files, patients = _files(data)
     t0 = time.perf_counter()
     imgs, hashes = {}, []
     for f in files:
         with Image.open(f) as im:
             im.load()
-            hashes.append(dhash(im))
-    print(f"{len(files)} images hashed in {time.perf_counter() - t0:.1f} s")
+            hashes.append(dhash(im, side))
+    print(f"{len(files)} images, {side * side}-bit dHash, hashed in {time.perf_counter() - t0:.1f} s")
     mat = _bits(np.stack(hashes))  # (N, 256)
     rng = np.random.default_rng(0)
     sample = rng.choice(len(files), size=300, replace=False)
@@ -106,20 +108,22 @@ def main(data: Path) -> None:
             im.load()
             imgs[i] = im.copy()
         for name, edit in EDITS.items():
-            copies[name].append(int(np.abs(_bits(dhash(edit(imgs[i]))) - mat[i]).sum()))
+            copies[name].append(int(np.abs(_bits(dhash(edit(imgs[i]), side)) - mat[i]).sum()))
     print("copies (300 sampled images): distance quantiles 50/90/99/max per edit")
+    photometric = [k for k in EDITS if not k.startswith(("crop", "rotate", "shift", "contrast+"))]
     allc = []
     for name, d in copies.items():
-        allc += d
+        allc += d if name in photometric else []
         q = np.quantile(d, [0.5, 0.9, 0.99])
         print(f"  {name:<26} {q[0]:5.1f} {q[1]:5.1f} {q[2]:5.1f} {max(d):4d}")
-    _pairs(mat, np.array(patients), np.array(allc))
+    _pairs(mat, np.array(patients), np.array(allc), side)
 
 
-def _pairs(mat: np.ndarray, patients: np.ndarray, copies: np.ndarray) -> None:
+def _pairs(mat: np.ndarray, patients: np.ndarray, copies: np.ndarray, side: int) -> None:
     n = len(mat)
-    hist_same = np.zeros(257, dtype=np.int64)
-    hist_other = np.zeros(257, dtype=np.int64)
+    nbits = side * side + 1
+    hist_same = np.zeros(nbits, dtype=np.int64)
+    hist_other = np.zeros(nbits, dtype=np.int64)
     for start in range(0, n, 512):
         block = mat[start:start + 512]
         dist = (block @ (1 - mat).T + (1 - block) @ mat.T).astype(np.int64)
@@ -127,14 +131,18 @@ def _pairs(mat: np.ndarray, patients: np.ndarray, copies: np.ndarray) -> None:
             i = start + k
             d = dist[k, i + 1:]
             same = patients[i + 1:] == patients[i]
-            hist_same += np.bincount(d[same], minlength=257)
-            hist_other += np.bincount(d[~same], minlength=257)
+            hist_same += np.bincount(d[same], minlength=nbits)
+            hist_other += np.bincount(d[~same], minlength=nbits)
+    print("copies below: the photometric edits only (no crop / rotation / shift)")
     print("distance  copies<=d  same-patient pairs<=d  different-patient pairs<=d")
     cs, co = np.cumsum(hist_same), np.cumsum(hist_other)
-    for d in (0, 2, 4, 6, 8, 10, 11, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 36, 40, 48):
+    scale = side * side // 256
+    for d in [scale * k for k in (0, 2, 4, 6, 8, 10, 11, 12, 14, 16, 18, 20, 24, 28, 32, 36, 40)]:
         print(f"  {d:3d}   {np.mean(copies <= d):7.3f}   {cs[d]:10d}   {co[d]:12d}")
-    print(f"pairs: same patient {cs[-1]}, different patients {co[-1]}")
+    print(f"pairs: same patient {cs[-1]}, different patients {co[-1]}; closest different-"
+          f"patient pair: {int(np.argmax(hist_other > 0))} bits")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data"))
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data"),
+         int(sys.argv[2]) if len(sys.argv) > 2 else 32)

@@ -122,11 +122,16 @@ def _cmd_import(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(df)} images ({counts}){skipped}")
 
 
-def _cmd_audit(args: argparse.Namespace) -> None:
-    from raybench.data.audit import audit_manifest, format_report
+def _cmd_audit(args: argparse.Namespace) -> int:
+    from raybench.data.audit import audit_manifest, format_report, strict_failures
 
     report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    failures = strict_failures(report)
+    if args.strict and failures:
+        print(f"raybench: audit failed (--strict): {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _cmd_results(args: argparse.Namespace) -> None:
@@ -323,8 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--against", help="a second manifest (e.g. the test set) to check overlap with")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument("--near", type=int, default=12, metavar="BITS",
-                   help="near-duplicate threshold: Hamming distance of 256-bit dHashes")
+    p.add_argument("--near", type=int, default=None, metavar="BITS",
+                   help="near-duplicate threshold: Hamming distance of 1024-bit dHashes "
+                   "(default 112, chosen from measured distances on real X-rays)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when duplicates cross splits or manifests, labels conflict, "
+                   "patients leak or a label is confounded with source / image properties")
     p.set_defaults(func=_cmd_audit)
     return parser
 

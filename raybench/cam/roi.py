@@ -107,8 +107,8 @@ def load_masks(manifest: pd.DataFrame, image_ids: Sequence[str], roots: Sequence
         masks[i] = _read_mask(found, size) if found else template
         from_file[i] = found is not None
     if not from_file.all():
-        log.info("ROI focus: %d of %d images have no lung mask; using the lung-field template "
-                 "(metrics named *_approx)", int((~from_file).sum()), len(image_ids))
+        log.info("lung masks: %d of %d images have no mask file; using the lung-field template "
+                 "(ROI-focus metrics named *_approx)", int((~from_file).sum()), len(image_ids))
     return masks, from_file
 
 

@@ -27,10 +27,25 @@ from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Side of the difference hash: ``HASH_SIDE ** 2`` bits.
-HASH_SIDE = 16
-#: Hamming distance (of 256 bits) at or below which two images count as near duplicates.
-NEAR_THRESHOLD = 12
+#: Side of the difference hash: ``HASH_SIDE ** 2`` bits. 1024 bits (not 256) because the 256-bit
+#: hash could not tell distinct films apart from copies: on the real set (Kermany + Hannover,
+#: 5,475 images, 15.0 M pairs of different patients) distinct pairs came as close as 13 of 256
+#: bits while 1% of re-encoded / rescaled copies were further than 11 (the issue's real
+#: cross-hospital pair sat at 11 against a threshold of 12). With 1024 bits the two separate.
+HASH_SIDE = 32
+#: Hamming distance (of 1024 bits) at or below which two images count as near duplicates.
+#: Chosen from measured distances (``benchmarks/near_duplicates.py``, real images): copies of
+#: 300 sampled films after photometric edits (rescale, JPEG q50, brightness +15%, contrast
+#: +25%, gamma, equalise, a burnt-in marker; 2,400 copies) lie at median 16, 99th percentile 56,
+#: maximum 102; the closest pair of distinct films of different patients lies at 144 (5 pairs
+#: <= 160), and no same-patient follow-up film is closer than that either. 112 catches every
+#: measured copy with 10 bits to spare and stays 32 bits below the closest distinct pair.
+#: Geometric edits (a 3% crop: median 184; a 2 degree rotation: median 139) are beyond a
+#: global hash: they are not found at any threshold that spares distinct films.
+NEAR_THRESHOLD = 112
+#: A label counts as determined by a property (source, format, ...) when a rule that looks at
+#: that property alone tells the label from all other labels with this balanced accuracy.
+CONFOUND_BALANCED_ACCURACY = 0.95
 
 
 @dataclass
@@ -90,15 +105,16 @@ def _near_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
     a = np.unpackbits(hashes, axis=1).astype(np.float32)  # (N, bits)
     b = a if other is None else np.unpackbits(other, axis=1).astype(np.float32)
     bv = valid if other is None else other_valid
+    na, nb = a.sum(axis=1), b.sum(axis=1)
     pairs = []
     for start in range(0, len(a), 1024):
         block = a[start:start + 1024]
-        # Hamming distance of 0/1 vectors: x.(1-y) + (1-x).y
-        dist = block @ (1 - b).T + (1 - block) @ b.T
-        ii, jj = np.nonzero(dist <= threshold)
-        for i, j in zip(ii + start, jj):
+        # Hamming distance of 0/1 vectors: |x| + |y| - 2 x.y (one matmul; exact in float32)
+        dist = na[start:start + 1024, None] + nb[None, :] - 2 * (block @ b.T)
+        ii, jj = np.nonzero(dist <= threshold + 0.5)
+        for i, j in zip(ii + start, jj, strict=True):
             if valid[i] and bv[j] and (other is not None or i < j):
-                pairs.append((int(i), int(j), int(dist[i - start, j])))
+                pairs.append((int(i), int(j), int(round(float(dist[i - start, j])))))
     return pairs
 
 
@@ -166,7 +182,7 @@ def _per_source(df: pd.DataFrame, probes: list[_Probe]) -> dict[str, dict]:
 
 def _problems(df: pd.DataFrame, probes: list[_Probe]) -> tuple[list[dict], list[dict]]:
     unreadable, changed = [], []
-    rows = zip(df[S.IMAGE_ID], df[S.PATH], df[S.SHA256], probes)
+    rows = zip(df[S.IMAGE_ID], df[S.PATH], df[S.SHA256], probes, strict=True)
     for image_id, path, sha, p in rows:
         if p.error:
             unreadable.append({"image_id": image_id, "path": path, "reason": p.error})
@@ -190,17 +206,19 @@ def _near(df: pd.DataFrame, probes: list[_Probe], threshold: int,
 
 
 def audit_manifest(manifest: str | os.PathLike, against: str | os.PathLike | None = None,
-                   near_threshold: int = NEAR_THRESHOLD) -> dict[str, Any]:
+                   near_threshold: Optional[int] = None) -> dict[str, Any]:
     """Audits a manifest (and its overlap with ``against``); returns a JSON-ready dict.
 
     Keys: ``manifest``, ``images``, ``exact_duplicates`` / ``near_duplicates`` (pairs with ids,
-    labels, splits, whether the same patient), ``patients_in_several_splits``, ``unreadable``,
-    ``hash_mismatch``, ``per_source`` (labels, formats, modes, sizes) and, with ``against``,
-    ``against`` holding the same facts across the two manifests.
+    labels, splits, whether the same patient), ``label_conflicts`` (those pairs whose labels
+    differ), ``patients_in_several_splits``, ``unreadable``, ``hash_mismatch``, ``per_source``
+    (labels, formats, modes, sizes), ``confounds`` (see :func:`confounds`) and, with
+    ``against``, ``against`` holding the same facts across the two manifests.
 
     Raises:
         DataError: A manifest cannot be read.
     """
+    near_threshold = NEAR_THRESHOLD if near_threshold is None else near_threshold
     path = Path(manifest)
     df = mf.read_manifest(path)
     probes = _probe_all(df, mf.manifest_root(path))
@@ -213,7 +231,10 @@ def audit_manifest(manifest: str | os.PathLike, against: str | os.PathLike | Non
         "patients_in_several_splits": _split_overlap(df),
         "unreadable": unreadable, "hash_mismatch": changed,
         "per_source": _per_source(df, probes),
+        "confounds": confounds(df, probes),
     }
+    report["label_conflicts"] = label_conflicts(report["exact_duplicates"]
+                                                + report["near_duplicates"])
     if against is not None:
         report["against"] = _audit_against(df, probes, Path(against), near_threshold)
     return report
@@ -225,13 +246,16 @@ def _audit_against(df: pd.DataFrame, probes: list[_Probe], other_path: Path,
     other_probes = _probe_all(other, mf.manifest_root(other_path))
     unreadable, changed = _problems(other, other_probes)
     shared = sorted(set(_patient_key(df)) & set(_patient_key(other)))
-    return {
+    out: dict[str, Any] = {
         "manifest": str(other_path), "images": len(other),
         "exact_duplicates": _exact_pairs(df, other),
         "near_duplicates": _near(df, probes, threshold, (other, other_probes)),
         "shared_patients": shared, "unreadable": unreadable, "hash_mismatch": changed,
         "per_source": _per_source(other, other_probes),
+        "confounds": confounds(other, other_probes),
     }
+    out["label_conflicts"] = label_conflicts(out["exact_duplicates"] + out["near_duplicates"])
+    return out
 
 
 def has_leakage(report: dict[str, Any]) -> bool:
@@ -241,23 +265,54 @@ def has_leakage(report: dict[str, Any]) -> bool:
                 or against.get("shared_patients"))
 
 
+def label_conflicts(pairs: list[dict]) -> list[dict]:
+    """The duplicate pairs (exact or near) whose two images carry different labels."""
+    return [p for p in pairs if p["labels"][0] != p["labels"][1]]
+
+
+def strict_failures(report: dict[str, Any]) -> list[str]:
+    """Why ``audit --strict`` fails: duplicates across splits or manifests, leaked patients,
+    label conflicts, confounds (empty when none)."""
+    against = report.get("against") or {}
+    pairs = report["exact_duplicates"] + report["near_duplicates"]
+    across = [p for p in pairs if p["splits"][0] and p["splits"][1]
+              and p["splits"][0] != p["splits"][1]]
+    counts = {
+        "duplicate pair(s) across splits": len(across),
+        "duplicate pair(s) across the two manifests": len(against.get("exact_duplicates", []))
+        + len(against.get("near_duplicates", [])),
+        "patient(s) in several splits": len(report["patients_in_several_splits"]),
+        "patient(s) in both manifests": len(against.get("shared_patients", [])),
+        "label conflict(s)": len(report["label_conflicts"])
+        + len(against.get("label_conflicts", [])),
+        "confounded label(s)": len(report["confounds"]["verdict"])
+        + len((against.get("confounds") or {}).get("verdict", [])),
+    }
+    return [f"{n} {what}" for what, n in counts.items() if n]
+
+
 def format_report(report: dict[str, Any], limit: int = 10) -> str:
     """Human-readable summary of :func:`audit_manifest`'s result."""
     lines = [f"{report['manifest']}: {report['images']} images"]
     lines += _section("exact duplicate pairs", report["exact_duplicates"], limit)
     lines += _section(f"near duplicate pairs (<= {report['near_threshold_bits']} of "
                       f"{report['hash_bits']} bits)", report["near_duplicates"], limit)
+    lines += _section("label conflicts (duplicates with different labels)",
+                      report["label_conflicts"], limit)
     lines += _section("patients in several splits", report["patients_in_several_splits"], limit)
     lines += _section("unreadable files", report["unreadable"], limit)
     lines += _section("files changed since import (hash mismatch)", report["hash_mismatch"], limit)
     lines += _sources(report["per_source"])
+    lines += _verdict(report["confounds"])
     against = report.get("against")
     if against:
         lines.append(f"against {against['manifest']}: {against['images']} images")
         lines += _section("  identical images in both", against["exact_duplicates"], limit)
         lines += _section("  near-identical images in both", against["near_duplicates"], limit)
+        lines += _section("  label conflicts", against["label_conflicts"], limit)
         lines += _section("  patients in both", against["shared_patients"], limit)
         lines += _sources(against["per_source"])
+        lines += _verdict(against["confounds"])
     return "\n".join(lines)
 
 
@@ -265,8 +320,12 @@ def _section(title: str, items: list, limit: int) -> list[str]:
     out = [f"{title}: {len(items)}"]
     for item in items[:limit]:
         if isinstance(item, dict) and "a" in item:
-            extra = f" (distance {item['distance']})" if "distance" in item else ""
-            out.append(f"  {item['a']}  ==  {item['b']}{extra}")
+            extra = f", distance {item['distance']}" if "distance" in item else ""
+            (la, lb), (sa, sb) = item["labels"], item["splits"]
+            where = f"; splits {sa}/{sb}" if sa or sb else ""
+            who = "same" if item["same_patient"] else "different"
+            out.append(f"  {item['a']} [{la}]  ==  {item['b']} [{lb}]  ({who} patient{extra}"
+                       f"{where})")
         else:
             out.append(f"  {item}")
     if len(items) > limit:
@@ -284,3 +343,118 @@ def _sources(per_source: dict[str, dict]) -> list[str]:
                    f"modes {modes}; width {info['width'][0]}-{info['width'][2]}, "
                    f"height {info['height'][0]}-{info['height'][2]}")
     return out
+
+
+# --- confound verdict -------------------------------------------------------------------------
+
+#: Properties a label may be confounded with; ``size`` is the longer side in pixels.
+PROPERTIES: tuple[str, ...] = ("source", "format", "mode", "bit_depth", "size")
+_BITS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,
+         "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
+
+
+def _property_table(df: pd.DataFrame, probes: list[_Probe]) -> pd.DataFrame:
+    """One row per readable image: label and the properties of :data:`PROPERTIES`."""
+    ok = [i for i, p in enumerate(probes) if p.size]
+    return pd.DataFrame({
+        "label": df[S.LABEL].iloc[ok].to_numpy(), "source": df[S.SOURCE].iloc[ok].to_numpy(),
+        "format": [probes[i].fmt for i in ok], "mode": [probes[i].mode for i in ok],
+        "bit_depth": [f"{_BITS.get(probes[i].mode or '', 8)}-bit" for i in ok],
+        "size": [max(probes[i].size or (0, 0)) for i in ok]})
+
+
+def _lookup_score(values: pd.Series, is_label: np.ndarray) -> float:
+    """Balanced accuracy of the best rule "label iff the value is in a set" (categorical)."""
+    pos = values[is_label].value_counts(normalize=True)
+    neg = values[~is_label].value_counts(normalize=True).reindex(pos.index, fill_value=0.0)
+    chosen = pos > neg  # the rule that maximises sensitivity + specificity
+    return float(0.5 * (pos[chosen].sum() + 1.0 - neg[chosen].sum()))
+
+
+def _stump_score(sizes: np.ndarray, is_label: np.ndarray) -> float:
+    """Balanced accuracy of the best rule "label iff size > t" (or <= t) over thresholds t."""
+    cuts = np.unique(sizes)
+    pos, neg = np.sort(sizes[is_label]), np.sort(sizes[~is_label])
+    above_pos = 1.0 - np.searchsorted(pos, cuts, side="right") / len(pos)
+    above_neg = 1.0 - np.searchsorted(neg, cuts, side="right") / len(neg)
+    bal = 0.5 * (above_pos + 1.0 - above_neg)
+    return float(max(bal.max(), (1.0 - bal).max()))
+
+
+def _top(values: pd.Series, prop: str) -> dict[str, Any]:
+    if prop == "size":
+        return {"value": f"{int(np.median(values))} px (median longer side)",
+                "range": [int(values.min()), int(values.max())]}
+    counts = values.value_counts()
+    return {"value": str(counts.index[0]), "share": round(float(counts.iloc[0] / len(values)), 4)}
+
+
+def _label_confound(table: pd.DataFrame, label: str) -> dict[str, Any]:
+    is_label = (table["label"] == label).to_numpy()
+    props: dict[str, Any] = {}
+    for prop in PROPERTIES:
+        col = table[prop]
+        score = (_stump_score(col.to_numpy(), is_label) if prop == "size"
+                 else _lookup_score(col, is_label))
+        props[prop] = {"balanced_accuracy": round(score, 4), "label": _top(col[is_label], prop),
+                       "others": _top(col[~is_label], prop)}
+    by = [p for p in PROPERTIES if props[p]["balanced_accuracy"] >= CONFOUND_BALANCED_ACCURACY]
+    return {"images": int(is_label.sum()), "determined_by": by, "properties": props}
+
+
+def confounds(df: pd.DataFrame, probes: list[_Probe]) -> dict[str, Any]:
+    """For each label, whether its source or image properties (nearly) determine it.
+
+    A label is *determined by* a property when a rule that looks only at that property (for
+    source, format, mode and bit depth: "the value is one of these"; for the longer side in
+    pixels: "above / below a threshold") tells the label's images from all other labels'
+    images with balanced accuracy >= :data:`CONFOUND_BALANCED_ACCURACY`. A model can then
+    score well on that label without looking at the lungs.
+
+    Returns:
+        ``{"min_balanced_accuracy", "labels": {label: {images, determined_by, properties:
+        {prop: {balanced_accuracy, label: {value, share}, others: {value, share}}}}},
+        "verdict": [one line per determined label]}``.
+    """
+    table = _property_table(df, probes)
+    labels = sorted(table["label"].unique())
+    out: dict[str, Any] = {"min_balanced_accuracy": CONFOUND_BALANCED_ACCURACY, "labels": {},
+                           "verdict": []}
+    if len(labels) < 2:
+        return out
+    for label in labels:
+        info = _label_confound(table, label)
+        out["labels"][label] = info
+        if info["determined_by"]:
+            out["verdict"].append(_verdict_line(label, info))
+    return out
+
+
+def _describe(side: dict[str, Any], prop: str) -> str:
+    if prop == "size":
+        return side["value"].split(" (")[0]
+    prefix = "from " if prop == "source" else ""
+    return f"{side['share']:.0%} {prefix}{side['value']}"
+
+
+def _verdict_line(label: str, info: dict[str, Any]) -> str:
+    """E.g. ``covid19: 100% from hannover (100% PNG, 640 px); other labels: 100% from
+    kermany (100% JPEG, 224 px); determined by source, format, size``."""
+    by = info["determined_by"]
+    main = [p for p in by if p == "source"] or by[:1]
+    rest = [p for p in by if p not in main]
+
+    def side(key: str) -> str:
+        first = ", ".join(_describe(info["properties"][p][key], p) for p in main)
+        more = ", ".join(_describe(info["properties"][p][key], p) for p in rest)
+        return f"{first} ({more})" if more else first
+
+    return (f"{label}: {side('label')}; other labels: {side('others')}; determined by "
+            f"{', '.join(p.replace('_', ' ') for p in by)}")
+
+
+def _verdict(conf: dict[str, Any]) -> list[str]:
+    lines = conf["verdict"]
+    head = (f"confound verdict (a label a rule on one property tells apart with balanced "
+            f"accuracy >= {conf['min_balanced_accuracy']:g}): {len(lines)} label(s)")
+    return [head] + [f"  {line}" for line in lines]

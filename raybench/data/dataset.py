@@ -146,6 +146,9 @@ def prepare_data(cfg: DataConfig, image_size: int) -> PreparedData:
     else:
         images, keep, bad = decode_images(plan.files, image_size, cfg.on_bad_image)
     df = df[keep].reset_index(drop=True)
+    summary = dict(plan.summary)
+    if cfg.roi != "full":
+        images, summary["roi"] = _hide(cfg.roi, df, images, plan.manifests)
     splits = {n: _split_tensors(df, images, plan.labels, n) for n in S.SPLITS}
     for name, split in splits.items():
         if len(split) == 0:
@@ -153,4 +156,30 @@ def prepare_data(cfg: DataConfig, image_size: int) -> PreparedData:
                             "add images or change data.val_fraction / data.test_fraction")
     log.info("data: %s", ", ".join(f"{n} {len(s)}" for n, s in splits.items()))
     return PreparedData(plan.labels, splits["train"], splits["val"], splits["test"], df, bad,
-                        plan.summary)
+                        summary)
+
+
+def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path, ...]
+          ) -> tuple[np.ndarray, dict]:
+    """Applies ``data.roi`` to every row alike (train, val and test), after the decoded cache.
+
+    The cache holds the unmasked images, one entry for all three rois: masking the gathered
+    copy here means an entry can never serve masked pixels to a ``full`` run or the reverse.
+    Lung fields come from each row's ``mask_path`` (relative to its manifest) where the file
+    exists, else from the ROI-focus lung-field template (``raybench.cam.roi``).
+    """
+    from raybench.cam.roi import load_masks
+    from raybench.data.transforms import ROI_FILL, ROI_MARGIN, apply_roi, widen
+
+    size = images.shape[-1]
+    roots = [mf.manifest_root(m) for m in manifests]
+    masks, from_file = load_masks(df, df[S.IMAGE_ID].tolist(), roots, size)
+    lungs = widen(masks)
+    apply_roi(images, lungs, roi)
+    info = {"roi": roi, "masks_from_file": int(from_file.sum()),
+            "masks_from_template": int((~from_file).sum()), "fill": ROI_FILL,
+            "margin": ROI_MARGIN, "lung_share": round(float(lungs.mean()), 4)}
+    log.info("data.roi=%s: %s lung fields blanked with gray %d (%d masks from files, %d from "
+             "the template)", roi, "everything but the" if roi == "lungs_only" else "the",
+             ROI_FILL, info["masks_from_file"], info["masks_from_template"])
+    return images, info

@@ -92,7 +92,8 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
     """The runs-table row of one trial."""
     return {
         S.MODEL: spec.model.name, S.SCENARIO: scenario_name(spec),
-        S.SEED: spec.train.seed, "lr": spec.train.lr, "batch_size": spec.train.batch_size,
+        S.SEED: spec.train.seed, "roi": spec.data.roi, "lr": spec.train.lr,
+        "batch_size": spec.train.batch_size,
         "epochs": spec.train.epochs, "cnnx_stride": spec.model.cnnx_stride,
         "image_size": image_size(spec), "pretrained": spec.model.pretrained,
         "params": count_parameters(model), "epochs_run": len(result.history), "wall_s": wall_s,
