@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from raybench.data.audit import dhash
+from raybench.data.audit import HASH_SIDE, dhash, file_dhash
 from raybench.data.importers import kermany_label_patient
 
 
@@ -86,6 +86,12 @@ EDITS = {
 }
 
 
+def _full(path: Path, side: int) -> np.ndarray:
+    with Image.open(path) as im:
+        im.load()
+        return dhash(im, side)
+
+
 def _bits(h: np.ndarray) -> np.ndarray:
     return np.unpackbits(h, axis=-1).astype(np.float32)
 
@@ -94,10 +100,8 @@ def main(data: Path, side: int) -> None:
     files, patients = _files(data)
     t0 = time.perf_counter()
     imgs, hashes = {}, []
-    for f in files:
-        with Image.open(f) as im:
-            im.load()
-            hashes.append(dhash(im, side))
+    for f in files:  # the audit's own decode path (JPEG draft size included)
+        hashes.append(file_dhash(f) if side == HASH_SIDE else _full(f, side))
     print(f"{len(files)} images, {side * side}-bit dHash, hashed in {time.perf_counter() - t0:.1f} s")
     mat = _bits(np.stack(hashes))  # (N, 256)
     rng = np.random.default_rng(0)

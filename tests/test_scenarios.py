@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -181,3 +182,56 @@ def test_paper_scenarios_on_the_shared_sets(shared_data: Path, tmp_path: Path) -
     for cls in ("normal", "bacteria", "viral"):
         assert 340 <= _counts(three, "train")[cls] + _counts(three, "val")[cls] <= 350
     assert _counts(three, "test") == _counts(one, "test")
+
+
+def _film(path: Path, seed: int) -> Path:
+    """A smooth 128 px gray image (real films are smooth at the hash's 32 x 32 scale)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 255, (8, 8)).astype(np.uint8)).resize(
+        (128, 128), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def _near_copy(src: Path, dst: Path) -> None:
+    """The same radiograph as another collection republishes it: brighter, re-encoded JPEG."""
+    from PIL import Image, ImageEnhance
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as img:
+        ImageEnhance.Brightness(img.convert("L")).enhance(1.1).save(dst, quality=80)
+
+
+def _folder_set(root: Path, counts: dict[str, int], seed: int) -> None:
+    for k, (label, n) in enumerate(counts.items()):
+        for i in range(n):
+            _film(root / label / f"{label[0]}{i}.png", seed + 100 * k + i)
+
+
+def test_near_duplicates_across_train_and_test_are_refused(tmp_path: Path) -> None:
+    _folder_set(tmp_path / "a", {"normal": 8, "covid19": 8}, seed=0)
+    _folder_set(tmp_path / "b", {"normal": 3}, seed=1000)  # another hospital's test images
+    _near_copy(tmp_path / "a" / "covid19" / "c3.png", tmp_path / "b" / "normal" / "twin.jpg")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    write_import(import_dataset("folder", tmp_path / "a"), a)
+    write_import(import_dataset("folder", tmp_path / "b"), b)
+    with pytest.raises(DataError, match=r"1 near-duplicate pair\(s\) across train and test, e.g. "
+                                        r"'a/covid19/c3' ~ 'b/normal/twin' "
+                                        r"\(dHash distance \d+\).*allow_overlap"):
+        build_scenario(get_scenario("paper-1"), a, test_from=str(b))
+    built = build_scenario(get_scenario("paper-1"), a, test_from=str(b), allow_overlap=True)
+    assert [p for p in built.summary["overlap_allowed"] if "near-duplicate" in p]
+
+
+def test_near_duplicates_of_different_patients_stay_in_one_split(tmp_path: Path) -> None:
+    _folder_set(tmp_path / "a", {"normal": 15, "viral": 15}, seed=0)
+    _near_copy(tmp_path / "a" / "viral" / "v2.png", tmp_path / "a" / "viral" / "copy.jpg")
+    path = tmp_path / "a.parquet"  # the folder importer: every image its own patient
+    write_import(import_dataset("folder", tmp_path / "a"), path)
+    for seed in range(4):
+        built = build_scenario(ScenarioSpec("v", ("normal", "viral")), path, seed=seed)
+        twin = built.df[built.df[S.IMAGE_ID].isin(["a/viral/copy", "a/viral/v2"])]
+        assert len(twin) == 2 and twin[S.SPLIT].nunique() == 1, (seed, twin)

@@ -67,6 +67,14 @@ def dhash(img: Image.Image, side: int = HASH_SIDE) -> np.ndarray:
     return np.packbits((px[:, 1:] > px[:, :-1]).ravel())
 
 
+def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The smallest JPEG decode that keeps >= 4 pixels per hash cell (so pixel noise averages
+    out); 1/8 scale when the image is large enough. A 1/8-scale decode of a 224 px film is
+    28 px, smaller than the 33 x 32 hash grid: its hash was mostly interpolation."""
+    least = 4 * (HASH_SIDE + 1)
+    return (min(size[0], max(size[0] // 8, least)), min(size[1], max(size[1] // 8, least)))
+
+
 def _probe(path: Path) -> _Probe:
     try:
         data = path.read_bytes()
@@ -80,7 +88,7 @@ def _probe(path: Path) -> _Probe:
         with Image.open(io.BytesIO(data)) as img:
             out.fmt, out.mode, out.size = img.format, img.mode, img.size
             if img.format == "JPEG":  # decode at reduced scale: still reads the whole stream
-                img.draft("L", (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
+                img.draft("L", _draft_size(img.size))
             img.load()
             out.dhash = dhash(ImageOps.exif_transpose(img))
     except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
@@ -98,7 +106,12 @@ def _probe_all(df: pd.DataFrame, root: Path) -> list[_Probe]:
     return probes
 
 
-def _near_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
+def file_dhash(path: Path) -> Optional[np.ndarray]:
+    """The dHash of one image file (None when it cannot be read), as the audit computes it."""
+    return _probe(path).dhash
+
+
+def near_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
                 other: Optional[np.ndarray] = None, other_valid: Optional[np.ndarray] = None
                 ) -> list[tuple[int, int, int]]:
     """``(i, j, distance)`` with distance <= threshold; within one set (i < j) or across two."""
@@ -195,12 +208,12 @@ def _near(df: pd.DataFrame, probes: list[_Probe], threshold: int,
           other: Optional[tuple[pd.DataFrame, list[_Probe]]] = None) -> list[dict]:
     mat, valid = _hash_matrix(probes)
     if other is None:
-        pairs = _near_pairs(mat, valid, threshold)
+        pairs = near_pairs(mat, valid, threshold)
         df_b = df
     else:
         df_b, probes_b = other
         mat_b, valid_b = _hash_matrix(probes_b)
-        pairs = _near_pairs(mat, valid, threshold, mat_b, valid_b)
+        pairs = near_pairs(mat, valid, threshold, mat_b, valid_b)
     return [_pair(df, i, df_b, j, distance=d) for i, j, d in pairs
             if df[S.SHA256].iloc[i] != df_b[S.SHA256].iloc[j]]
 
