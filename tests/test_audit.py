@@ -109,3 +109,100 @@ def test_cli_audit_on_shared_kermany(shared_data: Path, tmp_path: Path, run_cli)
     assert sum(not p["same_patient"] for p in pairs) == 0
     assert report["per_source"]["kermany"]["formats"] == {"JPEG": 5232}
     assert report["unreadable"] == [] and report["near_duplicates"] == []
+
+
+def _two_hospitals(tmp_path: Path) -> Path:
+    """covid19: 4 large grayscale PNGs from 'hosp_b'; normal / viral: 64 px RGB JPEGs from
+    'hosp_a'; the covid19 image c0 is a brighter, rescaled copy of viral v0 (a label conflict)."""
+    from PIL import ImageEnhance
+
+    a, b = tmp_path / "hosp_a", tmp_path / "hosp_b"
+    for label, seeds in (("normal", range(3)), ("viral", range(3, 6))):
+        (a / label).mkdir(parents=True)
+        for k, s in enumerate(seeds):
+            _xray(s).convert("RGB").save(a / label / f"{label[0]}{k}.jpg", quality=92)
+    (b / "covid19").mkdir(parents=True)
+    for k in range(1, 4):
+        _xray(20 + k, 160).save(b / "covid19" / f"c{k}.png")
+    with Image.open(a / "viral" / "v0.jpg") as img:
+        ImageEnhance.Brightness(img.convert("L").resize((160, 160))).enhance(1.1).save(
+            b / "covid19" / "c0.png")
+    out = tmp_path / "m.parquet"
+    write_import(import_dataset("folder", a, ImportOptions(source="hosp_a")), out)
+    write_import(import_dataset("folder", b, ImportOptions(source="hosp_b")), out, append=True)
+    return out
+
+
+def test_label_conflicts_and_confound_verdict(tmp_path: Path) -> None:
+    report = audit_manifest(_two_hospitals(tmp_path))
+    conflicts = [(p["a"], p["b"], p["labels"]) for p in report["label_conflicts"]]
+    assert conflicts == [("hosp_a/viral/v0", "hosp_b/covid19/c0", ["viral", "covid19"])]
+    assert report["label_conflicts"][0]["distance"] <= report["near_threshold_bits"]
+    conf = report["confounds"]
+    covid = conf["labels"]["covid19"]
+    assert covid["determined_by"] == ["source", "format", "mode", "size"]
+    assert covid["properties"]["source"]["label"] == {"value": "hosp_b", "share": 1.0}
+    assert covid["properties"]["size"]["others"]["value"].startswith("64 px")
+    assert covid["properties"]["bit_depth"]["balanced_accuracy"] == 0.5  # all 8-bit
+    assert conf["labels"]["normal"]["determined_by"] == []  # hosp_a holds viral too
+    assert conf["verdict"] == [
+        "covid19: 100% from hosp_b (100% PNG, 100% L, 160 px); other labels: 100% from hosp_a "
+        "(100% JPEG, 100% RGB, 64 px); determined by source, format, mode, size"]
+    json.dumps(report)
+
+
+def test_cli_audit_text_shows_labels_and_strict_exits_1(tmp_path: Path, run_cli) -> None:
+    manifest = _two_hospitals(tmp_path)
+    code, out, err = run_cli("data", "audit", str(manifest))
+    assert code == 0, err
+    assert "label conflicts (duplicates with different labels): 1" in out
+    assert ("hosp_a/viral/v0 [viral]  ==  hosp_b/covid19/c0 [covid19]  (different patient, "
+            "distance") in out
+    assert "confound verdict" in out and "  covid19: 100% from hosp_b" in out
+    code, out, err = run_cli("data", "audit", str(manifest), "--strict")
+    assert code == 1
+    assert err.strip() == ("raybench: audit failed (--strict): 1 label conflict(s); "
+                           "1 confounded label(s)")
+
+
+def test_strict_passes_a_clean_manifest(tmp_path: Path, run_cli) -> None:
+    root = tmp_path / "d"
+    for label, seeds in (("normal", (1, 2, 3)), ("viral", (4, 5, 6))):
+        (root / label).mkdir(parents=True)
+        for s in seeds:
+            _xray(s).save(root / label / f"{s}.png")
+    write_import(import_dataset("folder", root), tmp_path / "m.parquet")
+    code, out, err = run_cli("data", "audit", str(tmp_path / "m.parquet"), "--strict")
+    assert (code, err) == (0, "") and "confound verdict" in out and ": 0 label(s)" in out
+
+
+@pytest.mark.slow
+def test_confound_verdict_on_shared_kermany_and_hannover(shared_data: Path, tmp_path: Path,
+                                                         run_cli) -> None:
+    """A subset of the real sets (copied to a temp dir): COVID only from Hannover."""
+    k, h = tmp_path / "k", tmp_path / "h"
+    src = shared_data / "kermany-cxr-train"
+    for folder, n in (("NORMAL", 30), ("PNEUMONIA", 40)):
+        (k / folder).mkdir(parents=True)
+        for f in sorted((src / folder).glob("*.jpeg"))[:n]:
+            shutil.copy(f, k / folder / f.name)
+    (h / "png").mkdir(parents=True)
+    meta = pd.read_csv(shared_data / "hannover-covid" / "data.csv", dtype=str).head(20)
+    meta.to_csv(h / "data.csv", index=False)
+    for stem in meta["image_id"]:
+        shutil.copy(shared_data / "hannover-covid" / "png" / f"{stem}.png", h / "png")
+    out = tmp_path / "m.parquet"
+    write_import(import_dataset("kermany", k), out)
+    write_import(import_dataset("metadata-csv", h / "data.csv",
+                                ImportOptions(label="covid19", source="hannover")), out,
+                 append=True)
+    report = audit_manifest(out)
+    verdict = report["confounds"]["verdict"]
+    assert len(verdict) == 1, verdict
+    assert verdict[0].startswith("covid19: 100% from hannover (100% PNG, "), verdict
+    assert "other labels: 100% from kermany (100% JPEG, 100% RGB, 224 px)" in verdict[0], verdict
+    covid = report["confounds"]["labels"]["covid19"]
+    assert {"source", "format", "size"} <= set(covid["determined_by"])
+    assert report["label_conflicts"] == []
+    code, _, err = run_cli("data", "audit", str(out), "--strict")
+    assert code == 1 and "1 confounded label(s)" in err
