@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -252,10 +252,10 @@ def _group_keys(df: pd.DataFrame, near: Optional[list[tuple[int, int, int]]] = N
     return pd.Series([find(k) for k in keys], index=df.index)
 
 
-Near = list[tuple[int, int, int]]  # (row, row, distance); rows are ``_row`` values
+Near = Sequence[tuple[int, int, int]]  # (row, row, distance); rows are ``_row`` values
 
 
-def _near_of(df: pd.DataFrame, near: Near) -> Near:
+def _near_of(df: pd.DataFrame, near: Near) -> list[tuple[int, int, int]]:
     """``near`` as positions of ``df``'s rows (pairs with a row no longer in ``df`` dropped)."""
     pos = {r: k for k, r in enumerate(df["_row"])}
     return [(pos[i], pos[j], d) for i, j, d in near if i in pos and j in pos]
@@ -265,7 +265,7 @@ def _split_by_group(df: pd.DataFrame, val: float, test: float, seed: int,
                     near: Near = ()) -> pd.DataFrame:
     """``assign_splits`` with the group key standing in for the patient id."""
     tmp = df.copy()
-    tmp[S.PATIENT_ID] = _group_keys(df, _near_of(df, list(near)))
+    tmp[S.PATIENT_ID] = _group_keys(df, _near_of(df, near))
     out = assign_splits(tmp, val, test, seed)
     out[S.PATIENT_ID] = df[S.PATIENT_ID]
     return out
@@ -277,7 +277,7 @@ def _apply_caps(df: pd.DataFrame, caps: Mapping[str, int], seed: int, near: Near
     if not caps:
         return df
     rng = np.random.default_rng([seed, 1])
-    groups = _group_keys(df, _near_of(df, list(near)))
+    groups = _group_keys(df, _near_of(df, near))
     drop = pd.Series(False, index=df.index)
     for cls, cap in sorted(caps.items()):
         pool = df[S.SPLIT].isin(_TRAIN_POOL) & (df[S.LABEL] == cls)
@@ -307,7 +307,7 @@ def _check_no_overlap(df: pd.DataFrame, allow: bool, near: Near = ()) -> list[st
         twin = train[train[S.SHA256] == same[S.SHA256].iloc[0]][S.IMAGE_ID].iloc[0]
         problems.append(f"{len(same)} test image(s) identical to training images, e.g. "
                         f"{same[S.IMAGE_ID].iloc[0]!r} == {twin!r}")
-    problems += _near_across(df, _near_of(df, list(near)))
+    problems += _near_across(df, _near_of(df, near))
     if problems and not allow:
         raise DataError("train/test overlap: " + "; ".join(problems)
                         + " (set data.allow_overlap=true to train anyway)")
