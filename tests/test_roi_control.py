@@ -95,7 +95,7 @@ def _accuracy(tmp: Path, leak: float, roi: str, seed: int = 0) -> float:
     return float(row["value"].iloc[0])
 
 
-@pytest.mark.slow  # three short CNN-X trainings: about 10 s on 2 cores
+@pytest.mark.slow  # three short CNN-X trainings: 10-25 s on 2 busy cores
 def test_known_answer_leak_survives_hidden_lungs_clean_falls_to_chance(
         tmp_path: Path, one_torch_thread: None) -> None:
     leak_hidden = _accuracy(tmp_path, 1.0, "outside_lungs")
