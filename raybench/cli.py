@@ -73,9 +73,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from raybench.tracking import check_tracking
     from raybench.tune.sweep import run_sweep
 
     spec = _spec(args)
+    check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
     summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
                         overwrite=args.overwrite)
     _print_summary(summary)
