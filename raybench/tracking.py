@@ -230,7 +230,9 @@ def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRe
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, step) for k, v, step in epoch_metrics(result)]
     final = len(result.history)
-    rows = result.test.metrics.to_rows("test") + (cams.rows if cams else [])
+    test = result.test
+    assert test is not None  # a finished trial has its test evaluation
+    rows = test.metrics.to_rows("test") + (cams.rows if cams else [])
     metrics += [Metric(k, v, now, final) for k, v in test_metrics(rows, row).items()]
     params = [Param(k, str(v)) for k, v in run_params(spec, row).items()]
     for start in range(0, len(metrics), 1000):  # MLflow's log_batch limit
@@ -295,6 +297,7 @@ def confusion_counts(result: "LoopResult", data: "PreparedData") -> Any:
 
     k = len(data.labels)
     targets = np.asarray(data.test.targets.tolist(), dtype=np.int64)
+    assert result.test is not None
     predicted = result.test.probs.argmax(axis=1)
     counts = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
     return pd.DataFrame(counts, index=list(data.labels), columns=list(data.labels))
