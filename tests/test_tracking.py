@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,8 +59,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.5)
         yield url
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
         log.close()
 
 
@@ -184,3 +189,26 @@ def test_token_file_is_read_into_the_environment(tmp_path: Path,
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(RaybenchError, match="MLFLOW_TRACKING_TOKEN_FILE=.*missing: cannot read"):
         tracking.load_credentials()
+
+
+@pytest.mark.ray
+def test_sweep_trials_log_from_their_own_process(mlflow_server: str, tmp_path: Path) -> None:
+    """A Tune trial (a Ray worker process, not the driver) mirrors itself to the server."""
+    args = [sys.executable, "-m", "raybench.cli", "sweep", "--config", "jobs/smoke.yaml",
+            "--set", "sweep.models=[cnnx]", "--set", "sweep.num_samples=1",
+            "--set", "train.epochs=1", "--set", f"data.cache_dir={tmp_path / 'cache'}",
+            "--set", f"tracking.mlflow.tracking_uri={mlflow_server}",
+            "--set", "tracking.mlflow.experiment=raybench-sweep-test",
+            "--results", str(tmp_path / "r"), "--num-cpus", "4"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(Path.cwd())}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=400,
+                          cwd=Path(__file__).resolve().parents[1], env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = pd.read_parquet(tmp_path / "r" / "smoke" / "runs")
+    client, mirrored = _runs(mlflow_server, "raybench-sweep-test")
+    assert sorted(r.data.tags["raybench.trial_id"] for r in mirrored) == \
+        sorted(runs["trial_id"]) and len(mirrored) == 1
+    run = mirrored[0]
+    assert run.data.tags["raybench.sweep"] == "smoke" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1]
+    assert float(run.data.params["lr"]) == runs["lr"].iloc[0]
