@@ -73,9 +73,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from raybench.tracking import check_tracking
     from raybench.tune.sweep import run_sweep
 
     spec = _spec(args)
+    check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
     summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
                         overwrite=args.overwrite)
     _print_summary(summary)
@@ -165,6 +167,22 @@ def _cmd_cam(args: argparse.Namespace) -> None:
     cams = ResultStore(args.uri).read_cams(args.sweep, args.trial)
     for row in render_overlays(cams, args.out, args.images):
         print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} {row['path']}")
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from raybench.dashboard import DashboardOptions, start_dashboard
+
+    board = start_dashboard(DashboardOptions(args.uri, args.sweep, args.host, args.port))
+    names = ", ".join(board.studies) or "none yet"
+    print(f"optuna-dashboard for sweep {args.sweep} ({len(board.studies)} studies: {names})")
+    print(board.url, flush=True)
+    try:
+        board.serve_forever()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a user stops a server: not an error
+    finally:
+        board.close()
+    return 0
 
 
 def _submit_query(client, op: str, job_id: str) -> None:
@@ -263,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", nargs="+", metavar="IMAGE_ID", help="default: every stored image")
     p.add_argument("--out", required=True, help="output folder for <image_id>.png")
     p.set_defaults(func=_cmd_cam)
+
+    p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's stored Optuna studies")
+    p.add_argument("uri", help="results root: a path or s3://bucket/prefix (copied locally)")
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0: a free one)")
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("submit", help="submit a sweep to a Ray cluster (Jobs API); query a job")
     p.add_argument("--address", help="Ray dashboard URL, e.g. http://HEAD:8265 "

@@ -220,6 +220,34 @@ class CamConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """Mirror every trial as an MLflow run (see :mod:`raybench.tracking`).
+
+    Credentials never go here (the spec is saved with the results): MLflow reads
+    ``MLFLOW_TRACKING_TOKEN`` or ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``
+    from the environment of each trial process, or raybench reads them from the files named
+    by ``MLFLOW_TRACKING_TOKEN_FILE`` / ``MLFLOW_TRACKING_PASSWORD_FILE``.
+
+    Attributes:
+        tracking_uri: The tracking server, e.g. ``http://mlflow.example:5000``, reachable from
+            every node that runs trials; ``None`` turns MLflow off.
+        experiment: MLflow experiment name; ``None`` uses the sweep's name.
+        check_timeout_s: Seconds the start-of-job reachability check may take.
+    """
+
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None
+    check_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment trackers that mirror the results store (off by default)."""
+
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+
+@dataclass(frozen=True)
 class Spec:
     """One job: a name, a model, data and training settings, and where results go."""
 
@@ -231,6 +259,7 @@ class Spec:
     scaling: ScalingSpec = field(default_factory=ScalingSpec)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     cam: CamConfig = field(default_factory=CamConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -377,6 +406,7 @@ def validate(spec: Spec, where: str = "spec") -> None:
     if flat["model.image_size"] is not None and flat["model.image_size"] < 16:
         raise ConfigError(f"{where}: model.image_size must be >= 16, got {flat['model.image_size']}")
     _validate_sweep(spec, where)
+    _validate_tracking(spec, where)
     if not spec.name or "/" in spec.name:
         raise ConfigError(f"{where}: name must be a non-empty string without '/', got {spec.name!r}")
     if spec.data.scenario:
@@ -411,6 +441,30 @@ def _validate_sweep(spec: Spec, where: str) -> None:
         raise ConfigError(f"{where}: scaling resources and max_failures must be >= 0")
     if scaling.gpus_per_worker > 0 and not scaling.use_gpu:
         raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")
+
+
+def _validate_tracking(spec: Spec, where: str) -> None:
+    """A tracking URI without credentials, and mlflow installed, before anything runs."""
+    import importlib.util
+    from urllib.parse import urlparse
+
+    cfg = spec.tracking.mlflow
+    if cfg.tracking_uri is None:
+        return
+    parsed = urlparse(cfg.tracking_uri)
+    if "@" in parsed.netloc:  # never echo the URI: the part before '@' may be a secret
+        raise ConfigError(f"{where}: tracking.mlflow.tracking_uri must not hold credentials "
+                          "(user:secret@); set MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME"
+                          " / MLFLOW_TRACKING_PASSWORD in the environment of every node")
+    if not cfg.tracking_uri.strip():
+        raise ConfigError(f"{where}: tracking.mlflow.tracking_uri is empty; leave it out to "
+                          "turn MLflow off")
+    if cfg.check_timeout_s <= 0:
+        raise ConfigError(f"{where}: tracking.mlflow.check_timeout_s must be > 0, got "
+                          f"{cfg.check_timeout_s!r}")
+    if importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(f"{where}: tracking.mlflow needs the mlflow package, which is not "
+                          "installed: pip install 'raybench[tracking]'")
 
 
 def _validate_cnnx_strides(spec: Spec, where: str) -> None:

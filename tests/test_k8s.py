@@ -150,8 +150,15 @@ def test_strict_validation_rejects_misspelled_fields() -> None:
 def test_rayjob_typo_is_rejected() -> None:
     (doc,) = [d for name, _, d in DOCS if name == "rayjob-smoke.yaml"]
     typo = copy.deepcopy(doc)
-    typo["spec"]["shutdownAfterJobFinish"] = typo["spec"].pop("shutdownAfterJobFinishes")
-    assert any("'shutdownAfterJobFinish' was unexpected" in e for e in schema_errors(typo))
+    typo["spec"]["preRunningDeadlineSecond"] = typo["spec"].pop("preRunningDeadlineSeconds")
+    rule = typo["spec"]["deletionStrategy"]["deletionRules"][0]
+    rule["condition"]["ttlSecond"] = rule["condition"].pop("ttlSeconds")
+    errors = schema_errors(typo)
+    for field in ("preRunningDeadlineSecond", "ttlSecond"):
+        assert any(f"'{field}' was unexpected" in e for e in errors), (field, errors)
+    bad = copy.deepcopy(doc)
+    bad["spec"]["deletionStrategy"]["deletionRules"][0]["policy"] = "DeleteHead"
+    assert any("'DeleteHead' is not one of" in e for e in schema_errors(bad))
 
 
 # --- versions and images ----------------------------------------------------------------------
@@ -198,24 +205,43 @@ def test_gpu_worker_groups_request_gpus_and_autoscale() -> None:
 # --- entrypoints --------------------------------------------------------------------------------
 
 RAYJOBS = [d for d in RAY_DOCS if d[2]["kind"] == "RayJob"]
+CACHE_MOUNT = "/cache"
+
+
+def entrypoint_options(argv: list[str]) -> dict[str, Any]:
+    """``--key value`` pairs of a ``raybench sweep`` command line; ``--set`` collects a list,
+    a flag (``--resume``) maps to True."""
+    opts: dict[str, Any] = {}
+    i = 2
+    while i < len(argv):
+        key = argv[i]
+        value = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+        if key == "--set":
+            opts.setdefault(key, []).append(value)
+        else:
+            opts[key] = True if value is None else value
+        i += 1 if value is None else 2
+    return opts
 
 
 @pytest.mark.parametrize("name,index,doc", RAYJOBS, ids=_ids(RAYJOBS))
 def test_rayjob_entrypoint_runs_an_existing_spec(name: str, index: int,
                                                  doc: dict[str, Any]) -> None:
     spec = doc["spec"]
-    assert spec["shutdownAfterJobFinishes"] is True
-    assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
+    # KubeRay: deletionRules exclude shutdownAfterJobFinishes, and a global TTL needs it.
+    assert "shutdownAfterJobFinishes" not in spec and "ttlSecondsAfterFinished" not in spec
+    assert spec["deletionStrategy"]["deletionRules"] and spec["activeDeadlineSeconds"] > 0
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["raybench", "sweep"], argv
-    opts = dict(zip(argv[2::2], argv[3::2]))
+    opts = entrypoint_options(argv)
     config = opts["--config"]
     assert config.startswith(IMAGE_ROOT), f"{config}: a spec baked into the image (k8s/Dockerfile)"
     local = REPO / config[len(IMAGE_ROOT):]
     assert local.is_file(), local
     assert opts["--results"].startswith("s3://raybench/"), "results go to the MinIO bucket"
-    loaded = load_spec(local, [f"results={opts['--results']}"])
+    loaded = load_spec(local, [f"results={opts['--results']}", *opts.get("--set", [])])
     assert loaded.results == opts["--results"]
+    assert loaded.data.cache_dir == CACHE_MOUNT, "the decoded cache goes on its volume"
     assert local.stem in doc["metadata"]["name"]
 
 
@@ -288,3 +314,116 @@ def test_volume_claims_exist() -> None:
             for volume in pod.get("volumes", []):
                 if "persistentVolumeClaim" in volume:
                     assert volume["persistentVolumeClaim"]["claimName"] in claims, (name, where)
+
+
+# --- KubeRay conventions: retries, cleanup, deadlines, volumes ---------------------------------
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "": 1}
+
+
+def quantity(text: Any) -> int:
+    """Bytes of a Kubernetes quantity such as ``8Gi`` (binary suffixes only here)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti|)", str(text))
+    assert match, text
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _rules(doc: dict[str, Any]) -> dict[tuple[str, str], dict[str, int]]:
+    """(condition kind, value) -> {policy: ttlSeconds}, refusing duplicates like KubeRay."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for rule in doc["spec"]["deletionStrategy"]["deletionRules"]:
+        cond = rule["condition"]
+        (kind,) = [k for k in ("jobStatus", "jobDeploymentStatus") if k in cond]
+        policies = out.setdefault((kind, cond[kind]), {})
+        assert rule["policy"] not in policies, f"duplicate rule {kind}={cond[kind]} {rule['policy']}"
+        policies[rule["policy"]] = cond.get("ttlSeconds", 0)
+    return out
+
+
+@pytest.mark.parametrize("name,index,doc", RAYJOBS, ids=_ids(RAYJOBS))
+def test_rayjob_retries_resume_the_sweep(name: str, index: int, doc: dict[str, Any]) -> None:
+    spec = doc["spec"]
+    assert spec["backoffLimit"] >= 1  # each retry is a new RayCluster ...
+    assert entrypoint_options(shlex.split(spec["entrypoint"]))["--resume"] is True  # ... resuming
+    # HTTPMode: the operator submits through the Jobs API and polls it; no submitter pod whose
+    # death fails a live job (kuberay#5100). KubeRay forbids retries in InteractiveMode.
+    assert spec["submissionMode"] == "HTTPMode" and "submitterPodTemplate" not in spec
+    assert "clusterSelector" not in spec  # KubeRay: backoffLimit is incompatible with it
+
+
+@pytest.mark.parametrize("name,index,doc", RAYJOBS, ids=_ids(RAYJOBS))
+def test_rayjob_cleanup_keeps_the_head_after_failure(name: str, index: int,
+                                                     doc: dict[str, Any]) -> None:
+    rules = _rules(doc)
+    order = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+    for (kind, value), policies in rules.items():  # KubeRay: Workers <= Cluster <= Self TTLs
+        ttls = [policies[p] for p in order if p in policies]
+        assert ttls == sorted(ttls), (kind, value, policies)
+    ok = rules[("jobStatus", "SUCCEEDED")]
+    assert "DeleteWorkers" not in ok and ok["DeleteCluster"] <= 900 < ok["DeleteSelf"]
+    for key in (("jobStatus", "FAILED"), ("jobDeploymentStatus", "Failed")):
+        failed = rules[key]
+        assert failed["DeleteWorkers"] == 0  # GPUs go back at once
+        assert failed["DeleteCluster"] >= 3600 and "DeleteSelf" not in failed  # head: logs
+    # A failed Ray job matches both conditions; the earliest DeleteCluster would win.
+    assert rules[("jobDeploymentStatus", "Failed")]["DeleteCluster"] == \
+        rules[("jobStatus", "FAILED")]["DeleteCluster"]
+    cluster = doc["spec"]["rayClusterSpec"]
+    # KubeRay rejects DeleteWorkers on autoscaled clusters: RayJob clusters have fixed sizes,
+    # which also makes "Ready" mean every worker is up (what preRunningDeadlineSeconds waits for).
+    assert not cluster.get("enableInTreeAutoscaling", False)
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] == group["replicas"] == group["maxReplicas"] >= 1
+
+
+@pytest.mark.parametrize("name,index,doc", RAYJOBS, ids=_ids(RAYJOBS))
+def test_rayjob_fails_if_its_cluster_never_schedules(name: str, index: int,
+                                                     doc: dict[str, Any]) -> None:
+    spec = doc["spec"]
+    assert 300 <= spec["preRunningDeadlineSeconds"] <= 3600
+    assert spec["preRunningDeadlineSeconds"] * (spec["backoffLimit"] + 1) < \
+        spec["activeDeadlineSeconds"]
+
+
+def _pod_volumes(pod: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(volume name -> volume, mount path -> volume name) of a single-container pod."""
+    (container,) = pod["containers"]
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    return {v["name"]: v for v in pod.get("volumes", [])}, mounts
+
+
+@pytest.mark.parametrize("name,index,doc", RAY_DOCS, ids=_ids(RAY_DOCS))
+def test_every_group_has_shm_and_a_sized_image_cache(name: str, index: int,
+                                                     doc: dict[str, Any]) -> None:
+    for where, pod in pod_specs(doc):
+        if where == "submitter":
+            continue
+        volumes, mounts = _pod_volumes(pod)
+        (container,) = pod["containers"]
+        memory = quantity(container["resources"]["limits"]["memory"])
+        shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+        assert shm["medium"] == "Memory" and quantity(shm["sizeLimit"]) <= memory // 2, where
+        cache = volumes[mounts[CACHE_MOUNT]]
+        assert "persistentVolumeClaim" in cache or quantity(cache["emptyDir"]["sizeLimit"]) > 0
+        disk = sum(quantity(v["emptyDir"]["sizeLimit"]) for v in volumes.values()
+                   if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory")
+        requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+        # Disk-backed emptyDirs count against the pod's ephemeral storage: request their sum.
+        assert quantity(requests["ephemeral-storage"]) >= disk, where
+        assert quantity(limits["ephemeral-storage"]) >= quantity(requests["ephemeral-storage"])
+
+
+def test_cache_sizes_in_the_readme_are_the_arithmetic() -> None:
+    """k8s/README.md sizes the cache as images x (224^2 + 299^2) bytes (uint8 grayscale)."""
+    text = (K8S / "README.md").read_text()
+    per_image = 224 * 224 + 299 * 299
+    assert per_image == 139_577 and f"{per_image:,} bytes" in text
+    paper = 5_951 + 667  # the paper's scenario-2 training + test images
+    for images in (paper, 200_000):
+        gib = images * per_image / 2**30
+        assert f"| {images:,} | {images * per_image / 1e9:.2f} GB ({gib:.2f} GiB) |" in text
+    paper_job = next(d for n, _, d in RAYJOBS if n == "rayjob-paper.yaml")
+    pod = paper_job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    volumes, mounts = _pod_volumes(pod)
+    limit = quantity(volumes[mounts[CACHE_MOUNT]]["emptyDir"]["sizeLimit"])
+    assert limit >= 2 * paper * per_image  # room for a rebuilt entry next to the old one

@@ -28,6 +28,7 @@ from raybench.engine.loop import (
     seed_everything,
 )
 from raybench.models import build_model, count_parameters, get_model_spec
+from raybench import tracking
 from raybench.storage import check_writable
 from raybench.store import ResultStore, check_name
 
@@ -123,12 +124,14 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
     store.write_table(sweep, "runs", trial_id,
                       [{**outcome_row, "skipped_images": json.dumps(skipped) if skipped else None}])
+    tracking.log_trial(spec, trial_id, outcome_row, result, data, cams)  # after the results
 
 
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
     check_writable(spec.results)  # an unusable store fails in seconds, before any training
+    tracking.check_tracking(spec)  # so does an unreachable MLflow server
     store = ResultStore(spec.results)
     t0 = time.perf_counter()
     device = resolve_device(spec.train.device)
