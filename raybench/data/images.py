@@ -6,10 +6,12 @@ transfers at a third.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +19,38 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
+
+#: Largest image decoded, in pixels (8192 x 8192). Chest radiographs are at most about
+#: 4,900 x 4,900 (24 M px); a file declaring more is refused before its pixels are decoded, so a
+#: "decompression bomb" (a small file that inflates to gigabytes) costs nothing.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+@contextlib.contextmanager
+def open_image(source: Union[str, Path, IO[bytes]], name: object = None) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` that refuses images over :data:`MAX_IMAGE_PIXELS` from their header.
+
+    Args:
+        source: A path or a binary file object.
+        name: What to call the image in messages (default: ``source``).
+
+    Raises:
+        DataError: The image declares more than :data:`MAX_IMAGE_PIXELS` pixels.
+        UnidentifiedImageError, OSError: As ``Image.open`` (callers turn them into DataError).
+    """
+    name = source if name is None else name
+    try:
+        with warnings.catch_warnings():  # PIL warns past its own limit; ours is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{name}: image too large ({exc})"[:300]) from None
+    with img:
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{name}: image of {width} x {height} = {width * height:,} pixels "
+                            f"exceeds the limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+        yield img
 
 
 @dataclass(frozen=True)
@@ -54,7 +88,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             gray = _to_gray(img)

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from raybench import schema
+from raybench.data.images import open_image
 from raybench.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def _image_files(folder: Path) -> list[Path]:
 def _image_size(path: Path) -> tuple[int, int]:
     """Read ``(width, height)`` from an image header without decoding the pixels."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return img.size
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
