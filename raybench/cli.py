@@ -68,6 +68,11 @@ def _add_set(p: argparse.ArgumentParser, what: str = "a spec key") -> None:
                    help=f"override {what}, e.g. train.lr=1e-3 (repeatable)")
 
 
+def _add_skip_corrupt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out unreadable result files with a warning instead of failing")
+
+
 def _add_resume(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     p.add_argument("--overwrite", action="store_true",
@@ -143,7 +148,8 @@ def _cmd_audit(args: argparse.Namespace) -> None:
 def _cmd_results(args: argparse.Namespace) -> None:
     from raybench.results import query, render
 
-    print(render(query(args.uri, args.sweep, args.table, args.scenario), args.format))
+    frame = query(args.uri, args.sweep, args.table, args.scenario, skip_corrupt=args.skip_corrupt)
+    print(render(frame, args.format))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -160,7 +166,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from raybench.report import write_report
 
-    page = write_report(args.uri, args.sweep, args.out)
+    page = write_report(args.uri, args.sweep, args.out, skip_corrupt=args.skip_corrupt)
     print(f"wrote {page} and {page.with_name('report.md')}")
 
 
@@ -168,7 +174,12 @@ def _cmd_cam(args: argparse.Namespace) -> None:
     from raybench.cam.render import render_overlays
     from raybench.store import ResultStore
 
-    cams = ResultStore(args.uri).read_cams(args.sweep, args.trial)
+    store = ResultStore(args.uri, skip_corrupt=args.skip_corrupt)
+    store.check_root()
+    cams = store.read_cams_or_none(args.sweep, args.trial)
+    if cams is None:
+        log.warning("no overlays written: the CAM file of %s is corrupt", args.trial)
+        return
     for row in render_overlays(cams, args.out, args.images):
         print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} {row['path']}")
 
@@ -254,12 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", choices=["runs", "metrics", "paper"], default="runs")
     p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("report", help="write report.md + self-contained report.html")
     p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True, help="output folder")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("cam", help="render a trial's stored CAMs as PNG overlays")
@@ -268,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", required=True, help="trial id (see raybench results)")
     p.add_argument("--images", nargs="+", metavar="IMAGE_ID", help="default: every stored image")
     p.add_argument("--out", required=True, help="output folder for <image_id>.png")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_cam)
 
     p = sub.add_parser("submit", help="submit a sweep to a Ray cluster (Jobs API); query a job")

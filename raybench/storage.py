@@ -29,6 +29,7 @@ from raybench.errors import RaybenchError
 S3_QUERY_KEYS: tuple[str, ...] = ("endpoint_override", "region", "scheme")
 #: Seconds :func:`check_writable` may take before it gives up.
 CHECK_TIMEOUT_S = 10.0
+_UMASK_LOCK = threading.Lock()
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 T = TypeVar("T")
 
@@ -185,11 +186,35 @@ def atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
     _put_object(loc, buffer.getbuffer())
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def follow_umask(fd: int) -> None:
+    """Gives a ``tempfile.mkstemp`` file (always 0600) the mode a plain ``open`` would have.
+
+    Results are meant to be shared: with the usual umask 022 they become 0644.
+    """
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
 def _local_atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
     parent = os.path.dirname(loc.path)
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(loc.path), dir=parent)
     try:
+        follow_umask(fd)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()

@@ -25,6 +25,7 @@ from PIL import UnidentifiedImageError
 from raybench import schema
 from raybench.data.images import open_image
 from raybench.errors import DataError
+from raybench.storage import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +363,7 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike,
         table = table.replace_schema_metadata({IMAGE_ROOTS_KEY: json.dumps(roots).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    follow_umask(fd)
     os.close(fd)
     try:
         pq.write_table(table, tmp)
