@@ -136,15 +136,38 @@ def ray_storage(uri: str | os.PathLike[str]) -> tuple[str, pafs.FileSystem]:
     return loc.path, loc.fs
 
 
+@contextlib.contextmanager
+def io_errors(loc: Location, what: str = "read") -> Iterator[None]:
+    """Turns an ``OSError`` of the filesystem into one secret-free RaybenchError line.
+
+    On S3 a refused, unreachable or silent endpoint (connect and request timeouts, see
+    :func:`resolve`) then reads e.g. ``cannot read s3://b/p: endpoint http://h:9000 is
+    unreachable``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if loc.is_local:
+            reason = exc.strerror or str(exc).splitlines()[0]
+        else:
+            reason = describe_s3_error(exc, loc.path.split("/", 1)[0], _endpoint({}) or "AWS S3")
+        raise RaybenchError(redact(f"cannot {what} {loc.uri}: {reason}")) from None
+
+
 def read_bytes(loc: Location) -> bytes:
-    """The whole content of a file."""
-    with loc.fs.open_input_stream(loc.path) as stream:
+    """The whole content of a file.
+
+    Raises:
+        RaybenchError: Missing file, unreadable file or unreachable store.
+    """
+    with io_errors(loc), loc.fs.open_input_stream(loc.path) as stream:
         return stream.read()
 
 
 def exists(loc: Location) -> bool:
     """Whether a file or folder exists at ``loc``."""
-    return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    with io_errors(loc):
+        return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
 
 
 def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
@@ -153,7 +176,9 @@ def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
     A missing folder has no files.
     """
     selector = pafs.FileSelector(loc.path, allow_not_found=True)
-    infos = [f for f in loc.fs.get_file_info(selector)
+    with io_errors(loc, "list"):
+        found = loc.fs.get_file_info(selector)
+    infos = [f for f in found
              if f.type == pafs.FileType.File and f.base_name.endswith(suffix)
              and not f.base_name.startswith((".", "_"))]
     return sorted(infos, key=lambda f: f.base_name)
@@ -162,7 +187,9 @@ def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
 def list_dirs(loc: Location) -> list[str]:
     """Names of the visible sub-folders of ``loc``."""
     selector = pafs.FileSelector(loc.path, allow_not_found=True)
-    return sorted(f.base_name for f in loc.fs.get_file_info(selector)
+    with io_errors(loc, "list"):
+        found = loc.fs.get_file_info(selector)
+    return sorted(f.base_name for f in found
                   if f.type == pafs.FileType.Directory and not f.base_name.startswith((".", "_")))
 
 

@@ -203,11 +203,15 @@ class ResultStore:
         Raises:
             RaybenchError: Naming the path and what to pass instead.
         """
-        info = self.root.fs.get_file_info(self.root.path)
+        with storage.io_errors(self.root):
+            info = self.root.fs.get_file_info(self.root.path)
         if info.type == pafs.FileType.File:
             raise RaybenchError(f"{self.root.uri} is a file, not a results root (the folder "
                                 "that holds <sweep>/runs, e.g. ./runs)")
-        spec = self.root.fs.get_file_info(self.root.join("spec.yaml").path)
+        if info.type == pafs.FileType.NotFound:
+            return
+        with storage.io_errors(self.root):
+            spec = self.root.fs.get_file_info(self.root.join("spec.yaml").path)
         if spec.type == pafs.FileType.File or storage.list_files(self.root.join("runs"),
                                                                  ".parquet"):
             parent, name = posixpath.split(self.root.uri.split("?")[0].rstrip("/"))
