@@ -150,8 +150,18 @@ def io_errors(loc: Location, what: str = "read") -> Iterator[None]:
         if loc.is_local:
             reason = exc.strerror or str(exc).splitlines()[0]
         else:
-            reason = describe_s3_error(exc, loc.path.split("/", 1)[0], _endpoint({}) or "AWS S3")
+            reason = describe_s3_error(exc, loc.path.split("/", 1)[0], endpoint_of(loc))
         raise RaybenchError(redact(f"cannot {what} {loc.uri}: {reason}")) from None
+
+
+def endpoint_of(loc: Location) -> str:
+    """The S3 endpoint a location talks to, for messages (``AWS S3`` when none is set)."""
+    try:
+        options = loc.fs.__reduce__()[1][0]  # the keyword arguments it was built with
+        host, scheme = options.get("endpoint_override"), options.get("scheme") or "https"
+    except (AttributeError, IndexError, TypeError, KeyError):
+        host, scheme = None, "https"
+    return f"{scheme}://{host}" if host else (_endpoint({}) or "AWS S3")
 
 
 def read_bytes(loc: Location) -> bytes:
@@ -257,7 +267,7 @@ def _put_object(loc: Location, data: memoryview | bytes) -> None:
         with loc.fs.open_output_stream(loc.path) as stream:
             stream.write(data)
     except OSError as exc:
-        reason = describe_s3_error(exc, loc.path.split("/", 1)[0], _endpoint({}) or "AWS S3")
+        reason = describe_s3_error(exc, loc.path.split("/", 1)[0], endpoint_of(loc))
         raise RaybenchError(redact(f"cannot write {loc.uri}: {reason}")) from None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,11 @@ def open_image(source: Union[str, Path, IO[bytes]], name: object = None) -> Iter
         with warnings.catch_warnings():  # PIL warns past its own limit; ours is lower
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(source)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"{name}: image too large ({exc})"[:300]) from None
+    except Image.DecompressionBombError as exc:  # past twice PIL's limit: PIL refuses itself
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,}" if found else "too many"
+        raise DataError(f"{name}: image of {pixels} pixels exceeds the limit of "
+                        f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?)") from None
     with img:
         width, height = img.size
         if width * height > MAX_IMAGE_PIXELS:

@@ -102,6 +102,8 @@ def _displayed_size(path: Path) -> tuple[int, int]:
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
             img.load()
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
     return width, height
