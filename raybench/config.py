@@ -289,7 +289,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {short(item)}: expected key=value, e.g. train.lr=1e-3")
     try:
-        value = safeyaml.load(text, f"--set {key.strip()}") if text.strip() else None
+        value = safeyaml.safe_load(text, f"--set {key.strip()}") if text.strip() else None
     except ConfigError as exc:
         if "YAML syntax error" not in str(exc):
             raise

@@ -3,13 +3,13 @@
 ``yaml.safe_load`` alone accepts a mapping that lists a key twice (the last one silently wins)
 and a "billion laughs" document whose aliases expand to billions of nodes: PyYAML shares the
 aliased objects, so parsing is cheap, but anything that walks the result (validation, YAML
-dumps, ``dataclasses.asdict``) expands it. :func:`load` counts the nodes a document expands to
+dumps, ``dataclasses.asdict``) expands it. :func:`safe_load` counts the nodes a document expands to
 (in time linear in its size, whatever the nesting) and refuses one beyond :data:`MAX_NODES`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -46,9 +46,9 @@ class _Loader(yaml.SafeLoader):
                 break
         return super().construct_mapping(node, deep=deep)
 
-    def compose_document(self) -> yaml.Node:
+    def compose_document(self) -> Optional[yaml.Node]:
         node = super().compose_document()  # type: ignore[no-untyped-call]
-        expanded = _expanded_size(node, {}, set())
+        expanded = _expanded_size(node, {}, set()) if node is not None else 0
         if expanded > MAX_NODES:
             raise ConfigError(f"aliases expand to over {MAX_NODES:,} nodes; refusing "
                               "(a YAML alias bomb?)")
@@ -80,7 +80,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> i
     return total
 
 
-def load(text: str, where: str) -> Any:
+def safe_load(text: str, where: str) -> Any:
     """Parses one YAML document with the bounds above.
 
     Args:
@@ -93,7 +93,11 @@ def load(text: str, where: str) -> Any:
     if len(text) > MAX_BYTES:
         raise ConfigError(f"{where}: {len(text):,} characters; a spec is at most {MAX_BYTES:,}")
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        loader = _Loader(text)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except RecursionError:
@@ -120,4 +124,4 @@ def load_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return load(text, str(path))
+    return safe_load(text, str(path))
