@@ -111,17 +111,20 @@ def test_hostile_yaml_is_one_line_in_seconds(tmp_path: Path, run_cli, text: str,
     assert not (tmp_path / "runs").exists()
 
 
-def test_alias_bomb_would_expand_to_387_million_nodes() -> None:
-    """The bomb above is real: 9 levels of 9 aliases (9**9 leaves), so the bound matters."""
+def test_alias_bomb_sizes_are_counted_not_expanded() -> None:
+    """The bomb above is real (9 levels of 9 aliases: 9**9 leaves); sizes are memoised."""
     import yaml
 
-    node = yaml.compose(BOMB, Loader=yaml.SafeLoader)
-    from raybench.safeyaml import _expanded_size
+    from raybench.safeyaml import MAX_NODES, _expanded_size
 
-    leaves = 9 ** 9
-    assert leaves == 387_420_489
-    assert _expanded_size(node.value[0][1], {}, set()) == 10  # 'a': one list of 9 scalars
-    assert _expanded_size(node.value[1][1], {}, set()) == 1 + 9 * 10
+    node = yaml.compose(BOMB, Loader=yaml.SafeLoader)
+    values = [v for _, v in node.value]
+    assert _expanded_size(values[0], {}, set()) == 10  # 'a': one list of 9 scalars
+    assert _expanded_size(values[1], {}, set()) == 1 + 9 * 10
+    assert _expanded_size(values[4], {}, set()) == sum(9 ** k for k in range(6))  # 66,430
+    start = time.monotonic()
+    assert _expanded_size(values[8], {}, set()) > MAX_NODES
+    assert time.monotonic() - start < 1
 
 
 def test_num_cpus_below_one_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
