@@ -52,9 +52,25 @@ def _spec(args: argparse.Namespace):
                      list(args.set) + ([f"results={args.results}"] if args.results else []))
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (e.g. ``--num-cpus``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text[:40]!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_set(p: argparse.ArgumentParser, what: str = "a spec key") -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override {what}, e.g. train.lr=1e-3 (repeatable)")
+
+
+def _add_skip_corrupt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out unreadable result files with a warning instead of failing")
 
 
 def _add_resume(p: argparse.ArgumentParser) -> None:
@@ -64,19 +80,19 @@ def _add_resume(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    spec = _spec(args)  # before torch and Ray are imported: a spec error costs under 2 s
     from raybench.engine.run import run_training
 
-    spec = _spec(args)
     outcome = run_training(spec)
     _print_outcome(outcome)
     print(f"results: {spec.results}/{spec.name}")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    spec = _spec(args)  # before torch and Ray are imported
     from raybench.tracking import check_tracking
     from raybench.tune.sweep import run_sweep
 
-    spec = _spec(args)
     check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
     summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
                         overwrite=args.overwrite)
@@ -139,7 +155,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_results(args: argparse.Namespace) -> None:
     from raybench.results import query, render
 
-    print(render(query(args.uri, args.sweep, args.table, args.scenario), args.format))
+    frame = query(args.uri, args.sweep, args.table, args.scenario, skip_corrupt=args.skip_corrupt)
+    print(render(frame, args.format))
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
@@ -156,7 +173,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 def _cmd_report(args: argparse.Namespace) -> None:
     from raybench.report import write_report
 
-    page = write_report(args.uri, args.sweep, args.out)
+    page = write_report(args.uri, args.sweep, args.out, skip_corrupt=args.skip_corrupt)
     print(f"wrote {page} and {page.with_name('report.md')}")
 
 
@@ -164,7 +181,12 @@ def _cmd_cam(args: argparse.Namespace) -> None:
     from raybench.cam.render import render_overlays
     from raybench.store import ResultStore
 
-    cams = ResultStore(args.uri).read_cams(args.sweep, args.trial)
+    store = ResultStore(args.uri, skip_corrupt=args.skip_corrupt)
+    store.check_root()
+    cams = store.read_cams_or_none(args.sweep, args.trial)
+    if cams is None:
+        log.warning("no overlays written: the CAM file of %s is corrupt", args.trial)
+        return
     for row in render_overlays(cams, args.out, args.images):
         print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} {row['path']}")
 
@@ -250,14 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results root: a path or s3://bucket/prefix")
     _add_resume(p)
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
+    p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("demo", help="run the demo job on synthetic data")
     p.add_argument("--results", default="./runs", help="results root (default ./runs)")
     p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
     _add_set(p, "a key of the demo spec")
-    p.add_argument("--num-cpus", type=int, help="logical CPUs of the embedded local Ray")
+    p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("results", help="print a results table (runs, metrics, paper)")
@@ -266,12 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", choices=["runs", "metrics", "paper"], default="runs")
     p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("report", help="write report.md + self-contained report.html")
     p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
     p.add_argument("--sweep", required=True)
     p.add_argument("--out", required=True, help="output folder")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("cam", help="render a trial's stored CAMs as PNG overlays")
@@ -280,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", required=True, help="trial id (see raybench results)")
     p.add_argument("--images", nargs="+", metavar="IMAGE_ID", help="default: every stored image")
     p.add_argument("--out", required=True, help="output folder for <image_id>.png")
+    _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_cam)
 
     p = sub.add_parser("dashboard", help="optuna-dashboard on a sweep's stored Optuna studies")

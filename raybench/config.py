@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -18,8 +19,10 @@ from typing import Any, Optional
 
 import yaml
 
-from raybench import schema
+from raybench import safeyaml, schema
 from raybench.errors import ConfigError
+from raybench.models import names as model_names
+from raybench.safeyaml import short
 
 
 @dataclass(frozen=True)
@@ -300,15 +303,9 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | tuple[str, 
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"spec file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}{line}: YAML syntax error: {problem}") from None
+    data = safeyaml.load_file(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -319,17 +316,19 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=1e-3")
+        raise ConfigError(f"--set {short(item)}: expected key=value, e.g. train.lr=1e-3")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
+        value = safeyaml.safe_load(text, f"--set {key.strip()}") if text.strip() else None
+    except ConfigError as exc:
+        if "YAML syntax error" not in str(exc):
+            raise
         value = text
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+            raise ConfigError(f"--set {short(item)}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -343,7 +342,7 @@ def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> An
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'spec'} must be a mapping, got {data!r}")
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'spec'} must be a mapping, got {short(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
@@ -368,78 +367,137 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
         return from_dict(tp, value, where, prefix=f"{key}.")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {key} must be a list, got {value!r}")
+            raise ConfigError(f"{where}: {key} must be a list, got {short(value)}")
         inner = typing.get_args(tp)[0]
         return tuple(_convert(inner, v, where, f"{key}[{i}]") for i, v in enumerate(value))
     return _scalar(tp, value, where, key)
 
 
 def _scalar(tp: Any, value: Any, where: str, key: str) -> Any:
+    number: Optional[float] = None
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):
+        number = float(value)
+    elif tp is float and isinstance(value, str):
         try:
-            return float(value)  # YAML 1.1 reads "3e-4" as a string
+            number = float(value)  # YAML 1.1 reads "3e-4" as a string
         except ValueError:
             pass
+    if number is not None:
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: {key} must be a finite number, got {short(value)}")
+        return number
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {value!r}")
+    raise ConfigError(f"{where}: {key} must be {tp.__name__}, got {short(value)}")
+
+
+#: Largest input side accepted (pixels). The decoded cache holds every image at this size
+#: (10,000 images at 1024 px are 10 GB) and activations grow with its square: a VGG-16 batch
+#: of 15 at 1024 px needs over 40 GB; the paper's models are built for 224-299 px.
+MAX_IMAGE_SIZE = 1024
+_POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
+             "data.synthetic.per_class", "data.synthetic.size", "scaling.num_workers",
+             "sweep.num_samples", "sweep.grace_period", "sweep.reduction_factor",
+             "sweep.space.lr_min", "sweep.space.lr_max", "cam.per_class", "cam.batch_size",
+             "sweep.max_concurrent_per_study")
+_NON_NEGATIVE = ("train.seed", "train.weight_decay", "data.split_seed", "data.synthetic.seed",
+                 "scaling.cpus_per_worker", "scaling.gpus_per_worker", "scaling.max_failures")
+_AT_LEAST_ONE = ("train.num_threads", "scaling.max_concurrent_trials", "sweep.time_budget_s")
 
 
 def validate(spec: Spec, where: str = "spec") -> None:
-    """Checks value ranges and choices that types alone cannot express."""
+    """Checks value ranges and choices that types alone cannot express.
+
+    Raises:
+        ConfigError: Naming the key, the bad value (a short prefix of it) and what is allowed.
+    """
     flat = _flatten(to_dict(spec))
     for key, allowed in _CHOICES.items():
         if flat[key] not in allowed:
-            raise ConfigError(f"{where}: {key}={flat[key]!r}; allowed: {', '.join(allowed)}")
-    positive = ["train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
-                "data.synthetic.per_class", "data.synthetic.size", "scaling.num_workers",
-                "sweep.num_samples", "sweep.grace_period", "sweep.reduction_factor",
-                "sweep.space.lr_min", "sweep.space.lr_max", "cam.per_class", "cam.batch_size"]
-    for key in positive:
-        if flat[key] <= 0:
-            raise ConfigError(f"{where}: {key} must be > 0, got {flat[key]!r}")
-    for key in ("data.val_fraction", "data.test_fraction", "data.synthetic.marker_leak"):
-        if not 0.0 <= flat[key] < 1.0 + (key.endswith("leak")):
-            raise ConfigError(f"{where}: {key} must be in [0, 1), got {flat[key]!r}")
-    if flat["model.image_size"] is not None and flat["model.image_size"] < 16:
-        raise ConfigError(f"{where}: model.image_size must be >= 16, got {flat['model.image_size']}")
+            raise ConfigError(f"{where}: {key}={short(flat[key])}; allowed: {', '.join(allowed)}")
+    _validate_ranges(flat, where)
     _validate_sweep(spec, where)
     _validate_tracking(spec, where)
     if not spec.name or "/" in spec.name:
-        raise ConfigError(f"{where}: name must be a non-empty string without '/', got {spec.name!r}")
+        raise ConfigError(f"{where}: name must be a non-empty string without '/', got "
+                          f"{short(spec.name)}")
     if spec.data.scenario:
-        from raybench.data.scenarios import get_scenario
-
-        get_scenario(spec.data.scenario)  # an unknown name fails here, listing the valid ones
+        _check_scenario(spec.data.scenario, where, "data.scenario")
+    _check_list(where, "data.labels", spec.data.labels)
     unknown = [lab for lab in spec.data.labels if lab not in schema.LABELS]
     if unknown or len(spec.data.labels) < 2:
-        raise ConfigError(
-            f"{where}: data.labels={list(spec.data.labels)}; need >= 2 of {', '.join(schema.LABELS)}"
-        )
+        raise ConfigError(f"{where}: data.labels={short(list(spec.data.labels))}; need >= 2 of "
+                          f"{', '.join(schema.LABELS)}")
+
+
+def _validate_ranges(flat: dict[str, Any], where: str) -> None:
+    for key in _POSITIVE:
+        if flat[key] <= 0:
+            raise ConfigError(f"{where}: {key} must be > 0, got {flat[key]!r}")
+    for key in _NON_NEGATIVE:
+        if flat[key] < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {flat[key]!r}")
+    for key in _AT_LEAST_ONE:
+        if flat[key] is not None and flat[key] < 1:
+            raise ConfigError(f"{where}: {key} must be >= 1 (or left unset), got {flat[key]!r}")
+    for key in ("data.val_fraction", "data.test_fraction", "data.synthetic.marker_leak"):
+        if not 0.0 <= flat[key] < 1.0 + (key.endswith("leak")):
+            raise ConfigError(f"{where}: {key} must be in [0, 1), got {flat[key]!r}")
+    for key, low in (("model.image_size", 16), ("data.synthetic.size", 1)):
+        size = flat[key]
+        if size is not None and not low <= size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"{where}: {key} must be in [{low}, {MAX_IMAGE_SIZE}] px, got "
+                              f"{size} (larger inputs multiply cache and GPU memory; the "
+                              "paper's models use 224-299 px)")
+
+
+def _check_list(where: str, key: str, values: tuple[Any, ...]) -> None:
+    """No empty and no repeated entries (a repeat would run or count the same thing twice)."""
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ConfigError(f"{where}: {key}[{i}] is empty")
+        if value in values[:i]:
+            raise ConfigError(f"{where}: {key} lists {short(value)} twice; each entry once")
+
+
+def _check_scenario(name: str, where: str, key: str) -> None:
+    from raybench.data.scenarios import get_scenario  # pandas, not torch
+
+    try:
+        get_scenario(name)  # an unknown name fails here, listing the valid ones
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {key}: {exc}") from None
 
 
 def _validate_sweep(spec: Spec, where: str) -> None:
-    from raybench.models import MODELS  # models import torch: only when validating a spec
-
-    for name in spec.sweep.models + (spec.model.name,):
-        if name not in MODELS:
-            raise ConfigError(f"{where}: {MODELS.unknown_message(name)}")
-    space = spec.sweep.space
+    sweep = spec.sweep
+    for key in ("models", "seeds", "scenarios", "rois"):
+        _check_list(where, f"sweep.{key}", getattr(sweep, key))
+    if not sweep.models:
+        raise ConfigError(f"{where}: sweep.models must list at least one model")
+    for name in sweep.models + (spec.model.name,):
+        if name not in model_names.MODEL_NAMES:
+            raise ConfigError(f"{where}: {model_names.unknown_model_message(name)}")
+    for i, name in enumerate(sweep.scenarios):
+        _check_scenario(name, where, f"sweep.scenarios[{i}]")
+    bad_roi = [r for r in sweep.rois if r not in _CHOICES["data.roi"]]
+    if bad_roi:
+        raise ConfigError(f"{where}: sweep.rois has {short(bad_roi[0])}; allowed: "
+                          f"{', '.join(_CHOICES['data.roi'])}")
+    if min(sweep.seeds, default=0) < 0:
+        raise ConfigError(f"{where}: sweep.seeds must be >= 0, got {min(sweep.seeds)}")
+    space = sweep.space
     if not space.lr_min < space.lr_max:
         raise ConfigError(f"{where}: sweep.space.lr_min must be < lr_max, got "
                           f"{space.lr_min} and {space.lr_max}")
     for key, values in (("batch_sizes", space.batch_sizes), ("cnnx_strides", space.cnnx_strides)):
         if not values or min(values) < 1:
             raise ConfigError(f"{where}: sweep.space.{key} must be a non-empty list of ints >= 1")
-    if not spec.sweep.seeds:
+        _check_list(where, f"sweep.space.{key}", values)
+    if not sweep.seeds:
         raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
     _validate_cnnx_strides(spec, where)
-    scaling = spec.scaling
-    if scaling.cpus_per_worker < 0 or scaling.gpus_per_worker < 0 or scaling.max_failures < 0:
-        raise ConfigError(f"{where}: scaling resources and max_failures must be >= 0")
-    if scaling.gpus_per_worker > 0 and not scaling.use_gpu:
+    if spec.scaling.gpus_per_worker > 0 and not spec.scaling.use_gpu:
         raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")
 
 
@@ -469,15 +527,14 @@ def _validate_tracking(spec: Spec, where: str) -> None:
 
 def _validate_cnnx_strides(spec: Spec, where: str) -> None:
     """Every CNN-X stride the spec can produce must leave usable feature maps."""
-    from raybench.models.cnnx import MIN_POOLED, pooled_size
-
+    pooled_size, min_pooled = model_names.cnnx_pooled_size, model_names.CNNX_MIN_POOLED
     size = spec.model.image_size or 224
     uses_cnnx = spec.model.name == "cnnx" or "cnnx" in spec.sweep.models
     strides = {spec.model.cnnx_stride}
     if spec.sweep.mode == "optuna" and "cnnx" in spec.sweep.models:
         strides |= set(spec.sweep.space.cnnx_strides)
     for stride in sorted(strides) if uses_cnnx else ():
-        if pooled_size(size, stride) < MIN_POOLED:
+        if pooled_size(size, stride) < min_pooled:
             raise ConfigError(f"{where}: CNN-X stride {stride} on {size} px inputs leaves "
                               f"{pooled_size(size, stride)}x{pooled_size(size, stride)} feature "
                               "maps; lower model.cnnx_stride / sweep.space.cnnx_strides or raise "

@@ -10,7 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import logging
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -27,7 +30,8 @@ from raybench.results import (  # noqa: E402
     HIGH, LOW, OVERALL, SENS, SPEC, Results, format_paper_table, load,
     to_markdown,
 )
-from raybench.storage import redact  # noqa: E402
+from raybench.errors import RaybenchError  # noqa: E402
+from raybench.storage import current_umask, redact  # noqa: E402
 from raybench.store import CamSet  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -163,8 +167,9 @@ def _cam_sets(res: Results, sweep: str) -> dict[str, CamSet]:
     trials = set(res.store.cam_trials(sweep))
     runs = res.runs[res.runs[S.TRIAL_ID].isin(trials)].sort_values([S.MODEL, S.TRIAL_ID])
     firsts = runs.drop_duplicates(S.MODEL)
-    return {row[S.MODEL]: res.store.read_cams(sweep, row[S.TRIAL_ID])
+    sets = {row[S.MODEL]: res.store.read_cams_or_none(sweep, row[S.TRIAL_ID])
             for _, row in firsts.iterrows()}
+    return {model: cams for model, cams in sets.items() if cams is not None}
 
 
 def _roi_table(res: Results) -> Optional[pd.DataFrame]:
@@ -285,22 +290,55 @@ def _html(blocks: list[Block], title: str) -> str:
 
 
 def write_report(uri: str, sweep: str, out: Union[str, Path],
-                 results: Optional[Results] = None) -> Path:
+                 results: Optional[Results] = None, *, skip_corrupt: bool = False) -> Path:
     """Writes ``out/report.md``, ``out/report.html`` and ``out/figures/*.png``.
+
+    Everything is written into a hidden sibling folder first and moved into place at the end,
+    so a failure leaves ``out`` as it was (no half report). Other files in ``out`` stay.
+
+    Args:
+        uri: The results root.
+        sweep: The sweep to report on.
+        out: Output folder (created when missing).
+        results: Already loaded results (default: ``load(uri, sweep)``).
+        skip_corrupt: Leave out unreadable result files with a warning instead of failing.
 
     Returns:
         The path of ``report.html`` (self-contained: its figures are inlined).
 
     Raises:
-        RaybenchError: The sweep is missing or has no completed trial.
+        RaybenchError: The sweep is missing or has no completed trial, a result file is
+            corrupt, or ``out`` is a file.
     """
-    res = results or load(uri, sweep)
+    res = results or load(uri, sweep, skip_corrupt=skip_corrupt)
     out = Path(out)
-    blocks = build_blocks(res, sweep, out)
-    (out / "report.md").write_text(_md(blocks, out), encoding="utf-8")
-    page = out / "report.html"
-    page.write_text(_html(blocks, f"raybench report: {sweep}"), encoding="utf-8")
-    return page
+    if out.exists() and not out.is_dir():
+        raise RaybenchError(f"--out {out} is a file; pass a folder for the report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
+        blocks = build_blocks(res, sweep, tmp)
+        (tmp / "report.md").write_text(_md(blocks, tmp), encoding="utf-8")
+        (tmp / "report.html").write_text(_html(blocks, f"raybench report: {sweep}"),
+                                         encoding="utf-8")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / "report.html"
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Renames the finished report from ``tmp`` to ``out`` (same filesystem: renames only)."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = tmp / ".old-figures"
+    if (out / FIGURES).exists():
+        (out / FIGURES).rename(old)
+    (tmp / FIGURES).rename(out / FIGURES)
+    for name in ("report.md", "report.html"):
+        os.replace(tmp / name, out / name)
 
 
 __all__ = ["write_report", "build_blocks", "cam_grid_figure"]

@@ -303,7 +303,8 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     raise RaybenchError(f"unknown format {fmt!r}; choose from {list(FORMATS)}")
 
 
-def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False) -> Results:
+def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
+         skip_corrupt: bool = False) -> Results:
     """Opens a results root (local path or ``s3://bucket/prefix``).
 
     Args:
@@ -311,11 +312,17 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False) -> Res
         sweep: One sweep's name, or None for every sweep under the root.
         compact: Also write or refresh each sweep's snapshot (``_compact/``), which makes
             later loads of large sweeps fast; needs write access.
+        skip_corrupt: Leave out (with a warning) trial files that cannot be read, instead of
+            failing; their paths collect in ``Results.store.skipped``.
 
     Raises:
-        RaybenchError: The root holds no sweep, or not the named one.
+        RaybenchError: The root is a file or a sweep's folder, holds no sweep, or not the
+            named one.
+        CorruptResultError: A truncated or foreign result file (named, with the fix), unless
+            ``skip_corrupt``.
     """
-    store = ResultStore(uri)
+    store = ResultStore(uri, skip_corrupt=skip_corrupt)
+    store.check_root()
     if sweep is not None:
         sweeps = [sweep]
         if not any(storage.exists(store.location(sweep, p)) for p in ("runs", "spec.yaml")):
@@ -331,9 +338,10 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False) -> Res
     return Results(store, sweeps)
 
 
-def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None) -> pd.DataFrame:
+def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None,
+          skip_corrupt: bool = False) -> pd.DataFrame:
     """What ``raybench results`` prints: ``runs``, ``metrics`` or the formatted ``paper`` table."""
-    res = load(uri, sweep)
+    res = load(uri, sweep, skip_corrupt=skip_corrupt)
     if table == "paper":
         return format_paper_table(res.paper_table(scenario))
     if table not in ("runs", "metrics", "epochs", "predictions"):

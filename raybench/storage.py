@@ -29,6 +29,7 @@ from raybench.errors import RaybenchError
 S3_QUERY_KEYS: tuple[str, ...] = ("endpoint_override", "region", "scheme")
 #: Seconds :func:`check_writable` may take before it gives up.
 CHECK_TIMEOUT_S = 10.0
+_UMASK_LOCK = threading.Lock()
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 T = TypeVar("T")
 
@@ -135,15 +136,48 @@ def ray_storage(uri: str | os.PathLike[str]) -> tuple[str, pafs.FileSystem]:
     return loc.path, loc.fs
 
 
+@contextlib.contextmanager
+def io_errors(loc: Location, what: str = "read") -> Iterator[None]:
+    """Turns an ``OSError`` of the filesystem into one secret-free RaybenchError line.
+
+    On S3 a refused, unreachable or silent endpoint (connect and request timeouts, see
+    :func:`resolve`) then reads e.g. ``cannot read s3://b/p: endpoint http://h:9000 is
+    unreachable``.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if loc.is_local:
+            reason = exc.strerror or str(exc).splitlines()[0]
+        else:
+            reason = describe_s3_error(exc, loc.path.split("/", 1)[0], endpoint_of(loc))
+        raise RaybenchError(redact(f"cannot {what} {loc.uri}: {reason}")) from None
+
+
+def endpoint_of(loc: Location) -> str:
+    """The S3 endpoint a location talks to, for messages (``AWS S3`` when none is set)."""
+    try:
+        options = loc.fs.__reduce__()[1][0]  # the keyword arguments it was built with
+        host, scheme = options.get("endpoint_override"), options.get("scheme") or "https"
+    except (AttributeError, IndexError, TypeError, KeyError):
+        host, scheme = None, "https"
+    return f"{scheme}://{host}" if host else (_endpoint({}) or "AWS S3")
+
+
 def read_bytes(loc: Location) -> bytes:
-    """The whole content of a file."""
-    with loc.fs.open_input_stream(loc.path) as stream:
+    """The whole content of a file.
+
+    Raises:
+        RaybenchError: Missing file, unreadable file or unreachable store.
+    """
+    with io_errors(loc), loc.fs.open_input_stream(loc.path) as stream:
         return stream.read()
 
 
 def exists(loc: Location) -> bool:
     """Whether a file or folder exists at ``loc``."""
-    return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
+    with io_errors(loc):
+        return loc.fs.get_file_info(loc.path).type != pafs.FileType.NotFound
 
 
 def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
@@ -152,7 +186,9 @@ def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
     A missing folder has no files.
     """
     selector = pafs.FileSelector(loc.path, allow_not_found=True)
-    infos = [f for f in loc.fs.get_file_info(selector)
+    with io_errors(loc, "list"):
+        found = loc.fs.get_file_info(selector)
+    infos = [f for f in found
              if f.type == pafs.FileType.File and f.base_name.endswith(suffix)
              and not f.base_name.startswith((".", "_"))]
     return sorted(infos, key=lambda f: f.base_name)
@@ -161,7 +197,9 @@ def list_files(loc: Location, suffix: str = "") -> list[pafs.FileInfo]:
 def list_dirs(loc: Location) -> list[str]:
     """Names of the visible sub-folders of ``loc``."""
     selector = pafs.FileSelector(loc.path, allow_not_found=True)
-    return sorted(f.base_name for f in loc.fs.get_file_info(selector)
+    with io_errors(loc, "list"):
+        found = loc.fs.get_file_info(selector)
+    return sorted(f.base_name for f in found
                   if f.type == pafs.FileType.Directory and not f.base_name.startswith((".", "_")))
 
 
@@ -185,11 +223,35 @@ def atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
     _put_object(loc, buffer.getbuffer())
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def follow_umask(fd: int) -> None:
+    """Gives a ``tempfile.mkstemp`` file (always 0600) the mode a plain ``open`` would have.
+
+    Results are meant to be shared: with the usual umask 022 they become 0644.
+    """
+    os.fchmod(fd, 0o666 & ~current_umask())
+
+
 def _local_atomic_writer(loc: Location) -> Iterator[IO[bytes]]:
     parent = os.path.dirname(loc.path)
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(loc.path), dir=parent)
     try:
+        follow_umask(fd)
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -205,7 +267,7 @@ def _put_object(loc: Location, data: memoryview | bytes) -> None:
         with loc.fs.open_output_stream(loc.path) as stream:
             stream.write(data)
     except OSError as exc:
-        reason = describe_s3_error(exc, loc.path.split("/", 1)[0], _endpoint({}) or "AWS S3")
+        reason = describe_s3_error(exc, loc.path.split("/", 1)[0], endpoint_of(loc))
         raise RaybenchError(redact(f"cannot write {loc.uri}: {reason}")) from None
 
 

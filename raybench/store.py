@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import posixpath
 import re
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -39,6 +42,7 @@ from raybench import schema as S
 from raybench import storage
 from raybench.errors import RaybenchError
 
+log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 COMPACT_DIR = "_compact"
 CAMS_DIR = "cams"
@@ -62,8 +66,43 @@ def _stamp(info: pafs.FileInfo) -> list[int]:
     return [int(info.size or 0), int(info.mtime_ns or 0)]
 
 
-def _parse_parquet(data: bytes) -> pa.Table:
-    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+#: What to do about a corrupt result file (the message of :class:`CorruptResultError`).
+CORRUPT_FIX = ("remove it and resume the sweep (raybench sweep --resume reruns that trial), "
+               "or pass --skip-corrupt (skip_corrupt=True) to leave it out")
+_KEY_COLUMNS = (S.SWEEP, S.TRIAL_ID)
+
+
+class CorruptResultError(RaybenchError):
+    """A result file that cannot be read, or is not one of raybench's (truncated, foreign).
+
+    Attributes:
+        uri: The file.
+    """
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"corrupt result file {uri}: {reason}; {CORRUPT_FIX}")
+        self.uri = uri
+
+
+def _parse_parquet(data: bytes, uri: str = "?") -> pa.Table:
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CorruptResultError(uri, f"not a readable Parquet file ({reason})") from None
+    return table
+
+
+def _check_trial_table(table: pa.Table, uri: str, trial: str) -> pa.Table:
+    """A trial file must carry the key columns and its own trial id (not a copied file)."""
+    missing = [c for c in _KEY_COLUMNS if c not in table.column_names]
+    if missing:
+        raise CorruptResultError(uri, f"not a raybench table (no {', '.join(missing)} column)")
+    ids = set(table.column(S.TRIAL_ID).to_pylist())
+    if ids - {trial}:
+        raise CorruptResultError(uri, f"holds rows of trial(s) {sorted(map(str, ids))[:3]}, "
+                                 f"not {trial!r}")
+    return table
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -145,8 +184,39 @@ class CamSet:
 class ResultStore:
     """Reads and writes one results root (a local path or ``s3://bucket/prefix``)."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, *, skip_corrupt: bool = False) -> None:
+        """Opens ``uri``; with ``skip_corrupt`` unreadable trial files are logged and left out."""
         self.root = storage.resolve(uri)
+        self.skip_corrupt = skip_corrupt
+        self.skipped: list[str] = []
+
+    def _corrupt(self, exc: CorruptResultError) -> None:
+        """Re-raises ``exc`` unless corrupt files are skipped; then warns and records it."""
+        if not self.skip_corrupt:
+            raise exc
+        log.warning("skipping %s", exc.args[0].split("; ")[0])
+        self.skipped.append(exc.uri)
+
+    def check_root(self) -> None:
+        """One line for a results root that is a file, or a sweep's folder instead of its root.
+
+        Raises:
+            RaybenchError: Naming the path and what to pass instead.
+        """
+        with storage.io_errors(self.root):
+            info = self.root.fs.get_file_info(self.root.path)
+        if info.type == pafs.FileType.File:
+            raise RaybenchError(f"{self.root.uri} is a file, not a results root (the folder "
+                                "that holds <sweep>/runs, e.g. ./runs)")
+        if info.type == pafs.FileType.NotFound:
+            return
+        with storage.io_errors(self.root):
+            spec = self.root.fs.get_file_info(self.root.join("spec.yaml").path)
+        if spec.type == pafs.FileType.File or storage.list_files(self.root.join("runs"),
+                                                                 ".parquet"):
+            parent, name = posixpath.split(self.root.uri.split("?")[0].rstrip("/"))
+            raise RaybenchError(f"{self.root.uri} is a sweep's folder, not a results root: pass "
+                                f"{parent or '.'} with --sweep {name}")
 
     def location(self, sweep: str, *parts: str) -> storage.Location:
         """Where a sweep's file or folder lives."""
@@ -208,21 +278,55 @@ class ResultStore:
             parts.append(snapshot)
         fresh = [files[t] for t in stamps if index.get(t) != stamps[t]]
         parts += self._read_files(fresh)
-        return (_concat(parts) if parts else None), stamps
+        try:
+            return (_concat(parts) if parts else None), stamps
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            folder = self.location(sweep, table).uri
+            raise RaybenchError(f"{folder}: trial files with incompatible columns "
+                                f"({str(exc).splitlines()[0][:160]}); a foreign file may be "
+                                "among them: remove it and resume the sweep") from None
+
+    def _read_one(self, info: pafs.FileInfo) -> pa.Table | CorruptResultError:
+        loc = storage.Location(self.root.fs, info.path, info.path)
+        uri = self._uri_of(info.path)
+        try:
+            return _check_trial_table(_parse_parquet(storage.read_bytes(loc), uri), uri,
+                                      _stem(info))
+        except CorruptResultError as exc:  # returned: the pool must not drop the others
+            return exc
+
+    def _uri_of(self, path: str) -> str:
+        """A file's URI as the user spelt the root (``s3://...`` or the local path)."""
+        if self.root.is_local:
+            return path
+        return f"s3://{path}"
 
     def _read_files(self, infos: list[pafs.FileInfo]) -> list[pa.Table]:
-        locs = [storage.Location(self.root.fs, f.path, f.path) for f in infos]
-        if len(locs) < 4:
-            return [_parse_parquet(storage.read_bytes(loc)) for loc in locs]
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
-            return list(pool.map(lambda loc: _parse_parquet(storage.read_bytes(loc)), locs))
+        if len(infos) < 4:
+            read = [self._read_one(f) for f in infos]
+        else:
+            with ThreadPoolExecutor(_READ_THREADS) as pool:
+                read = list(pool.map(self._read_one, infos))
+        tables = []
+        for item in read:
+            if isinstance(item, CorruptResultError):
+                self._corrupt(item)
+            else:
+                tables.append(item)
+        return tables
 
     def _read_snapshot(self, sweep: str, table: str) -> tuple[Optional[pa.Table], dict]:
         loc = self.location(sweep, COMPACT_DIR, f"{table}.parquet")
         if not storage.exists(loc):
             return None, {}
-        arrow = _parse_parquet(storage.read_bytes(loc))
-        index = json.loads((arrow.schema.metadata or {}).get(_INDEX_KEY, b"{}"))
+        try:
+            arrow = _parse_parquet(storage.read_bytes(loc), loc.uri)
+            index = json.loads((arrow.schema.metadata or {}).get(_INDEX_KEY, b"{}"))
+        except (CorruptResultError, ValueError) as exc:
+            # Only a cache of the trial files: read those instead (slower, still exact).
+            log.warning("ignoring the load snapshot %s (%s); reading the trial files",
+                        loc.uri, str(exc).split("; ")[0])
+            return None, {}
         return arrow, index
 
     def compact(self, sweep: str, tables: Sequence[str] = S.TABLES) -> dict[str, int]:
@@ -256,7 +360,19 @@ class ResultStore:
         loc = self.location(sweep, CAMS_DIR, f"{check_name('trial', trial_id)}.npz")
         if not storage.exists(loc):
             raise RaybenchError(f"no CAMs for trial {trial_id!r} at {loc.uri}")
-        return CamSet.from_npz(storage.read_bytes(loc))
+        try:
+            return CamSet.from_npz(storage.read_bytes(loc))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise CorruptResultError(loc.uri, f"not a readable CAM file ({reason})") from None
+
+    def read_cams_or_none(self, sweep: str, trial_id: str) -> Optional[CamSet]:
+        """:meth:`read_cams`, or None for a corrupt file when corrupt files are skipped."""
+        try:
+            return self.read_cams(sweep, trial_id)
+        except CorruptResultError as exc:
+            self._corrupt(exc)
+            return None
 
     def cam_trials(self, sweep: str) -> list[str]:
         """Trial ids that have a CAM file."""

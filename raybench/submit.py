@@ -35,7 +35,12 @@ from raybench.storage import redact
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8265
+#: Seconds to open a TCP connection to the Jobs API.
 CONNECT_TIMEOUT_S = 5.0
+#: Seconds to wait for each answer of the Jobs API (``RAYBENCH_HTTP_TIMEOUT_S`` overrides it).
+READ_TIMEOUT_S = 30.0
+#: Seconds between status checks while following a job's log stream.
+STREAM_CHECK_S = 30.0
 # Never uploaded with the working dir (gitignore-style patterns, as Ray's `excludes`).
 WORKDIR_EXCLUDES = [".git", ".venv", "venv", "runs", ".raybench-cache", "__pycache__",
                     "*.egg-info", ".pytest_cache", ".mypy_cache", "build", "dist", "*.pyc"]
@@ -103,6 +108,24 @@ def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
                             "kubectl port-forward?)") from None
 
 
+def read_timeout_s() -> float:
+    """The Jobs API read timeout: ``RAYBENCH_HTTP_TIMEOUT_S`` or :data:`READ_TIMEOUT_S`.
+
+    Raises:
+        RaybenchError: The variable is not a positive number.
+    """
+    text = os.environ.get("RAYBENCH_HTTP_TIMEOUT_S")
+    if not text:
+        return READ_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise RaybenchError(f"RAYBENCH_HTTP_TIMEOUT_S={text[:20]!r}: expected seconds > 0")
+    return value
+
+
 def auth_token() -> Optional[str]:
     """The cluster token from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH / ~/.ray/auth_token, or None.
 
@@ -144,6 +167,7 @@ def _redact(text: str, token: Optional[str]) -> str:
 @contextmanager
 def _jobs_api_errors(url: str, token: Optional[str]) -> Iterator[None]:
     """Turns the SDK's exceptions into one-line RaybenchErrors without the token."""
+    import requests
     from ray.exceptions import AuthenticationError
 
     try:
@@ -158,6 +182,11 @@ def _jobs_api_errors(url: str, token: Optional[str]) -> Iterator[None]:
         raise RaybenchError(f"the Ray cluster at {url} requires token authentication: set "
                             "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or RAY_AUTH_MODE=token with "
                             "~/.ray/auth_token) to the cluster's token") from None
+    except requests.Timeout:
+        raise RaybenchError(f"Ray Jobs API at {url}: no answer within {read_timeout_s():g} s "
+                            f"(connect timeout {CONNECT_TIMEOUT_S:g} s; is {url} the Ray "
+                            "dashboard, and is the head healthy? RAYBENCH_HTTP_TIMEOUT_S "
+                            "raises the limit)") from None
     except ConnectionError as exc:
         raise RaybenchError(f"cannot reach the Ray Jobs API at {url}: "
                             f"{_redact(str(exc).splitlines()[0], token)}") from None
@@ -166,18 +195,37 @@ def _jobs_api_errors(url: str, token: Optional[str]) -> Iterator[None]:
         raise RaybenchError(f"Ray Jobs API at {url}: {_redact(first.strip(), token)}") from None
 
 
+def _sdk_class() -> type:
+    """Ray's ``JobSubmissionClient`` with a (connect, read) timeout on every HTTP request.
+
+    The SDK calls ``requests`` without a timeout, so a server that accepts the connection and
+    never answers would hang it forever; every request goes through ``_do_request``.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    class _TimedClient(JobSubmissionClient):
+        def __init__(self, address: str, *, timeout: tuple[float, float], **kwargs: Any):
+            self._raybench_timeout = timeout  # set first: __init__ already makes a request
+            super().__init__(address, **kwargs)
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._raybench_timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return _TimedClient
+
+
 class JobsClient:
     """A Job Submission client with raybench's errors, auth header and redaction."""
 
     def __init__(self, address: Optional[str]):
-        from ray.job_submission import JobSubmissionClient
-
         self.url = dashboard_url(address)
         self.token = auth_token()
+        self.timeout = (CONNECT_TIMEOUT_S, read_timeout_s())
         check_reachable(self.url)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         with self.errors():
-            self.sdk = JobSubmissionClient(self.url, headers=headers)
+            self.sdk = _sdk_class()(self.url, headers=headers, timeout=self.timeout)
 
     def errors(self):
         """Context manager: SDK exceptions -> one-line RaybenchError."""
@@ -296,15 +344,14 @@ def follow(client: JobsClient, job_id: str, write: Callable[[str], Any],
     """Streams the job's logs through ``write`` until it ends; returns its final status."""
 
     async def tail() -> None:
-        async for chunk in client.sdk.tail_job_logs(job_id):
-            write(client.redact(chunk))
+        await _tail_with_checks(client, job_id, write)
 
     from ray.exceptions import AuthenticationError
 
     with client.errors():
         try:
             asyncio.run(tail())
-        except AuthenticationError:
+        except (AuthenticationError, RaybenchError):
             raise
         except Exception as exc:  # noqa: BLE001 - the websocket dropped: fall back to polling
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -313,6 +360,32 @@ def follow(client: JobsClient, job_id: str, write: Callable[[str], Any],
             return _poll_until_done(client, job_id, poll_s, deadline_s=None)
     # The stream closes when the job ends; its status may lag behind by a moment.
     return _poll_until_done(client, job_id, poll_s, deadline_s=settle_s)
+
+
+async def _tail_with_checks(client: JobsClient, job_id: str, write: Callable[[str], Any]) -> None:
+    """Streams log chunks; when none comes for :data:`STREAM_CHECK_S`, asks the job's status.
+
+    A quiet job is normal, a dead server is not: the status request has a deadline, so a
+    server that stops answering ends the stream with one line instead of a hang.
+    """
+    stream = client.sdk.tail_job_logs(job_id).__aiter__()
+    pending = asyncio.ensure_future(stream.__anext__())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=STREAM_CHECK_S)
+            if not done:
+                state, _ = await asyncio.to_thread(status, client, job_id)
+                if state in TERMINAL:
+                    return
+                continue
+            try:
+                chunk = pending.result()
+            except StopAsyncIteration:
+                return
+            write(client.redact(chunk))
+            pending = asyncio.ensure_future(stream.__anext__())
+    finally:
+        pending.cancel()
 
 
 def _poll_until_done(client: JobsClient, job_id: str, poll_s: float,

@@ -34,6 +34,7 @@ from PIL import Image
 
 from raybench import schema as S
 from raybench.data import manifest as mf
+from raybench.data.images import open_image
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def lung_field_template(size: int) -> np.ndarray:
 
 
 def _read_mask(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as img:
+    with open_image(path) as img:  # a mask is an image file too: same pixel limit
         small = img.convert("L").resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(small) > 127
 

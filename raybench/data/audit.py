@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from raybench import schema as S
 from raybench.data import manifest as mf
+from raybench.data.images import open_image
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def _probe(path: Path) -> _Probe:
         out.error = "empty file (0 bytes)"
         return out
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with open_image(io.BytesIO(data), path.name) as img:
             out.fmt, out.mode, out.size = img.format, img.mode, img.size
             if img.format == "JPEG":  # decode at reduced scale: still reads the whole stream
                 img.draft("L", _draft_size(img.size))

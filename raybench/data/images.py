@@ -6,10 +6,13 @@ transfers at a third.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import IO, Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +20,41 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
+
+#: Largest image decoded, in pixels (8192 x 8192). Chest radiographs are at most about
+#: 4,900 x 4,900 (24 M px); a file declaring more is refused before its pixels are decoded, so a
+#: "decompression bomb" (a small file that inflates to gigabytes) costs nothing.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+@contextlib.contextmanager
+def open_image(source: Union[str, Path, IO[bytes]], name: object = None) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` that refuses images over :data:`MAX_IMAGE_PIXELS` from their header.
+
+    Args:
+        source: A path or a binary file object.
+        name: What to call the image in messages (default: ``source``).
+
+    Raises:
+        DataError: The image declares more than :data:`MAX_IMAGE_PIXELS` pixels.
+        UnidentifiedImageError, OSError: As ``Image.open`` (callers turn them into DataError).
+    """
+    name = source if name is None else name
+    try:
+        with warnings.catch_warnings():  # PIL warns past its own limit; ours is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(source)
+    except Image.DecompressionBombError as exc:  # past twice PIL's limit: PIL refuses itself
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,}" if found else "too many"
+        raise DataError(f"{name}: image of {pixels} pixels exceeds the limit of "
+                        f"{MAX_IMAGE_PIXELS:,} (a decompression bomb?)") from None
+    with img:
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{name}: image of {width} x {height} = {width * height:,} pixels "
+                            f"exceeds the limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
+        yield img
 
 
 @dataclass(frozen=True)
@@ -54,7 +92,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img.load()
             img = ImageOps.exif_transpose(img)
             gray = _to_gray(img)

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from raybench import schema as S
 from raybench.data import manifest as mf
-from raybench.data.images import BadImage
+from raybench.data.images import BadImage, open_image
 from raybench.errors import DataError
 from raybench.registry import Registry
 
@@ -98,13 +98,15 @@ def _displayed_size(path: Path) -> tuple[int, int]:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             width, height = img.size
             if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
                 width, height = height, width
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, img.size[0] // 8), max(1, img.size[1] // 8)))
             img.load()
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
     return width, height
@@ -223,6 +225,7 @@ def import_kermany(src: str | os.PathLike, opts: ImportOptions = ImportOptions()
     entries = []
     for folder, split in _kermany_class_dirs(root):
         for file in _images_in(folder):
+            _check_inside(root, file, str(folder))
             label, patient = kermany_label_patient(file.name, folder.name)
             entries.append(_Entry(file, label, patient, source, split))
     return _rows(root, source, entries, opts.on_bad_image)
@@ -244,7 +247,9 @@ def import_folder(src: str | os.PathLike, opts: ImportOptions = ImportOptions())
         if name not in S.MANIFEST_LABELS:
             raise DataError(f"{folder}: folder name {folder.name!r} is not a label; allowed "
                             f"(case-insensitive): {', '.join(S.MANIFEST_LABELS)}")
-        entries += [_Entry(f, name, None, source) for f in _images_in(folder)]
+        for file in _images_in(folder):
+            _check_inside(root, file, str(folder))  # a symlink may point anywhere
+            entries.append(_Entry(file, name, None, source))
     return _rows(root, source, entries, opts.on_bad_image)
 
 

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from raybench import schema
+from raybench.data.images import open_image
 from raybench.errors import DataError
+from raybench.storage import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ def _image_files(folder: Path) -> list[Path]:
 def _image_size(path: Path) -> tuple[int, int]:
     """Read ``(width, height)`` from an image header without decoding the pixels."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return img.size
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from exc
@@ -361,6 +363,7 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike,
         table = table.replace_schema_metadata({IMAGE_ROOTS_KEY: json.dumps(roots).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    follow_umask(fd)
     os.close(fd)
     try:
         pq.write_table(table, tmp)

@@ -20,8 +20,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from raybench import safeyaml
 from raybench import schema as S
 from raybench.data import manifest as mf
 from raybench.data.split import assign_splits
@@ -147,11 +147,7 @@ def get_scenario(name: str) -> ScenarioSpec:
         path = Path(name)
         if not path.is_file():
             raise ConfigError(f"scenario file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: YAML syntax error ({exc.__class__.__name__})") from None
-        return scenario_from_dict(data, where=str(path))
+        return scenario_from_dict(safeyaml.load_file(path), where=str(path))
     return SCENARIOS.get(name.replace("-", "_"))
 
 

@@ -4,20 +4,23 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import pandas as pd
 import torch
 
 import raybench
 from raybench import schema as S
+from raybench import storage
 from raybench.config import Spec, dump_yaml
 from raybench.data.dataset import PreparedData, prepare_data
 from raybench.engine.loop import (
@@ -127,6 +130,27 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     tracking.log_trial(spec, trial_id, outcome_row, result, data, cams)  # after the results
 
 
+@contextlib.contextmanager
+def _spec_while_running(store: ResultStore, spec: Spec) -> Iterator[None]:
+    """Writes the sweep's ``spec.yaml`` (atomically) for the run; puts back the previous one
+    (or none) if the run fails or is interrupted, so a failed run neither leaves a stale spec
+    nor claims the sweep's name."""
+    loc = store.location(spec.name, "spec.yaml")
+    previous = storage.read_bytes(loc) if storage.exists(loc) else None
+    store.write_spec(spec.name, dump_yaml(spec))
+    try:
+        yield
+    except BaseException:
+        if previous is not None:
+            storage.write_bytes_atomic(loc, previous)
+        else:
+            storage.delete_file(loc)
+            if loc.is_local:
+                with contextlib.suppress(OSError):  # only when nothing else is in it
+                    os.rmdir(os.path.dirname(loc.path))
+        raise
+
+
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
@@ -139,9 +163,9 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     check_batch_size(data, spec.train.batch_size)
     model = build_from_spec(spec, len(data.labels)).to(device)
     model_spec = get_model_spec(spec.model.name)
-    store.write_spec(spec.name, dump_yaml(spec))  # inputs are valid: the sweep folder may appear
-    result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
-    row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
-    write_results(store, spec, trial_id, row, result, data, model)
+    with _spec_while_running(store, spec):  # inputs are valid: the sweep folder may appear
+        result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
+        row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
+        write_results(store, spec, trial_id, row, result, data, model)
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)
     return RunOutcome(spec.name, trial_id, result, data, row)

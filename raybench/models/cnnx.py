@@ -27,17 +27,12 @@ import torch
 from torch import nn
 
 from raybench.errors import ConfigError
+from raybench.models.names import CNNX_MIN_POOLED, CNNX_POOL_WINDOW, cnnx_pooled_size
 
 DEFAULT_BRANCHES: tuple[tuple[int, str], ...] = ((3, "avg"), (3, "max"), (5, "max"), (9, "avg"))
-POOL_WINDOW = 2
-MIN_POOLED = 2  # smallest useful side of a pooled map
-
-
-def pooled_size(image_size: int, stride: int) -> int:
-    """Side of each branch's pooled map for a square input (0 when empty)."""
-    if image_size < POOL_WINDOW:
-        return 0
-    return (image_size - POOL_WINDOW) // stride + 1
+POOL_WINDOW = CNNX_POOL_WINDOW
+MIN_POOLED = CNNX_MIN_POOLED  # smallest useful side of a pooled map
+pooled_size = cnnx_pooled_size  # one formula for the model and for spec validation
 
 
 class CNNX(nn.Module):
