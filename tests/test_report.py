@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raybench.cam.camset import CamSet
 from raybench.report import cam_grid_figure
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2
 
 PNG = b"\x89PNG\r\n\x1a\n"
