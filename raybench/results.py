@@ -206,7 +206,7 @@ class Results:
         m = self.metrics
         rows = m[(m[S.METRIC] == metric) & (m[S.SPLIT] == split) & (m[S.CLASS] == cls)]
         if rows.empty:
-            have = sorted(set(zip(m[S.METRIC], m[S.CLASS])))
+            have = sorted(set(zip(m[S.METRIC], m[S.CLASS], strict=True)))
             raise RaybenchError(f"no {split} rows for metric {metric!r} class {cls!r}; "
                                 f"available (metric, class): {have[:20]}")
         board = self.with_runs(rows[KEYS + [S.VALUE, S.CI_LOW, S.CI_HIGH]])
@@ -255,8 +255,13 @@ class Results:
         counts = pd.crosstab(preds[S.LABEL], preds[S.PREDICTED])
         return counts.reindex(index=classes, columns=classes, fill_value=0).astype(int)
 
+    def cam_trials(self, sweep: Optional[str] = None) -> list[str]:
+        """Ids of the trials that stored CAMs (of one sweep, or of every loaded sweep)."""
+        return [t for name in ([sweep] if sweep else self.sweeps)
+                for t in sorted(self.store.cam_trials(name))]
+
     def cams(self, trial_id: str, sweep: Optional[str] = None) -> CamSet:
-        """A trial's class activation maps."""
+        """A trial's class activation maps (``sweep`` is needed only when the id is ambiguous)."""
         return self.store.read_cams(sweep or self._sweep_of(trial_id), trial_id)
 
     def _sweep_of(self, trial_id: str) -> str:
