@@ -142,6 +142,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     opts = BenchOptions.quick_options() if args.quick else BenchOptions()
     if sections:
         opts = dataclasses.replace(opts, sections=sections)
+    if args.data:
+        opts = dataclasses.replace(opts, data=args.data)
     report = run_bench(opts)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
 
@@ -284,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
     p.add_argument("--only", metavar="PARTS",
                    help="comma-separated subset of train,cache,trials,cam,results")
+    p.add_argument("--data", metavar="DIR",
+                   help="images of the cache benchmark: a manifest (.parquet) or a folder of "
+                        "images (default: generated synthetic images)")
     p.set_defaults(func=_cmd_bench)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")
