@@ -525,7 +525,8 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
     probs = rng.dirichlet(np.ones(4), n_pred)
     preds = {S.SWEEP: [RESULTS_SWEEP] * n_pred, S.TRIAL_ID: [base[S.TRIAL_ID]] * n_pred,
              S.IMAGE_ID: [f"img{k:04d}" for k in range(n_pred)],
-             S.LABEL: [S.LABELS[k] for k in labels],
+             S.SPLIT: ["test"] * n_pred, S.PATIENT_ID: [f"p{k:04d}" for k in range(n_pred)],
+             S.SOURCE: ["bench"] * n_pred, S.LABEL: [S.LABELS[k] for k in labels],
              S.PREDICTED: [S.LABELS[k] for k in probs.argmax(1)],
              **{f"p_{lab}": probs[:, k] for k, lab in enumerate(S.LABELS)}}
     return {"runs": pa.Table.from_pylist(runs, S.RUNS_SCHEMA),
