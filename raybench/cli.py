@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from raybench.errors import RaybenchError
 
@@ -19,7 +19,7 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         self.exit(2, f"raybench: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -90,12 +90,13 @@ def _print_summary(summary: list[dict]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from raybench.demo import run_demo
+    from raybench.demo import LOOK_AT, run_demo
 
     summary, report = run_demo(args.results, args.config or DEMO_SPEC, num_cpus=args.num_cpus,
                                overrides=args.set)
     _print_summary(summary)
-    print(f"\nresults: {args.results}\nreport:  {report}")
+    print(f"\nresults: {args.results}\nreport:  {report}\n\nIn the report, look at:")
+    print("\n".join(f"  {i}. {text}" for i, text in enumerate(LOOK_AT, 1)))
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -338,7 +339,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace], Optional[int]] = args.func
     try:
         code = func(args)
     except RaybenchError as exc:

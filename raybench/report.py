@@ -18,7 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -280,7 +280,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
     figs = out / FIGURES
     figs.mkdir(parents=True, exist_ok=True)
     runs = res.runs
-    first = runs.iloc[0] if len(runs) else {}
+    first: Any = runs.iloc[0] if len(runs) else {}
     blocks: list[Block] = [
         f"# raybench report: {sweep}",
         f"Results root `{redact(res.store.root.uri)}`; {len(runs)} trial(s), "
@@ -311,7 +311,8 @@ def headings(blocks: list[Block]) -> list[tuple[int, str, str]]:
     GitHub lower-cases, drops punctuation, turns spaces into ``-`` and numbers repeats
     (``-1``, ``-2``), so the Markdown TOC's links work there and in the HTML alike.
     """
-    out, seen = [], {}
+    out: list[tuple[int, str, str]] = []
+    seen: dict[str, int] = {}
     for b in blocks:
         if isinstance(b, str) and b.startswith("#"):
             level, text = len(b) - len(b.lstrip("#")), b.lstrip("#").strip()

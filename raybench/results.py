@@ -184,7 +184,7 @@ class Results:
         if rows.empty:
             raise RaybenchError(f"no {split} sensitivity/specificity rows for scenario "
                                 f"{scenarios[0]!r}")
-        classes = class_order(rows[S.CLASS].unique())
+        classes = class_order(rows[S.CLASS].unique().tolist())
         if layout == "auto":
             layout = "table1" if len(classes) == 2 else "table2"
         if layout == "table1":

@@ -72,7 +72,7 @@ class CamSet:
             arrays["images"] = self.images
         assert set(arrays) <= set(S.CAM_KEYS)
         sink = io.BytesIO()
-        np.savez_compressed(sink, **arrays)
+        np.savez_compressed(sink, **arrays)  # type: ignore[arg-type]  # numpy's stub: allow_pickle
         return sink.getvalue()
 
     @classmethod
