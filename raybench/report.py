@@ -298,7 +298,8 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         blocks += ["## Class activation maps", cam_grid_figure(cams, figs / "cams.png")]
     roi = _roi_table(res)
     if roi is not None:
-        blocks += ["ROI focus: share of positive CAM energy inside the lung mask; pointing game: "
+        blocks += ["### ROI focus",
+                   "ROI focus: share of positive CAM energy inside the lung mask; pointing game: "
                    "share of images whose CAM maximum lies inside it (test images with CAMs; "
                    "`_approx`: lung-field template, no masks). See `raybench.cam.roi`.",
                    Table(roi)]
