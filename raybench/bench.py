@@ -337,6 +337,7 @@ def bench_images(data: Optional[str], tmp: Path, count: int) -> tuple[Any, list[
         tmp: A scratch folder for generated images.
         count: How many images to generate.
     """
+    from raybench import schema as S
     from raybench.data import manifest as mf
 
     if data is None:
@@ -344,13 +345,13 @@ def bench_images(data: Optional[str], tmp: Path, count: int) -> tuple[Any, list[
 
         df = synthesize(tmp / "generated", per_class=math.ceil(count / 4), size=GENERATED_SIDE,
                         seed=0)
-        files = mf.image_files(tmp / "generated" / "manifest.parquet", df["path"].tolist())
+        files = mf.image_files(tmp / "generated" / "manifest.parquet", df[S.PATH].tolist())
         return df, files, f"{len(df)} generated {GENERATED_SIDE} px PNGs"
     path = Path(data)
     manifest = path / "manifest.parquet" if path.is_dir() else path
     if manifest.is_file():
         df = mf.read_manifest(manifest)
-        return df, mf.image_files(manifest, df["path"].tolist()), str(manifest)
+        return df, mf.image_files(manifest, df[S.PATH].tolist()), str(manifest)
     return _folder_images(path)
 
 
@@ -359,6 +360,7 @@ def _folder_images(root: Path) -> tuple[Any, list[Path], str]:
     the benchmark builds its cache entry in a fresh folder, so the key only has to be unique)."""
     import pandas as pd
 
+    from raybench import schema as S
     from raybench.errors import ConfigError
 
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -366,7 +368,7 @@ def _folder_images(root: Path) -> tuple[Any, list[Path], str]:
         raise ConfigError(f"bench --data {root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
     rel = [p.relative_to(root).as_posix() for p in files]
     stats = [p.stat() for p in files]
-    df = pd.DataFrame({"image_id": rel, "sha256": [f"{s.st_size}-{s.st_mtime_ns}" for s in stats]})
+    df = pd.DataFrame({S.IMAGE_ID: rel, S.SHA256: [f"{s.st_size}-{s.st_mtime_ns}" for s in stats]})
     return df, files, str(root)
 
 
