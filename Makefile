@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raybench-$(shell (cat pyproject.toml; pwd) | sha256sum | cut -
 RESULTS ?= ./runs
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The linter and the type checker, with the settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: $(STAMP)
+	$(BIN)/ruff check raybench tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf .raybench-cache runs .pytest_cache

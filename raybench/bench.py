@@ -6,7 +6,8 @@
   on uint8 images normalised per batch) over a minimal plain PyTorch loop (pre-normalised float
   tensors, the same model, batch, image size and threads); interleaved, best of ``repeats``;
 * ``cache_speedup``: an epoch read from the decoded cache over decoding every image each epoch
-  (shared Kermany JPEGs), and ``cache_peak_memory_ratio``: peak RSS growth of a fresh process
+  (``--data``: a manifest or a folder of images; by default images generated in a temporary
+  folder, 224 px synthetic chest X-rays, so nothing outside the repository is needed), and ``cache_peak_memory_ratio``: peak RSS growth of a fresh process
   that builds and reads the cache, over the raw uint8 array;
 * ``trial_overhead_s``: a sweep of short single-worker in-process trials on local Ray, wall
   time minus the trials' training time (epoch seconds), per trial;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import logging
 import math
@@ -36,7 +38,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-SHARED_KERMANY = Path(__file__).resolve().parents[2] / "shared" / "data" / "kermany-cxr-train"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GENERATED_SIDE = 224  # generated images: the side of the Kermany JPEGs this was first run on
+GENERATED_IMAGES = 1000  # generated images of a full run (quick: ``cache_images``)
 SECTIONS = ("train", "cache", "trials", "cam", "results")
 TARGETS = {"train_ratio": (">=", 0.95), "cache_speedup": (">=", 10.0),
            "trial_overhead_s": ("<=", 2.0), "cache_peak_memory_ratio": ("<=", 1.2)}
@@ -54,7 +58,9 @@ class BenchOptions:
         threads: torch CPU threads of both loops (default: every core).
         steps: Optimiser steps per timed epoch; ``warmup`` untimed steps before.
         repeats: Timed epochs per loop (interleaved; the best is kept).
-        data: Kermany-layout image folder of the cache benchmark.
+        data: The cache benchmark's images: a manifest (``.parquet``), a folder holding
+            ``manifest.parquet``, or a folder of image files (searched recursively).
+            ``None``: generated synthetic images (``GENERATED_IMAGES`` of them).
         cache_images: Use only the first N images (``None``: all).
         trials: Trials of the orchestration sweep.
         results_trials: Trials of the results-loading benchmark.
@@ -68,7 +74,7 @@ class BenchOptions:
     steps: int = 6
     warmup: int = 2
     repeats: int = 3
-    data: str = str(SHARED_KERMANY)
+    data: Optional[str] = None
     cache_images: Optional[int] = None
     trials: int = 6
     results_trials: int = 10_000
@@ -272,7 +278,7 @@ class _PeakRss:
         self.peak = max(self.peak, _rss_bytes())
 
 
-def cache_run(data: str, size: int, limit: Optional[int], decode_epochs: int,
+def cache_run(data: Optional[str], size: int, limit: Optional[int], decode_epochs: int,
               cache_epochs: int) -> dict[str, Any]:
     """Builds a decoded cache of ``data`` in a temp dir and times decode vs cache epochs.
 
@@ -280,14 +286,19 @@ def cache_run(data: str, size: int, limit: Optional[int], decode_epochs: int,
     """
     import torch
 
-    from raybench import schema as S
-    from raybench.data.cache import decoded_images
-    from raybench.data.importers import import_dataset
-
     torch.set_num_threads(1)
-    res = import_dataset("kermany", data)
-    df = res.df.iloc[:limit].reset_index(drop=True) if limit else res.df
-    files = [res.root / p for p in df[S.PATH]]
+    with tempfile.TemporaryDirectory() as images_tmp:
+        df, files, origin = bench_images(data, Path(images_tmp), limit or GENERATED_IMAGES)
+        df, files = (df.iloc[:limit].reset_index(drop=True), files[:limit]) if limit else (df, files)
+        out = _time_cache(df, files, size, decode_epochs, cache_epochs)
+    return {"data": origin, **out}
+
+
+def _time_cache(df: Any, files: list[Path], size: int, decode_epochs: int,
+                cache_epochs: int) -> dict[str, Any]:
+    """Builds and reopens the cache entry, then times decode and cache epochs, interleaved."""
+    from raybench.data.cache import decoded_images
+
     order = np.random.default_rng(0).permutation(len(files))
     raw = len(files) * size * size
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,12 +328,76 @@ def cache_run(data: str, size: int, limit: Optional[int], decode_epochs: int,
             "cache_peak_memory_ratio": (peak.peak - base) / raw}
 
 
+def bench_images(data: Optional[str], tmp: Path, count: int) -> tuple[Any, list[Path], str]:
+    """The cache benchmark's images: (manifest-like frame, local files, where they came from).
+
+    Args:
+        data: A manifest, a folder with ``manifest.parquet``, a folder of image files, or
+            ``None`` to generate ``count`` synthetic images under ``tmp``.
+        tmp: A scratch folder for generated images.
+        count: How many images to generate.
+    """
+    from raybench import schema as S
+    from raybench.data import manifest as mf
+
+    if data is None:
+        from raybench.data.synth import synthesize
+
+        df = synthesize(tmp / "generated", per_class=math.ceil(count / 4), size=GENERATED_SIDE,
+                        seed=0)
+        files = mf.image_files(tmp / "generated" / "manifest.parquet", df[S.PATH].tolist())
+        return df, files, f"{len(df)} generated {GENERATED_SIDE} px PNGs"
+    path = Path(data)
+    manifest = path / "manifest.parquet" if path.is_dir() else path
+    if manifest.is_file():
+        df = mf.read_manifest(manifest)
+        return df, mf.image_files(manifest, df[S.PATH].tolist()), str(manifest)
+    return _folder_images(path)
+
+
+def _folder_images(root: Path) -> tuple[Any, list[Path], str]:
+    """Every image file below ``root``, keyed by relative path, size and mtime (no hashing:
+    the benchmark builds its cache entry in a fresh folder, so the key only has to be unique)."""
+    import pandas as pd
+
+    from raybench import schema as S
+    from raybench.errors import ConfigError
+
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigError(f"bench --data {root}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+    rel = [p.relative_to(root).as_posix() for p in files]
+    stats = [p.stat() for p in files]
+    df = pd.DataFrame({S.IMAGE_ID: rel, S.SHA256: [f"{s.st_size}-{s.st_mtime_ns}" for s in stats]})
+    return df, files, str(root)
+
+
+def check_data(data: Optional[str]) -> None:
+    """Refuses a ``--data`` that is neither a manifest file nor a folder, before any section runs.
+
+    Raises:
+        ConfigError: ``data`` does not exist, is a file that is not ``.parquet``, or is a
+            folder with neither a manifest nor an image.
+    """
+    from raybench.errors import ConfigError
+
+    if data is None:
+        return
+    path = Path(data)
+    if not path.exists():
+        raise ConfigError(f"bench --data {data}: no such file or folder")
+    if path.is_file() and path.suffix != ".parquet":
+        raise ConfigError(f"bench --data {data}: expected a manifest (.parquet) or a folder "
+                          "of images")
+    if path.is_dir() and not (path / "manifest.parquet").is_file() and not any(
+            p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+        raise ConfigError(f"bench --data {data}: no {'/'.join(IMAGE_SUFFIXES)} images found")
+
+
 def bench_cache(opts: BenchOptions) -> dict[str, Any]:
     """``cache_speedup`` and ``cache_peak_memory_ratio``, measured in a fresh process."""
     import multiprocessing
 
-    if not Path(opts.data).is_dir():
-        return {"skipped": f"no images at {opts.data}"}
     epochs = (1, 3) if opts.quick else (2, 3)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -403,7 +478,8 @@ def bench_cam(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
         for name in opts.models:
             model = build_model(name, 4, image_size=opts.image_size).to(device)
             compute_cams(model, name, images[:4])
-            best = min(_timed(lambda: compute_cams(model, name, images)) for _ in range(2))
+            best = min(_timed(functools.partial(compute_cams, model, name, images))
+                       for _ in range(2))
             rates[name] = n / best
             out[f"{name}_method"] = get_model_spec(name).cam_method
     finally:
@@ -451,7 +527,8 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
     probs = rng.dirichlet(np.ones(4), n_pred)
     preds = {S.SWEEP: [RESULTS_SWEEP] * n_pred, S.TRIAL_ID: [base[S.TRIAL_ID]] * n_pred,
              S.IMAGE_ID: [f"img{k:04d}" for k in range(n_pred)],
-             S.LABEL: [S.LABELS[k] for k in labels],
+             S.SPLIT: ["test"] * n_pred, S.PATIENT_ID: [f"p{k:04d}" for k in range(n_pred)],
+             S.SOURCE: ["bench"] * n_pred, S.LABEL: [S.LABELS[k] for k in labels],
              S.PREDICTED: [S.LABELS[k] for k in probs.argmax(1)],
              **{f"p_{lab}": probs[:, k] for k, lab in enumerate(S.LABELS)}}
     return {"runs": pa.Table.from_pylist(runs, S.RUNS_SCHEMA),
@@ -538,6 +615,7 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
 
         raise ConfigError(f"unknown bench section(s) {', '.join(unknown)}; allowed: "
                           f"{', '.join(SECTIONS)}")
+    check_data(opts.data)
     start = time.perf_counter()
     report: dict[str, Any] = {"machine": machine(), "quick": opts.quick}
     runs = {"train": lambda: bench_train(opts), "cache": lambda: bench_cache(opts),
@@ -572,8 +650,9 @@ def format_report(report: dict[str, Any]) -> str:
     cache = report.get("cache", {})
     if "cache_speedup" in cache:
         lines.append(f"cache: decode epoch {cache['decode_epoch_s']:.2f} s, cache epoch "
-                     f"{cache['cache_epoch_s']:.4f} s ({cache['images']} images); peak memory "
-                     f"{cache['cache_peak_memory_ratio']:.2f}x the raw array")
+                     f"{cache['cache_epoch_s']:.4f} s ({cache['images']} images: "
+                     f"{cache['data']}); peak memory {cache['cache_peak_memory_ratio']:.2f}x "
+                     "the raw array")
     trials = report.get("trials", {})
     if "trial_overhead_s" in trials:
         lines.append(f"trials: {trials['trials']} in {trials['sweep_wall_s']:.1f} s, training "

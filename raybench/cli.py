@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from raybench.errors import RaybenchError
 
@@ -19,7 +19,7 @@ DEMO_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, like every other user error
         self.exit(2, f"raybench: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -108,12 +108,13 @@ def _print_summary(summary: list[dict]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from raybench.demo import run_demo
+    from raybench.demo import LOOK_AT, run_demo
 
     summary, report = run_demo(args.results, args.config or DEMO_SPEC, num_cpus=args.num_cpus,
                                overrides=args.set)
     _print_summary(summary)
-    print(f"\nresults: {args.results}\nreport:  {report}")
+    print(f"\nresults: {args.results}\nreport:  {report}\n\nIn the report, look at:")
+    print("\n".join(f"  {i}. {text}" for i, text in enumerate(LOOK_AT, 1)))
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -166,6 +167,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     opts = BenchOptions.quick_options() if args.quick else BenchOptions()
     if sections:
         opts = dataclasses.replace(opts, sections=sections)
+    if args.data:
+        opts = dataclasses.replace(opts, data=args.data)
     report = run_bench(opts)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
 
@@ -339,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
     p.add_argument("--only", metavar="PARTS",
                    help="comma-separated subset of train,cache,trials,cam,results")
+    p.add_argument("--data", metavar="DIR",
+                   help="images of the cache benchmark: a manifest (.parquet) or a folder of "
+                        "images (default: generated synthetic images)")
     p.set_defaults(func=_cmd_bench)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")
@@ -395,7 +401,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    func: Callable[[argparse.Namespace], None] = args.func
+    func: Callable[[argparse.Namespace], Optional[int]] = args.func
     try:
         code = func(args)
     except RaybenchError as exc:

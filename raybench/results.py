@@ -17,8 +17,12 @@ import pandas as pd
 
 from raybench import schema as S
 from raybench import storage
+from raybench.cam.camset import CamSet
 from raybench.errors import RaybenchError
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
+
+__all__ = ["FORMATS", "OVERALL", "Results", "class_order", "format_paper_table", "load",
+           "mean_interval", "query", "render", "t95", "to_markdown"]
 
 KEYS: list[str] = [S.SWEEP, S.TRIAL_ID]
 #: Columns of :meth:`Results.paper_table` (besides the index).
@@ -78,6 +82,19 @@ class Results:
         self.store = store
         self.sweeps = list(sweeps)
 
+    def __repr__(self) -> str:
+        """What was loaded: root, sweeps, trial counts, and which tables are read (rows)."""
+        head = f"Results(root={storage.redact(self.store.root.uri)!r}, sweeps={self.sweeps}"
+        try:
+            runs = self.runs
+        except Exception as exc:  # a repr must not raise, even on an unreadable store
+            return f"{head}, runs unreadable: {type(exc).__name__})"
+        done = int((runs[S.STATUS] == "completed").sum()) if S.STATUS in runs else 0
+        read = [f"{t} {len(self.__dict__[t])} rows" for t in S.TABLES if t in self.__dict__]
+        unread = [t for t in S.TABLES if t not in self.__dict__]
+        tail = f"; not read yet: {', '.join(unread)}" if unread else ""
+        return f"{head}, trials={len(runs)} ({done} completed), tables: {', '.join(read)}{tail})"
+
     def table(self, name: str) -> pd.DataFrame:
         """``runs``, ``metrics``, ``epochs`` or ``predictions`` of every loaded sweep."""
         if name not in S.TABLES:
@@ -115,7 +132,13 @@ class Results:
         extra = [c for c in runs.columns if c not in frame.columns or c in KEYS]
         return frame.merge(runs[extra], on=KEYS, how="left")
 
-    def _completed(self, scenario: Optional[str] = None) -> pd.DataFrame:
+    def completed_runs(self, scenario: Optional[str] = None) -> pd.DataFrame:
+        """The runs rows of completed trials (of one scenario, when given).
+
+        Raises:
+            RaybenchError: No trial at all, or none of ``scenario`` (the message lists the
+                scenarios there are).
+        """
         runs = self.runs
         if runs.empty:
             raise RaybenchError(f"no trials found in {self.store.root.uri} "
@@ -127,9 +150,11 @@ class Results:
             runs = runs[runs[S.SCENARIO] == scenario]
         return runs[runs[S.STATUS] == "completed"]
 
+    _completed = completed_runs  # the name the library used before it was public
+
     def scenarios(self) -> list[str]:
         """Scenarios with at least one completed trial."""
-        return sorted(self._completed()[S.SCENARIO].dropna().unique())
+        return sorted(self.completed_runs()[S.SCENARIO].dropna().unique())
 
     def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
                     split: str = "test", positive: Optional[str] = None) -> pd.DataFrame:
@@ -152,14 +177,14 @@ class Results:
         scenarios = self.scenarios() if scenario is None else [scenario]
         if len(scenarios) != 1:
             raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
-        runs = self._completed(scenarios[0])
+        runs = self.completed_runs(scenarios[0])
         metrics = self.metrics
         rows = metrics[(metrics[S.SPLIT] == split) & metrics[S.METRIC].isin([SENS, SPEC])]
         rows = rows.merge(runs[KEYS + [S.MODEL, S.SEED]], on=KEYS)
         if rows.empty:
             raise RaybenchError(f"no {split} sensitivity/specificity rows for scenario "
                                 f"{scenarios[0]!r}")
-        classes = class_order(rows[S.CLASS].unique())
+        classes = class_order(rows[S.CLASS].unique().tolist())
         if layout == "auto":
             layout = "table1" if len(classes) == 2 else "table2"
         if layout == "table1":
@@ -181,7 +206,7 @@ class Results:
         m = self.metrics
         rows = m[(m[S.METRIC] == metric) & (m[S.SPLIT] == split) & (m[S.CLASS] == cls)]
         if rows.empty:
-            have = sorted(set(zip(m[S.METRIC], m[S.CLASS])))
+            have = sorted(set(zip(m[S.METRIC], m[S.CLASS], strict=True)))
             raise RaybenchError(f"no {split} rows for metric {metric!r} class {cls!r}; "
                                 f"available (metric, class): {have[:20]}")
         board = self.with_runs(rows[KEYS + [S.VALUE, S.CI_LOW, S.CI_HIGH]])
@@ -202,7 +227,7 @@ class Results:
         means = {}
         for sweep in (sweep_a, sweep_b):
             res = self if sweep in self.sweeps else load(self.store.root.uri, sweep)
-            runs = res._completed()
+            runs = res.completed_runs()
             runs = runs[runs[S.SWEEP] == sweep]
             m = res.metrics
             rows = m[(m[S.SPLIT] == split) & (m[S.CLASS] == "all") & m[S.METRIC].isin(metrics)]
@@ -220,7 +245,7 @@ class Results:
 
         Rows are true labels, columns predicted labels, in :func:`class_order`.
         """
-        runs = self._completed(scenario)
+        runs = self.completed_runs(scenario)
         preds = self.predictions.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
         if preds.empty:
             raise RaybenchError(f"no predictions for model {model!r}")
@@ -230,8 +255,13 @@ class Results:
         counts = pd.crosstab(preds[S.LABEL], preds[S.PREDICTED])
         return counts.reindex(index=classes, columns=classes, fill_value=0).astype(int)
 
+    def cam_trials(self, sweep: Optional[str] = None) -> list[str]:
+        """Ids of the trials that stored CAMs (of one sweep, or of every loaded sweep)."""
+        return [t for name in ([sweep] if sweep else self.sweeps)
+                for t in sorted(self.store.cam_trials(name))]
+
     def cams(self, trial_id: str, sweep: Optional[str] = None) -> CamSet:
-        """A trial's class activation maps."""
+        """A trial's class activation maps (``sweep`` is needed only when the id is ambiguous)."""
         return self.store.read_cams(sweep or self._sweep_of(trial_id), trial_id)
 
     def _sweep_of(self, trial_id: str) -> str:

@@ -19,12 +19,13 @@ from raybench.cam import (
     roi_focus,
     target_layer,
 )
+from raybench.cam.camset import CamSet
 from raybench.cam.export import roi_rows, select_images, stored_maps
 from raybench.cam.roi import load_masks
 from raybench.config import _CHOICES, CamConfig
 from raybench.errors import ConfigError
 from raybench.models import MODELS, build_model, get_model_spec
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
 
 NUM_CLASSES = 3
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from raybench.config import load_spec
 from raybench.engine.run import run_training

@@ -23,7 +23,7 @@ from raybench.data.manifest import (
 )
 from raybench.errors import DataError
 
-KERMANY = Path("/work/shared/data/kermany-cxr-train")
+KERMANY = Path(__file__).resolve().parents[2] / "shared" / "data" / "kermany-cxr-train"  # ../shared
 
 
 def _image(path: Path, size: tuple[int, int], value: int = 100) -> Path:

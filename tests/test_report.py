@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from raybench.cam.camset import CamSet
 from raybench.report import cam_grid_figure
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -79,3 +80,84 @@ def test_report_skips_sections_without_data(tmp_path: Path, run_cli, missing: st
     names = {p.name.split("-")[0] for p in (tmp_path / "o" / "figures").iterdir()}
     assert names == {"sensspec", "confusion", "curves"} - {"epochs": {"curves"},
                                                           "predictions": {"confusion"}}[missing]
+
+
+def _scenario2_report(tmp_path: Path, run_cli) -> Path:
+    store = ResultStore(str(tmp_path / "runs"))
+    write_scenario2(store)
+    out = tmp_path / "report"
+    code, _, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "s2", "--out", str(out))
+    assert code == 0, err
+    return out
+
+
+def test_report_has_a_table_of_contents_linking_every_section(tmp_path: Path, run_cli) -> None:
+    out = _scenario2_report(tmp_path, run_cli)
+    page = (out / "report.html").read_text()
+    ids = re.findall(r'<h[23] id="([^"]+)">', page)
+    assert ids == ["scenario-scenario2", "per-class-sensitivity--specificity", "learning-curves",
+                   "confusion-matrices", "trials"]
+    nav = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
+    assert re.findall(r'href="#([^"]+)"', nav) == ids
+    assert page.index("<nav") < page.index('<h2 id="scenario-scenario2">')  # before section 1
+    md = (out / "report.md").read_text()
+    assert "**Contents**\n\n- [Scenario: scenario2](#scenario-scenario2)\n" \
+           "  - [Per-class sensitivity / specificity](#per-class-sensitivity--specificity)" in md
+    assert "- [Trials](#trials)" in md and md.index("**Contents**") < md.index("## Scenario")
+
+
+def test_toc_anchors_number_repeated_headings_as_github_does() -> None:
+    from raybench.report import headings
+
+    blocks = ["# r", "## Scenario: a", "### Confusion matrices", "## Scenario: b",
+              "### Confusion matrices", "text", "### Confusion matrices"]
+    assert [h[2] for h in headings(blocks)] == [
+        "r", "scenario-a", "confusion-matrices", "scenario-b", "confusion-matrices-1",
+        "confusion-matrices-2"]
+
+
+def test_small_multiples_sit_side_by_side_in_html_and_in_order_in_markdown(
+        tmp_path: Path, run_cli) -> None:
+    out = _scenario2_report(tmp_path, run_cli)
+    page = (out / "report.html").read_text()
+    grids = re.findall(r'<div class="grid">(.*?)</div>', page)
+    # One grid of per-class bars and one of confusion matrices, two models each.
+    assert [g.count("<figure>") for g in grids] == [2, 2]
+    assert "cnnx: per-class" in grids[0] and "resnet18: test confusion" in grids[1]
+    assert ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr))" in page
+    md = (out / "report.md").read_text()
+    assert md.index("figures/confusion-s0-cnnx.png") < md.index("figures/confusion-s0-resnet18.png")
+
+
+def test_learning_curves_have_integer_epoch_ticks() -> None:
+    import pandas as pd
+
+    from raybench.report import learning_curves_plot
+
+    epochs = pd.DataFrame({"model": ["cnnx"] * 4, "trial_id": ["t0"] * 4, "epoch": [1, 2, 3, 4],
+                           "train_loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.1, 0.9, 0.8, 0.7],
+                           "val_balanced_accuracy": [0.3, 0.5, 0.6, 0.7]})
+    fig = learning_curves_plot(epochs, "s")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if low <= t <= high]
+        assert shown == [1.0, 2.0, 3.0, 4.0]  # matplotlib's default gave 1.0, 1.5, ..., 4.0
+
+
+def test_cam_grid_row_labels_of_long_ids_do_not_overlap() -> None:
+    from raybench.report import cam_grid_plot, row_label
+
+    ids = [f"kermany-person{1000 + i}_bacteria_{4000 + i}-a-very-long-image-identifier.jpeg"
+           for i in range(4)]
+    fig = cam_grid_plot({"cnnx": camset(ids, list(FOUR), 0), "vgg16": camset(ids, list(FOUR), 1)})
+    fig.tight_layout()
+    renderer = fig.canvas.get_renderer()
+    boxes = [fig.axes[3 * r].yaxis.label.get_window_extent(renderer) for r in range(4)]
+    for upper, lower in zip(boxes, boxes[1:]):
+        assert lower.y1 < upper.y0  # label r+1 ends below where label r starts
+    assert all(b.x0 >= 0 for b in boxes)  # and none is pushed off the figure's left edge
+    labels = [fig.axes[3 * r].get_ylabel() for r in range(4)]
+    assert len(set(labels)) == 4 and "person1002" in labels[2]  # ids stay distinguishable
+    assert row_label("a" * 30, width=24) == "a" * 24 + "\n" + "a" * 6
+    assert row_label("x" * 40 + "END", width=10, lines=2) == "x" * 10 + "\n\u2026" + "x" * 6 + "END"

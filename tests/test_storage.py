@@ -14,8 +14,9 @@ import pyarrow.fs as pafs
 import pytest
 
 from raybench import storage
+from raybench.cam.camset import CamSet
 from raybench.errors import RaybenchError
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2, write_trial
 
 REPO = Path(__file__).resolve().parents[1]

@@ -3,17 +3,44 @@
 >>> from raybench.cam import compute_cams, roi_focus
 >>> out = compute_cams(model, "resnet18", images)          # uint8 (N, S, S) -> maps (N, h, w)
 >>> roi_focus(out.maps, masks)                              # share of positive energy in the lungs
-"""
-from raybench.cam.hooks import capture_layer, classifier_head, eval_mode, target_layer
-from raybench.cam.methods import (
-           METHODS,
-           CamBatch,
-           CamMethod,
-           compute_cams,
-           resolve_method,
-)
-from raybench.cam.roi import lung_field_template, pointing_game, roi_focus, upsample
 
-__all__ = ["METHODS", "CamBatch", "CamMethod", "capture_layer", "classifier_head",
+Names are imported on first use (PEP 562): ``from raybench.cam import CamSet`` and
+``raybench.cam.camset`` stay torch-free, so reading stored CAMs does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raybench.cam.camset import CamSet
+    from raybench.cam.hooks import capture_layer, classifier_head, eval_mode, target_layer
+    from raybench.cam.methods import METHODS, CamBatch, CamMethod, compute_cams, resolve_method
+    from raybench.cam.roi import lung_field_template, pointing_game, roi_focus, upsample
+
+#: Public name -> the submodule that defines it.
+_SOURCES = {
+    "CamSet": "camset",
+    "capture_layer": "hooks", "classifier_head": "hooks", "eval_mode": "hooks",
+    "target_layer": "hooks",
+    "METHODS": "methods", "CamBatch": "methods", "CamMethod": "methods",
+    "compute_cams": "methods", "resolve_method": "methods",
+    "lung_field_template": "roi", "pointing_game": "roi", "roi_focus": "roi", "upsample": "roi",
+}
+
+__all__ = ["METHODS", "CamBatch", "CamMethod", "CamSet", "capture_layer", "classifier_head",
            "compute_cams", "eval_mode", "lung_field_template", "pointing_game",
            "resolve_method", "roi_focus", "target_layer", "upsample"]
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the submodule that defines ``name`` on first access (PEP 562)."""
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'raybench.cam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"raybench.cam.{_SOURCES[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from raybench.cam.camset import CamSet
 from raybench.cam.methods import compute_cams, resolve_method
 from raybench.cam.roi import load_masks, pointing_game, roi_focus
 from raybench.config import CamConfig, DataConfig, Spec
 from raybench.data.dataset import PreparedData
 from raybench.metrics import ALL, Z_95, wilson_interval
 from raybench.models import get_model_spec
-from raybench.store import CamSet, ResultStore
+from raybench.store import ResultStore
 
 log = logging.getLogger(__name__)
 ROI_METRICS = ("roi_focus", "pointing_game", "roi_n")

@@ -39,14 +39,15 @@ def target_layer(model: nn.Module, spec: ModelSpec) -> nn.Module:
                           f"is not a module of {type(unwrap_model(model)).__name__}") from None
 
 
-def classifier_head(model: nn.Module) -> nn.Module:
+def classifier_head(model: nn.Module) -> nn.Linear | nn.Conv2d:
     """The final linear layer (or SqueezeNet's 1x1 convolution) that produces the logits."""
     model = unwrap_model(model)
-    if hasattr(model, "get_classifier"):  # timm models name their head themselves
-        head = model.get_classifier()
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):  # timm models name their head themselves
+        head = get_classifier()
         if isinstance(head, (nn.Linear, nn.Conv2d)):
             return head
-    last = None
+    last: nn.Linear | nn.Conv2d | None = None
     for module in model.modules():  # torchvision registers the head last
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             last = module

@@ -28,6 +28,7 @@ from torch import nn
 
 from raybench.cam.hooks import (
     FEATURE_ACTIVATION,
+    Capture,
     capture_layer,
     classifier_head,
     eval_mode,
@@ -70,17 +71,24 @@ def _pick(logits: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor
     return logits.argmax(dim=1) if classes is None else classes.to(logits.device)
 
 
+def _recorded(cap: Capture) -> torch.Tensor:
+    """The captured activation; a forward pass that never reached the layer is a bug."""
+    if cap.activation is None:
+        raise RuntimeError("the CAM target layer did not run in the forward pass")
+    return cap.activation
+
+
 @torch.no_grad()
 def _cam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
          classes: Optional[torch.Tensor]) -> CamBatch:
     head = classifier_head(model)
     with capture_layer(target_layer(model, spec)) as cap:
         logits = model(x)
-    a = cap.activation  # (B, C, h, w)
+    a = _recorded(cap)  # (B, C, h, w)
     if spec.name in FEATURE_ACTIVATION:
         a = FEATURE_ACTIVATION[spec.name](a)
     cls = _pick(logits, classes)
-    c, h, w = a.shape[1:]
+    c, h, w = (int(n) for n in a.shape[1:])
     weight = head.weight.reshape(head.weight.shape[0], -1)  # (K, C): Linear, or a 1x1 conv
     if weight.shape[1] != c or (isinstance(head, nn.Conv2d) and head.kernel_size != (1, 1)):
         raise ConfigError(
@@ -105,9 +113,11 @@ def _cnnx(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
     with capture_layer(target_layer(model, spec)) as cap:
         logits = model(x)
     cls = _pick(logits, classes)
-    weight = net.fc.weight.view(net.fc.out_features, *net.feature_shape)  # (K, 64, P, P)
-    maps = (cap.activation * weight[cls]).sum(dim=1)  # (B, P, P)
-    return CamBatch(maps, logits, cls, 1.0, net.fc.bias[cls])
+    fc: nn.Linear = net.fc  # type: ignore[assignment]  # checked to be nn.Linear above
+    shape: tuple[int, ...] = tuple(net.feature_shape)  # type: ignore[arg-type]
+    weight = fc.weight.view(fc.out_features, *shape)  # (K, 64, P, P)
+    maps = (_recorded(cap) * weight[cls]).sum(dim=1)  # (B, P, P)
+    return CamBatch(maps, logits, cls, 1.0, fc.bias[cls])
 
 
 def _gradcam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
@@ -118,8 +128,8 @@ def _gradcam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
         # Images are independent in eval mode, so one backward of the summed scores gives
         # every image's own gradient.
         score = logits.gather(1, cls[:, None]).sum()
-        (grads,) = torch.autograd.grad(score, cap.activation)  # (B, C, h, w)
-    a = cap.activation.detach()
+        (grads,) = torch.autograd.grad(score, _recorded(cap))  # (B, C, h, w)
+    a = _recorded(cap).detach()
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     return CamBatch((alpha * a).sum(dim=1), logits.detach(), cls)
 
@@ -169,6 +179,7 @@ def compute_cams(model: nn.Module, model_name: str, images: torch.Tensor, method
 def _concat(parts: list[CamBatch]) -> CamBatch:
     if not parts:
         raise ValueError("compute_cams: no images")
-    offset = None if parts[0].offset is None else torch.cat([p.offset for p in parts])
+    offsets = [p.offset for p in parts if p.offset is not None]
+    offset = torch.cat(offsets) if len(offsets) == len(parts) else None
     return CamBatch(torch.cat([p.maps for p in parts]), torch.cat([p.logits for p in parts]),
                     torch.cat([p.classes for p in parts]), parts[0].scale, offset)

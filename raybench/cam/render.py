@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from raybench.errors import RaybenchError
-from raybench.store import CamSet
+from raybench.cam.camset import CamSet
 
 ALPHA = 0.45  # weight of the heat map over the gray image
 

@@ -99,7 +99,7 @@ def load_masks(manifest: pd.DataFrame, image_ids: Sequence[str], roots: Sequence
     """
     paths: dict[str, Optional[str]] = {}
     if S.MASK_PATH in manifest.columns:
-        paths = dict(zip(manifest[S.IMAGE_ID], manifest[S.MASK_PATH]))
+        paths = dict(zip(manifest[S.IMAGE_ID], manifest[S.MASK_PATH], strict=True))
     template = lung_field_template(size)
     masks = np.empty((len(image_ids), size, size), dtype=bool)
     from_file = np.zeros(len(image_ids), dtype=bool)

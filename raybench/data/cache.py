@@ -54,7 +54,7 @@ class DecodedImages:
 def cache_key(df: pd.DataFrame, size: int, mode: str = "L") -> str:
     """Hex key of a manifest's content (ids + content hashes, in row order), size and mode."""
     digest = hashlib.sha256(f"v{DECODER_VERSION}|{size}|{mode}\n".encode())
-    for image_id, sha in zip(df[S.IMAGE_ID], df[S.SHA256]):
+    for image_id, sha in zip(df[S.IMAGE_ID], df[S.SHA256], strict=True):
         digest.update(f"{image_id}\t{sha}\n".encode())
     return digest.hexdigest()[:32]
 

@@ -273,7 +273,7 @@ def _as_strings(series: pd.Series) -> pd.Series:
 
 def _is_null(value: object) -> bool:
     """Return True for None, NaN and pandas' NA / NaT scalars."""
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))  # type: ignore[call-overload]
 
 
 def _as_int32(df: pd.DataFrame, col: str, where: str) -> pd.Series:
@@ -419,7 +419,7 @@ def image_files(manifest_path: str | os.PathLike, paths: Sequence[str],
     if allow_outside_root:
         return files
     roots = [str(r) for r in image_roots(manifest_path)]
-    for cell, file in zip(paths, files):
+    for cell, file in zip(paths, files, strict=True):
         real = os.path.realpath(file)
         if not any(os.path.commonpath([r, real]) == r for r in roots):
             raise DataError(f"{manifest_path}: image path {cell!r} is outside the manifest's "

@@ -32,10 +32,11 @@ IMAGENET_CLASSES = 1000
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare model inside DDP / DataParallel / ``torch.compile`` wrappers."""
     while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod  # type: ignore[assignment]  # checked on the line above
         else:
             return model
 
@@ -56,7 +57,8 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     if isinstance(old, nn.Linear):
         new: nn.Module = nn.Linear(old.in_features, num_classes)
     elif isinstance(old, nn.Conv2d):  # SqueezeNet classifies with a 1x1 convolution
-        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=old.kernel_size)
+        kh, kw = old.kernel_size
+        new = nn.Conv2d(old.in_channels, num_classes, kernel_size=(kh, kw))
     else:
         raise TypeError(f"cannot replace head {head} of type {type(old).__name__}")
     _set_module(model, head, new)
@@ -82,7 +84,7 @@ def _tv_builder(arch: str, head: str, inception: bool = False) -> Any:
 
 def _drop_aux_heads(model: nn.Module) -> None:
     """The paper trains the main classifier only; auxiliary heads would change the loss."""
-    model.aux_logits = False
+    model.aux_logits = False  # type: ignore[assignment]  # a plain bool attribute, not a module
     for name in ("aux1", "aux2", "AuxLogits"):
         if hasattr(model, name):
             setattr(model, name, None)
@@ -96,7 +98,7 @@ def _timm_builder(arch: str) -> Any:
         model = timm.create_model(arch, pretrained=False, num_classes=IMAGENET_CLASSES)
         if pretrained:
             model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
-        model.reset_classifier(num_classes)
+        model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's own method
         return model
 
     return build
