@@ -207,3 +207,31 @@ def test_cli_significance_table(tmp_path: Path, rng, run_cli) -> None:
     code, _, err = run_cli("results", str(tmp_path), "--sweep", "s", "--table",
                            "significance", "--baseline", "nope")
     assert code == 2 and err.count("\n") == 1 and "baseline 'nope'" in err
+
+
+def test_a_run_writes_val_and_test_predictions_with_patient_source_and_calibration(
+        tmp_path: Path) -> None:
+    from raybench.config import load_spec
+    from raybench.engine.run import run_training
+
+    spec = load_spec(None, [
+        "name=tiny", f"results={tmp_path / 'runs'}", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.synthetic.per_class=10", "data.synthetic.size=32", "model.name=cnnx",
+        "model.image_size=32", "train.epochs=1", "train.batch_size=8", "train.device=cpu",
+        "cam.enabled=false"])
+    outcome = run_training(spec)
+    store = ResultStore(spec.results)
+    preds = store.read_table("tiny", "predictions")
+    assert preds.groupby("split").size().to_dict() == {"test": len(outcome.data.test),
+                                                      "val": len(outcome.data.val)}
+    assert preds["patient_id"].notna().all() and set(preds["source"]) == {"synthetic"}
+    runs = store.read_table("tiny", "runs")
+    assert runs.loc[0, "roi"] == "full" and runs.loc[0, "test_sources"] == "synthetic"
+    assert runs.loc[0, "test_from"] == "held-out split of synthetic data"
+    m = store.read_table("tiny", "metrics").set_index(["split", "class", "metric"])["value"]
+    assert m[("test", "all", "accuracy")] == outcome.result.test.metrics.accuracy
+    test = preds[preds["split"] == "test"]
+    probs = test[[f"p_{c}" for c in outcome.data.labels]].to_numpy()
+    onehot = np.eye(len(outcome.data.labels))[[outcome.data.labels.index(v) for v in test["label"]]]
+    assert m[("test", "all", "brier")] == pytest.approx(((probs - onehot) ** 2).sum(1).mean())
+    assert 0 <= m[("val", "all", "ece")] <= 1 and ("val", "all", "balanced_accuracy") in m
