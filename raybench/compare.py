@@ -198,10 +198,10 @@ def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = Non
 
 
 def rank_models(res: "Results", metric: str = "balanced_accuracy", split: str = "test",
-                roi: str = "full") -> Optional[stats.Friedman]:
+                roi: str = "full", scenario: Optional[str] = None) -> Optional[stats.Friedman]:
     """Mean ranks, Friedman test and Nemenyi CD over blocks (scenario x seed), using each
     cell's selected trial; blocks missing a model are left out. None with < 2 models."""
-    runs = cells(res)
+    runs = cells(res, scenario)
     runs = runs[runs[ROI] == roi]
     m = res.metrics
     whole = m[S.SOURCE].isna() if S.SOURCE in m else True

@@ -178,7 +178,9 @@ def _roi_table(res: Results) -> Optional[pd.DataFrame]:
 
 
 def _summary(res: Results) -> pd.DataFrame:
-    m = res.metrics
+    from raybench.results import whole_split
+
+    m = whole_split(res.metrics)
     overall = m[(m[S.SPLIT] == "test") & (m[S.CLASS] == "all") & m[S.METRIC].isin(OVERALL)]
     wide = overall.pivot_table(index=[S.SWEEP, S.TRIAL_ID], columns=S.METRIC, values=S.VALUE)
     varied = [h for h in S.HYPERPARAMETERS  # what the sweep searched over
@@ -192,7 +194,7 @@ def _summary(res: Results) -> pd.DataFrame:
 
 def _scenario_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list[Block]:
     blocks: list[Block] = [f"## Scenario: {scenario}"]
-    table = res.paper_table(scenario)
+    table = res.paper_table(scenario)  # full images (roi variants: the shortcut section)
     layout = "Table 1 layout (positive class one-vs-rest)" if not isinstance(
         table.index, pd.MultiIndex) else "Table 2 layout (per model and class)"
     blocks += [f"Test sensitivity and specificity, mean [95% interval] over seeds; {layout}.",
@@ -233,8 +235,14 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         f"ray {first.get('ray_version')}, timm {first.get('timm_version')}; "
         f"device {first.get('device')}, precision {first.get('precision')}.",
     ]
+    from raybench import report_stats as rs
+
+    blocks += rs.origin_blocks(res)
     for i, scenario in enumerate(res.scenarios()):
         blocks += _scenario_blocks(res, scenario, figs, f"s{i}")
+        blocks += rs.ranking_blocks(res, scenario, figs, f"s{i}")
+        blocks += rs.source_blocks(res, scenario)
+    blocks += rs.shortcut_blocks(res) + rs.calibration_blocks(res, figs)
     blocks += ["## Trials", Table(_summary(res))]
     cams = _cam_sets(res, sweep)
     if cams:
@@ -244,7 +252,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         blocks += ["ROI focus: share of positive CAM energy inside the lung mask; pointing game: "
                    "share of images whose CAM maximum lies inside it (test images with CAMs; "
                    "`_approx`: lung-field template, no masks). See `raybench.cam.roi`.",
-                   Table(roi)]
+                   Table(roi), rs.roi_chance_note(res)]
     return blocks
 
 

@@ -178,7 +178,7 @@ class Results:
 
     def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
                     split: str = "test", positive: Optional[str] = None,
-                    by_source: bool = False) -> pd.DataFrame:
+                    by_source: bool = False, roi: Optional[str] = "full") -> pd.DataFrame:
         """Sensitivity and specificity as in the paper, mean and 95% interval over seeds.
 
         Args:
@@ -196,11 +196,15 @@ class Results:
             interval is that run's Wilson interval; with more, a Student t interval.
             With ``by_source=True``: the same per source of the split's images (a ``source``
             index level after ``model``; only trials whose split held several sources).
+            ``roi``: only trials of this ``data.roi`` (a missing roi counts as ``full``);
+            None mixes them.
         """
         scenarios = self.scenarios() if scenario is None else [scenario]
         if len(scenarios) != 1:
             raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
         runs = self._completed(scenarios[0])
+        if roi is not None and "roi" in runs:
+            runs = runs[runs["roi"].fillna("full") == roi]
         metrics = self.metrics
         if by_source:
             metrics = metrics[metrics[S.SOURCE].notna()] if S.SOURCE in metrics else metrics[:0]

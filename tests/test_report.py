@@ -79,3 +79,45 @@ def test_report_skips_sections_without_data(tmp_path: Path, run_cli, missing: st
     names = {p.name.split("-")[0] for p in (tmp_path / "o" / "figures").iterdir()}
     assert names == {"sensspec", "confusion", "curves"} - {"epochs": {"curves"},
                                                           "predictions": {"confusion"}}[missing]
+
+
+def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
+    """Significance, CD diagram, claim sentence, per-source flags, shortcut control,
+    calibration and the test-set origin, from trials whose answers are known."""
+    from comparedata import probs_for, write_preds_trial
+
+    rng = np.random.default_rng(0)
+    store = ResultStore(str(tmp_path / "runs"))
+    y = np.tile(np.arange(3), 40)
+    sources = np.where(np.arange(120) < 60, "kermany", "hannover").tolist()
+    for seed in (0, 1, 2):
+        for model, skill in (("cnnx", 1.0), ("xception", 3.0), ("vgg16", 0.2)):
+            p = probs_for(y, skill, rng)
+            if model == "cnnx":  # hannover normals called covid19: a source shortcut
+                p[(np.array(sources) == "hannover") & (y == 0)] = [0.05, 0.05, 0.9]
+            write_preds_trial(store, "st", f"{model}-{seed}", model=model, seed=seed, y=y,
+                              probs={"test": p, "val": p}, sources=sources, roi="full")
+        write_preds_trial(store, "st", f"cnnx-out-{seed}", model="cnnx", seed=seed, y=y,
+                          roi="outside_lungs", probs={"test": probs_for(y, 0.0, rng)})
+    store.write_table("st", "runs", "cnnx-0", [{
+        **store.read_table("st", "runs").query("trial_id == 'cnnx-0'").iloc[0].to_dict(),
+        "test_from": "hannover.parquet", "test_sources": "hannover,kermany"}])
+    out = tmp_path / "report"
+    code, _, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "st", "--out", str(out))
+    assert code == 0, err
+    assert {"cd-s0.png", "reliability.png"} <= {p.name for p in (out / "figures").iterdir()}
+    md = (out / "report.md").read_text()
+    for heading in ("## Test sets", "### Ranking and significance: sc", "### Per source: sc",
+                    "## Shortcut control: the lungs hidden", "## Calibration"):
+        assert heading in md
+    assert "| sc | hannover.parquet | hannover,kermany |" in md
+    claim = re.search(r"cnnx vs xception: balanced accuracy ([-+]\d\.\d{3}) "
+                      r"\[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\], p = ([<\d. ]+) \(Holm; cnnx worse\)", md)
+    assert claim and float(claim[1]) < float(claim[3]) < 0, md[:3000]
+    assert ("Flagged (sensitivity differs between sources beyond the Wilson intervals): cnnx "
+            "normal: sensitivity") in md and "(apart in 3 of 3 seed(s))" in md
+    # The paper table counts the 3 full-image trials only (not the 3 outside_lungs ones).
+    assert re.search(r"\| cnnx \| normal \| [^|]+ \| [^|]+ \| 3 \|", md)
+    assert re.search(r"\| sc \| cnnx \| outside_lungs \| full \| balanced_accuracy \| all \|", md)
+    assert re.search(r"\*\*cnnx \(sc\): accuracy with the lungs hidden 0\.[0-4]\d\d\*\*", md)
+    assert re.search(r"\| xception \| 1 \| 0\.9\d+ \| 0\.9\d+ \| 3 \|", md)  # rank by val
