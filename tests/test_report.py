@@ -118,6 +118,6 @@ def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
             "normal: sensitivity") in md and "(apart in 3 of 3 seed(s))" in md
     # The paper table counts the 3 full-image trials only (not the 3 outside_lungs ones).
     assert re.search(r"\| cnnx \| normal \| [^|]+ \| [^|]+ \| 3 \|", md)
-    assert re.search(r"\| sc \| cnnx \| outside_lungs \| full \| balanced_accuracy \| all \|", md)
+    assert re.search(r"\| sc \| outside_lungs \| cnnx \| full \| balanced_accuracy \| all \|", md)
     assert re.search(r"\*\*cnnx \(sc\): accuracy with the lungs hidden 0\.[0-4]\d\d\*\*", md)
     assert re.search(r"\| xception \| 1 \| 0\.9\d+ \| 0\.9\d+ \| 3 \|", md)  # rank by val
