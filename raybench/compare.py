@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -163,6 +163,10 @@ def _over_seeds(part: pd.DataFrame) -> pd.Series:
     return first
 
 
+def _holm_series(p: pd.Series) -> pd.Series:
+    return pd.Series(stats.holm(p.to_numpy(float)), index=p.index)
+
+
 def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = None,
                    scenario: Optional[str] = None, baseline: Optional[str] = None,
                    opts: CompareOptions = CompareOptions()) -> pd.DataFrame:
@@ -189,11 +193,12 @@ def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = Non
     if opts.per_seed:
         rows = rows.assign(seeds=1)
     else:
-        rows = rows.groupby(keys, sort=False).apply(_over_seeds, include_groups=False)
+        grouped: Any = rows.groupby(keys, sort=False)  # pandas-stubs lack include_groups
+        rows = grouped.apply(_over_seeds, include_groups=False)
         rows = rows.reset_index(level=keys).reset_index(drop=True)
         rows = rows.drop(columns=[S.SEED])
     family = [S.SCENARIO, other, "metric", S.CLASS] + ([S.SEED] if opts.per_seed else [])
-    rows["p_holm"] = rows.groupby(family, sort=False)["p"].transform(lambda p: stats.holm(p))
+    rows["p_holm"] = rows.groupby(family, sort=False)["p"].transform(_holm_series)
     return rows.reset_index(drop=True)
 
 

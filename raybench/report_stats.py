@@ -45,13 +45,16 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
+def _distinct(values: pd.Series) -> str:
+    return ", ".join(sorted({str(x) for x in values.dropna()}))
+
+
 def origin_blocks(res: Results) -> list:
     """Where each scenario's test images came from (the runs' ``test_from`` / ``test_sources``)."""
     runs = res._completed()
     if "test_from" not in runs or runs["test_from"].isna().all():
         return []
-    origin = runs.groupby(S.SCENARIO)[["test_from", "test_sources"]].agg(
-        lambda v: ", ".join(sorted({str(x) for x in v.dropna()})))
+    origin = runs.groupby(S.SCENARIO)[["test_from", "test_sources"]].agg(_distinct)
     return ["## Test sets", "What each scenario was tested on: the origin of its test images "
             "(a `test_from` source or file, else the held-out split) and their sources.",
             Table(origin)]
@@ -237,7 +240,8 @@ def reliability_figure(res: Results, path: Path) -> Optional[Figure]:
     fig, ax = plt.subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", lw=1, label="perfect")
     for model, part in preds.groupby(S.MODEL):
-        cols = [c for c in part if c.startswith(S.PROB_PREFIX) and part[c].notna().all()]
+        cols = [str(c) for c in part if str(c).startswith(S.PROB_PREFIX)
+                and part[c].notna().all()]
         labels = [c[len(S.PROB_PREFIX):] for c in cols]
         part = part[part[S.LABEL].isin(labels)]
         y = np.array([labels.index(v) for v in part[S.LABEL]], dtype=np.int64)

@@ -57,7 +57,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     return McNemar(only_a, only_b, float(min(1.0, p)))
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
+def holm(pvalues: "Sequence[float] | np.ndarray") -> np.ndarray:
     """Holm (1979) step-down adjusted p-values; NaN entries stay NaN and are not counted.
 
     The i-th smallest of m p-values is multiplied by (m - i + 1), then a running maximum
@@ -191,7 +191,7 @@ def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str
     return out
 
 
-def draw_weights(clusters: Optional[Sequence[str]], n: int, n_boot: int,
+def draw_weights(clusters: "Optional[Sequence[str] | np.ndarray]", n: int, n_boot: int,
                  rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n) draw counts: each replicate draws as many clusters as there are, with
     replacement, and every image of a drawn cluster counts once per draw."""
@@ -233,7 +233,7 @@ def _summarise(a0: float, b0: float, d: np.ndarray) -> Bootstrap:
 
 
 def paired_bootstrap(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray,
-                     clusters: Optional[Sequence[str]] = None, n_boot: int = 2000,
+                     clusters: "Optional[Sequence[str] | np.ndarray]" = None, n_boot: int = 2000,
                      seed: int = 0) -> dict[str, Bootstrap]:
     """Every :func:`weighted_metrics` metric of model B minus model A, paired bootstrap.
 
@@ -263,7 +263,7 @@ def paired_bootstrap(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray,
 
 
 def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int,
-                        clusters: Optional[Sequence[str]] = None, n_boot: int = 2000,
+                        clusters: "Optional[Sequence[str] | np.ndarray]" = None, n_boot: int = 2000,
                         seed: int = 0) -> np.ndarray:
     """Replicates of any weighted statistic ``stat(w)`` with ``w`` the (N,) draw counts."""
     w = draw_weights(clusters, n, n_boot, np.random.default_rng(seed))
