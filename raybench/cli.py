@@ -156,7 +156,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_results(args: argparse.Namespace) -> None:
     from raybench.results import query, render
 
-    frame = query(args.uri, args.sweep, args.table, args.scenario, skip_corrupt=args.skip_corrupt)
+    frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
+                  skip_corrupt=args.skip_corrupt)
     print(render(frame, args.format))
 
 
@@ -285,11 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("results", help="print a results table (runs, metrics, paper)")
+    p = sub.add_parser("results", help="print a results table (runs, metrics, paper, significance)")
     p.add_argument("uri", help="results root: a path or s3://bucket/prefix")
     p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-    p.add_argument("--table", choices=["runs", "metrics", "paper"], default="runs")
+    p.add_argument("--table", choices=["runs", "metrics", "paper", "significance"], default="runs")
     p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
+    p.add_argument("--baseline", help="significance: the model every other is compared with "
+                   "(default: every pair)")
+    p.add_argument("--split", choices=["test", "val"], default="test",
+                   help="significance: the split whose predictions are compared")
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
     _add_skip_corrupt(p)
     p.set_defaults(func=_cmd_results)

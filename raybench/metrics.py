@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Optional
 from dataclasses import dataclass
 
 import numpy as np
@@ -287,3 +288,98 @@ def compute_metrics(y_true: object, y_prob: object, labels: Sequence[str]) -> Me
         macro_auc=macro_auc_ovr(t, p),
         n=int(t.size),
     )
+
+
+# --- calibration ---------------------------------------------------------------------------
+#: Equal-width confidence bins of the expected calibration error and the reliability diagram.
+ECE_BINS = 15
+CALIBRATION_METRICS: tuple[str, ...] = ("ece", "brier")
+
+
+def brier_score(y_true: object, y_prob: object) -> float:
+    """Multiclass Brier score: the mean over images of ``sum_k (p_k - [y == k])^2``.
+
+    Brier's (1950) original definition, in [0, 2]; for two classes it is twice the binary
+    score of either class. scikit-learn's ``brier_score_loss`` gives the same for multiclass.
+    """
+    t, p = _check_prob(y_true, y_prob)
+    if t.size == 0:
+        return math.nan
+    return float(((p - np.eye(p.shape[1])[t]) ** 2).sum(axis=1).mean())
+
+
+def brier_per_class(y_true: object, y_prob: object) -> np.ndarray:
+    """One-vs-rest Brier score per class: ``mean((p_k - [y == k])^2)``, shape (K,)."""
+    t, p = _check_prob(y_true, y_prob)
+    return ((p - np.eye(p.shape[1])[t]) ** 2).mean(axis=0)
+
+
+@dataclass(frozen=True, eq=False)
+class Reliability:
+    """Top-label confidence bins: edges (B + 1,), then per bin count, accuracy, confidence."""
+
+    edges: np.ndarray
+    count: np.ndarray
+    accuracy: np.ndarray  # NaN for an empty bin
+    confidence: np.ndarray
+
+
+def reliability_bins(y_true: object, y_prob: object, bins: int = ECE_BINS) -> Reliability:
+    """Bins the images by top-label confidence (max probability) into equal-width bins.
+
+    A confidence equal to a bin's upper edge belongs to that bin (bins are ``(lo, hi]``, the
+    first also holding 0), so a confidence of 1.0 lands in the last bin.
+    """
+    t, p = _check_prob(y_true, y_prob)
+    conf = p.max(axis=1)
+    hit = (p.argmax(axis=1) == t).astype(float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
+    count = np.bincount(idx, minlength=bins).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(idx, weights=hit, minlength=bins) / count
+        mean_conf = np.bincount(idx, weights=conf, minlength=bins) / count
+    return Reliability(edges, count.astype(np.int64), acc, mean_conf)
+
+
+def expected_calibration_error(y_true: object, y_prob: object, bins: int = ECE_BINS) -> float:
+    """ECE (Guo et al. 2017): ``sum_b n_b / N * |accuracy_b - confidence_b|`` over top-label
+    confidence bins (see :func:`reliability_bins`)."""
+    rel = reliability_bins(y_true, y_prob, bins)
+    n = rel.count.sum()
+    if n == 0:
+        return math.nan
+    full = rel.count > 0
+    return float((rel.count[full] / n * np.abs(rel.accuracy[full] - rel.confidence[full])).sum())
+
+
+def calibration_rows(y_true: object, y_prob: object, labels: Sequence[str],
+                     split: str) -> list[dict]:
+    """Metrics rows: ``ece`` and ``brier`` (class ``all``) and one-vs-rest ``brier`` per class."""
+    per_class = brier_per_class(y_true, y_prob)
+    rows = [_row(split, ALL, "ece", expected_calibration_error(y_true, y_prob), None),
+            _row(split, ALL, "brier", brier_score(y_true, y_prob), None)]
+    rows += [_row(split, str(name), "brier", float(v), None) for name, v in
+             zip(labels, per_class, strict=True)]
+    return rows
+
+
+def split_rows(y_true: object, y_prob: object, labels: Sequence[str], split: str,
+               sources: Optional[Sequence[str]] = None) -> list[dict]:
+    """Every metric row of one split (classification and calibration, ``source`` null), and
+    the same again per source when the split holds images of more than one source."""
+    t, p = _check_prob(y_true, y_prob)
+    rows = [{**r, "source": None} for r in
+            compute_metrics(t, p, labels).to_rows(split) + calibration_rows(t, p, labels, split)]
+    if sources is None:
+        return rows
+    src = np.asarray([str(s) for s in sources], dtype=object)
+    names = sorted(set(src.tolist()))
+    if len(names) < 2:
+        return rows
+    for name in names:
+        sel = src == name
+        part = compute_metrics(t[sel], p[sel], labels).to_rows(split)
+        part += calibration_rows(t[sel], p[sel], labels, split)
+        rows += [{**r, "source": name} for r in part]
+    return rows

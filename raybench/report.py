@@ -79,7 +79,8 @@ def new_figure(figsize: tuple[float, float]) -> MplFigure:
     return fig
 
 
-def _save(fig: MplFigure, path: Path, caption: str) -> Figure:
+def save_figure(fig: MplFigure, path: Path, caption: str) -> Figure:
+    """Saves ``fig`` as a PNG (tight layout, 100 dpi) and returns its report block."""
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Figure(path, caption)
@@ -102,7 +103,7 @@ def sens_spec_figure(table: pd.DataFrame, model: str, path: Path) -> Figure:
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{model}: per-class sensitivity / specificity")
     ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path, f"{model}: per-class sensitivity and specificity (95% interval)")
+    return save_figure(fig, path, f"{model}: per-class sensitivity and specificity (95% interval)")
 
 
 def learning_curves_plot(epochs: pd.DataFrame, title: str) -> MplFigure:
@@ -132,7 +133,7 @@ def learning_curves_plot(epochs: pd.DataFrame, title: str) -> MplFigure:
 
 def learning_curves_figure(epochs: pd.DataFrame, path: Path, title: str) -> Figure:
     """:func:`learning_curves_plot`, saved as a PNG."""
-    return _save(learning_curves_plot(epochs, title), path, f"learning curves: {title}")
+    return save_figure(learning_curves_plot(epochs, title), path, f"learning curves: {title}")
 
 
 def confusion_figure(counts: pd.DataFrame, model: str, path: Path) -> Figure:
@@ -147,7 +148,7 @@ def confusion_figure(counts: pd.DataFrame, model: str, path: Path) -> Figure:
     for (i, j), v in np.ndenumerate(counts.to_numpy()):
         ax.text(j, i, str(v), ha="center", va="center",
                 color="white" if v > top / 2 else "black")
-    return _save(fig, path, f"{model}: test confusion matrix, summed over seeds")
+    return save_figure(fig, path, f"{model}: test confusion matrix, summed over seeds")
 
 
 def row_label(text: str, width: int = ROW_LABEL_CHARS, lines: int = 3) -> str:
@@ -202,7 +203,7 @@ def cam_grid_plot(cams: dict[str, CamSet], max_rows: int = MAX_CAM_ROWS) -> MplF
 def cam_grid_figure(cams: dict[str, CamSet], path: Path, max_rows: int = MAX_CAM_ROWS) -> Figure:
     """:func:`cam_grid_plot`, saved as a PNG with a caption naming the CAM methods."""
     methods = sorted({f"{c.method} @ {c.target_layer}" for c in cams.values()})
-    return _save(cam_grid_plot(cams, max_rows), path,
+    return save_figure(cam_grid_plot(cams, max_rows), path,
                  f"CAMs ({', '.join(methods)}); rows are test images, columns the original "
                  "and each model")
 
@@ -240,7 +241,9 @@ def _roi_table(res: Results) -> Optional[pd.DataFrame]:
 
 
 def _summary(res: Results) -> pd.DataFrame:
-    m = res.metrics
+    from raybench.results import whole_split
+
+    m = whole_split(res.metrics)
     overall = m[(m[S.SPLIT] == "test") & (m[S.CLASS] == "all") & m[S.METRIC].isin(OVERALL)]
     wide = overall.pivot_table(index=[S.SWEEP, S.TRIAL_ID], columns=S.METRIC, values=S.VALUE)
     varied = [h for h in S.HYPERPARAMETERS  # what the sweep searched over
@@ -254,7 +257,7 @@ def _summary(res: Results) -> pd.DataFrame:
 
 def _scenario_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list[Block]:
     blocks: list[Block] = [f"## Scenario: {scenario}"]
-    table = res.paper_table(scenario)
+    table = res.paper_table(scenario)  # full images (roi variants: the shortcut section)
     layout = "Table 1 layout (positive class one-vs-rest)" if not isinstance(
         table.index, pd.MultiIndex) else "Table 2 layout (per model and class)"
     blocks += [f"Test sensitivity and specificity, mean [95% interval] over seeds; {layout}.",
@@ -296,8 +299,14 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         f"ray {first.get('ray_version')}, timm {first.get('timm_version')}; "
         f"device {first.get('device')}, precision {first.get('precision')}.",
     ]
+    from raybench import report_stats as rs
+
+    blocks += rs.origin_blocks(res)
     for i, scenario in enumerate(res.scenarios()):
         blocks += _scenario_blocks(res, scenario, figs, f"s{i}")
+        blocks += rs.ranking_blocks(res, scenario, figs, f"s{i}")
+        blocks += rs.source_blocks(res, scenario)
+    blocks += rs.shortcut_blocks(res) + rs.calibration_blocks(res, figs)
     blocks += ["## Trials", Table(_summary(res))]
     cams = _cam_sets(res, sweep)
     if cams:
@@ -309,6 +318,9 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
                    "share of images whose CAM maximum lies inside it (test images with CAMs; "
                    "`_approx`: lung-field template, no masks). See `raybench.cam.roi`.",
                    Table(roi)]
+        note = rs.roi_chance_note(res)
+        if note:
+            blocks.append(note)
     return blocks
 
 
@@ -469,4 +481,4 @@ def _move_into_place(tmp: Path, out: Path) -> None:
 
 
 __all__ = ["Block", "Figure", "Grid", "Table", "build_blocks", "cam_grid_figure", "cam_grid_plot",
-           "headings", "learning_curves_plot", "new_figure", "write_report"]
+           "headings", "learning_curves_plot", "new_figure", "save_figure", "write_report"]

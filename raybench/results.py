@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,11 @@ def mean_interval(values: Sequence[float], low: Sequence[float] = (),
     if bounds is not None:  # a proportion's interval stays within [0, 1]
         low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
     return float(x.mean()), low_, high_
+
+
+def whole_split(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Rows about a whole split (``source`` null), leaving per-source rows out."""
+    return metrics[metrics[S.SOURCE].isna()] if S.SOURCE in metrics else metrics
 
 
 def class_order(classes: Sequence[str]) -> list[str]:
@@ -126,6 +131,46 @@ class Results:
         """One row per trial and test image: label, predicted, ``p_<class>`` probabilities."""
         return self._read("predictions")
 
+    def compare_models(self, metric: Union[str, Sequence[str], None] = None,
+                       scenario: Optional[str] = None, baseline: Optional[str] = None, *,
+                       split: str = "test", by: str = S.MODEL, per_seed: bool = False,
+                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Paired comparison of models (or of a model's ``roi`` variants) on the same images.
+
+        For each model against ``baseline`` (default: every pair, the alphabetically first as
+        baseline), on the images both scored: the difference (model - baseline) in accuracy,
+        balanced accuracy, macro AUC, per-class sensitivity, specificity and one-vs-rest AUC,
+        with a 95% interval and a p-value: a paired bootstrap resampling patients when the
+        predictions carry patient ids (else images), the exact McNemar test for accuracy and
+        DeLong's test for per-class AUC. ``p_holm`` adjusts p across the comparisons of one
+        metric and class. With several seeds (matched by seed), one row per comparison holds
+        the mean difference, a Student t interval over the seeds and a t test
+        (``per_seed=True``: the per-seed rows instead). Each cell is represented by its trial
+        with the best validation balanced accuracy.
+
+        Args:
+            metric: One of ``accuracy``, ``balanced_accuracy``, ``macro_auc``, ``sensitivity``,
+                ``specificity``, ``auc``, a list of them, or None for all.
+            scenario: Restrict to one scenario (default: each scenario separately).
+            baseline: The model (or roi, with ``by="roi"``) every other is compared with.
+            split: ``test`` or ``val`` (predictions of both are stored).
+            by: ``model``, or ``roi`` to compare ``outside_lungs`` / ``lungs_only`` runs of
+                one model with ``full`` (the shortcut control).
+            per_seed: One row per seed instead of one across seeds.
+            n_boot: Bootstrap replicates.
+            seed: Seed of the bootstrap.
+
+        Returns:
+            Columns ``scenario``, ``roi`` (or ``model``), ``model`` (or ``roi``),
+            ``baseline``, ``metric``, ``class``, ``value``, ``baseline_value``, ``diff``,
+            ``ci_low``, ``ci_high``, ``p``, ``test``, ``p_holm``, ``seeds``, ``n_images``,
+            ``resampled`` (and ``seed`` with ``per_seed``).
+        """
+        from raybench.compare import CompareOptions, compare_models
+
+        opts = CompareOptions(by=by, split=split, n_boot=n_boot, seed=seed, per_seed=per_seed)
+        return compare_models(self, metric, scenario, baseline, opts)
+
     def with_runs(self, frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
         """``frame`` joined with the runs table (all its columns, or ``columns``)."""
         runs = self.runs[KEYS + [c for c in columns if c not in KEYS]] if columns else self.runs
@@ -157,7 +202,8 @@ class Results:
         return sorted(self.completed_runs()[S.SCENARIO].dropna().unique())
 
     def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
-                    split: str = "test", positive: Optional[str] = None) -> pd.DataFrame:
+                    split: str = "test", positive: Optional[str] = None,
+                    by_source: bool = False, roi: Optional[str] = "full") -> pd.DataFrame:
         """Sensitivity and specificity as in the paper, mean and 95% interval over seeds.
 
         Args:
@@ -173,16 +219,27 @@ class Results:
             ``sensitivity``, ``sensitivity_low``, ``sensitivity_high``, the same for
             ``specificity``, and ``seeds`` (completed trials averaged). With one seed the
             interval is that run's Wilson interval; with more, a Student t interval.
+            With ``by_source=True``: the same per source of the split's images (a ``source``
+            index level after ``model``; only trials whose split held several sources).
+            ``roi``: only trials of this ``data.roi`` (a missing roi counts as ``full``);
+            None mixes them.
         """
         scenarios = self.scenarios() if scenario is None else [scenario]
         if len(scenarios) != 1:
             raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
         runs = self.completed_runs(scenarios[0])
+        if roi is not None and "roi" in runs:
+            runs = runs[runs["roi"].fillna("full") == roi]
         metrics = self.metrics
+        if by_source:
+            metrics = metrics[metrics[S.SOURCE].notna()] if S.SOURCE in metrics else metrics[:0]
+        else:
+            metrics = whole_split(metrics)
         rows = metrics[(metrics[S.SPLIT] == split) & metrics[S.METRIC].isin([SENS, SPEC])]
         rows = rows.merge(runs[KEYS + [S.MODEL, S.SEED]], on=KEYS)
         if rows.empty:
-            raise RaybenchError(f"no {split} sensitivity/specificity rows for scenario "
+            raise RaybenchError(f"no {split} sensitivity/specificity rows"
+                                f"{' per source' if by_source else ''} for scenario "
                                 f"{scenarios[0]!r}")
         classes = class_order(rows[S.CLASS].unique().tolist())
         if layout == "auto":
@@ -195,15 +252,16 @@ class Results:
             keys = [S.MODEL, S.CLASS]
         else:
             raise RaybenchError(f"unknown layout {layout!r}; use auto, table1 or table2")
+        keys = keys[:1] + [S.SOURCE] + keys[1:] if by_source else keys
         out = _aggregate(rows, keys)
         if layout == "table2":
-            out = out.reindex(sorted(out.index, key=lambda k: (k[0], classes.index(k[1]))))
+            out = out.reindex(sorted(out.index, key=lambda k: (*k[:-1], classes.index(k[-1]))))
         return out
 
     def leaderboard(self, metric: str = "balanced_accuracy", *, split: str = "test",
                     cls: str = "all", ascending: bool = False) -> pd.DataFrame:
         """Trials ranked by one metric, with their runs columns (hyperparameters included)."""
-        m = self.metrics
+        m = whole_split(self.metrics)
         rows = m[(m[S.METRIC] == metric) & (m[S.SPLIT] == split) & (m[S.CLASS] == cls)]
         if rows.empty:
             have = sorted(set(zip(m[S.METRIC], m[S.CLASS], strict=True)))
@@ -229,7 +287,7 @@ class Results:
             res = self if sweep in self.sweeps else load(self.store.root.uri, sweep)
             runs = res.completed_runs()
             runs = runs[runs[S.SWEEP] == sweep]
-            m = res.metrics
+            m = whole_split(res.metrics)
             rows = m[(m[S.SPLIT] == split) & (m[S.CLASS] == "all") & m[S.METRIC].isin(metrics)]
             rows = rows.merge(runs[KEYS + [S.MODEL]], on=KEYS)
             means[sweep] = rows.groupby([S.MODEL, S.METRIC])[S.VALUE].agg(["mean", "count"])
@@ -246,7 +304,10 @@ class Results:
         Rows are true labels, columns predicted labels, in :func:`class_order`.
         """
         runs = self.completed_runs(scenario)
-        preds = self.predictions.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
+        preds = self.predictions
+        if S.SPLIT in preds:  # test images only (val predictions are stored too)
+            preds = preds[preds[S.SPLIT].fillna("test") == "test"]
+        preds = preds.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
         if preds.empty:
             raise RaybenchError(f"no predictions for model {model!r}")
         probs = [c for c in preds.columns if c.startswith(S.PROB_PREFIX)]
@@ -302,6 +363,19 @@ def format_paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return pd.DataFrame({"Sensitivity": table.apply(cell, axis=1, metric=SENS),
                          "Specificity": table.apply(cell, axis=1, metric=SPEC),
                          "Seeds": table[SEEDS]}, index=table.index)
+
+
+def format_significance(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """The comparison table with numbers rounded and the columns a reader needs first."""
+    first = [c for c in (S.SCENARIO, "roi", S.MODEL, "baseline", S.METRIC, S.CLASS, "value",
+                         "baseline_value", "diff", "ci_low", "ci_high", "p", "p_holm", "test",
+                         "seeds", "n_images", "resampled") if c in table]
+    out = table[first + [c for c in table if c not in first]].copy()
+    for col in ("value", "baseline_value", "diff", "ci_low", "ci_high"):
+        out[col] = out[col].astype(float).round(digits)
+    for col in ("p", "p_holm"):
+        out[col] = out[col].astype(float).map(lambda p: float(f"{p:.3g}"))
+    return out
 
 
 def to_markdown(frame: pd.DataFrame, float_digits: int = 4) -> str:
@@ -369,11 +443,15 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
 
 
 def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None,
+          baseline: Optional[str] = None, split: str = "test", *,
           skip_corrupt: bool = False) -> pd.DataFrame:
-    """What ``raybench results`` prints: ``runs``, ``metrics`` or the formatted ``paper`` table."""
+    """What ``raybench results`` prints: ``runs``, ``metrics``, the formatted ``paper`` table
+    or the ``significance`` table (:meth:`Results.compare_models`, rounded)."""
     res = load(uri, sweep, skip_corrupt=skip_corrupt)
     if table == "paper":
         return format_paper_table(res.paper_table(scenario))
+    if table == "significance":
+        return format_significance(res.compare_models(None, scenario, baseline, split=split))
     if table not in ("runs", "metrics", "epochs", "predictions"):
         raise RaybenchError(f"unknown table {table!r}; choose runs, metrics or paper")
     return res.table(table)

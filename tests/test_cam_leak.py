@@ -61,7 +61,8 @@ def test_export_writes_cams_and_per_class_roi_rows(trained) -> None:
     metrics = store.read_table(spec.name, "metrics")
     roi = metrics[metrics["metric"] == "roi_focus"]
     assert set(roi["class"]) == {*outcome.data.labels, "all"} and set(roi["split"]) == {"test"}
-    assert (metrics["metric"] == "sensitivity").sum() == len(outcome.data.labels)  # kept
+    sens = metrics[(metrics["metric"] == "sensitivity") & (metrics["split"] == "test")]
+    assert len(sens) == len(outcome.data.labels)  # kept
 
 
 def test_report_shows_the_cam_figure_and_cli_renders(trained, run_cli) -> None:

@@ -27,7 +27,7 @@ def test_train_cnnx_beats_chance_and_writes_results(tmp_path: Path, run_cli) -> 
     assert runs.loc[0, "model"] == "cnnx" and runs.loc[0, "epochs_run"] == 3
     assert runs.loc[0, "params"] == 4 * 64 * 21 * 21 + 4 + 16 * 3 * 124 + 192
     assert runs.loc[0, "status"] == "completed" and runs.loc[0, "torch_version"]
-    metrics = pd.read_parquet(sweep / "metrics")
+    metrics = pd.read_parquet(sweep / "metrics").query("split == 'test'")
     acc = metrics.query("`class` == 'all' and metric == 'accuracy'")["value"].item()
     assert acc >= 0.5  # chance 0.25; the held-out test split has 32 images
     sens = metrics.query("metric == 'sensitivity'")
@@ -35,7 +35,7 @@ def test_train_cnnx_beats_chance_and_writes_results(tmp_path: Path, run_cli) -> 
     assert sens["ci_low"].le(sens["value"]).all() and sens["ci_high"].ge(sens["value"]).all()
     epochs = pd.read_parquet(sweep / "epochs")
     assert epochs["epoch"].tolist() == [1, 2, 3]
-    preds = pd.read_parquet(sweep / "predictions")
+    preds = pd.read_parquet(sweep / "predictions").query("split == 'test'")
     assert len(preds) == metrics.query("metric == 'n'")["value"].item()
     assert (preds["predicted"] == preds["label"]).mean() == pytest.approx(acc)
 

@@ -96,7 +96,7 @@ def test_report_has_a_table_of_contents_linking_every_section(tmp_path: Path, ru
     page = (out / "report.html").read_text()
     ids = re.findall(r'<h[23] id="([^"]+)">', page)
     assert ids == ["scenario-scenario2", "per-class-sensitivity--specificity", "learning-curves",
-                   "confusion-matrices", "trials"]
+                   "confusion-matrices", "ranking-and-significance-scenario2", "trials"]
     nav = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
     assert re.findall(r'href="#([^"]+)"', nav) == ids
     assert page.index("<nav") < page.index('<h2 id="scenario-scenario2">')  # before section 1
@@ -161,3 +161,45 @@ def test_cam_grid_row_labels_of_long_ids_do_not_overlap() -> None:
     assert len(set(labels)) == 4 and "person1002" in labels[2]  # ids stay distinguishable
     assert row_label("a" * 30, width=24) == "a" * 24 + "\n" + "a" * 6
     assert row_label("x" * 40 + "END", width=10, lines=2) == "x" * 10 + "\n\u2026" + "x" * 6 + "END"
+
+
+def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
+    """Significance, CD diagram, claim sentence, per-source flags, shortcut control,
+    calibration and the test-set origin, from trials whose answers are known."""
+    from comparedata import probs_for, write_preds_trial
+
+    rng = np.random.default_rng(0)
+    store = ResultStore(str(tmp_path / "runs"))
+    y = np.tile(np.arange(3), 40)
+    sources = np.where(np.arange(120) < 60, "kermany", "hannover").tolist()
+    for seed in (0, 1, 2):
+        for model, skill in (("cnnx", 1.0), ("xception", 3.0), ("vgg16", 0.2)):
+            p = probs_for(y, skill, rng)
+            if model == "cnnx":  # hannover normals called covid19: a source shortcut
+                p[(np.array(sources) == "hannover") & (y == 0)] = [0.05, 0.05, 0.9]
+            write_preds_trial(store, "st", f"{model}-{seed}", model=model, seed=seed, y=y,
+                              probs={"test": p, "val": p}, sources=sources, roi="full")
+        write_preds_trial(store, "st", f"cnnx-out-{seed}", model="cnnx", seed=seed, y=y,
+                          roi="outside_lungs", probs={"test": probs_for(y, 0.0, rng)})
+    store.write_table("st", "runs", "cnnx-0", [{
+        **store.read_table("st", "runs").query("trial_id == 'cnnx-0'").iloc[0].to_dict(),
+        "test_from": "hannover.parquet", "test_sources": "hannover,kermany"}])
+    out = tmp_path / "report"
+    code, _, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "st", "--out", str(out))
+    assert code == 0, err
+    assert {"cd-s0.png", "reliability.png"} <= {p.name for p in (out / "figures").iterdir()}
+    md = (out / "report.md").read_text()
+    for heading in ("## Test sets", "### Ranking and significance: sc", "### Per source: sc",
+                    "## Shortcut control: the lungs hidden", "## Calibration"):
+        assert heading in md
+    assert "| sc | hannover.parquet | hannover,kermany |" in md
+    claim = re.search(r"cnnx vs xception: balanced accuracy ([-+]\d\.\d{3}) "
+                      r"\[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\], p = ([<\d. ]+) \(Holm; cnnx worse\)", md)
+    assert claim and float(claim[1]) < float(claim[3]) < 0, md[:3000]
+    assert ("Flagged (sensitivity differs between sources beyond the Wilson intervals): cnnx "
+            "normal: sensitivity") in md and "(apart in 3 of 3 seed(s))" in md
+    # The paper table counts the 3 full-image trials only (not the 3 outside_lungs ones).
+    assert re.search(r"\| cnnx \| normal \| [^|]+ \| [^|]+ \| 3 \|", md)
+    assert re.search(r"\| sc \| outside_lungs \| cnnx \| full \| balanced_accuracy \| all \|", md)
+    assert re.search(r"\*\*cnnx \(sc\): accuracy with the lungs hidden 0\.[0-4]\d\d\*\*", md)
+    assert re.search(r"\| xception \| 1 \| 0\.9\d+ \| 0\.9\d+ \| 3 \|", md)  # rank by val

@@ -93,9 +93,9 @@ def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Pat
     assert len(runs) == 1 and runs.loc[0, "num_workers"] == 2 and runs.loc[0, "epochs_run"] == 3
     epochs = pd.read_parquet(tmp_path / "r" / "ddp" / "epochs")
     assert epochs["epoch"].tolist() == [1, 2, 3]  # resumed after epoch 2, not restarted
-    metrics = pd.read_parquet(tmp_path / "r" / "ddp" / "metrics")
+    metrics = pd.read_parquet(tmp_path / "r" / "ddp" / "metrics").query("split == 'test'")
     assert metrics.query("metric == 'n'")["value"].item() == len(
-        pd.read_parquet(tmp_path / "r" / "ddp" / "predictions"))
+        pd.read_parquet(tmp_path / "r" / "ddp" / "predictions").query("split == 'test'"))
 
 
 def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[str]:

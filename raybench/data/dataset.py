@@ -21,11 +21,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SplitData:
-    """One split: uint8 images (N, S, S), int64 class indices (N,) and image ids."""
+    """One split: uint8 images (N, S, S), int64 class indices (N,) and image ids; the
+    patient id and source of each image (for the patient bootstrap and per-source metrics)."""
 
     images: torch.Tensor
     targets: torch.Tensor
     image_ids: list[str]
+    patient_ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -77,7 +80,9 @@ def _split_tensors(df: pd.DataFrame, images: np.ndarray, labels: tuple[str, ...]
     mask = (df[S.SPLIT] == name).to_numpy()
     index = {lab: i for i, lab in enumerate(labels)}
     targets = torch.tensor([index[lab] for lab in df.loc[mask, S.LABEL]], dtype=torch.int64)
-    return SplitData(torch.from_numpy(images[mask]), targets, df.loc[mask, S.IMAGE_ID].tolist())
+    return SplitData(torch.from_numpy(images[mask]), targets, df.loc[mask, S.IMAGE_ID].tolist(),
+                     df.loc[mask, S.PATIENT_ID].astype(str).tolist(),
+                     df.loc[mask, S.SOURCE].astype(str).tolist())
 
 
 @dataclass

@@ -61,6 +61,7 @@ class LoopResult:
 
     history: list[EpochStats] = field(default_factory=list)
     test: Optional[Evaluation] = None
+    val: Optional[Evaluation] = None  # the last epoch's validation (select on validation)
     train_seconds: float = 0.0
     train_images: int = 0
 
@@ -227,6 +228,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
                            opt.param_groups[0]["lr"], time.perf_counter() - t0,
                            seen / train_s if train_s else 0.0)
         result.history.append(stats)
+        result.val = val
         result.train_seconds += train_s
         result.train_images += seen
         log.info("epoch %d/%d loss %.4f val_bacc %.3f", stats.epoch, cfg.epochs, train_loss,

@@ -22,7 +22,7 @@ import raybench
 from raybench import schema as S
 from raybench import storage
 from raybench.config import Spec, dump_yaml
-from raybench.data.dataset import PreparedData, prepare_data
+from raybench.data.dataset import PreparedData, SplitData, prepare_data
 from raybench.engine.loop import (
     LoopResult,
     check_batch_size,
@@ -30,6 +30,7 @@ from raybench.engine.loop import (
     resolve_device,
     seed_everything,
 )
+from raybench.metrics import split_rows
 from raybench.models import build_model, count_parameters, get_model_spec
 from raybench import tracking
 from raybench.storage import check_writable
@@ -107,6 +108,38 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
     }
 
 
+def test_origin(spec: Spec, data: PreparedData) -> dict[str, Optional[str]]:
+    """``test_from`` (the scenario's or data's ``test_from``, else the held-out split of the
+    manifest) and ``test_sources`` (the test images' sources, comma-separated)."""
+    origin = data.scenario.get("test_from") or spec.data.test_from
+    if not origin:
+        name = Path(spec.data.manifest).name if spec.data.manifest else "synthetic data"
+        origin = f"held-out split of {name}"
+    return {"test_from": str(origin), "test_sources": ",".join(sorted(set(data.test.sources)))}
+
+
+def prediction_frame(split: str, part: SplitData, probs: Any,
+                     labels: tuple[str, ...]) -> pd.DataFrame:
+    """One split's predictions: identity, patient, source, label, predicted, ``p_<class>``."""
+    n = len(part)
+    frame = pd.DataFrame({
+        S.SPLIT: [split] * n, S.IMAGE_ID: part.image_ids,
+        S.PATIENT_ID: part.patient_ids or [None] * n, S.SOURCE: part.sources or [None] * n,
+        S.LABEL: [labels[i] for i in part.targets.tolist()],
+        S.PREDICTED: [labels[i] for i in probs.argmax(axis=1)]})
+    for i, lab in enumerate(labels):
+        frame[f"{S.PROB_PREFIX}{lab}"] = probs[:, i]
+    return frame
+
+
+def _evaluated(result: LoopResult, data: PreparedData) -> list[tuple[str, SplitData, Any]]:
+    """(split name, split data, probabilities) for test and, when it was evaluated, val."""
+    out = [("test", data.test, result.test.probs)]
+    if result.val is not None:
+        out.append(("val", data.val, result.val.probs))
+    return out
+
+
 def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: dict[str, Any],
                   result: LoopResult, data: PreparedData, model: torch.nn.Module) -> None:
     """Writes the trial's epochs, CAMs, metrics (with ROI focus) and predictions, then its run
@@ -116,17 +149,18 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     sweep = spec.name
     store.write_table(sweep, "epochs", trial_id, [dataclasses.asdict(h) for h in result.history])
     cams = export_trial_cams(store, spec, trial_id, model, data, result)
-    store.write_table(sweep, "metrics", trial_id,
-                      result.test.metrics.to_rows("test") + (cams.rows if cams else []))
-    probs = result.test.probs
-    preds = pd.DataFrame({f"p_{lab}": probs[:, i] for i, lab in enumerate(data.labels)})
-    preds.insert(0, S.IMAGE_ID, data.test.image_ids)
-    preds.insert(1, S.LABEL, [data.labels[i] for i in data.test.targets.tolist()])
-    preds.insert(2, "predicted", [data.labels[i] for i in probs.argmax(axis=1)])
+    evaluated = _evaluated(result, data)
+    rows: list[dict] = []
+    for split, part, probs in evaluated:  # per source too when a split mixes sources
+        rows += split_rows(part.targets.numpy(), probs, data.labels, split, part.sources or None)
+    store.write_table(sweep, "metrics", trial_id, rows + (cams.rows if cams else []))
+    preds = pd.concat([prediction_frame(split, part, probs, data.labels)
+                       for split, part, probs in evaluated], ignore_index=True)
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
-    store.write_table(sweep, "runs", trial_id,
-                      [{**outcome_row, "skipped_images": json.dumps(skipped) if skipped else None}])
+    store.write_table(sweep, "runs", trial_id, [{
+        **test_origin(spec, data), **outcome_row,
+        "skipped_images": json.dumps(skipped) if skipped else None}])
     tracking.log_trial(spec, trial_id, outcome_row, result, data, cams)  # after the results
 
 

@@ -1,0 +1,218 @@
+"""Paired comparisons of trials scored on the same images, from the results tables alone.
+
+``Results.compare_models`` and ``raybench results --table significance`` call
+:func:`compare_models`; the report's significance, ranking and shortcut-control sections too.
+One trial stands for each cell (scenario x model x roi x seed): the one with the best
+validation balanced accuracy (select on validation), so a search sweep's many trials per cell
+compare like a grid's one.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from raybench import schema as S
+from raybench import stats
+from raybench.errors import RaybenchError
+
+if TYPE_CHECKING:
+    from raybench.results import Results
+
+ROI = "roi"
+KEYS = [S.SWEEP, S.TRIAL_ID]
+#: The metrics a comparison reports and the test behind each p-value.
+TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap",
+                         "macro_auc": "bootstrap", "sensitivity": "bootstrap",
+                         "specificity": "bootstrap", "auc": "delong"}
+PER_CLASS = ("sensitivity", "specificity", "auc")
+SELECT_METRIC = "balanced_accuracy"
+COLUMNS = ["value", "baseline_value", "diff", "ci_low", "ci_high", "p"]
+
+
+@dataclass(frozen=True)
+class CompareOptions:
+    """How to compare: the grouping column, bootstrap size and seed, the split."""
+
+    by: str = S.MODEL  # or "roi": compare a model's roi variants (shortcut control)
+    split: str = "test"
+    n_boot: int = 2000
+    seed: int = 0
+    per_seed: bool = False
+
+
+def cells(res: "Results", scenario: Optional[str] = None) -> pd.DataFrame:
+    """Completed trials with ``roi`` filled (``full`` when missing), one per cell and seed:
+    the best by validation balanced accuracy, else the first trial id."""
+    runs = res.completed_runs(scenario).copy()
+    runs[ROI] = runs[ROI].fillna("full") if ROI in runs else "full"
+    m = res.metrics
+    whole = m[S.SOURCE].isna() if S.SOURCE in m else True
+    val = m[whole & (m[S.SPLIT] == "val") & (m[S.CLASS] == "all") & (m[S.METRIC] == SELECT_METRIC)]
+    runs = runs.merge(val[KEYS + [S.VALUE]].rename(columns={S.VALUE: "_val"}), on=KEYS, how="left")
+    runs = runs.sort_values(["_val", S.TRIAL_ID], ascending=[False, True], na_position="last")
+    return runs.drop_duplicates([S.SCENARIO, S.MODEL, ROI, S.SEED]).drop(columns="_val")
+
+
+def split_predictions(res: "Results", split: str) -> pd.DataFrame:
+    """Predictions of one split; files written before the split column count as test."""
+    preds = res.predictions
+    if preds.empty:
+        raise RaybenchError("no predictions in the results: a comparison needs them")
+    sp = preds[S.SPLIT].fillna("test") if S.SPLIT in preds else pd.Series("test", preds.index)
+    out = preds[sp == split]
+    if out.empty:
+        raise RaybenchError(f"no {split} predictions; splits present: {sorted(set(sp))}")
+    return out
+
+
+def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], list[str]]:
+    """Labels, both probability matrices and clusters on the images both trials scored."""
+    a = preds[preds[S.TRIAL_ID] == trial_a].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+    b = preds[preds[S.TRIAL_ID] == trial_b].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+    shared = a.index.intersection(b.index)
+    if len(shared) == 0:
+        raise RaybenchError(f"trials {trial_a} and {trial_b} share no scored image")
+    a, b = a.loc[shared], b.loc[shared]
+    cols = [c for c in a.columns if c.startswith(S.PROB_PREFIX)
+            and a[c].notna().all() and b[c].notna().all()]
+    labels = [c[len(S.PROB_PREFIX):] for c in cols]
+    index = {lab: i for i, lab in enumerate(labels)}
+    keep = a[S.LABEL].isin(index).to_numpy()
+    y = np.array([index[v] for v in a[S.LABEL][keep]], dtype=np.int64)
+    patients = a[S.PATIENT_ID][keep] if S.PATIENT_ID in a else None
+    clusters = (patients.astype(str).to_numpy()
+                if patients is not None and patients.notna().all() else None)
+    return (y, a[cols].to_numpy(float)[keep], b[cols].to_numpy(float)[keep], clusters, labels)
+
+
+def _pair_rows(preds: pd.DataFrame, trial_a: str, trial_b: str,
+               opts: CompareOptions) -> list[dict]:
+    """Every metric of trial_b minus trial_a, with its interval and p-value."""
+    y, pa, pb, clusters, labels = _paired(preds, trial_a, trial_b)
+    boot = stats.paired_bootstrap(y, pa, pb, clusters, opts.n_boot, opts.seed)
+    base = {"n_images": int(y.size), "resampled": "patients" if clusters is not None else "images"}
+    rows = []
+    mc = stats.mcnemar_exact(pa.argmax(1) == y, pb.argmax(1) == y)
+    for name in ("accuracy", "balanced_accuracy", "macro_auc"):
+        r = boot[name]
+        p = mc.pvalue if name == "accuracy" else r.pvalue
+        rows.append({**base, "metric": name, S.CLASS: "all", "value": r.value_b,
+                     "baseline_value": r.value_a, "diff": r.diff, "ci_low": r.ci_low,
+                     "ci_high": r.ci_high, "p": p, "test": TESTS[name]})
+    for c, label in enumerate(labels):
+        for name in ("sensitivity", "specificity"):
+            r = boot[f"{name}:{c}"]
+            rows.append({**base, "metric": name, S.CLASS: label, "value": r.value_b,
+                         "baseline_value": r.value_a, "diff": r.diff, "ci_low": r.ci_low,
+                         "ci_high": r.ci_high, "p": r.pvalue, "test": "bootstrap"})
+        d = stats.delong_test(y == c, pa[:, c], pb[:, c])
+        rows.append({**base, "metric": "auc", S.CLASS: label, "value": d.auc_b,
+                     "baseline_value": d.auc_a, "diff": d.diff, "ci_low": d.ci_low,
+                     "ci_high": d.ci_high, "p": d.pvalue, "test": "delong"})
+    return rows
+
+
+def _pairs(values: Sequence[str], baseline: Optional[str]) -> list[tuple[str, str]]:
+    """(baseline, other) pairs: against ``baseline``, else every pair in sorted order."""
+    values = sorted(values)
+    if baseline is None:
+        return list(combinations(values, 2))
+    return [(baseline, v) for v in values if v != baseline] if baseline in values else []
+
+
+def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
+               opts: CompareOptions) -> list[dict]:
+    """Per-seed rows of every pair in every context (scenario and the other cell column)."""
+    other = ROI if opts.by == S.MODEL else S.MODEL
+    rows = []
+    for (scenario, ctx), group in runs.groupby([S.SCENARIO, other], sort=True):
+        trial = {(r[opts.by], r[S.SEED]): r[S.TRIAL_ID] for _, r in group.iterrows()}
+        for a, b in _pairs(group[opts.by].unique().tolist(), baseline):
+            seeds = sorted({s for v, s in trial if v == a} & {s for v, s in trial if v == b})
+            for seed in seeds:
+                for row in _pair_rows(preds, trial[(a, seed)], trial[(b, seed)], opts):
+                    rows.append({S.SCENARIO: scenario, other: ctx, opts.by: b,
+                                 "baseline": a, S.SEED: seed, **row})
+    return rows
+
+
+def _over_seeds(part: pd.DataFrame) -> pd.Series:
+    """One row from per-seed rows: the mean difference with a t interval over seeds and a
+    one-sample t test; with one seed, that seed's own interval and test."""
+    from raybench.results import mean_interval
+
+    first = part.iloc[0].copy()
+    first["seeds"] = len(part)
+    if len(part) == 1:
+        return first
+    diffs = part["diff"].to_numpy(float)
+    first["diff"], first["ci_low"], first["ci_high"] = mean_interval(diffs.tolist())
+    first["value"], first["baseline_value"] = part["value"].mean(), part["baseline_value"].mean()
+    if np.all(diffs == diffs[0]):
+        first["p"] = 1.0 if diffs[0] == 0 else math.nan  # no spread: a t test is undefined
+    else:
+        first["p"] = float(sps.ttest_1samp(diffs, 0.0).pvalue)
+    first["test"] = "t over seeds"
+    return first
+
+
+def _holm_series(p: pd.Series) -> pd.Series:
+    return pd.Series(stats.holm(p.to_numpy(float)), index=p.index)
+
+
+def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = None,
+                   scenario: Optional[str] = None, baseline: Optional[str] = None,
+                   opts: CompareOptions = CompareOptions()) -> pd.DataFrame:
+    """The paired comparison table; see :meth:`raybench.results.Results.compare_models`."""
+    if opts.by not in (S.MODEL, ROI):
+        raise RaybenchError(f"compare by {opts.by!r}: use 'model' or 'roi'")
+    wanted = [metric] if isinstance(metric, str) else list(metric or TESTS)
+    unknown = [m for m in wanted if m not in TESTS]
+    if unknown:
+        raise RaybenchError(f"cannot compare metric(s) {unknown}; choose from {list(TESTS)}")
+    runs = cells(res, scenario)
+    if baseline is not None and baseline not in set(runs[opts.by]):
+        raise RaybenchError(f"baseline {baseline!r} is not a {opts.by} of the results; found "
+                            f"{sorted(runs[opts.by].dropna().unique())}")
+    preds = split_predictions(res, opts.split)
+    preds = preds[preds[S.TRIAL_ID].isin(runs[S.TRIAL_ID])]
+    rows = pd.DataFrame(_seed_rows(runs, preds, baseline, opts))
+    if rows.empty:
+        raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
+                            f"seed in one scenario")
+    rows = rows[rows["metric"].isin(wanted)]
+    other = ROI if opts.by == S.MODEL else S.MODEL
+    keys = [S.SCENARIO, other, opts.by, "baseline", "metric", S.CLASS]
+    if opts.per_seed:
+        rows = rows.assign(seeds=1)
+    else:
+        grouped: Any = rows.groupby(keys, sort=False)  # pandas-stubs lack include_groups
+        rows = grouped.apply(_over_seeds, include_groups=False)
+        rows = rows.reset_index(level=keys).reset_index(drop=True)
+        rows = rows.drop(columns=[S.SEED])
+    family = [S.SCENARIO, other, "metric", S.CLASS] + ([S.SEED] if opts.per_seed else [])
+    rows["p_holm"] = rows.groupby(family, sort=False)["p"].transform(_holm_series)
+    return rows.reset_index(drop=True)
+
+
+def rank_models(res: "Results", metric: str = "balanced_accuracy", split: str = "test",
+                roi: str = "full", scenario: Optional[str] = None) -> Optional[stats.Friedman]:
+    """Mean ranks, Friedman test and Nemenyi CD over blocks (scenario x seed), using each
+    cell's selected trial; blocks missing a model are left out. None with < 2 models."""
+    runs = cells(res, scenario)
+    runs = runs[runs[ROI] == roi]
+    m = res.metrics
+    whole = m[S.SOURCE].isna() if S.SOURCE in m else True
+    vals = m[whole & (m[S.SPLIT] == split) & (m[S.CLASS] == "all") & (m[S.METRIC] == metric)]
+    table = runs.merge(vals[KEYS + [S.VALUE]], on=KEYS).pivot_table(
+        index=[S.SCENARIO, S.SEED], columns=S.MODEL, values=S.VALUE).dropna()
+    if table.shape[1] < 2 or table.shape[0] < 1:
+        return None
+    return stats.friedman_nemenyi(table.to_numpy(), [str(c) for c in table.columns])

@@ -1,0 +1,318 @@
+"""Paired model comparison on the same test images, and rank tests across many models.
+
+- :func:`paired_bootstrap`: the difference of two models' metrics with a percentile interval,
+  resampling *patients* (clusters) when patient ids are known, else images. Images of one
+  patient are not independent (same anatomy, same device), so resampling them one by one
+  understates the uncertainty.
+- :func:`mcnemar_exact`: the exact McNemar test on per-image correctness (a binomial test on
+  the discordant pairs, ``scipy.stats.binomtest``).
+- :func:`delong_test`: DeLong, DeLong & Clarke-Pearson (1988) for two correlated ROC AUCs.
+- :func:`holm`: Holm's step-down adjustment of a family of p-values.
+- :func:`friedman_nemenyi`: mean ranks, the Friedman test (``scipy.stats``) and the Nemenyi
+  critical difference of Demšar (2006).
+
+All functions take numpy arrays: ``y`` integer class indices (N,), ``prob`` (N, K) scores.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+#: Metric names :func:`weighted_metrics` returns; per-class ones are ``<metric>:<class index>``.
+OVERALL_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
+CLASS_STATS: tuple[str, ...] = ("sensitivity", "specificity", "auc")
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Discordant pairs and the exact two-sided p-value."""
+
+    only_a: int  # images model A gets right and model B wrong
+    only_b: int
+    pvalue: float
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
+    """Exact McNemar test: under H0 each discordant image is A's or B's with probability 1/2.
+
+    Args:
+        correct_a: Boolean (N,), model A right per image.
+        correct_b: Boolean (N,), model B right on the same images.
+
+    Returns:
+        The counts and p-value; p = 1 when the models never disagree.
+    """
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape:
+        raise ValueError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    if only_a + only_b == 0:
+        return McNemar(0, 0, 1.0)
+    p = sps.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    return McNemar(only_a, only_b, float(min(1.0, p)))
+
+
+def holm(pvalues: "Sequence[float] | np.ndarray") -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values; NaN entries stay NaN and are not counted.
+
+    The i-th smallest of m p-values is multiplied by (m - i + 1), then a running maximum
+    keeps the adjusted values in the order of the raw ones, capped at 1.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    scaled = p[order] * (m - np.arange(m))
+    out[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+    return out
+
+
+def structural_components(pos: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's placements: V10 (one per positive) and V01 (one per negative).
+
+    ``V10_i`` is the share of negatives scored below positive i (ties count 1/2); ``V01_j``
+    the share of positives scored above negative j. Both average to the AUC.
+    """
+    pos = np.asarray(pos, bool)
+    s = np.asarray(scores, float)
+    x, y = s[pos], s[~pos]
+    # Midranks make this O(N log N): rank among all minus rank among its own group.
+    r_all = sps.rankdata(s)
+    v10 = (r_all[pos] - sps.rankdata(x)) / y.size
+    v01 = 1.0 - (r_all[~pos] - sps.rankdata(y)) / x.size
+    return v10, v01
+
+
+@dataclass(frozen=True)
+class DeLong:
+    """Two correlated AUCs, their difference, its standard error, z and two-sided p."""
+
+    auc_a: float
+    auc_b: float
+    diff: float  # auc_b - auc_a
+    se: float
+    z: float
+    pvalue: float
+    ci_low: float
+    ci_high: float
+
+
+def delong_test(pos: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLong:
+    """DeLong's test of ``AUC_b - AUC_a`` for two models scored on the same images.
+
+    Args:
+        pos: Boolean (N,) positives (one-vs-rest: true label is the class).
+        scores_a: Model A's scores (N,) for the positive class.
+        scores_b: Model B's scores (N,).
+
+    Returns:
+        A :class:`DeLong`; NaN fields when a class has no positives or no negatives; p = 1
+        and a zero-width interval when the two models' placements are identical.
+    """
+    pos = np.asarray(pos, bool)
+    m, n = int(pos.sum()), int((~pos).sum())
+    if m < 2 or n < 2:
+        return DeLong(*(math.nan,) * 8)
+    v10 = np.vstack([structural_components(pos, s)[0] for s in (scores_a, scores_b)])
+    v01 = np.vstack([structural_components(pos, s)[1] for s in (scores_a, scores_b)])
+    cov = np.cov(v10) / m + np.cov(v01) / n  # (2, 2)
+    auc = v10.mean(axis=1)
+    diff = float(auc[1] - auc[0])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    se = math.sqrt(max(var, 0.0))
+    if se == 0.0:
+        z, p = (0.0, 1.0) if diff == 0.0 else (math.copysign(math.inf, diff), 0.0)
+    else:
+        z = diff / se
+        p = float(2 * sps.norm.sf(abs(z)))
+    half = 1.959963984540054 * se
+    return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, diff - half, diff + half)
+
+
+def _weighted_auc(pos: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUC of one class under B weightings of the images: ``w`` (B, N) -> (B,).
+
+    An integer weight is how often the bootstrap drew the image, so this equals the
+    Mann-Whitney AUC of the resampled set; the score order is computed once for all B.
+    """
+    order = np.argsort(scores, kind="stable")
+    s_sorted = scores[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # tie groups
+    wp = np.add.reduceat(w[:, order] * pos[order], starts, axis=1)
+    wn = np.add.reduceat(w[:, order] * ~pos[order], starts, axis=1)
+    below = np.cumsum(wn, axis=1) - wn
+    num = (wp * (below + 0.5 * wn)).sum(axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy, macro AUC and per-class sensitivity / specificity / AUC.
+
+    With ``w = np.ones((1, N))`` these equal :func:`raybench.metrics.compute_metrics`; a
+    bootstrap passes one row of draw counts per replicate.
+
+    Args:
+        y: Integer labels (N,).
+        prob: Scores (N, K); the prediction is the argmax.
+        w: Non-negative weights (B, N).
+
+    Returns:
+        Name -> (B,) values; per-class names are ``sensitivity:k``, ``specificity:k``, ``auc:k``.
+    """
+    k = prob.shape[1]
+    onehot = np.eye(k, dtype=bool)[y]  # (N, K)
+    hit = prob.argmax(axis=1) == y
+    support = w @ onehot  # (B, K)
+    tp = w @ (onehot & hit[:, None])
+    predicted = w @ np.eye(k, dtype=bool)[prob.argmax(axis=1)]
+    total = w.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = tp / support
+        spec = (total - support - (predicted - tp)) / (total - support)
+    aucs = np.column_stack([_weighted_auc(onehot[:, c], prob[:, c], w) for c in range(k)])
+    with warnings.catch_warnings():  # a replicate without any defined AUC is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {"accuracy": (w @ hit) / total[:, 0],
+               "balanced_accuracy": np.nanmean(np.where(support > 0, sens, np.nan), axis=1),
+               "macro_auc": np.nanmean(aucs, axis=1)}
+    for c in range(k):
+        out[f"sensitivity:{c}"], out[f"specificity:{c}"] = sens[:, c], spec[:, c]
+        out[f"auc:{c}"] = aucs[:, c]
+    return out
+
+
+def draw_weights(clusters: "Optional[Sequence[str] | np.ndarray]", n: int, n_boot: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) draw counts: each replicate draws as many clusters as there are, with
+    replacement, and every image of a drawn cluster counts once per draw."""
+    if clusters is None:
+        codes, n_clusters = np.arange(n), n
+    else:
+        _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        codes = codes.reshape(-1)
+        n_clusters = int(codes.max()) + 1
+    picks = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    counts = np.zeros((n_boot, n_clusters))
+    np.add.at(counts, (np.repeat(np.arange(n_boot), n_clusters), picks.reshape(-1)), 1.0)
+    return counts[:, codes]
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Point difference (B - A), percentile 95% interval and two-sided bootstrap p-value."""
+
+    value_a: float
+    value_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    n_boot: int
+
+
+def _summarise(a0: float, b0: float, d: np.ndarray) -> Bootstrap:
+    """Percentile interval of the replicate differences; p from the share on each side of 0."""
+    d = d[np.isfinite(d)]
+    if d.size == 0 or math.isnan(a0) or math.isnan(b0):
+        return Bootstrap(a0, b0, b0 - a0, math.nan, math.nan, math.nan, int(d.size))
+    low, high = np.percentile(d, [2.5, 97.5])
+    # (count + 1) / (B + 1): never exactly 0 from a finite number of replicates.
+    side = min(int((d <= 0).sum()), int((d >= 0).sum()))
+    p = min(1.0, 2 * (side + 1) / (d.size + 1))
+    return Bootstrap(a0, b0, b0 - a0, float(low), float(high), p, int(d.size))
+
+
+def paired_bootstrap(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray,
+                     clusters: "Optional[Sequence[str] | np.ndarray]" = None, n_boot: int = 2000,
+                     seed: int = 0) -> dict[str, Bootstrap]:
+    """Every :func:`weighted_metrics` metric of model B minus model A, paired bootstrap.
+
+    Both models are scored on the same resampled images in each replicate, so what the two
+    share (hard images, easy patients) cancels out of the difference.
+
+    Args:
+        y: Integer labels (N,).
+        prob_a: Model A's scores (N, K); ``prob_b`` likewise for model B.
+        clusters: Patient id per image (N,), or None to resample images.
+        n_boot: Replicates.
+        seed: Seed of the resampling (the same seed gives the same interval).
+
+    Returns:
+        Metric name -> :class:`Bootstrap`.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    pa, pb = np.asarray(prob_a, float), np.asarray(prob_b, float)
+    if pa.shape != pb.shape or pa.shape[0] != y.shape[0]:
+        raise ValueError(f"shapes differ: y {y.shape}, prob_a {pa.shape}, prob_b {pb.shape}")
+    w = draw_weights(clusters, y.size, n_boot, np.random.default_rng(seed))
+    ones = np.ones((1, y.size))
+    point_a, point_b = weighted_metrics(y, pa, ones), weighted_metrics(y, pb, ones)
+    boot_a, boot_b = weighted_metrics(y, pa, w), weighted_metrics(y, pb, w)
+    return {name: _summarise(float(point_a[name][0]), float(point_b[name][0]),
+                             boot_b[name] - boot_a[name]) for name in point_a}
+
+
+def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int,
+                        clusters: "Optional[Sequence[str] | np.ndarray]" = None, n_boot: int = 2000,
+                        seed: int = 0) -> np.ndarray:
+    """Replicates of any weighted statistic ``stat(w)`` with ``w`` the (N,) draw counts."""
+    w = draw_weights(clusters, n, n_boot, np.random.default_rng(seed))
+    return np.array([stat(row) for row in w])
+
+
+@dataclass(frozen=True)
+class Friedman:
+    """Mean ranks (1 = best), the Friedman test and the Nemenyi critical difference."""
+
+    models: tuple[str, ...]
+    mean_ranks: tuple[float, ...]
+    statistic: float
+    pvalue: float
+    cd: float  # two models whose mean ranks differ by more than this differ (alpha 0.05)
+    n_blocks: int
+
+
+def nemenyi_cd(k: int, n_blocks: int, alpha: float = 0.05) -> float:
+    """Demšar (2006) critical difference: ``q_alpha * sqrt(k (k + 1) / (6 N))``.
+
+    ``q_alpha`` is the studentized range quantile over sqrt(2) (Demšar's Table 5a:
+    1.960, 2.343, 2.569 ... for k = 2, 3, 4).
+    """
+    q = float(sps.studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
+    return q * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
+
+
+def friedman_nemenyi(scores: np.ndarray, models: Sequence[str],
+                     higher_is_better: bool = True) -> Friedman:
+    """Ranks models within each block (row: a scenario x seed), averages the ranks.
+
+    Args:
+        scores: (n_blocks, k) metric values, no NaN.
+        models: k model names (the columns).
+        higher_is_better: Rank 1 goes to the highest score when True.
+
+    Returns:
+        A :class:`Friedman`; statistic and p are NaN with fewer than 3 models or 2 blocks
+        (``scipy.stats.friedmanchisquare`` needs them).
+    """
+    x = np.asarray(scores, float)
+    if x.ndim != 2 or x.shape[1] != len(models):
+        raise ValueError(f"scores must be (blocks, {len(models)}), got {x.shape}")
+    ranks = sps.rankdata(-x if higher_is_better else x, axis=1)
+    stat, p = math.nan, math.nan
+    if x.shape[1] >= 3 and x.shape[0] >= 2:
+        res = sps.friedmanchisquare(*x.T)
+        stat, p = float(res.statistic), float(res.pvalue)
+    return Friedman(tuple(models), tuple(float(r) for r in ranks.mean(axis=0)), stat, p,
+                    nemenyi_cd(x.shape[1], x.shape[0]) if x.shape[1] >= 2 else math.nan,
+                    int(x.shape[0]))
