@@ -34,14 +34,16 @@ class ModelConfig:
         pretrained: Start from ImageNet weights (see ``raybench.models.weights``).
         weights_dir: Local folder or ``s3://`` prefix holding ``<model>.pth`` state dicts.
         image_size: Input size in pixels; ``None`` uses the model's default (224 or 299).
-        cnnx_stride: CNN-X pooling stride (the paper uses 3); ignored by other models.
+        options: Architecture options by name, e.g. ``{stride: 3}`` (CNN-X's pooling stride,
+            the paper's 3). Each applies to the models that declare it (``raybench models``);
+            unset options take the model's default.
     """
 
-    name: str = "cnnx"
+    name: str = model_names.DEFAULT_MODEL
     pretrained: bool = False
     weights_dir: Optional[str] = None
     image_size: Optional[int] = None
-    cnnx_stride: int = 3
+    options: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,12 +161,17 @@ class ScalingSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The Optuna space around the paper's defaults (which are evaluated first)."""
+    """The Optuna space around the paper's defaults (which are evaluated first).
+
+    Attributes:
+        options: Values to try for a model's tunable options, by option name (e.g.
+            ``{stride: [2, 3, 4]}``); an option left out uses the values its model declares.
+    """
 
     lr_min: float = 1e-5
     lr_max: float = 1e-2
     batch_sizes: tuple[int, ...] = (8, 15, 16, 32, 64)
-    cnnx_strides: tuple[int, ...] = (2, 3, 4)
+    options: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,7 +192,7 @@ class SweepConfig:
     """
 
     mode: str = "paper"
-    models: tuple[str, ...] = ("cnnx",)
+    models: tuple[str, ...] = (model_names.DEFAULT_MODEL,)
     scenarios: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     num_samples: int = 4
@@ -277,7 +284,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "sweep.metric": ("val_balanced_accuracy", "val_accuracy", "val_macro_auc", "val_loss",
                      "train_loss"),
     "cam.select": ("per_class", "all", "misclassified"),
-    "cam.method": ("auto", "cam", "cnnx", "gradcam"),  # raybench.cam.METHODS (tested equal)
+    # raybench.cam.METHODS (tested equal)
+    "cam.method": ("auto", "cam", model_names.CNNX_CAM_METHOD, "gradcam"),
 }
 
 
@@ -333,6 +341,11 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+#: Keys that moved, so an old spec gets the new name instead of "unknown key".
+_RENAMED = {"model.cnnx_stride": "model.options.stride",
+            "sweep.space.cnnx_strides": "sweep.space.options.stride"}
+
+
 def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> Any:
     """Builds dataclass ``cls`` from a nested mapping, checking keys and types.
 
@@ -346,6 +359,9 @@ def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> An
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
+        if prefix + str(key) in _RENAMED:
+            raise ConfigError(f"{where}: {prefix + str(key)!r} is now "
+                              f"{_RENAMED[prefix + str(key)]!r}")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
@@ -365,6 +381,11 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
         return _convert(args[0], value, where, key)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where, prefix=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {short(value)}")
+        inner = typing.get_args(tp)[1]
+        return {str(k): _convert(inner, v, where, f"{key}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: {key} must be a list, got {short(value)}")
@@ -395,7 +416,7 @@ def _scalar(tp: Any, value: Any, where: str, key: str) -> Any:
 #: (10,000 images at 1024 px are 10 GB) and activations grow with its square: a VGG-16 batch
 #: of 15 at 1024 px needs over 40 GB; the paper's models are built for 224-299 px.
 MAX_IMAGE_SIZE = 1024
-_POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "model.cnnx_stride",
+_POSITIVE = ("train.epochs", "train.batch_size", "train.lr",
              "data.synthetic.per_class", "data.synthetic.size", "scaling.num_workers",
              "sweep.num_samples", "sweep.grace_period", "sweep.reduction_factor",
              "sweep.space.lr_min", "sweep.space.lr_max", "cam.per_class", "cam.batch_size",
@@ -490,13 +511,15 @@ def _validate_sweep(spec: Spec, where: str) -> None:
     if not space.lr_min < space.lr_max:
         raise ConfigError(f"{where}: sweep.space.lr_min must be < lr_max, got "
                           f"{space.lr_min} and {space.lr_max}")
-    for key, values in (("batch_sizes", space.batch_sizes), ("cnnx_strides", space.cnnx_strides)):
+    lists = [("batch_sizes", space.batch_sizes)]
+    lists += [(f"options.{k}", v) for k, v in space.options.items()]
+    for key, values in lists:
         if not values or min(values) < 1:
             raise ConfigError(f"{where}: sweep.space.{key} must be a non-empty list of ints >= 1")
         _check_list(where, f"sweep.space.{key}", values)
     if not sweep.seeds:
         raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
-    _validate_cnnx_strides(spec, where)
+    _validate_model_options(spec, where)
     if spec.scaling.gpus_per_worker > 0 and not spec.scaling.use_gpu:
         raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")
 
@@ -525,20 +548,38 @@ def _validate_tracking(spec: Spec, where: str) -> None:
                           "installed: pip install 'raybench[tracking]'")
 
 
-def _validate_cnnx_strides(spec: Spec, where: str) -> None:
-    """Every CNN-X stride the spec can produce must leave usable feature maps."""
-    pooled_size, min_pooled = model_names.cnnx_pooled_size, model_names.CNNX_MIN_POOLED
-    size = spec.model.image_size or 224
-    uses_cnnx = spec.model.name == "cnnx" or "cnnx" in spec.sweep.models
-    strides = {spec.model.cnnx_stride}
-    if spec.sweep.mode == "optuna" and "cnnx" in spec.sweep.models:
-        strides |= set(spec.sweep.space.cnnx_strides)
-    for stride in sorted(strides) if uses_cnnx else ():
-        if pooled_size(size, stride) < min_pooled:
-            raise ConfigError(f"{where}: CNN-X stride {stride} on {size} px inputs leaves "
-                              f"{pooled_size(size, stride)}x{pooled_size(size, stride)} feature "
-                              "maps; lower model.cnnx_stride / sweep.space.cnnx_strides or raise "
-                              "model.image_size")
+def _validate_model_options(spec: Spec, where: str) -> None:
+    """Every option the spec sets belongs to one of its models, and every value it can
+    produce (searched ones included) builds at the spec's image size."""
+    names = dict.fromkeys((spec.model.name,) + spec.sweep.models)
+    declared = {o.name for n in names for o in model_names.options_of(n)}
+    for section, keys in (("model.options", spec.model.options),
+                          ("sweep.space.options", spec.sweep.space.options)):
+        for key in keys:
+            if key not in declared:
+                raise ConfigError(f"{where}: {section}.{key}: no model of this spec has an option "
+                                  f"{short(key)}; their options: {', '.join(sorted(declared)) or 'none'}")
+    for name in names:
+        # 224: the default input of every model that has options; build_model checks again
+        # with the model's real size.
+        size = spec.model.image_size or 224
+        for values in _option_values(spec, name):
+            try:
+                model_names.check_options(name, values, size)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+
+
+def _option_values(spec: Spec, name: str) -> list[dict[str, int]]:
+    """The option settings of model ``name`` the spec can produce: its own, plus each searched
+    value of each tunable option in ``optuna`` mode."""
+    own = model_names.applicable(name, spec.model.options)
+    settings = [own]
+    if spec.sweep.mode == "optuna" and name in spec.sweep.models:
+        for opt in model_names.options_of(name):
+            for value in spec.sweep.space.options.get(opt.name, opt.search):
+                settings.append({**own, opt.name: value})
+    return settings
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

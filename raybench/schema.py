@@ -61,7 +61,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field("lr", pa.float64()),
         pa.field("batch_size", pa.int64()),
         pa.field("epochs", pa.int64()),
-        pa.field("cnnx_stride", pa.int64()),
+        pa.field("stride", pa.int64()),  # a model option (CNN-X's pooling stride); else null
         pa.field("image_size", pa.int64()),
         pa.field("pretrained", pa.bool_()),
         pa.field("params", pa.int64()),
@@ -152,7 +152,7 @@ EPOCH = "epoch"
 STATUS = "status"
 PROB_PREFIX = "p_"
 #: Hyperparameter columns of the runs table (what a sweep varies).
-HYPERPARAMETERS: tuple[str, ...] = ("lr", "batch_size", "epochs", "cnnx_stride", "image_size",
+HYPERPARAMETERS: tuple[str, ...] = ("lr", "batch_size", "epochs", "stride", "image_size",
                                     "pretrained")
 
 # --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (DESIGN.md section 4) ------------------

@@ -101,7 +101,7 @@ CASES = [
     ("bad-choice", _set("data.on_bad_image=ignore"), "allowed: fail, skip"),
     ("unknown-model", _set("model.name=resnet19"), "unknown model 'resnet19' (did you mean 'resnet18'?)"),
     ("unknown-scenario", _set("data.scenario=paper-9"), "unknown scenario 'paper_9'"),
-    ("cnnx-stride", _set("model.image_size=16", "model.cnnx_stride=15"), "leaves 1x1 feature maps"),
+    ("cnnx-stride", _set("model.image_size=16", "model.options.stride=15"), "leaves 1x1 feature maps"),
     ("batch-too-big", lambda t: _with_manifest(t, "--set", "train.batch_size=500"), "larger than the training split"),
     ("missing-data-root", _set("data.manifest=/nonexistent/m.parquet"), "/nonexistent/m.parquet: manifest file does not exist"),
     ("empty-class", _empty_class, "covid19"),

@@ -65,7 +65,7 @@ def test_train_on_a_manifest_with_two_labels(tmp_path: Path, run_cli) -> None:
     (["train", "--set", "train.lrr=1"], "unknown key 'train.lrr'"),
     (["train", "--config", "/nonexistent/spec.yaml"], "spec file /nonexistent/spec.yaml does not exist"),
     (["train", "--set", "data.manifest=/nonexistent/m.parquet"], "/nonexistent/m.parquet"),
-    (["train", "--set", "model.name=cnnx", "--set", "model.cnnx_stride=0"], "model.cnnx_stride must be > 0"),
+    (["train", "--set", "model.name=cnnx", "--set", "model.options.stride=0"], "cnnx option 'stride' must be an int >= 1, got 0"),
     (["train", "--set", "model.name=inception_v3", "--set", "model.image_size=64"], "too small"),
     (["train", "--set", "train.batch_size=5000", "--set", "model.image_size=32",
       "--set", "data.synthetic.per_class=4", "--set", "data.synthetic.size=32"],

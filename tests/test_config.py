@@ -21,7 +21,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_are_the_paper_hyperparameters() -> None:
     spec = load_spec()
     assert (spec.train.lr, spec.train.batch_size, spec.train.epochs) == (3e-4, 15, 20)
-    assert spec.model.cnnx_stride == 3 and spec.model.pretrained is False
+    assert spec.model.options == {} and spec.model.pretrained is False
     assert spec.data.labels == ("normal", "bacteria", "viral", "covid19")
 
 

@@ -103,7 +103,7 @@ def test_run_training_is_mirrored_as_an_mlflow_run(mlflow_server: str, tmp_path:
     assert tags["mlflow.runName"] == outcome.trial_id and run.info.status == "FINISHED"
     params = run.data.params
     assert (params["lr"], params["batch_size"], params["epochs"], params["image_size"],
-            params["cnnx_stride"], params["seed"]) == ("0.002", "8", "2", "32", "3", "0")
+            params["stride"], params["seed"]) == ("0.002", "8", "2", "32", "3", "0")
     history = client.get_metric_history(run.info.run_id, "val_loss")
     epochs = pd.read_parquet(tmp_path / "r" / "track" / "epochs")
     assert [m.step for m in history] == [1, 2] == epochs["epoch"].tolist()

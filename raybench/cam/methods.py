@@ -37,6 +37,7 @@ from raybench.cam.hooks import (
 from raybench.data.transforms import to_model_input
 from raybench.errors import ConfigError
 from raybench.models import ModelSpec, get_model_spec, unwrap_model
+from raybench.models.names import CNNX_CAM_METHOD
 from raybench.registry import Registry
 
 
@@ -135,7 +136,8 @@ def _gradcam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
 
 
 METHODS.register("cam", CamMethod("cam", True, _cam, "CAM (Zhou et al. 2016), GAP + linear head"))
-METHODS.register("cnnx", CamMethod("cnnx", True, _cnnx, "CNN-X per-position contribution map"))
+METHODS.register(CNNX_CAM_METHOD, CamMethod(CNNX_CAM_METHOD, True, _cnnx,
+                                            "CNN-X per-position contribution map"))
 METHODS.register("gradcam", CamMethod("gradcam", False, _gradcam,
                                       "Grad-CAM (Selvaraju et al. 2017), any model"))
 

@@ -32,6 +32,7 @@ from raybench.engine.loop import (
 )
 from raybench.metrics import split_rows
 from raybench.models import build_model, count_parameters, get_model_spec
+from raybench.models import names as model_names
 from raybench import tracking
 from raybench.storage import check_writable
 from raybench.store import ResultStore, check_name
@@ -67,10 +68,17 @@ def image_size(spec: Spec) -> int:
     return spec.model.image_size or get_model_spec(spec.model.name).input_size
 
 
+def model_options(spec: Spec) -> dict[str, int]:
+    """The trial model's declared options with their effective values (runs-table columns)."""
+    return model_names.check_options(
+        spec.model.name, model_names.applicable(spec.model.name, spec.model.options),
+        image_size(spec))
+
+
 def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:
     """Builds the spec's model (seeded, so weights are reproducible)."""
     seed_everything(spec.train.seed)
-    options = {"stride": spec.model.cnnx_stride} if spec.model.name == "cnnx" else {}
+    options = model_names.applicable(spec.model.name, spec.model.options)
     return build_model(spec.model.name, num_classes, pretrained=spec.model.pretrained,
                        image_size=image_size(spec), weights_dir=spec.model.weights_dir, **options)
 
@@ -99,7 +107,7 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
         S.MODEL: spec.model.name, S.SCENARIO: scenario_name(spec),
         S.SEED: spec.train.seed, "roi": spec.data.roi, "lr": spec.train.lr,
         "batch_size": spec.train.batch_size,
-        "epochs": spec.train.epochs, "cnnx_stride": spec.model.cnnx_stride,
+        "epochs": spec.train.epochs, **model_options(spec),
         "image_size": image_size(spec), "pretrained": spec.model.pretrained,
         "params": count_parameters(model), "epochs_run": len(result.history), "wall_s": wall_s,
         "train_images_per_s": result.train_images_per_s, "device": describe_device(device),

@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from raybench.models.names import ModelOption
 from raybench.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -29,7 +30,10 @@ class ModelSpec:
         std: Per-channel normalisation standard deviation.
         cam_layer: Dotted module path of the CAM target layer (last conv block).
         cam_method: ``cam`` (GAP + linear head), ``gradcam`` (fully connected head) or ``cnnx``.
-        builder: ``builder(spec, num_classes, pretrained, image_size, weights_dir, **options)``.
+        builder: ``builder(spec, num_classes, pretrained, image_size, weights_dir, **options)``;
+            it takes exactly the options the spec declares.
+        options: Architecture options (``model.options.<name>``); tunable ones are what a
+            sweep's search space may vary besides lr and batch size.
     """
 
     name: str
@@ -43,6 +47,12 @@ class ModelSpec:
     cam_layer: str
     cam_method: str
     builder: Callable[..., nn.Module]
+    options: tuple[ModelOption, ...] = ()
+
+    @property
+    def tunables(self) -> tuple[str, ...]:
+        """Names of the options a sweep may tune."""
+        return tuple(o.name for o in self.options if o.tunable)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -16,6 +16,7 @@ from torch import nn
 from raybench.errors import ConfigError
 from raybench.models import weights
 from raybench.models.cnnx import CNNX
+from raybench.models.names import CNNX_CAM_METHOD, check_options, options_of
 from raybench.models.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -66,7 +67,7 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
 
 def _tv_builder(arch: str, head: str, inception: bool = False) -> Any:
     def build(spec: ModelSpec, num_classes: int, pretrained: bool = False,
-              weights_dir: Optional[str] = None, **_: Any) -> nn.Module:
+              image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
         kwargs: dict[str, Any] = {"weights": None}
         if inception:
             # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
@@ -92,7 +93,7 @@ def _drop_aux_heads(model: nn.Module) -> None:
 
 def _timm_builder(arch: str) -> Any:
     def build(spec: ModelSpec, num_classes: int, pretrained: bool = False,
-              weights_dir: Optional[str] = None, **_: Any) -> nn.Module:
+              image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
         import timm
 
         model = timm.create_model(arch, pretrained=False, num_classes=IMAGENET_CLASSES)
@@ -106,11 +107,10 @@ def _timm_builder(arch: str) -> Any:
 
 def _build_cnnx(spec: ModelSpec, num_classes: int, pretrained: bool = False,
                 image_size: Optional[int] = None, weights_dir: Optional[str] = None,
-                stride: int = 3, **options: Any) -> nn.Module:
+                stride: int = 3) -> nn.Module:
     if pretrained:
         raise ConfigError("cnnx has no ImageNet weights: set model.pretrained=false")
-    return CNNX(num_classes=num_classes, image_size=image_size or spec.input_size, stride=stride,
-                **options)
+    return CNNX(num_classes=num_classes, image_size=image_size or spec.input_size, stride=stride)
 
 
 def build_model(name: str, num_classes: int, pretrained: bool = False,
@@ -124,10 +124,12 @@ def build_model(name: str, num_classes: int, pretrained: bool = False,
         pretrained: Load ImageNet weights first (error when none can be found).
         image_size: Input size (only CNN-X depends on it); default: the model's input size.
         weights_dir: Local folder or ``s3://`` prefix with ``<name>.pth`` state dicts.
-        **options: Architecture options, e.g. ``stride`` for CNN-X.
+        **options: The architecture options the model declares (``ModelSpec.options``, e.g.
+            CNN-X's ``stride``); unset ones take their defaults.
 
     Raises:
-        ConfigError: Unknown name, impossible options, or missing weights.
+        ConfigError: Unknown name, an option the model does not declare, an impossible value,
+            or missing weights.
     """
     spec = get_model_spec(name)
     if num_classes < 2:
@@ -137,8 +139,12 @@ def build_model(name: str, num_classes: int, pretrained: bool = False,
         raise ConfigError(
             f"{name}: image_size {size} is too small; this architecture needs >= {spec.min_input_size}"
         )
+    try:
+        values = check_options(name, options, size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return spec.builder(spec, num_classes, pretrained=pretrained, image_size=size,
-                        weights_dir=weights_dir, **options)
+                        weights_dir=weights_dir, **values)
 
 
 def _register(name: str, paper_name: str, source: str, arch: str, input_size: int,
@@ -146,7 +152,8 @@ def _register(name: str, paper_name: str, source: str, arch: str, input_size: in
               inception_norm: bool = False) -> None:
     mean, std = (INCEPTION_MEAN, INCEPTION_STD) if inception_norm else (IMAGENET_MEAN, IMAGENET_STD)
     MODELS.register(name, ModelSpec(name, paper_name, source, arch, input_size, min_input_size,
-                                    mean, std, cam_layer, cam_method, builder))
+                                    mean, std, cam_layer, cam_method, builder,
+                                    options=options_of(name)))
 
 
 _tv = partial(_register, source="torchvision")
@@ -176,7 +183,7 @@ _register("xception", "Xception", "timm", "legacy_xception", 299, 71, "act4", "c
           _timm_builder("legacy_xception"), inception_norm=True)
 _tv("densenet201", "DenseNet201", arch="densenet201", input_size=224, min_input_size=32,
     cam_layer="features", cam_method="cam", builder=_tv_builder("densenet201", "classifier"))
-_register("cnnx", "CNN-X", "raybench", "cnnx", 224, 16, "pooled", "cnnx", _build_cnnx,
+_register("cnnx", "CNN-X", "raybench", "cnnx", 224, 16, "pooled", CNNX_CAM_METHOD, _build_cnnx,
           inception_norm=True)
 
 
