@@ -9,7 +9,9 @@ import torch
 
 from raybench.config import DataConfig, TrainConfig
 from raybench.data.dataset import prepare_data
-from raybench.engine.loop import _batches, evaluate, fit, seed_everything, shard_batch_size
+from raybench.engine.loop import (
+    FitOptions, _batches, evaluate, fit, seed_everything, shard_batch_size,
+)
 from raybench.errors import ConfigError
 from raybench.models import build_model, get_model_spec
 
@@ -28,7 +30,7 @@ def _train(data, epochs: int = 3, seed: int = 0, **kw):
     cfg = TrainConfig(epochs=epochs, seed=seed, **kw)
     seed_everything(seed)
     model = build_model("cnnx", len(data.labels), image_size=64)
-    return model, fit(model, data, cfg, NORM, torch.device("cpu"))
+    return model, fit(model, data, cfg, FitOptions(NORM, torch.device("cpu")))
 
 
 def test_cnnx_learns_synthetic_classes(data) -> None:
@@ -58,8 +60,9 @@ def test_on_epoch_callback_and_resume_start(data) -> None:
     seen = []
     seed_everything(0)
     model = build_model("cnnx", 4, image_size=64)
-    fit(model, data, TrainConfig(epochs=3), NORM, torch.device("cpu"),
-        on_epoch=lambda stats, m: seen.append((stats.epoch, m is model)), start_epoch=1)
+    fit(model, data, TrainConfig(epochs=3), FitOptions(
+        NORM, torch.device("cpu"), on_epoch=lambda stats, m: seen.append((stats.epoch, m is model)),
+        start_epoch=1))
     assert seen == [(2, True), (3, True)]
 
 

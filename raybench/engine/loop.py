@@ -191,17 +191,11 @@ def check_batch_size(data: PreparedData, batch_size: int) -> None:
                           f"({len(data.train)} images); use at most {len(data.train)}")
 
 
-def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
-        norm: tuple[Sequence[float], Sequence[float]], device: torch.device,
-        on_epoch: Optional[Callable[[EpochStats, nn.Module], None]] = None,
-        rank: int = 0, world: int = 1, start_epoch: int = 0,
-        optimizer: Optional[torch.optim.Optimizer] = None) -> LoopResult:
-    """Trains for ``cfg.epochs`` epochs with per-epoch validation, then evaluates on test.
+@dataclass
+class FitOptions:
+    """How one :func:`fit` call runs, besides the optimisation settings (``TrainConfig``).
 
-    Args:
-        model: Already on ``device`` (and wrapped in DDP by the caller when distributed).
-        data: Decoded splits.
-        cfg: Optimisation settings.
+    Attributes:
         norm: The model's ``(mean, std)``.
         device: Where to train.
         on_epoch: Called after each epoch with its stats and the model (checkpoint / report).
@@ -209,15 +203,35 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
         start_epoch: First epoch to run (resume from a checkpoint).
         optimizer: An optimiser to continue with (resume); default a fresh Adam.
     """
+
+    norm: tuple[Sequence[float], Sequence[float]]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    on_epoch: Optional[Callable[[EpochStats, nn.Module], None]] = None
+    rank: int = 0
+    world: int = 1
+    start_epoch: int = 0
+    optimizer: Optional[torch.optim.Optimizer] = None
+
+
+def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, opts: FitOptions) -> LoopResult:
+    """Trains for ``cfg.epochs`` epochs with per-epoch validation, then evaluates on test.
+
+    Args:
+        model: Already on ``opts.device`` (and wrapped in DDP by the caller when distributed).
+        data: Decoded splits.
+        cfg: Optimisation settings.
+        opts: Device, normalisation, rank/world, resume point and the per-epoch callback.
+    """
+    norm, device, rank, world = opts.norm, opts.device, opts.rank, opts.world
     check_batch_size(data, cfg.batch_size)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    opt = optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = opts.optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model = optimize_model(model, cfg)
     train, val_split, test_split = (place_data(d, device, cfg.data_on_device)
                                     for d in (data.train, data.val, data.test))
     result = LoopResult()
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(opts.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loss, seen = train_one_epoch(model, opt, train, norm, cfg, device, epoch, rank, world)
         train_s = time.perf_counter() - t0
@@ -233,8 +247,8 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig,
         result.train_images += seen
         log.info("epoch %d/%d loss %.4f val_bacc %.3f", stats.epoch, cfg.epochs, train_loss,
                  stats.val_balanced_accuracy)
-        if on_epoch is not None:
-            on_epoch(stats, model)
+        if opts.on_epoch is not None:
+            opts.on_epoch(stats, model)
     result.test = evaluate(model, test_split, data.labels, norm, device, precision=cfg.precision,
                            channels_last=cfg.channels_last)
     return result

@@ -24,6 +24,7 @@ from raybench import storage
 from raybench.config import Spec, dump_yaml
 from raybench.data.dataset import PreparedData, SplitData, prepare_data
 from raybench.engine.loop import (
+    FitOptions,
     LoopResult,
     check_batch_size,
     fit,
@@ -206,7 +207,7 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     model = build_from_spec(spec, len(data.labels)).to(device)
     model_spec = get_model_spec(spec.model.name)
     with _spec_while_running(store, spec):  # inputs are valid: the sweep folder may appear
-        result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
+        result = fit(model, data, spec.train, FitOptions((model_spec.mean, model_spec.std), device))
         row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
         write_results(store, spec, trial_id, row, result, data, model)
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)

@@ -28,7 +28,7 @@ import torch
 
 from raybench.config import DataConfig, Spec, from_dict
 from raybench.data.dataset import PreparedData, prepare_data
-from raybench.engine.loop import EpochStats, LoopResult, check_batch_size, fit
+from raybench.engine.loop import EpochStats, FitOptions, LoopResult, check_batch_size, fit
 from raybench.engine.run import build_from_spec, image_size, run_row, write_results
 from raybench.models import get_model_spec, unwrap_model
 from raybench.store import ResultStore
@@ -157,9 +157,9 @@ def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResul
 
     spec_model = get_model_spec(spec.model.name)
     t0 = time.perf_counter()
-    result = fit(model, data, spec.train, (spec_model.mean, spec_model.std), ctx.device,
-                 on_epoch=on_epoch, rank=ctx.rank, world=ctx.world, start_epoch=start,
-                 optimizer=opt)
+    result = fit(model, data, spec.train, FitOptions(
+        (spec_model.mean, spec_model.std), ctx.device, on_epoch=on_epoch, rank=ctx.rank,
+        world=ctx.world, start_epoch=start, optimizer=opt))
     if ctx.rank == 0:
         result.history = [EpochStats(**h) for h in history]
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
