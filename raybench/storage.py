@@ -126,16 +126,6 @@ def resolve(uri: str | os.PathLike[str], **s3_options: float) -> Location:
                         "use a path, file:// or s3://")
 
 
-def ray_storage(uri: str | os.PathLike[str]) -> tuple[str, pafs.FileSystem]:
-    """``(storage_path, storage_filesystem)`` for Ray's ``RunConfig``: the store's filesystem.
-
-    Ray wants the path without its scheme when a filesystem is given (``bucket/prefix``), so
-    checkpoints land in the same store, with the same endpoint and credentials, as the results.
-    """
-    loc = resolve(uri)
-    return loc.path, loc.fs
-
-
 @contextlib.contextmanager
 def io_errors(loc: Location, what: str = "read") -> Iterator[None]:
     """Turns an ``OSError`` of the filesystem into one secret-free RaybenchError line.

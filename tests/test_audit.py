@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from raybench import schema as S
-from raybench.data.audit import audit_manifest, dhash, has_leakage
+from raybench.data.audit import audit_manifest, dhash, strict_failures
 from raybench.data.importers import ImportOptions, import_dataset, write_import
 from raybench.data.manifest import write_manifest
 
@@ -57,7 +57,7 @@ def test_audit_finds_duplicates_and_source_facts(dataset: Path) -> None:
     assert facts["formats"] == {"PNG": 6, "JPEG": 2} and facts["modes"] == {"L": 6, "RGB": 2}
     assert facts["width"] == [60, 64, 96]
     assert report["unreadable"] == [] and report["hash_mismatch"] == []
-    assert not has_leakage(report)
+    assert not [f for f in strict_failures(report) if "patient" in f or "duplicate" in f]
     json.dumps(report)  # JSON-ready
 
 
@@ -82,7 +82,9 @@ def test_patient_overlap_across_splits_and_manifests(dataset: Path, tmp_path: Pa
     against = report["against"]
     assert sorted((p["a"], p["b"]) for p in against["exact_duplicates"]) == [
         ("d/covid19/c0", "d/covid19/c0"), ("d/covid19/c1", "d/covid19/c1")]
-    assert has_leakage(report)
+    failures = strict_failures(report)
+    assert "1 patient(s) in several splits" in failures
+    assert "2 duplicate pair(s) across the two manifests" in failures
 
 
 def test_cli_audit_json(dataset: Path, run_cli) -> None:

@@ -27,7 +27,6 @@ from raybench.models import get_model_spec
 from raybench.store import ResultStore
 
 log = logging.getLogger(__name__)
-ROI_METRICS = ("roi_focus", "pointing_game", "roi_n")
 
 
 @dataclass

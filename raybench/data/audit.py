@@ -272,13 +272,6 @@ def _audit_against(df: pd.DataFrame, probes: list[_Probe], other_path: Path,
     return out
 
 
-def has_leakage(report: dict[str, Any]) -> bool:
-    """True when the audit found patients in several splits or content shared across manifests."""
-    against = report.get("against") or {}
-    return bool(report["patients_in_several_splits"] or against.get("exact_duplicates")
-                or against.get("shared_patients"))
-
-
 def label_conflicts(pairs: list[dict]) -> list[dict]:
     """The duplicate pairs (exact or near) whose two images carry different labels."""
     return [p for p in pairs if p["labels"][0] != p["labels"][1]]
