@@ -151,6 +151,14 @@ PREDICTED = "predicted"
 EPOCH = "epoch"
 STATUS = "status"
 PROB_PREFIX = "p_"
+TRAIN_IMAGES_PER_S = "train_images_per_s"
+LR = "lr"
+BATCH_SIZE = "batch_size"
+#: Model-option columns of the runs table: one per option any model declares
+#: (``raybench.models.names.MODEL_OPTIONS``; a test keeps the two in step).
+MODEL_OPTION_COLUMNS: tuple[str, ...] = ("stride",)
+#: What an Optuna sweep searches: lr, batch size and the tunable model options.
+SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
 #: Hyperparameter columns of the runs table (what a sweep varies).
 HYPERPARAMETERS: tuple[str, ...] = ("lr", "batch_size", "epochs", "stride", "image_size",
                                     "pretrained")

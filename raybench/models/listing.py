@@ -18,5 +18,7 @@ def model_table(num_classes: int = 4) -> list[dict[str, Any]]:
             "input_size": spec.input_size, "min_input_size": spec.min_input_size,
             "cam_layer": spec.cam_layer, "cam_method": spec.cam_method,
             "mean": list(spec.mean), "std": list(spec.std),
+            "options": {o.name: o.default for o in spec.options},
+            "tunable": list(spec.tunables),
         })
     return rows
