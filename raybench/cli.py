@@ -73,11 +73,16 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> None:
+    from raybench.errors import SweepError
     from raybench.tune.sweep import run_sweep
 
     spec = _spec(args)
-    summary = run_sweep(spec, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
-                        overwrite=args.overwrite)
+    try:
+        summary = run_sweep(spec, resume=args.resume, address=args.address,
+                            num_cpus=args.num_cpus, overwrite=args.overwrite)
+    except SweepError as exc:  # the trials that did run are still worth a table
+        _print_summary(exc.summary)
+        raise
     _print_summary(summary)
     print(f"results: {spec.results}/{spec.name}")
 
@@ -336,9 +341,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         code = func(args)
-    except RaybenchError as exc:
-        print(f"raybench: error: {exc}", file=sys.stderr)
-        return 2
+    except RaybenchError as exc:  # one line per problem (a sweep: one per failed trial)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"raybench: error: {line}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("raybench: interrupted", file=sys.stderr)
         return 130

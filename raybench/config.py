@@ -179,6 +179,7 @@ class SweepConfig:
             ``data.roi`` as it is.
         max_concurrent_per_study: Trials of one cell's Optuna study in flight at once (small,
             so TPE learns from finished trials while other cells fill the cluster).
+        progress_interval_s: Seconds between the driver's sweep summary lines.
     """
 
     mode: str = "paper"
@@ -194,6 +195,7 @@ class SweepConfig:
     time_budget_s: Optional[float] = None
     rois: tuple[str, ...] = ()
     max_concurrent_per_study: int = 2
+    progress_interval_s: float = 30.0
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
@@ -405,6 +407,9 @@ def _validate_sweep(spec: Spec, where: str) -> None:
             raise ConfigError(f"{where}: sweep.space.{key} must be a non-empty list of ints >= 1")
     if not spec.sweep.seeds:
         raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
+    if spec.sweep.max_concurrent_per_study < 1 or not spec.sweep.progress_interval_s > 0:
+        raise ConfigError(f"{where}: sweep.max_concurrent_per_study must be >= 1 and "
+                          "sweep.progress_interval_s > 0")
     _validate_cnnx_strides(spec, where)
     scaling = spec.scaling
     if scaling.cpus_per_worker < 0 or scaling.gpus_per_worker < 0 or scaling.max_failures < 0:

@@ -8,8 +8,10 @@ import dataclasses
 import json
 import logging
 import platform
+import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -86,6 +88,18 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def accelerator(device: torch.device) -> str:
+    """The GPU's name for CUDA devices, else ``cpu`` (the runs table's ``accelerator``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def timeline_fields(started_at: datetime, device: torch.device,
+                    node: Optional[str] = None) -> dict[str, Any]:
+    """``started_at`` / ``finished_at`` (UTC, now), ``node`` (Ray node id or host), ``accelerator``."""
+    return {"started_at": started_at, "finished_at": datetime.now(timezone.utc),
+            "node": node or socket.gethostname(), "accelerator": accelerator(device)}
+
+
 def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResult,
             device: torch.device, wall_s: float, status: str = "completed",
             num_workers: int = 1) -> dict[str, Any]:
@@ -127,6 +141,7 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
+    started_at = datetime.now(timezone.utc)
     check_writable(spec.results)  # an unusable store fails in seconds, before any training
     store = ResultStore(spec.results)
     t0 = time.perf_counter()
@@ -138,6 +153,7 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     store.write_spec(spec.name, dump_yaml(spec))  # inputs are valid: the sweep folder may appear
     result = fit(model, data, spec.train, (model_spec.mean, model_spec.std), device)
     row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
+    row.update(timeline_fields(started_at, device))
     write_results(store, spec, trial_id, row, result, data, model)
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)
     return RunOutcome(spec.name, trial_id, result, data, row)
