@@ -103,7 +103,10 @@ def _scheduler(spec: Spec) -> Any:
     return CellASHA(lambda: AsyncHyperBandScheduler(
         time_attr="training_iteration", metric=sw.metric, mode=sw.metric_mode,
         max_t=spec.train.epochs, grace_period=sw.grace_period,
-        reduction_factor=sw.reduction_factor))
+        reduction_factor=sw.reduction_factor,
+        # A trial at its last epoch finishes itself: stopping it there would kill it before it
+        # writes its results.
+        stop_last_trials=False))
 
 
 def _tune_config(spec: Spec, searcher: Any) -> Any:
@@ -117,7 +120,13 @@ def _tune_config(spec: Spec, searcher: Any) -> Any:
     return tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec), metric=sw.metric,
                            mode=sw.metric_mode, num_samples=-1,
                            max_concurrent_trials=spec.scaling.max_concurrent_trials,
-                           time_budget_s=sw.time_budget_s, reuse_actors=reuse)
+                           time_budget_s=sw.time_budget_s, reuse_actors=reuse,
+                           trial_dirname_creator=trial_dirname)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's folder of a trial: raybench's trial id plus Tune's (unique per session)."""
+    return f"{trial.config.get('trial_id', 'trial')}_{trial.trial_id}"
 
 
 def plan_of(spec: Spec) -> Any:
@@ -177,8 +186,11 @@ def _make_tuner(spec: Spec, resume: bool, progress: Any) -> Any:
 
     from raybench.tune.search import CellSearcher
 
-    # Tune's automatic CSV / JSON / TensorBoard loggers stay off (set before fit reads it):
-    # raybench writes its own tables; event files under _tune/ would only cost storage.
+    from ray.tune.logger import JsonLoggerCallback
+
+    # Tune's automatic CSV and TensorBoard loggers stay off (read when fit starts): raybench
+    # writes its own tables, and event files under _tune/ would only cost storage. Tune's
+    # result.json stays: its ResultGrid reads trial metrics from it.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     loc = _tune_location(spec)
     path = loc.join(spec.name)
@@ -195,7 +207,7 @@ def _make_tuner(spec: Spec, resume: bool, progress: Any) -> Any:
         loc.fs.delete_dir(path.path)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
-        callbacks=[progress],
+        callbacks=[progress, JsonLoggerCallback()],
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(_trainable(spec), param_space={},
@@ -242,9 +254,14 @@ def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]
 def _quiet_ray() -> None:
     """raybench prints its own progress lines; keep Ray's and Optuna's banners out of them."""
     for key, value in (("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"), ("RAY_AIR_NEW_OUTPUT", "0"),
-                       ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
                        ("RAY_DEDUP_LOGS", "0")):
         os.environ.setdefault(key, value)
+    _quiet_tune()
+
+
+def _quiet_tune() -> None:
+    """Driver-side Tune settings read when ``fit`` starts (also on a Ray someone else started)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -493,6 +510,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,
              sw.mode, len(plan.cells), total, slots)
     progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
+    _quiet_tune()
     tuner = _make_tuner(spec, existed, progress)
     _stop_ray_copying_credentials()
     start = time.monotonic()
