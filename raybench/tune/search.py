@@ -118,6 +118,7 @@ class CellSearcher(Searcher):
         import optuna
 
         if cell.name not in self._studies:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
             sw = self.plan.spec.sweep
             path = studies.local_journal(self.plan.spec.results, self.plan.spec.name)
             study = optuna.create_study(
