@@ -13,7 +13,7 @@ import pytest
 from raybench.config import load_spec
 from raybench.store import ResultStore
 from raybench.tune import studies
-from raybench.tune.cells import Cell, TrialConfig, apply_params, cells
+from raybench.tune.cells import TrialConfig, apply_params, cells
 
 
 def _spec(tmp_path: Path, *sets: str):
