@@ -288,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
     p.add_argument("--only", metavar="PARTS",
-                   help="comma-separated subset of train,cache,trials,cam,results")
+                   help="comma-separated subset of train,cache,trials,cam,results; sweep (only when named)")
     p.set_defaults(func=_cmd_bench)
 
     data = sub.add_parser("data", help="datasets: synthetic generator, importers")

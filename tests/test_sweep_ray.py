@@ -1,6 +1,7 @@
 """Sweeps on a local Ray cluster: smoke sweep, 2-worker DDP with a killed worker, resume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,13 +81,15 @@ def test_smoke_sweep_cli(ray_cluster: str, tmp_path: Path, run_cli) -> None:
     assert not leaked and PLANTED[1] not in out + err
 
 
-def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path) -> None:
+def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_spec(None, TINY + [
         "name=ddp", f"results={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}",
         "train.epochs=3", "train.batch_size=8", "scaling.num_workers=2",
         "scaling.max_failures=1", "sweep.mode=paper", "sweep.models=[cnnx]"])
     marker = tmp_path / "killed-once"
-    summary = run_sweep(spec, inject_failure={"epoch": 2, "marker": str(marker)})
+    monkeypatch.setenv("RAYBENCH_INJECT_FAILURE", json.dumps({"epoch": 2, "marker": str(marker)}))
+    summary = run_sweep(spec)
     assert marker.exists(), "the injected failure happened"
     assert [s["status"] for s in summary] == ["completed"]
     runs = pd.read_parquet(tmp_path / "r" / "ddp" / "runs")
@@ -110,11 +113,14 @@ def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[st
 
 
 def _wait_for_trial_actors_to_die(timeout_s: float = 60) -> None:
+    import ray
     from ray.util.state import list_actors
 
+    # This session's dashboard, by address: other Ray instances may run on the same machine.
+    dashboard = "http://" + ray._private.worker._global_node.address_info["webui_url"]
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+        alive = [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
                  if "ImplicitFunc" in a.class_name or "Trainable" in a.class_name]
         if not alive:
             return
