@@ -346,7 +346,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"raybench: error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("raybench: interrupted", file=sys.stderr)
+        hint = "; continue with --resume" if args.command == "sweep" else ""
+        print(f"raybench: error: interrupted{hint}", file=sys.stderr)
         return 130
     return code if isinstance(code, int) else 0
 

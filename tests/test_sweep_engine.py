@@ -3,6 +3,7 @@ codes (errored / interrupted / storage lost), two drivers at once, resume after 
 was truncated."""
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -58,16 +59,18 @@ def _overlap(tl: pd.DataFrame) -> bool:
 
 
 def test_one_experiment_runs_cells_together_and_studies_load(ray_address: str, tmp_path: Path,
-                                                             run_cli) -> None:
+                                                             run_cli, caplog) -> None:
     from raybench.report import write_report
     from raybench.results import load
     from raybench.tune import studies
 
     args = _args(tmp_path, "eng", "sweep.num_samples=3", "sweep.max_concurrent_per_study=2")
+    caplog.set_level(logging.INFO, logger="raybench")
     code, out, err = run_cli(*args, "--resume")  # resume-or-start: a new name starts
     assert code == 0, err
-    assert "no sweep eng at" in err and "starting it" in err
-    summary_lines = [ln for ln in err.splitlines() if "| best val_balanced_accuracy:" in ln]
+    assert "no sweep eng at" in caplog.text and "starting it" in caplog.text
+    summary_lines = [r.getMessage() for r in caplog.records
+                     if "| best val_balanced_accuracy:" in r.getMessage()]
     assert summary_lines and "6/6 done, 0 running, 0 pending, 0 errored" in summary_lines[-1]
     sweep = tmp_path / "r" / "eng"
     assert [p.name for p in (sweep / "_tune").iterdir()] == ["eng"]  # one Tune experiment
@@ -117,7 +120,7 @@ def test_errored_trials_exit_1_with_their_own_messages(ray_address: str, tmp_pat
 
 def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_address: str,
                                                                       tmp_path: Path,
-                                                                      run_cli) -> None:
+                                                                      run_cli, caplog) -> None:
     args = _args(tmp_path, "intr", "sweep.mode=paper", "sweep.models=[cnnx]", "sweep.seeds=[0, 1, 2]", "train.epochs=3",
                  "scaling.max_concurrent_trials=1")
     runs_dir = tmp_path / "r" / "intr" / "runs"
@@ -135,9 +138,10 @@ def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_addres
     state = tmp_path / "r" / "intr" / "_tune" / "intr"
     for path in [p for p in state.rglob("*") if p.is_file()]:
         path.write_bytes(b"")
+    caplog.set_level(logging.INFO, logger="raybench")
     code, _, err = run_cli(*args, "--resume")
     assert code == 0, err[-3000:]
-    assert "unreadable; rebuilding the sweep" in err
+    assert "unreadable; rebuilding the sweep" in caplog.text
     runs = pd.read_parquet(runs_dir)
     assert sorted(runs["trial_id"]) == [f"cnnx-synthetic-s{s}" for s in range(3)]
     assert (runs["status"] == "completed").all()

@@ -160,8 +160,12 @@ class CellSearcher(Searcher):
             self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
             self._reruns[cell.name] = []
             for t in trials:
-                if t.state == TrialState.RUNNING and (cell.name, t.number) not in owned:
+                if t.state != TrialState.RUNNING:
+                    continue
+                if (cell.name, t.number) not in owned:
                     self._recover(cell, t.number)
+                elif t.user_attrs.get("raybench_status") == "error":  # Tune reruns it now
+                    self._handle(cell, t.number).set_user_attr("raybench_status", "running")
         self._reconciled = True
 
     def _recover(self, cell: Cell, number: int) -> None:
@@ -202,6 +206,7 @@ class CellSearcher(Searcher):
         if self._reruns[cell.name]:
             number = self._reruns[cell.name].pop(0)
             params = next(t for t in study.get_trials(deepcopy=False) if t.number == number).params
+            self._handle(cell, number).set_user_attr("raybench_status", "running")
         else:
             handle = study.ask()
             self._space(cell)(handle)

@@ -226,8 +226,13 @@ def error_text(error: BaseException) -> str:
     return exception_line(str(error)) or type(cause).__name__
 
 
-def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]:
-    """Records trials that ended without results (stopped by ASHA, errored) in the runs table."""
+def _finalize(spec: Spec, store: ResultStore, grid: Any,
+              interrupted: bool = False) -> list[dict[str, Any]]:
+    """Records trials that ended without results (stopped by ASHA, errored) in the runs table.
+
+    After an interrupt, a trial without results was cut short, not stopped: it gets no row
+    (``--resume`` continues it).
+    """
     summary = []
     for result in grid:
         config = result.config or {}
@@ -237,12 +242,13 @@ def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]
         tspec, trial_id, metrics = trial.trial_spec, trial.trial_id, result.metrics or {}
         # A trial writes its run row last: its file exists only once the trial completed.
         done = exists(store.location(spec.name, "runs", f"{trial_id}.parquet"))
-        status = "error" if result.error else ("completed" if done else "stopped")
+        status = "error" if result.error else (
+            "completed" if done else "interrupted" if interrupted else "stopped")
         params = {"lr": tspec.train.lr, "batch_size": tspec.train.batch_size,
                   "cnnx_stride": tspec.model.cnnx_stride if tspec.model.name == "cnnx" else None}
         error = error_text(result.error) if result.error else None
         summary.append({"trial_id": trial_id, "status": status, "error": error, **params})
-        if not done or result.error:
+        if (not done and status != "interrupted") or result.error:
             store.write_table(spec.name, "runs", trial_id, [{
                 "model": tspec.model.name, "scenario": trial.cell.scenario,
                 "seed": tspec.train.seed, **params, "epochs": tspec.train.epochs,
@@ -434,13 +440,19 @@ def unfinished_cells(spec: Spec) -> list[str]:
     return out
 
 
-def _check_outcome(spec: Spec, summary: list[dict[str, Any]], elapsed: float) -> None:
-    """Raises unless every trial completed or was stopped by the scheduler by design."""
+def _was_interrupted(spec: Spec, elapsed: float) -> bool:
+    """Cells are unfinished and the time budget (if any) was not what ended the sweep."""
     budget = spec.sweep.time_budget_s
     unfinished = unfinished_cells(spec)
     if unfinished and budget and elapsed >= budget:
         log.info("time budget of %.0f s reached; %d cell(s) not finished", budget, len(unfinished))
-    elif unfinished:
+        return False
+    return bool(unfinished)
+
+
+def _check_outcome(spec: Spec, summary: list[dict[str, Any]], interrupted: bool) -> None:
+    """Raises unless every trial completed or was stopped by the scheduler by design."""
+    if interrupted:
         raise SweepInterrupted("interrupted; continue with --resume", summary)
     failed = [s for s in summary if s["status"] == "error"]
     if failed:
@@ -525,8 +537,9 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     lost = _storage_lost(spec)
     if lost:
         raise lost
-    summary = _finalize(spec, store, grid)
+    interrupted = _was_interrupted(spec, time.monotonic() - start)
+    summary = _finalize(spec, store, grid, interrupted)
     studies.upload(spec.results, spec.name)
     store.compact(spec.name)  # a snapshot makes results.load fast on large sweeps
-    _check_outcome(spec, summary, time.monotonic() - start)
+    _check_outcome(spec, summary, interrupted)
     return summary
