@@ -262,12 +262,12 @@ def _s3_put_if_absent(loc: Location, data: bytes) -> bool:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    query = parse_qs(urlparse(loc.uri).query)
-    endpoint = _endpoint(query)
-    if endpoint and "://" not in endpoint:
-        endpoint = f"{query.get('scheme', ['https'])[0]}://{endpoint}"
-    region = (query.get("region", [None])[0] or os.environ.get("AWS_REGION")
-              or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    # The endpoint and region the location's own filesystem was built with (a child
+    # location's URI no longer carries the root's ?endpoint_override= query).
+    options = loc.fs.__reduce__()[1][0]
+    host, scheme = options.get("endpoint_override"), options.get("scheme") or "https"
+    endpoint = f"{scheme}://{host}" if host and "://" not in host else host
+    region = options.get("region") or "us-east-1"
     bucket, _, key = loc.path.partition("/")
     client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
     try:
