@@ -25,37 +25,44 @@ def test_a_node_joining_mid_sweep_raises_concurrency(tmp_path: Path) -> None:
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     spec = load_spec(None, [
         "name=grow", f"results={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}",
-        "model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
-        "train.num_threads=1", "train.epochs=2", "cam.enabled=false", "sweep.mode=paper",
-        "sweep.models=[cnnx]", "sweep.seeds=[0, 1, 2, 3, 4, 5, 6]"])
+        # Trials of a few seconds, so the sweep outlasts the new node's worker start (~8 s).
+        "model.image_size=64", "data.synthetic.per_class=24", "data.synthetic.size=64",
+        "train.num_threads=1", "train.epochs=4", "cam.enabled=false", "sweep.mode=paper",
+        "sweep.models=[cnnx]", "sweep.seeds=[0, 1, 2, 3, 4, 5, 6, 7]"])
     epochs = tmp_path / "r" / "grow" / "epochs"
-    joined: dict[str, pd.Timestamp] = {}
+    out: dict[str, object] = {}
 
-    def add_node_once_training() -> None:
+    def sweep() -> None:  # Ray adds nodes from the main thread only: the sweep runs beside it
+        try:
+            out["summary"] = run_sweep(spec, address=cluster.address)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            out["error"] = exc
+
+    driver = threading.Thread(target=sweep, daemon=True)
+    driver.start()
+    try:
         deadline = time.time() + 300
         while time.time() < deadline and not list(epochs.glob("*.parquet")):
             time.sleep(0.2)
         cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        joined["at"] = pd.Timestamp.now(tz="UTC")
-
-    grower = threading.Thread(target=add_node_once_training, daemon=True)
-    grower.start()
-    try:
-        summary = run_sweep(spec, address=cluster.address)
-        grower.join(timeout=60)
+        joined = pd.Timestamp.now(tz="UTC")
+        driver.join(timeout=400)
+        if "error" in out:
+            raise out["error"]  # type: ignore[misc]
+        summary = out["summary"]
         tl = load(str(tmp_path / "r"), "grow").timeline()
     finally:
         ray.shutdown()
         cluster.shutdown()
-    assert [s["status"] for s in summary] == ["completed"] * 7
-    assert "at" in joined, "the second node joined during the sweep"
+    assert [s["status"] for s in summary] == ["completed"] * 8
+    assert tl["finished_at"].max() > joined, "the second node joined during the sweep"
 
     def running_at(t: pd.Timestamp) -> int:
         return int(((tl["started_at"] <= t) & (tl["finished_at"] > t)).sum())
 
-    before = tl[tl["started_at"] < joined["at"]]
+    before = tl[tl["started_at"] < joined]
     assert max(running_at(t) for t in before["started_at"]) == 1  # one CPU: one trial at once
-    after = tl[tl["started_at"] >= joined["at"]]
+    after = tl[tl["started_at"] >= joined]
     assert max(running_at(t) for t in after["started_at"]) >= 2, tl.to_string()
     assert tl["node"].nunique() == 2  # trials ran on both nodes
