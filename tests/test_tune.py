@@ -53,13 +53,13 @@ def test_first_point_stays_inside_a_narrowed_space() -> None:
     assert point == {"lr": 1e-3, "batch_size": 32, "cnnx_stride": 2}
 
 
-def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric() -> None:
+def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric(tmp_path) -> None:
     from raybench.tune.schedule import CellASHA
     from raybench.tune.search import CellSearcher
     from raybench.tune.sweep import plan_of
 
     spec = _spec("sweep.mode=optuna", "sweep.metric=val_macro_auc", "train.epochs=7",
-                 "sweep.num_samples=5", "sweep.grace_period=2")
+                 "sweep.num_samples=5", "sweep.grace_period=2", f"results={tmp_path}")
     config = _tune_config(spec, CellSearcher(plan_of(spec)))
     assert isinstance(config.scheduler, CellASHA)
     one = config.scheduler._make()
@@ -68,8 +68,9 @@ def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric() -> None:
     assert min(rungs) == 2  # the grace period: no trial is stopped before epoch 2
     assert (config.metric, config.mode, config.num_samples) == ("val_macro_auc", "max", -1)
     assert config.max_concurrent_trials is None  # concurrency follows the cluster
-    assert _tune_config(_spec("scaling.max_concurrent_trials=3"),
-                        None).max_concurrent_trials == 3  # an explicit cap stays
+    capped = CellSearcher(plan_of(_spec("scaling.max_concurrent_trials=3", "sweep.seeds=[0, 1, 2, 3]",
+                                        f"results={tmp_path}")))
+    assert [capped.suggest(str(i)) is None for i in range(4)] == [False] * 3 + [True]
     assert _scheduler(_spec("sweep.models=[cnnx]")) is None  # paper mode: no early stopping
 
 

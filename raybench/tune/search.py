@@ -189,6 +189,9 @@ class CellSearcher(Searcher):
         return self.plan.budget * len(self.plan.cells)
 
     def _pick(self) -> Optional[Cell]:
+        cap = self.plan.spec.scaling.max_concurrent_trials
+        if cap and len(self._live) >= cap:
+            return None  # the explicit cap, here rather than in Tune's ConcurrencyLimiter
         flying = [cell for cell, _ in self._live.values()]
         open_ = [c for c in self.plan.cells
                  if self.left(c) > 0 and flying.count(c.name) < self.plan.cap]

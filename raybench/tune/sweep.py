@@ -124,7 +124,10 @@ def _tune_config(spec: Spec, searcher: Any, remote: bool = False) -> Any:
     reuse = spec.scaling.num_workers == 1 and spec.scaling.in_process and not remote
     return tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec), metric=sw.metric,
                            mode=sw.metric_mode, num_samples=-1,
-                           max_concurrent_trials=spec.scaling.max_concurrent_trials,
+                           # scaling.max_concurrent_trials is applied by the searcher: Tune's
+                           # ConcurrencyLimiter forgets its trials on restore and would then
+                           # never pass their results on.
+                           max_concurrent_trials=None,
                            time_budget_s=sw.time_budget_s, reuse_actors=reuse,
                            trial_dirname_creator=trial_dirname)
 
