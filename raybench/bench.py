@@ -393,8 +393,9 @@ def sweep_bench_specs(root: Path, cells: int = 4, samples: int = 4) -> dict[str,
     from raybench.config import load_spec
 
     base = [f"results={root / 'results'}", f"data.cache_dir={root / 'cache'}",
-            "model.image_size=32", "data.synthetic.per_class=24", "data.synthetic.size=32",
-            "train.epochs=3", "train.batch_size=8", "train.num_threads=1", "cam.enabled=false",
+            # Trials of a few seconds: long against a slot's first-trial stagger, still tiny.
+            "model.image_size=32", "data.synthetic.per_class=48", "data.synthetic.size=32",
+            "train.epochs=4", "train.batch_size=8", "train.num_threads=1", "cam.enabled=false",
             "sweep.models=[cnnx]", "sweep.asha=false", "sweep.progress_interval_s=600"]
     seeds = lambda n: "[" + ", ".join(str(i) for i in range(n)) + "]"  # noqa: E731
     optuna = load_spec(None, base + [
