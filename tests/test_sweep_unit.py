@@ -209,3 +209,25 @@ def test_timeline_utilisation_and_gantt(tmp_path: Path) -> None:
     assert res.utilisation(slots=4) == pytest.approx(0.5)
     fig = gantt_figure(tl, tmp_path / "g.png")
     assert fig.path.stat().st_size > 5000 and "3 slot(s); utilisation 0.67" in fig.caption
+
+
+def test_sweep_bench_compares_equal_trials(tmp_path: Path) -> None:
+    from raybench.bench import EXTRA_SECTIONS, sweep_bench_specs
+    from raybench.tune.search import CellSearcher
+    from raybench.tune.sweep import plan_of
+
+    specs = sweep_bench_specs(tmp_path)
+    assert "sweep" in EXTRA_SECTIONS
+    trials = {}
+    for name, spec in specs.items():
+        searcher = CellSearcher(plan_of(spec))
+        got = []
+        while (s := searcher.suggest(str(len(got)))) not in (None, "FINISHED"):
+            got.append(s)
+            searcher.on_trial_complete(str(len(got) - 1), {"val_balanced_accuracy": 0.5,
+                                                           "epoch": spec.train.epochs})
+        trials[name] = got
+    assert len(trials["optuna"]) == len(trials["grid"]) == 16
+    points = {(round(t["params"]["lr"], 6), t["params"]["batch_size"], t["params"]["cnnx_stride"])
+              for ts in trials.values() for t in ts}
+    assert points == {(3e-4, 8, 3)}  # every trial of both sweeps trains the same way
