@@ -80,6 +80,11 @@ class Progress(tune.Callback):
         self._t0 = time.monotonic()
         self._last = self._t0
 
+    def setup(self, **info: Any) -> None:
+        """Experiment start (also after ``Tuner.restore`` unpickled this callback)."""
+        self._t0 = self._last = time.monotonic()
+        self._started = {}
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, time.monotonic())
 
