@@ -80,7 +80,8 @@ class Progress(tune.Callback):
         self._t0 = time.monotonic()
         self._last = self._t0
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: Optional[int] = None,
+              total_num_samples: Optional[int] = None, **info: Any) -> None:
         """Experiment start (also after ``Tuner.restore`` unpickled this callback)."""
         self._t0 = self._last = time.monotonic()
         self._started = {}

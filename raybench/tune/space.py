@@ -16,7 +16,7 @@ from raybench.registry import Registry
 PAPER_DEFAULTS: dict[str, Any] = {"lr": 3e-4, "batch_size": 15, "cnnx_stride": 3}
 PARAM_KEYS: tuple[str, ...] = ("lr", "batch_size", "cnnx_stride")
 
-SPACES: Registry[Callable[[SearchSpace, str], Callable[[Any], None]]] = Registry("search space")
+SPACES: Registry[Callable[[SearchSpace, str], Callable[[Any], Any]]] = Registry("search space")
 
 
 @dataclass(frozen=True)
