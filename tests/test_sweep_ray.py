@@ -199,6 +199,18 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET)
             for o in page.get("Contents", [])]
     assert any("/_tune/" in k for k in keys), "Tune state and checkpoints live in the same store"
+    # The Optuna studies were uploaded next to the results and open with Optuna itself.
+    import optuna
+
+    journal = tmp_path / "journal.log"
+    journal.write_bytes(s3.get_object(Bucket=S3_BUCKET, Key="prefix/same/optuna/journal.log")
+                        ["Body"].read())
+    from raybench.tune import studies
+
+    study = optuna.load_study(study_name="cnnx-synthetic-s1",
+                              storage=studies.open_storage(journal))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert study.trials[0].params == {"lr": 3e-4, "batch_size": 15, "cnnx_stride": 3}
     leaked = [k for k in keys
               if PLANTED[1].encode() in s3.get_object(Bucket=S3_BUCKET, Key=k)["Body"].read()]
     assert not leaked, f"credential stored in {leaked}"
