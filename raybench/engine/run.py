@@ -134,6 +134,8 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     preds.insert(2, "predicted", [data.labels[i] for i in probs.argmax(axis=1)])
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
+    if outcome_row.get("finished_at") is not None:  # writing its results is part of the trial
+        outcome_row = {**outcome_row, "finished_at": datetime.now(timezone.utc)}
     store.write_table(sweep, "runs", trial_id,
                       [{**outcome_row, "skipped_images": json.dumps(skipped) if skipped else None}])
 
