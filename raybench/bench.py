@@ -12,7 +12,11 @@
 * ``trial_overhead_s``: a sweep of short single-worker in-process trials on local Ray, wall
   time minus the trials' training time (epoch seconds), per trial;
 * CAM images/s per model (when :mod:`raybench.cam` exists);
-* ``results_load_s``: :func:`raybench.results.load` of a sweep of 10,000 trials (snapshots).
+* ``results_load_s``: :func:`raybench.results.load` of a sweep of 10,000 trials (snapshots);
+* ``sweep_wall_ratio`` and ``sweep_utilisation`` (``--only sweep``): on local Ray with 4
+  logical CPUs, an Optuna sweep of 4 cells x 4 samples of equal tiny trials against a
+  ``paper`` grid of 16 equal trials: wall time optuna / grid, and the Optuna sweep's trial
+  time / (4 slots x its span from first trial start to last trial end).
 
 Performance claims live here and in ``benchmarks/RESULTS.md``, never in timed tests.
 """
@@ -42,8 +46,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GENERATED_SIDE = 224  # generated images: the side of the Kermany JPEGs this was first run on
 GENERATED_IMAGES = 1000  # generated images of a full run (quick: ``cache_images``)
 SECTIONS = ("train", "cache", "trials", "cam", "results")
+#: Sections run only when asked for (``--only sweep``): the sweep comparison takes minutes.
+EXTRA_SECTIONS = ("sweep",)
 TARGETS = {"train_ratio": (">=", 0.95), "cache_speedup": (">=", 10.0),
-           "trial_overhead_s": ("<=", 2.0), "cache_peak_memory_ratio": ("<=", 1.2)}
+           "trial_overhead_s": ("<=", 1.0), "cache_peak_memory_ratio": ("<=", 1.2)}
+SWEEP_TARGETS = {"sweep_wall_ratio": ("<=", 1.15), "sweep_utilisation": (">=", 0.9)}
 CACHE_BATCH = 15  # the paper's mini-batch
 
 
@@ -451,6 +458,71 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
             "trial_wall_s_mean": float(runs["wall_s"].mean()), "concurrency": 1}
 
 
+# ---------------------------------------------------------------- (c2) one experiment per sweep
+
+SWEEP_SLOTS = 4
+
+
+def sweep_bench_specs(root: Path, cells: int = 4, samples: int = 4) -> dict[str, Any]:
+    """Equal trials two ways: Optuna (``cells`` x ``samples``, a one-point space) and a grid."""
+    from raybench.config import load_spec
+
+    base = [f"results={root / 'results'}", f"data.cache_dir={root / 'cache'}",
+            # Trials of a few seconds: long against a slot's first-trial stagger, still tiny.
+            "model.image_size=32", "data.synthetic.per_class=48", "data.synthetic.size=32",
+            "train.epochs=4", "train.batch_size=8", "train.num_threads=1", "cam.enabled=false",
+            "sweep.models=[cnnx]", "sweep.asha=false", "sweep.progress_interval_s=600"]
+    seeds = lambda n: "[" + ", ".join(str(i) for i in range(n)) + "]"  # noqa: E731
+    optuna = load_spec(None, base + [
+        "name=bench-optuna", "sweep.mode=optuna", f"sweep.seeds={seeds(cells)}",
+        f"sweep.num_samples={samples}", "sweep.space.lr_min=3e-4", "sweep.space.lr_max=3.0001e-4",
+        "sweep.space.batch_sizes=[8]", "sweep.space.options.stride=[3]"])
+    grid = load_spec(None, base + ["name=bench-grid", "sweep.mode=paper",
+                                   f"sweep.seeds={seeds(cells * samples)}"])
+    return {"optuna": optuna, "grid": grid}
+
+
+def _timed_sweep(spec: Any) -> tuple[float, Any]:
+    from raybench.results import load
+    from raybench.tune.sweep import run_sweep
+
+    start = time.perf_counter()
+    run_sweep(spec)
+    wall = time.perf_counter() - start
+    return wall, load(spec.results, spec.name).timeline()
+
+
+def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
+    """``sweep_wall_ratio`` (optuna / grid wall time) and ``sweep_utilisation`` (optuna)."""
+    import ray
+
+    from raybench.data.dataset import prepare_data
+    from raybench.results import utilisation
+    from raybench.tune.sweep import ensure_ray
+
+    cells, samples = (2, 2) if opts.quick else (4, 4)
+    started = not ray.is_initialized()
+    ensure_ray(None, num_cpus=SWEEP_SLOTS)
+    out: dict[str, Any] = {"cells": cells, "samples": samples, "slots": SWEEP_SLOTS}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            specs = sweep_bench_specs(Path(tmp), cells, samples)
+            prepare_data(specs["grid"].data, 32)  # the synthetic set and its cache, once
+            for name in ("grid", "optuna"):
+                wall, tl = _timed_sweep(specs[name])
+                span = (tl["finished_at"].max() - tl["started_at"].min()).total_seconds()
+                out[name] = {"wall_s": wall, "trials": len(tl), "span_s": span,
+                             "trial_s_mean": float(tl["duration_s"].mean()),
+                             "max_concurrent": int(tl["slot"].max() + 1),
+                             "utilisation": utilisation(tl, SWEEP_SLOTS)}
+    finally:
+        if started:
+            ray.shutdown()
+    out["sweep_wall_ratio"] = out["optuna"]["wall_s"] / out["grid"]["wall_s"]
+    out["sweep_utilisation"] = out["optuna"]["utilisation"]
+    return out
+
+
 # ---------------------------------------------------------------- (d) CAM throughput
 
 
@@ -600,7 +672,8 @@ def _section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each CPU target with the measured value and whether it holds (``None``: not measured)."""
     out = {}
-    for key, (op, bound) in TARGETS.items():
+    targets = {**TARGETS, **(SWEEP_TARGETS if "sweep" in report else {})}
+    for key, (op, bound) in targets.items():
         value = report.get(key)
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
         out[key] = {"target": f"{op} {bound:g}", "value": value, "met": met}
@@ -609,7 +682,7 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
     """Runs the selected sections; returns the JSON-ready report (keys in the module docstring)."""
-    unknown = [s for s in opts.sections if s not in SECTIONS]
+    unknown = [s for s in opts.sections if s not in SECTIONS + EXTRA_SECTIONS]
     if unknown:
         from raybench.errors import ConfigError
 
@@ -620,10 +693,10 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine(), "quick": opts.quick}
     runs = {"train": lambda: bench_train(opts), "cache": lambda: bench_cache(opts),
             "trials": lambda: bench_trials(opts), "cam": lambda: bench_cam(opts),
-            "results": lambda: bench_results(opts)}
+            "results": lambda: bench_results(opts), "sweep": lambda: bench_sweep(opts)}
     headline = {"train": "train_ratio", "cache": "cache_speedup", "trials": "trial_overhead_s",
                 "results": "results_load_s"}
-    for name in SECTIONS:
+    for name in SECTIONS + EXTRA_SECTIONS:
         if name not in opts.sections:
             continue
         report[name] = _section(name, runs[name])
@@ -631,6 +704,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             report[headline[name]] = report[name].get(headline[name])
         if name == "cache":
             report["cache_peak_memory_ratio"] = report[name].get("cache_peak_memory_ratio")
+        if name == "sweep":
+            report.update({k: report[name][k] for k in SWEEP_TARGETS})
     report["cam_images_per_s"] = report.get("cam", {}).get("images_per_s")
     report["targets"] = check_targets(report)
     report["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -657,6 +732,12 @@ def format_report(report: dict[str, Any]) -> str:
     if "trial_overhead_s" in trials:
         lines.append(f"trials: {trials['trials']} in {trials['sweep_wall_s']:.1f} s, training "
                      f"{trials['training_s']:.1f} s, Ray start {trials['ray_init_s']:.1f} s")
+    sweep = report.get("sweep", {})
+    for name in ("grid", "optuna") if "sweep_wall_ratio" in sweep else ():
+        part = sweep[name]
+        lines.append(f"sweep {name}: {part['trials']} trials in {part['wall_s']:.1f} s, span "
+                     f"{part['span_s']:.1f} s, trial {part['trial_s_mean']:.1f} s, up to "
+                     f"{part['max_concurrent']} at once, utilisation {part['utilisation']:.3f}")
     cam = report.get("cam", {})
     if cam.get("skipped"):
         lines.append(f"cam: skipped ({cam['skipped']})")

@@ -498,7 +498,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RaybenchError as exc:  # one line per problem (a sweep: one per failed trial)
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"raybench: error: {line}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        return exc.exit_code
     except KeyboardInterrupt:
         if args.command == "sweep":  # the trials that finished are kept: say how to go on
             print("raybench: error: interrupted; continue with --resume", file=sys.stderr)

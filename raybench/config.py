@@ -189,6 +189,7 @@ class SweepConfig:
             ``data.roi`` as it is.
         max_concurrent_per_study: Trials of one cell's Optuna study in flight at once (small,
             so TPE learns from finished trials while other cells fill the cluster).
+        progress_interval_s: Seconds between the driver's sweep summary lines.
     """
 
     mode: str = "paper"
@@ -204,6 +205,7 @@ class SweepConfig:
     time_budget_s: Optional[float] = None
     rois: tuple[str, ...] = ()
     max_concurrent_per_study: int = 2
+    progress_interval_s: float = 30.0
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
@@ -519,6 +521,9 @@ def _validate_sweep(spec: Spec, where: str) -> None:
         _check_list(where, f"sweep.space.{key}", values)
     if not sweep.seeds:
         raise ConfigError(f"{where}: sweep.seeds must list at least one seed")
+    if spec.sweep.max_concurrent_per_study < 1 or not spec.sweep.progress_interval_s > 0:
+        raise ConfigError(f"{where}: sweep.max_concurrent_per_study must be >= 1 and "
+                          "sweep.progress_interval_s > 0")
     _validate_model_options(spec, where)
     if spec.scaling.gpus_per_worker > 0 and not spec.scaling.use_gpu:
         raise ConfigError(f"{where}: scaling.gpus_per_worker is set but scaling.use_gpu is false")

@@ -220,6 +220,46 @@ def _draw_cam_cell(ax: Axes, cams: CamSet, k: int, show_cam: bool) -> None:
                   alpha=0.45 if cams.images is not None else 1.0, interpolation="bilinear")
 
 
+def gantt_figure(timeline: pd.DataFrame, path: Path, slots: Optional[int] = None) -> Figure:
+    """The sweep as a Gantt chart: one row per node and slot, one bar per trial (by model)."""
+    from raybench.results import utilisation
+
+    t0 = timeline["started_at"].min()
+    lanes = sorted({(str(n), int(s)) for n, s in zip(timeline["node"].fillna("?"),
+                                                      timeline["slot"], strict=True)})
+    row = {lane: i for i, lane in enumerate(lanes)}
+    models = sorted(timeline[S.MODEL].dropna().unique())
+    colors = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    fig = new_figure((9, 0.45 * len(lanes) + 1.6))
+    ax = fig.subplots()
+    for r in timeline.itertuples():
+        start = (r.started_at - t0).total_seconds()
+        y = row[(str(r.node) if isinstance(r.node, str) else "?", int(str(r.slot)))]
+        ax.barh(y, float(str(r.duration_s)), left=start, color=colors.get(r.model, "grey"),
+                edgecolor="white", hatch="" if r.status == "completed" else "//")
+    ax.set_yticks(range(len(lanes)), [f"{n[:8]} / {s}" for n, s in lanes], fontsize=8)
+    ax.set(xlabel="seconds since the first trial started", ylabel="node / slot")
+    for m, c in colors.items():
+        ax.barh([], [], color=c, label=m)
+    ax.legend(fontsize=8, loc="upper right")
+    util = utilisation(timeline, slots)
+    return save_figure(fig, path, f"Sweep timeline: {len(timeline)} trial(s) on {len(lanes)} slot(s); "
+                            f"utilisation {util:.2f} (trial time / slots x span; hatched: not "
+                            "completed)")
+
+
+def _timeline_blocks(res: Results, figs: Path) -> list[Block]:
+    timeline = res.timeline()
+    if timeline.empty:
+        return []
+    return ["## Sweep timeline",
+            f"Utilisation = sum of trial durations / (slots x span) = "
+            f"{res.utilisation():.3f}, with {len(timeline)} trial(s) from "
+            f"{timeline['started_at'].min():%Y-%m-%d %H:%M:%S} to "
+            f"{timeline['finished_at'].max():%H:%M:%S} UTC.",
+            gantt_figure(timeline, figs / "timeline.png")]
+
+
 def _cam_sets(res: Results, sweep: str) -> dict[str, CamSet]:
     """The CAMs of the first trial (by id) of each model that has CAMs."""
     trials = set(res.cam_trials(sweep))
@@ -308,6 +348,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         blocks += rs.source_blocks(res, scenario)
     blocks += rs.shortcut_blocks(res) + rs.calibration_blocks(res, figs)
     blocks += ["## Trials", Table(_summary(res))]
+    blocks += _timeline_blocks(res, figs)
     cams = _cam_sets(res, sweep)
     if cams:
         blocks += ["## Class activation maps", cam_grid_figure(cams, figs / "cams.png")]

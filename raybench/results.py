@@ -325,11 +325,69 @@ class Results:
         """A trial's class activation maps (``sweep`` is needed only when the id is ambiguous)."""
         return self.store.read_cams(sweep or self._sweep_of(trial_id), trial_id)
 
+    def timeline(self) -> pd.DataFrame:
+        """One row per trial that ran: when, where, how long, and its slot on its node.
+
+        Columns: sweep, trial_id, model, scenario, seed, status, node, accelerator,
+        started_at, finished_at (UTC), duration_s, slot (0-based lane on its node: a trial
+        takes the lowest lane free when it starts, so lanes = trials running at once).
+        """
+        return trial_timeline(self.runs)
+
+    def utilisation(self, slots: Optional[int] = None) -> float:
+        """Sum of trial durations / (slots x span); see :func:`utilisation`."""
+        return utilisation(self.timeline(), slots)
+
     def _sweep_of(self, trial_id: str) -> str:
         hits = self.runs.loc[self.runs[S.TRIAL_ID] == trial_id, S.SWEEP].unique()
         if len(hits) != 1:
             raise RaybenchError(f"trial {trial_id!r} is in sweeps {list(hits)}; name the sweep")
         return str(hits[0])
+
+
+TIMELINE_COLUMNS: list[str] = [S.SWEEP, S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, S.STATUS,
+                                "node", "accelerator", "started_at", "finished_at"]
+
+
+def trial_timeline(runs: pd.DataFrame) -> pd.DataFrame:
+    """The timeline of a runs table (see :meth:`Results.timeline`)."""
+    cols = [c for c in TIMELINE_COLUMNS if c in runs.columns]
+    if "started_at" not in cols or "finished_at" not in cols:
+        return pd.DataFrame(columns=TIMELINE_COLUMNS + ["duration_s", "slot"])
+    frame = runs[cols].dropna(subset=["started_at", "finished_at"])
+    frame = frame.sort_values(["started_at", S.TRIAL_ID]).reset_index(drop=True)
+    frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame["slot"] = _lanes(frame)
+    return frame
+
+
+def _lanes(frame: pd.DataFrame) -> list[int]:
+    """Greedy interval colouring per node: the lowest lane whose last trial has finished."""
+    ends: dict[object, list[pd.Timestamp]] = {}
+    lanes = []
+    for node, start, end in zip(frame["node"].fillna("?"), frame["started_at"],
+                                frame["finished_at"], strict=True):
+        busy = ends.setdefault(node, [])
+        lane = next((i for i, t in enumerate(busy) if t <= start), len(busy))
+        busy[lane:lane + 1] = [end]
+        lanes.append(lane)
+    return lanes
+
+
+def utilisation(timeline: pd.DataFrame, slots: Optional[int] = None) -> float:
+    """Sum of trial durations / (slots x span), span = first start to last finish.
+
+    Args:
+        timeline: :meth:`Results.timeline` rows.
+        slots: Trial slots of the cluster; default the lanes the timeline used (the most
+            trials that ran at once on each node, summed over nodes).
+    """
+    if timeline.empty:
+        return math.nan
+    span = (timeline["finished_at"].max() - timeline["started_at"].min()).total_seconds()
+    if slots is None:
+        slots = int(timeline.groupby(timeline["node"].fillna("?"))["slot"].max().add(1).sum())
+    return float(timeline["duration_s"].sum() / (slots * span)) if span > 0 else math.nan
 
 
 def _aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -152,6 +152,7 @@ EPOCH = "epoch"
 STATUS = "status"
 PROB_PREFIX = "p_"
 TRAIN_IMAGES_PER_S = "train_images_per_s"
+EPOCHS = "epochs"
 LR = "lr"
 BATCH_SIZE = "batch_size"
 #: Model-option columns of the runs table: one per option any model declares

@@ -281,6 +281,59 @@ def delete_file(loc: Location) -> None:
         loc.fs.delete_file(loc.path)
 
 
+def create_exclusive(loc: Location, data: bytes) -> bool:
+    """Creates the file ``loc`` with ``data`` only if nothing exists there; atomic on each store.
+
+    Locally an exclusive create (``O_CREAT | O_EXCL``); on S3 a conditional
+    ``PutObject`` with ``If-None-Match: *`` (AWS S3, MinIO and moto answer 412 when the key
+    exists). Two callers racing for the same path: exactly one gets True.
+
+    Returns:
+        True when this call created the file, False when it already existed.
+
+    Raises:
+        RaybenchError: The store cannot be written (one line naming it).
+    """
+    if loc.is_local:
+        os.makedirs(os.path.dirname(loc.path), exist_ok=True)
+        try:
+            fd = os.open(loc.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise RaybenchError(f"cannot write {loc.uri}: {exc.strerror or exc}") from None
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+    return _s3_put_if_absent(loc, data)
+
+
+def _s3_put_if_absent(loc: Location, data: bytes) -> bool:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    # The endpoint and region the location's own filesystem was built with (a child
+    # location's URI no longer carries the root's ?endpoint_override= query).
+    options = loc.fs.__reduce__()[1][0]
+    host, scheme = options.get("endpoint_override"), options.get("scheme") or "https"
+    endpoint = f"{scheme}://{host}" if host and "://" not in host else host
+    region = options.get("region") or "us-east-1"
+    bucket, _, key = loc.path.partition("/")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        return True
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            return False
+        raise RaybenchError(redact(f"cannot write {loc.uri}: {code or exc}")) from None
+    except BotoCoreError as exc:
+        raise RaybenchError(redact(f"cannot write {loc.uri}: {exc}")) from None
+
+
 # --- fail-fast check of a results root ---------------------------------------------------
 
 _S3_ERRORS: tuple[tuple[str, str], ...] = (

@@ -121,8 +121,7 @@ CASES = [
                                    str(t / "runs"), "--address", f"127.0.0.1:{_closed_port()}"],
      "cannot reach Ray at 127.0.0.1:"),
     ("sweep-exists", _existing_sweep, "already exists"),
-    ("resume-nothing", lambda t: ["sweep", "--config", str(REPO / "jobs" / "smoke.yaml"), "--resume",
-                                  "--results", str(t / "runs")], "nothing to resume"),
+    ("resume-other-spec", lambda t: _existing_sweep(t) + ["--resume"], "started with another spec"),
     ("gpu-share-without-gpu", _set("scaling.gpus_per_worker=0.5"), "scaling.use_gpu is false"),
 ]
 S3_CASES = [

@@ -10,7 +10,7 @@ import pytest
 from raybench.config import load_spec
 from raybench.errors import RaybenchError
 from raybench.store import ResultStore
-from raybench.tune.sweep import _claim_sweep
+from raybench.tune.sweep import claim_sweep as _claim_sweep
 from raybench.config import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ def test_disk_full_is_one_line_and_earlier_results_survive(tmp_path: Path, run_c
 def test_sweep_names_are_claimed_once(tmp_path: Path) -> None:
     spec = load_spec(REPO / "jobs" / "smoke.yaml", [f"results={tmp_path}"])
     store = ResultStore(str(tmp_path))
-    with pytest.raises(RaybenchError, match="nothing to resume"):
-        _claim_sweep(store, spec, resume=True, overwrite=False)
+    assert _claim_sweep(store, spec, resume=True, overwrite=False) is False  # resume-or-start
+    (tmp_path / "smoke" / "_claim.json").unlink()
     _claim_sweep(store, spec, resume=False, overwrite=False)  # new name: fine
     store.write_spec("smoke", dump_yaml(spec))
     store.write_table("smoke", "runs", "t1", [{"model": "cnnx", "status": "completed"}])
@@ -59,4 +59,5 @@ def test_sweep_names_are_claimed_once(tmp_path: Path) -> None:
     with pytest.raises(RaybenchError, match="exclude each other"):
         _claim_sweep(store, spec, resume=True, overwrite=True)
     _claim_sweep(store, spec, resume=False, overwrite=True)
-    assert not (tmp_path / "smoke").exists(), "--overwrite starts from an empty sweep folder"
+    assert [p.name for p in (tmp_path / "smoke").iterdir()] == ["_claim.json"], \
+        "--overwrite starts from an empty sweep folder (holding the new claim)"

@@ -1,6 +1,7 @@
 """Sweeps on a local Ray cluster: smoke sweep, 2-worker DDP with a killed worker, resume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,10 +61,10 @@ def test_smoke_sweep_cli(ray_cluster: str, tmp_path: Path, run_cli) -> None:
     assert (runs["status"] == "completed").all()
     first = runs.set_index("trial_id").loc["cnnx-synthetic-s0-t000"]
     # The first Optuna trial of a searched model is the paper's defaults.
-    assert (first["lr"], first["batch_size"], first["cnnx_stride"]) == (3e-4, 15, 3)
+    assert (first["lr"], first["batch_size"], first["stride"]) == (3e-4, 15, 3)
     assert runs.set_index("trial_id").loc["squeezenet-synthetic-s0-t000", "lr"] == 3e-4
     second = runs.set_index("trial_id").loc["cnnx-synthetic-s0-t001"]
-    assert (second["lr"], second["batch_size"], second["cnnx_stride"]) != (3e-4, 15, 3)
+    assert (second["lr"], second["batch_size"], second["stride"]) != (3e-4, 15, 3)
     for table in ("metrics", "epochs", "predictions"):
         assert sorted(p.stem for p in (sweep / table).glob("*.parquet")) == runs["trial_id"].tolist()
     assert (sweep / "spec.yaml").is_file()
@@ -80,13 +81,15 @@ def test_smoke_sweep_cli(ray_cluster: str, tmp_path: Path, run_cli) -> None:
     assert not leaked and PLANTED[1] not in out + err
 
 
-def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path) -> None:
+def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_spec(None, TINY + [
         "name=ddp", f"results={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}",
         "train.epochs=3", "train.batch_size=8", "scaling.num_workers=2",
         "scaling.max_failures=1", "sweep.mode=paper", "sweep.models=[cnnx]"])
     marker = tmp_path / "killed-once"
-    summary = run_sweep(spec, inject_failure={"epoch": 2, "marker": str(marker)})
+    monkeypatch.setenv("RAYBENCH_INJECT_FAILURE", json.dumps({"epoch": 2, "marker": str(marker)}))
+    summary = run_sweep(spec)
     assert marker.exists(), "the injected failure happened"
     assert [s["status"] for s in summary] == ["completed"]
     runs = pd.read_parquet(tmp_path / "r" / "ddp" / "runs")
@@ -110,11 +113,14 @@ def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[st
 
 
 def _wait_for_trial_actors_to_die(timeout_s: float = 60) -> None:
+    import ray
     from ray.util.state import list_actors
 
+    # This session's dashboard, by address: other Ray instances may run on the same machine.
+    dashboard = "http://" + ray._private.worker._global_node.address_info["webui_url"]
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+        alive = [a for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")])
                  if "ImplicitFunc" in a.class_name or "Trainable" in a.class_name]
         if not alive:
             return
@@ -193,6 +199,18 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET)
             for o in page.get("Contents", [])]
     assert any("/_tune/" in k for k in keys), "Tune state and checkpoints live in the same store"
+    # The Optuna studies were uploaded next to the results and open with Optuna itself.
+    import optuna
+
+    journal = tmp_path / "journal.log"
+    journal.write_bytes(s3.get_object(Bucket=S3_BUCKET, Key="prefix/same/optuna/journal.log")
+                        ["Body"].read())
+    from raybench.tune import studies
+
+    study = optuna.load_study(study_name="cnnx-synthetic-s1",
+                              storage=studies.open_storage(journal))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert study.trials[0].params == {"lr": 3e-4, "batch_size": 15, "stride": 3}
     leaked = [k for k in keys
               if PLANTED[1].encode() in s3.get_object(Bucket=S3_BUCKET, Key=k)["Body"].read()]
     assert not leaked, f"credential stored in {leaked}"

@@ -7,7 +7,7 @@ import pytest
 from raybench.config import SearchSpace, load_spec
 from raybench.errors import RaybenchError
 from raybench.tune.space import PAPER_DEFAULTS, SPACES, first_point
-from raybench.tune.sweep import _tune_config, cell_spec, cells, groups, max_concurrent
+from raybench.tune.sweep import _scheduler, _tune_config, cell_spec, cells, max_concurrent
 
 
 def _spec(*sets: str):
@@ -21,8 +21,7 @@ def test_cells_cross_models_scenarios_seeds() -> None:
     assert len(names) == 8 and names[0] == "cnnx-paper-1-s0" and names[-1] == "resnet18-paper-3-s1"
     one = cell_spec(spec, cells(spec)[-1])
     assert (one.model.name, one.data.scenario, one.train.seed) == ("resnet18", "paper-3", 1)
-    assert groups(spec) == ["paper"]
-    assert groups(_spec("sweep.mode=optuna", "sweep.models=[cnnx, vgg16]")) == [
+    assert [c.name for c in cells(_spec("sweep.mode=optuna", "sweep.models=[cnnx, vgg16]"))] == [
         "cnnx-synthetic-s0", "vgg16-synthetic-s0"]
 
 
@@ -37,48 +36,42 @@ def test_conditional_space_and_paper_first_point(model: str, has_stride: bool) -
     assert define(first) == {"trial_number": 0}
     assert first.params == point
     assert point["lr"] == PAPER_DEFAULTS["lr"] and point["batch_size"] == 15
-    assert ("cnnx_stride" in point) is has_stride
+    assert ("stride" in point) is has_stride
     for _ in range(20):
         trial = study.ask()
         define(trial)
         assert 1e-5 <= trial.params["lr"] <= 1e-2
         assert trial.params["batch_size"] in (8, 15, 16, 32, 64)
-        assert ("cnnx_stride" in trial.params) is has_stride
+        assert ("stride" in trial.params) is has_stride
         if has_stride:
-            assert trial.params["cnnx_stride"] in (2, 3, 4)
+            assert trial.params["stride"] in (2, 3, 4)
 
 
 def test_first_point_stays_inside_a_narrowed_space() -> None:
-    point = first_point(SearchSpace(lr_min=1e-3, lr_max=1e-2, batch_sizes=(32,), cnnx_strides=(2,)),
+    point = first_point(SearchSpace(lr_min=1e-3, lr_max=1e-2, batch_sizes=(32,), options={"stride": (2,)}),
                         "cnnx")
-    assert point == {"lr": 1e-3, "batch_size": 32, "cnnx_stride": 2}
+    assert point == {"lr": 1e-3, "batch_size": 32, "stride": 2}
 
 
-def test_optuna_group_uses_asha_on_the_configured_metric() -> None:
-    from ray.tune.schedulers import ASHAScheduler
+def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric(tmp_path) -> None:
+    from raybench.tune.schedule import CellASHA
+    from raybench.tune.search import CellSearcher
+    from raybench.tune.sweep import plan_of
 
     spec = _spec("sweep.mode=optuna", "sweep.metric=val_macro_auc", "train.epochs=7",
-                 "sweep.num_samples=5", "sweep.grace_period=2")
-    config, space = _tune_config(spec, "cnnx-synthetic-s0", concurrency=3)
-    assert isinstance(config.scheduler, ASHAScheduler)
-    assert config.scheduler._max_t == 7 and config.scheduler._reduction_factor == 2
-    rungs = [r[0] for r in config.scheduler._brackets[0]._rungs]  # (milestone, recorded)
+                 "sweep.num_samples=5", "sweep.grace_period=2", f"results={tmp_path}")
+    config = _tune_config(spec, CellSearcher(plan_of(spec)))
+    assert isinstance(config.scheduler, CellASHA)
+    one = config.scheduler._make()
+    assert one._max_t == 7 and one._reduction_factor == 2 and one._metric == "val_macro_auc"
+    rungs = [r[0] for r in one._brackets[0]._rungs]  # (milestone, recorded)
     assert min(rungs) == 2  # the grace period: no trial is stopped before epoch 2
-    assert (config.metric, config.mode, config.num_samples) == ("val_macro_auc", "max", 5)
-    assert config.max_concurrent_trials == 3
-    assert space["cell"]["group"] == "cnnx-synthetic-s0"
-    assert config.search_alg._points_to_evaluate == [{"lr": 3e-4, "batch_size": 15, "cnnx_stride": 3}]
-
-
-def test_paper_mode_is_a_fixed_grid() -> None:
-    spec = _spec("sweep.models=[cnnx, squeezenet]", "sweep.seeds=[0, 1, 2]")
-    config, space = _tune_config(spec, "paper", concurrency=2)
-    grid = space["cell"]["grid_search"]
-    assert [g["trial_id"] for g in grid][:3] == ["cnnx-synthetic-s0", "cnnx-synthetic-s1",
-                                                 "cnnx-synthetic-s2"]
-    assert all(g["spec"]["train"]["lr"] == 3e-4 and g["spec"]["train"]["batch_size"] == 15
-               for g in grid)
-    assert config.search_alg is None and config.scheduler is None
+    assert (config.metric, config.mode, config.num_samples) == ("val_macro_auc", "max", -1)
+    assert config.max_concurrent_trials is None  # concurrency follows the cluster
+    capped = CellSearcher(plan_of(_spec("scaling.max_concurrent_trials=3", "sweep.seeds=[0, 1, 2, 3]",
+                                        f"results={tmp_path}")))
+    assert [capped.suggest(str(i)) is None for i in range(4)] == [False] * 3 + [True]
+    assert _scheduler(_spec("sweep.models=[cnnx]")) is None  # paper mode: no early stopping
 
 
 @pytest.mark.parametrize("sets,resources,expected", [
@@ -102,25 +95,26 @@ def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:
     """ASHA-stopped and failed trials get a runs row; completed ones keep theirs."""
     from types import SimpleNamespace
 
-    from raybench.config import to_dict
     from raybench.store import ResultStore
+    from raybench.tune.cells import TrialConfig
     from raybench.tune.sweep import _finalize
 
     spec = _spec("sweep.mode=optuna", f"results={tmp_path}", "name=fin", "train.epochs=5")
     store = ResultStore(str(tmp_path))
     store.write_table("fin", "runs", "cnnx-synthetic-s0-t000", [{"model": "cnnx", "status": "completed"}])
-    cell = {"spec": to_dict(spec), "scenario": "synthetic", "group": "cnnx-synthetic-s0"}
+    cell = cells(spec)[0]
 
     def result(n: int, epoch: int, error=None):
-        return SimpleNamespace(config={"cell": cell, "lr": 1e-3 * (n + 1), "batch_size": 8,
-                                       "cnnx_stride": 2, "trial_number": n},
-                               metrics={"raybench_trial": f"cnnx-synthetic-s0-t00{n}", "epoch": epoch},
+        trial = TrialConfig(cell_spec(spec, cell), cell, f"cnnx-synthetic-s0-t00{n}",
+                            {"lr": 1e-3 * (n + 1), "batch_size": 8, "stride": 2}, n)
+        return SimpleNamespace(config=trial.to_ray(),
+                               metrics={"raybench_trial": trial.trial_id, "epoch": epoch},
                                error=error)
 
-    summary = _finalize(spec, store, [result(0, 5), result(1, 2), result(2, 1, RuntimeError("boom\nx"))])
+    summary = _finalize(spec, store, [result(0, 5), result(1, 2), result(2, 1, RuntimeError("boom"))])
     assert [s["status"] for s in summary] == ["completed", "stopped", "error"]
     runs = store.read_table("fin", "runs").set_index("trial_id")
     assert runs.loc["cnnx-synthetic-s0-t001", "epochs_run"] == 2
     assert runs.loc["cnnx-synthetic-s0-t001", "lr"] == pytest.approx(2e-3)
-    assert runs.loc["cnnx-synthetic-s0-t002", "error"] == "boom"
+    assert runs.loc["cnnx-synthetic-s0-t002", "error"] == "RuntimeError: boom"
     assert runs.loc["cnnx-synthetic-s0-t000", "status"] == "completed"

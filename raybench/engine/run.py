@@ -10,8 +10,10 @@ import json
 import logging
 import os
 import platform
+import socket
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -76,6 +78,13 @@ def model_options(spec: Spec) -> dict[str, int]:
         image_size(spec))
 
 
+def searched_values(spec: Spec) -> dict[str, Any]:
+    """What a sweep may search, as this spec sets it: lr, batch size, the tunable options."""
+    tunable = {o.name for o in model_names.tunable_options(spec.model.name)}
+    options = {k: v for k, v in model_options(spec).items() if k in tunable}
+    return {S.LR: spec.train.lr, S.BATCH_SIZE: spec.train.batch_size, **options}
+
+
 def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:
     """Builds the spec's model (seeded, so weights are reproducible)."""
     seed_everything(spec.train.seed)
@@ -98,6 +107,18 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def accelerator(device: torch.device) -> str:
+    """The GPU's name for CUDA devices, else ``cpu`` (the runs table's ``accelerator``)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def timeline_fields(started_at: datetime, device: torch.device,
+                    node: Optional[str] = None) -> dict[str, Any]:
+    """``started_at`` / ``finished_at`` (UTC, now), ``node`` (Ray node id or host), ``accelerator``."""
+    return {"started_at": started_at, "finished_at": datetime.now(timezone.utc),
+            "node": node or socket.gethostname(), "accelerator": accelerator(device)}
 
 
 def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResult,
@@ -167,6 +188,8 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
                        for split, part, probs in evaluated], ignore_index=True)
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
+    if outcome_row.get("finished_at") is not None:  # writing its results is part of the trial
+        outcome_row = {**outcome_row, "finished_at": datetime.now(timezone.utc)}
     store.write_table(sweep, "runs", trial_id, [{
         **test_origin(spec, data), **outcome_row,
         "skipped_images": json.dumps(skipped) if skipped else None}])
@@ -197,6 +220,7 @@ def _spec_while_running(store: ResultStore, spec: Spec) -> Iterator[None]:
 def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     """Trains ``spec`` in this process and writes its results under ``spec.results``."""
     trial_id = trial_id or default_trial_id(spec)
+    started_at = datetime.now(timezone.utc)
     check_writable(spec.results)  # an unusable store fails in seconds, before any training
     tracking.check_tracking(spec)  # so does an unreachable MLflow server
     store = ResultStore(spec.results)
@@ -209,6 +233,7 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     with _spec_while_running(store, spec):  # inputs are valid: the sweep folder may appear
         result = fit(model, data, spec.train, FitOptions((model_spec.mean, model_spec.std), device))
         row = run_row(spec, trial_id, model, result, device, time.perf_counter() - t0)
+        row.update(timeline_fields(started_at, device))
         write_results(store, spec, trial_id, row, result, data, model)
     log.info("wrote %s/%s/*/%s.parquet", spec.results, spec.name, trial_id)
     return RunOutcome(spec.name, trial_id, result, data, row)

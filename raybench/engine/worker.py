@@ -21,17 +21,30 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
-from raybench.config import DataConfig, Spec, from_dict
+from raybench import schema as S
+from raybench.config import DataConfig, Spec
 from raybench.data.dataset import PreparedData, prepare_data
 from raybench.engine.loop import EpochStats, FitOptions, LoopResult, check_batch_size, fit
-from raybench.engine.run import build_from_spec, image_size, run_row, write_results
+from raybench.engine.run import (
+    build_from_spec,
+    image_size,
+    run_row,
+    searched_values,
+    timeline_fields,
+    write_results,
+)
 from raybench.models import get_model_spec, unwrap_model
 from raybench.store import ResultStore
+from raybench.tune.cells import TrialConfig
+
+#: The fault-injection hook's environment variable (see :func:`_maybe_inject_failure`).
+INJECT_ENV = "RAYBENCH_INJECT_FAILURE"
 
 log = logging.getLogger(__name__)
 CKPT_FILE = "state.pt"
@@ -69,17 +82,6 @@ def prepared_data(cfg: DataConfig, size: int) -> PreparedData:
     return _DATA_MEMO[key]
 
 
-def trial_spec(config: dict[str, Any]) -> Spec:
-    """Rebuilds the trial's :class:`Spec` from the plain dict that crossed into Ray."""
-    spec = from_dict(Spec, config["spec"], where="trial config")
-    params = config.get("params", {})
-    train = dataclasses.replace(spec.train, **{k: params[k] for k in ("lr", "batch_size", "seed")
-                                               if k in params})
-    model = dataclasses.replace(spec.model, **({"cnnx_stride": params["cnnx_stride"]}
-                                               if "cnnx_stride" in params else {}))
-    return dataclasses.replace(spec, train=train, model=model)
-
-
 def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer
              ) -> tuple[int, list[dict[str, Any]]]:
     if ckpt is None:
@@ -93,10 +95,17 @@ def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer
     return int(state["epoch"]), history
 
 
-def _maybe_inject_failure(config: dict[str, Any], epoch: int, rank: int) -> None:
-    """Fault injection for tests: kill this process once at the given epoch (rank 0)."""
-    inject = config.get("inject_failure")
-    if not inject or rank != 0 or epoch != inject["epoch"]:
+def _maybe_inject_failure(epoch: int, rank: int) -> None:
+    """Fault injection for tests: kill this process once at the given epoch (rank 0).
+
+    Read from ``RAYBENCH_INJECT_FAILURE`` (JSON ``{"epoch": N, "marker": path}``), the one
+    place the hook exists; the marker file makes it fire once.
+    """
+    raw = os.environ.get(INJECT_ENV)
+    if not raw or rank != 0:
+        return
+    inject = json.loads(raw)
+    if epoch != inject["epoch"]:
         return
     marker = Path(inject["marker"])
     if not marker.exists():
@@ -119,14 +128,15 @@ def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     if not storage.exists(loc):
         return False
     row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
-    same = (row.get("lr"), row.get("batch_size"), row.get("epochs"), row.get("cnnx_stride")) == (
-        spec.train.lr, spec.train.batch_size, spec.train.epochs, spec.model.cnnx_stride)
+    same = row.get(S.EPOCHS) == spec.train.epochs and all(
+        row.get(key) == value for key, value in searched_values(spec).items())
     return same and row.get("status") == "completed" and row.get("epochs_run") == spec.train.epochs
 
 
-def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResult]:
+def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
-    spec, trial_id = trial_spec(config), config["trial_id"]
+    started_at = datetime.now(timezone.utc)
+    spec, trial_id = trial.trial_spec, trial.trial_id
     store = ResultStore(spec.results)
     if ctx.checkpoint is not None and completed_before(store, spec, trial_id):
         log.info("trial %s already completed; not training it again", trial_id)
@@ -142,7 +152,7 @@ def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResul
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
         history.append(dataclasses.asdict(stats))
         metrics = {**dataclasses.asdict(stats), "model": spec.model.name,
-                   "scenario": config.get("scenario", ""), "raybench_trial": trial_id}
+                   "scenario": trial.cell.scenario, "raybench_trial": trial_id}
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if ctx.rank == 0:
@@ -153,7 +163,7 @@ def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResul
                 store.write_table(spec.name, "epochs", trial_id, history)
                 checkpoint = ctx.checkpoint_cls.from_directory(folder)
             ctx.report(metrics, checkpoint=checkpoint)
-        _maybe_inject_failure(config, stats.epoch, ctx.rank)
+        _maybe_inject_failure(stats.epoch, ctx.rank)
 
     spec_model = get_model_spec(spec.model.name)
     t0 = time.perf_counter()
@@ -164,10 +174,21 @@ def run_worker(config: dict[str, Any], ctx: WorkerContext) -> Optional[LoopResul
         result.history = [EpochStats(**h) for h in history]
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
                       time.perf_counter() - t0, num_workers=ctx.world)
-        row["scenario"] = config.get("scenario") or row["scenario"]
+        row.update(scenario=trial.cell.scenario, roi=spec.data.roi,
+                   **timeline_fields(started_at, ctx.device, ray_node()))
         # Rank 0 alone, on the unwrapped module: CAMs need a local forward, no DDP collective.
         write_results(store, spec, trial_id, row, result, data, unwrap_model(model))
     return result
+
+
+def ray_node() -> Optional[str]:
+    """The Ray node id this process runs on (None outside Ray)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # no Ray context: the host name is used instead
+        return None
 
 
 def train_fn_per_worker(config: dict[str, Any]) -> None:
@@ -176,7 +197,7 @@ def train_fn_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     ctx = ray.train.get_context()
-    run_worker(config, WorkerContext(
+    run_worker(TrialConfig.from_ray(config), WorkerContext(
         rank=ctx.get_world_rank(), world=ctx.get_world_size(),
         device=ray.train.torch.get_device(), report=ray.train.report,
         checkpoint=ray.train.get_checkpoint(), checkpoint_cls=ray.train.Checkpoint,

@@ -86,6 +86,11 @@ def options_of(name: str) -> tuple[ModelOption, ...]:
     return MODEL_OPTIONS.get(name, ())
 
 
+def tunable_options(name: str) -> tuple[ModelOption, ...]:
+    """The options of model ``name`` that a sweep may search."""
+    return tuple(o for o in options_of(name) if o.tunable)
+
+
 def applicable(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """The part of ``options`` (a spec's ``model.options``) that model ``name`` declares."""
     declared = {o.name for o in options_of(name)}
@@ -110,7 +115,8 @@ def check_options(name: str, options: Mapping[str, Any], image_size: int) -> dic
             raise ValueError(f"{name} option {key!r} must be an int >= 1, got {value!r}")
         values[key] = value
     for key, value in values.items():
-        problem = declared[key].check(value, image_size) if declared[key].check else None
+        check = declared[key].check
+        problem = check(value, image_size) if check is not None else None
         if problem:
             raise ValueError(problem)
     return values

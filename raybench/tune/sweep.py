@@ -1,72 +1,49 @@
-"""Run a study on Ray Tune: the paper grid or Optuna searches, with ASHA, progress and resume.
+"""Run a sweep on Ray Tune: one experiment for every cell, per-cell Optuna studies and ASHA.
 
-Layout under the results root (DESIGN.md section 4) plus Ray's own state::
+Layout under the results root (DESIGN.md section 4) plus Ray's and Optuna's own state::
 
     <root>/<sweep>/spec.yaml               resolved spec, written first
+    <root>/<sweep>/_claim.json             who claimed the sweep name (spec hash, host, pid)
     <root>/<sweep>/{runs,metrics,epochs,predictions}/<trial_id>.parquet
-    <root>/<sweep>/_tune/<group>/          Tune experiment state, checkpoints, searcher state
+    <root>/<sweep>/optuna/journal.log      Optuna JournalStorage: one study per cell
+    <root>/<sweep>/_tune/<sweep>/          Tune experiment state, checkpoints, searcher state
 
-``paper`` mode is one Tune experiment (group ``paper``): a grid over models x scenarios x seeds
-with the paper's hyperparameters. ``optuna`` mode runs one experiment per model x scenario x
-seed, each an Optuna TPE search that starts from the paper's defaults.
+Every mode is one Tune experiment served by :class:`raybench.tune.search.CellSearcher`: the
+cells (model x scenario x seed, x roi when ``sweep.rois`` is set) share the cluster. ``paper``
+mode runs one trial per cell with the spec's hyperparameters; ``optuna`` mode runs
+``num_samples`` trials per cell, TPE from the paper's defaults, with per-cell ASHA
+(:class:`raybench.tune.schedule.CellASHA`). No trial count is fixed at start: pending trials
+are resource requests, so more run at once when nodes join (``scaling.max_concurrent_trials``
+stays an explicit cap).
+
+Exit status (:func:`run_sweep` raises, the CLI maps): errored trials or lost storage ->
+:class:`~raybench.errors.SweepError` (1); Ctrl-C -> :class:`~raybench.errors.SweepInterrupted`
+(130); a claimed name or bad input -> :class:`~raybench.errors.RaybenchError` (2).
 """
 from __future__ import annotations
 
-import dataclasses
+import hashlib
+import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+import time
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from raybench.config import Spec, dump_yaml, to_dict, with_absolute_paths
-from raybench.engine.run import scenario_name
+from raybench.config import Spec, dump_yaml, with_absolute_paths
+from raybench.engine.run import searched_values
 from raybench.engine.trial import run_trial
-from raybench.engine.worker import trial_spec
-from raybench.errors import RaybenchError
-from raybench.storage import Location, check_writable, exists, redact
+from raybench.errors import RaybenchError, SweepError, SweepInterrupted
+from raybench.storage import Location, check_writable, create_exclusive, exists, redact
 from raybench.store import ResultStore
-from raybench.tune.space import PARAM_KEYS, SPACES, first_point
+from raybench.tune import studies
+from raybench.tune.cells import Cell, TrialConfig, cell_spec, cells  # noqa: F401  (public API)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One model x scenario x seed of the study."""
-
-    model: str
-    scenario: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.model}-{self.scenario}-s{self.seed}"
-
-
-def cells(spec: Spec) -> list[Cell]:
-    """All model x scenario x seed combinations, in spec order."""
-    scenarios = spec.sweep.scenarios or (scenario_name(spec),)
-    return [Cell(m, s, seed) for m in spec.sweep.models for s in scenarios for seed in spec.sweep.seeds]
-
-
-def cell_spec(spec: Spec, cell: Cell) -> Spec:
-    """The spec of one cell: its model, seed and (when scenarios are listed) scenario."""
-    data = spec.data
-    if spec.sweep.scenarios:
-        data = dataclasses.replace(data, scenario=cell.scenario)
-    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=cell.model),
-                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data)
-
-
-def _trial_config(spec: Spec, cell: Cell, trial_id: str = "",
-                  inject_failure: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    config = {"spec": to_dict(cell_spec(spec, cell)), "scenario": cell.scenario,
-              "group": cell.name, "trial_id": trial_id}
-    if inject_failure:
-        config["inject_failure"] = inject_failure
-    return config
+CLAIM_FILE = "_claim.json"
+#: Environment variable of the fault-injection hook (JSON ``{"epoch": N, "marker": path}``).
+INJECT_ENV = "RAYBENCH_INJECT_FAILURE"
 
 
 def _tune_location(spec: Spec) -> Location:
@@ -81,24 +58,18 @@ def _trainable(spec: Spec) -> Any:
         res = {"CPU": scaling.cpus_per_worker}
         if scaling.use_gpu:
             res["GPU"] = scaling.gpus_per_worker or 1.0
-        return tune.with_resources(_entry, res)
-    return _entry
-
-
-def _entry(config: dict[str, Any]) -> None:
-    """Flattens Tune's config (grid cell or searched keys) into the trial config."""
-    base = dict(config.get("cell", config))
-    base["params"] = {k: config[k] for k in PARAM_KEYS if k in config}
-    base["trial_number"] = config.get("trial_number")
-    run_trial(base)
+        return tune.with_resources(run_trial, res)
+    return run_trial
 
 
 def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:
-    """How many trials fit at once: CPUs (and GPUs) over what one trial holds.
+    """How many trials fit *now*: CPUs (and GPUs) over what one trial holds.
 
-    On a remote cluster that cannot hold one trial *now* (an autoscaling KubeRay cluster whose
-    GPU group is scaled to zero), one trial at a time is started and the autoscaler adds nodes;
-    on the embedded local Ray nothing would ever come, so that is an error.
+    Only for the start-up line and the pending-trial count: trials start whenever resources
+    are free, so concurrency follows the cluster. On a remote cluster that cannot hold one
+    trial yet (an autoscaling KubeRay cluster whose GPU group is at zero), the autoscaler adds
+    nodes for the pending trials; on the embedded local Ray nothing would ever come, so that
+    is an error.
     """
     s = spec.scaling
     if s.max_concurrent_trials:
@@ -109,8 +80,8 @@ def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False
         gpu = (s.gpus_per_worker or 1.0) * s.num_workers
         fits = min(fits, int(resources.get("GPU", 0) // gpu))
     if fits < 1 and remote:
-        log.warning("the cluster cannot hold one trial yet (%s); starting one at a time and "
-                    "waiting for the autoscaler", resources)
+        log.warning("the cluster cannot hold one trial yet (%s); its autoscaler sees the "
+                    "pending trials", resources)
         return 1
     if fits < 1:
         raise RaybenchError(f"one trial needs {per_trial_cpu:g} CPUs"
@@ -121,60 +92,57 @@ def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False
     return fits
 
 
-def _progress_callback() -> Any:
-    from ray import tune
+def _scheduler(spec: Spec) -> Any:
+    """Per-cell ASHA over epochs (optuna mode with ``sweep.asha``), else None."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
 
-    class Progress(tune.Callback):
-        """One line per trial report: trial, model, scenario, epoch, the tuned metric."""
-
-        def __init__(self, metric: str) -> None:
-            self.metric = metric
-
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
-                            **info: Any) -> None:
-            log.info("trial %s | %s | %s | epoch %s | %s %.4f", result.get("raybench_trial", trial),
-                     result.get("model"), result.get("scenario"), result.get("epoch"),
-                     self.metric, float(result.get(self.metric, float("nan"))))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            log.warning("trial %s failed: see %s", trial, trial.path)
-
-    return Progress
-
-
-def _tune_config(spec: Spec, group: str, concurrency: int,
-                 inject_failure: Optional[dict[str, Any]] = None) -> tuple[Any, Any]:
-    """``(TuneConfig, param_space)`` for the paper grid or one Optuna group."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    from raybench.tune.schedule import CellASHA
 
     sw = spec.sweep
-    # In-process trials reuse their actor (process) for the next trial: a fresh one costs about
-    # 8-10 s on 2 loaded cores (process start + importing torch / torchvision), the reuse 0.03 s.
-    reuse = spec.scaling.num_workers == 1 and spec.scaling.in_process
-    if sw.mode == "paper":
-        grid = [_trial_config(spec, c, c.name, inject_failure) for c in cells(spec)]
-        return (tune.TuneConfig(max_concurrent_trials=concurrency, num_samples=1,
-                                time_budget_s=sw.time_budget_s, reuse_actors=reuse),
-                {"cell": tune.grid_search(grid)})
-    cell = next(c for c in cells(spec) if c.name == group)
-    space = SPACES.get("paper_neighbourhood")(sw.space, cell.model)
-    search = OptunaSearch(space=space, metric=sw.metric, mode=sw.metric_mode, seed=cell.seed,
-                          points_to_evaluate=[first_point(sw.space, cell.model)])
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=spec.train.epochs,
-                               grace_period=sw.grace_period, reduction_factor=sw.reduction_factor)
-                 if sw.asha else None)
-    config = tune.TuneConfig(search_alg=search, scheduler=scheduler, metric=sw.metric,
-                             mode=sw.metric_mode, num_samples=sw.num_samples,
-                             max_concurrent_trials=concurrency, time_budget_s=sw.time_budget_s,
-                             reuse_actors=reuse)
-    return config, {"cell": _trial_config(spec, cell, inject_failure=inject_failure)}
+    if sw.mode == "paper" or not sw.asha:
+        return None
+    return CellASHA(lambda: AsyncHyperBandScheduler(
+        time_attr="training_iteration", metric=sw.metric, mode=sw.metric_mode,
+        max_t=spec.train.epochs, grace_period=sw.grace_period,
+        reduction_factor=sw.reduction_factor,
+        # A trial at its last epoch finishes itself: stopping it there would kill it before it
+        # writes its results.
+        stop_last_trials=False))
 
 
-def groups(spec: Spec) -> list[str]:
-    """The Tune experiments of a sweep: ``paper`` or one per model x scenario x seed."""
-    return ["paper"] if spec.sweep.mode == "paper" else [c.name for c in cells(spec)]
+def _tune_config(spec: Spec, searcher: Any, remote: bool = False) -> Any:
+    """The experiment's ``TuneConfig``: the cell searcher, per-cell ASHA, no fixed trial count.
+
+    On the embedded local Ray, in-process trials reuse their actor (process) for the next
+    trial: a fresh one costs about 8-10 s on 2 loaded cores (process start + importing torch),
+    the reuse 0.03 s. On a cluster (``--address`` / ``RAY_ADDRESS``) actors are not reused:
+    measured with Ray 2.60, Tune then kept feeding one reused actor and left nodes that joined
+    mid-sweep idle; there a trial's start is small against its training time.
+    """
+    from ray import tune
+
+    sw = spec.sweep
+    reuse = spec.scaling.num_workers == 1 and spec.scaling.in_process and not remote
+    return tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(spec), metric=sw.metric,
+                           mode=sw.metric_mode, num_samples=-1,
+                           # scaling.max_concurrent_trials is applied by the searcher: Tune's
+                           # ConcurrencyLimiter forgets its trials on restore and would then
+                           # never pass their results on.
+                           max_concurrent_trials=None,
+                           time_budget_s=sw.time_budget_s, reuse_actors=reuse,
+                           trial_dirname_creator=trial_dirname)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Tune's folder of a trial: raybench's trial id plus Tune's (unique per session)."""
+    return f"{trial.config.get('trial_id', 'trial')}_{trial.trial_id}"
+
+
+def plan_of(spec: Spec) -> Any:
+    """The searcher's plan: the sweep spec and its cells."""
+    from raybench.tune.search import SweepPlan
+
+    return SweepPlan(spec, tuple(cells(spec)))
 
 
 #: Ray Tune copies these into every trial's runtime_env, and Ray's runtime-env agent then logs
@@ -185,69 +153,129 @@ CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 
 
 def _stop_ray_copying_credentials() -> None:
-    """Removes the AWS variables from the set Tune copies into trial runtime environments."""
+    """Removes the AWS variables from the set Tune copies into trial runtime environments,
+    and adds the fault-injection hook's variable (tests set it after the local Ray started)."""
     try:
         from ray.tune.execution import class_cache
     except ImportError:  # a Ray without this mechanism copies nothing
         return
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(CREDENTIAL_ENV)
+    class_cache.ENV_VARS_TO_PROPAGATE.add(INJECT_ENV)
 
 
-def _run_group(spec: Spec, group: str, concurrency: int, resume: bool,
-               inject_failure: Optional[dict[str, Any]] = None) -> Any:
+def _tune_state_readable(loc: Location) -> bool:
+    """Whether Tune's experiment state can be restored (a full disk may have truncated it)."""
     from ray import tune
 
+    if not tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
+        return False
+    import pyarrow.fs as pafs
+
+    states = [f for f in loc.fs.get_file_info(pafs.FileSelector(loc.path))
+              if f.base_name.startswith("experiment_state") and f.base_name.endswith(".json")]
+    try:
+        for info in states + [loc.fs.get_file_info(f"{loc.path}/tuner.pkl")]:
+            with loc.fs.open_input_stream(info.path) as stream:
+                data = stream.read()
+            if not data or (info.base_name.endswith(".json") and not json.loads(data)):
+                return False
+    except (OSError, ValueError):
+        return False
+    return bool(states)
+
+
+def _make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) -> Any:
+    """``Tuner.restore`` of the sweep's experiment when resuming and readable, else a new one.
+
+    When Tune's state is missing or unreadable the experiment starts afresh and the searcher
+    rebuilds from the Optuna journal and raybench's per-trial files (completed trials are not
+    rerun, unfinished ones rerun from scratch).
+    """
+    from ray import tune
+
+    from raybench.tune.search import CellSearcher
+
+    from ray.tune.logger import JsonLoggerCallback
+
+    # Tune's automatic CSV and TensorBoard loggers stay off (read when fit starts): raybench
+    # writes its own tables, and event files under _tune/ would only cost storage. Tune's
+    # result.json stays: its ResultGrid reads trial metrics from it.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     loc = _tune_location(spec)
-    path = loc.join(group)
-    trainable = _trainable(spec)
-    if resume and tune.Tuner.can_restore(path.path, storage_filesystem=loc.fs):
-        log.info("resuming %s from %s", group, path.uri)
-        tuner = tune.Tuner.restore(path.path, trainable, resume_unfinished=True,
-                                   resume_errored=True, storage_filesystem=loc.fs)
-    else:
-        tune_config, param_space = _tune_config(spec, group, concurrency, inject_failure)
-        run_config = tune.RunConfig(
-            name=group, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
-            callbacks=[_progress_callback()(spec.sweep.metric)],
-            failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
-                           run_config=run_config)
-    _stop_ray_copying_credentials()
-    return tuner.fit()
+    path = loc.join(spec.name)
+    if resume and _tune_state_readable(path):
+        log.info("resuming %s from %s", spec.name, path.uri)
+        try:
+            return tune.Tuner.restore(path.path, _trainable(spec), resume_unfinished=True,
+                                      resume_errored=True, storage_filesystem=loc.fs)
+        except Exception as exc:  # an unpicklable or truncated tuner.pkl: rebuild below
+            log.warning("cannot restore Tune's state at %s (%s)", path.uri, exc)
+    if resume and exists(path):
+        log.warning("Tune's state at %s is unreadable; rebuilding the sweep from the Optuna "
+                    "studies and the per-trial result files", path.uri)
+        loc.fs.delete_dir(path.path)
+    run_config = tune.RunConfig(
+        name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
+        callbacks=[progress, JsonLoggerCallback()],
+        failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+    return tune.Tuner(_trainable(spec), param_space={},
+                      tune_config=_tune_config(spec, CellSearcher(plan_of(spec)), remote),
+                      run_config=run_config)
 
 
-def _finalize(spec: Spec, store: ResultStore, grid: Any) -> list[dict[str, Any]]:
-    """Records trials that ended without results (stopped by ASHA, errored) in the runs table."""
+def error_text(error: BaseException) -> str:
+    """The failed trial's own exception, ``Type: message`` on one line (no Ray header)."""
+    from raybench.tune.progress import exception_line
+
+    cause = getattr(error, "cause", None) or error
+    message = str(cause).strip()
+    if message and "\n" not in message and not message.startswith("ray::"):
+        return f"{type(cause).__name__}: {message}"[:500]
+    return exception_line(str(error)) or type(cause).__name__
+
+
+def _finalize(spec: Spec, store: ResultStore, grid: Any,
+              interrupted: bool = False) -> list[dict[str, Any]]:
+    """Records trials that ended without results (stopped by ASHA, errored) in the runs table.
+
+    After an interrupt, a trial without results was cut short, not stopped: it gets no row
+    (``--resume`` continues it).
+    """
     summary = []
     for result in grid:
-        config = dict((result.config or {}).get("cell", {}))
-        config["params"] = {k: result.config[k] for k in PARAM_KEYS if k in (result.config or {})}
-        trial = trial_spec(config) if config.get("spec") else spec
-        metrics = result.metrics or {}
-        trial_id = metrics.get("raybench_trial") or config.get("trial_id")
-        # A trial writes its run row last: its file exists only once the trial completed. One
-        # existence check per trial of this group, not a read of the whole sweep's runs table.
-        done = bool(trial_id) and exists(store.location(spec.name, "runs", f"{trial_id}.parquet"))
-        status = "error" if result.error else ("completed" if done else "stopped")
-        params = {"lr": trial.train.lr, "batch_size": trial.train.batch_size,
-                  "cnnx_stride": trial.model.cnnx_stride if trial.model.name == "cnnx" else None}
-        summary.append({"trial_id": trial_id, "status": status, **params})
-        if trial_id and not done:
+        config = result.config or {}
+        if "spec" not in config:
+            continue
+        trial = TrialConfig.from_ray(config)
+        tspec, trial_id, metrics = trial.trial_spec, trial.trial_id, result.metrics or {}
+        # A trial writes its run row last: its file exists only once the trial completed.
+        done = exists(store.location(spec.name, "runs", f"{trial_id}.parquet"))
+        status = "error" if result.error else (
+            "completed" if done else "interrupted" if interrupted else "stopped")
+        params = searched_values(tspec)
+        error = error_text(result.error) if result.error else None
+        summary.append({"trial_id": trial_id, "status": status, "error": error, **params})
+        if (not done and status != "interrupted") or result.error:
             store.write_table(spec.name, "runs", trial_id, [{
-                "model": trial.model.name, "scenario": config.get("scenario"),
-                "seed": trial.train.seed, **params, "epochs": trial.train.epochs,
-                "epochs_run": metrics.get("epoch", 0), "status": status,
-                "error": str(result.error).splitlines()[0] if result.error else None}])
+                "model": tspec.model.name, "scenario": trial.cell.scenario,
+                "seed": tspec.train.seed, **params, "epochs": tspec.train.epochs,
+                "epochs_run": metrics.get("epoch", 0), "status": status, "error": error,
+                "roi": tspec.data.roi}])
     return summary
 
 
 def _quiet_ray() -> None:
     """raybench prints its own progress lines; keep Ray's and Optuna's banners out of them."""
     for key, value in (("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"), ("RAY_AIR_NEW_OUTPUT", "0"),
-                       ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0"),
                        ("RAY_DEDUP_LOGS", "0")):
         os.environ.setdefault(key, value)
+    _quiet_tune()
+
+
+def _quiet_tune() -> None:
+    """Driver-side Tune settings read when ``fit`` starts (also on a Ray someone else started)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -292,51 +320,234 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
                             f"{str(exc).splitlines()[0]}") from None
 
 
-def _claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool) -> None:
-    """A sweep name is used once per results root: resume it, overwrite it, or pick another."""
-    saved = store.read_spec(spec.name)
-    where = store.location(spec.name).uri
-    if resume and overwrite:
-        raise RaybenchError("--resume and --overwrite exclude each other")
-    if resume and saved is None:
-        raise RaybenchError(f"nothing to resume: no sweep {spec.name!r} at {where}")
-    if resume and saved != redact(dump_yaml(spec)):
+def _spec_hash(spec: Spec) -> str:
+    return hashlib.sha256(redact(dump_yaml(spec)).encode()).hexdigest()
+
+
+def _claim_record(spec: Spec) -> bytes:
+    return json.dumps({"spec_sha256": _spec_hash(spec), "host": socket.gethostname(),
+                       "pid": os.getpid(), "claimed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                       time.gmtime())}).encode()
+
+
+def _read_claim(loc: Location) -> Optional[dict[str, Any]]:
+    from raybench.storage import read_bytes
+
+    if not exists(loc):
+        return None
+    try:
+        return json.loads(read_bytes(loc))
+    except ValueError:
+        return {}  # a claim cut short by a crash: held, by an unknown spec
+
+
+def _holder(claim: dict[str, Any]) -> str:
+    return (f"claimed by {claim.get('host', '?')} pid {claim.get('pid', '?')} at "
+            f"{claim.get('claimed_at', '?')}")
+
+
+def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str]) -> bool:
+    """``--resume``: same spec only; a claim with the same spec hash is taken over."""
+    where, loc = store.location(spec.name).uri, store.location(spec.name, CLAIM_FILE)
+    if saved is not None and saved != redact(dump_yaml(spec)):
         raise RaybenchError(f"sweep {spec.name!r} at {where} was started with another spec; "
                             "resume it with the same spec and --set values")
-    if saved is not None and not resume:
-        if not overwrite:
-            raise RaybenchError(f"sweep {spec.name!r} already exists at {where}; use --resume to "
-                                "continue it, --overwrite to start again, or another name")
+    held = _read_claim(loc)
+    if held is None:
+        if not create_exclusive(loc, _claim_record(spec)):
+            raise RaybenchError(f"sweep {spec.name!r} at {where} was claimed by another driver "
+                                "a moment ago")
+        if saved is None:
+            log.info("no sweep %s at %s yet: starting it", spec.name, where)
+        return saved is not None
+    if held.get("spec_sha256") != _spec_hash(spec):
+        raise RaybenchError(f"sweep {spec.name!r} at {where} is {_holder(held)} with another "
+                            "spec; resume it with the same spec and --set values")
+    # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues.
+    log.info("taking over sweep %s (%s)", spec.name, _holder(held))
+    from raybench.storage import write_bytes_atomic
+
+    write_bytes_atomic(loc, _claim_record(spec))
+    return True
+
+
+def claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool) -> bool:
+    """Claims the sweep name atomically (see :func:`raybench.storage.create_exclusive`).
+
+    A new name is claimed by creating ``<sweep>/_claim.json`` if absent: of two drivers
+    starting the same sweep at once exactly one proceeds. ``--resume`` continues an existing
+    sweep with the same spec (taking over its claim) or starts it when it does not exist;
+    ``--overwrite`` deletes it first.
+
+    Returns:
+        Whether the sweep existed before (there may be state to resume).
+
+    Raises:
+        RaybenchError: The name is taken (another driver, another spec), or both flags.
+    """
+    if resume and overwrite:
+        raise RaybenchError("--resume and --overwrite exclude each other")
+    where, loc = store.location(spec.name).uri, store.location(spec.name, CLAIM_FILE)
+    saved = store.read_spec(spec.name)
+    if resume:
+        return _claim_resume(store, spec, saved)
+    if overwrite and exists(store.location(spec.name)):
         log.warning("overwriting sweep %s at %s", spec.name, where)
         store.delete_sweep(spec.name)
+        studies.reset(spec.results, spec.name)
+        saved = None
+    if not create_exclusive(loc, _claim_record(spec)):
+        held = _read_claim(loc) or {}
+        raise RaybenchError(f"sweep {spec.name!r} already exists at {where} ({_holder(held)}); "
+                            "use --resume to continue it, --overwrite to start again, or "
+                            "another name")
+    if saved is not None:  # a sweep from before claims existed
+        from raybench.storage import delete_file
+
+        delete_file(loc)
+        raise RaybenchError(f"sweep {spec.name!r} already exists at {where}; use --resume to "
+                            "continue it, --overwrite to start again, or another name")
+    return False
+
+
+def _release_claim(store: ResultStore, spec: Spec) -> None:
+    """Gives a fresh name back when the sweep could not start (nothing else was written)."""
+    from raybench.storage import delete_file
+
+    if store.read_spec(spec.name) is None:
+        delete_file(store.location(spec.name, CLAIM_FILE))
+
+
+def _storage_lost(spec: Spec) -> Optional[SweepError]:
+    try:
+        check_writable(spec.results)
+    except RaybenchError as exc:
+        return SweepError(f"storage lost during the sweep: {exc}; the sweep is resumable: "
+                          "continue with --resume once the store is back")
+    return None
+
+
+def unfinished_cells(spec: Spec) -> list[str]:
+    """Cells whose study has fewer finished trials than the budget (an errored trial counts)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    plan = plan_of(spec)
+    storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
+    names = {s.study_name for s in storage.get_all_studies()}
+    out = []
+    for cell in plan.cells:
+        finished = 0
+        if cell.name in names:
+            study = optuna.load_study(study_name=cell.name, storage=storage)
+            finished = sum(t.state.is_finished() or t.user_attrs.get("raybench_status") == "error"
+                           for t in study.get_trials(deepcopy=False)
+                           if t.state != TrialState.WAITING)
+        if finished < plan.budget:
+            out.append(cell.name)
+    return out
+
+
+def _was_interrupted(spec: Spec, elapsed: float) -> bool:
+    """Cells are unfinished and the time budget (if any) was not what ended the sweep."""
+    budget = spec.sweep.time_budget_s
+    unfinished = unfinished_cells(spec)
+    if unfinished and budget and elapsed >= budget:
+        log.info("time budget of %.0f s reached; %d cell(s) not finished", budget, len(unfinished))
+        return False
+    return bool(unfinished)
+
+
+def _check_outcome(spec: Spec, summary: list[dict[str, Any]], interrupted: bool) -> None:
+    """Raises unless every trial completed or was stopped by the scheduler by design."""
+    if interrupted:
+        raise SweepInterrupted("interrupted; continue with --resume", summary)
+    failed = [s for s in summary if s["status"] == "error"]
+    if failed:
+        raise SweepError("\n".join(f"trial {s['trial_id']} failed: {s['error']}" for s in failed),
+                         summary)
+
+
+class _PendingTrials:
+    """Lets Tune keep up to ``n`` trials pending (resource requests the autoscaler sees)."""
+
+    KEY = "TUNE_MAX_PENDING_TRIALS_PG"
+
+    def __init__(self, n: int) -> None:
+        self.n, self.set = n, self.KEY not in os.environ
+
+    def __enter__(self) -> None:
+        if self.set:
+            os.environ[self.KEY] = str(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.set:
+            os.environ.pop(self.KEY, None)
+
+
+def _start(spec: Spec, store: ResultStore, address: Optional[str], num_cpus: Optional[int],
+           existed: bool) -> int:
+    """Ray up and one trial known to fit; returns the trial slots there are now."""
+    import ray
+
+    try:
+        ensure_ray(address, num_cpus)
+        remote = bool(address or os.environ.get("RAY_ADDRESS"))
+        return max_concurrent(spec, ray.cluster_resources(), remote=remote)
+    except BaseException:
+        if not existed:
+            _release_claim(store, spec)
+        raise
 
 
 def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
-              num_cpus: Optional[int] = None, overwrite: bool = False,
-              inject_failure: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
-    """Runs (or resumes) every Tune experiment of the sweep; returns one summary row a trial.
+              num_cpus: Optional[int] = None, overwrite: bool = False) -> list[dict[str, Any]]:
+    """Runs (or resumes, or starts with ``resume``) the sweep as one Tune experiment.
 
-    ``inject_failure`` (``{"epoch": N, "marker": path}``) kills rank 0 once at epoch N: the
-    fault-injection hook of the reliability tests.
+    Returns:
+        One summary row per trial of this session (trial_id, status, error, hyperparameters).
 
     Raises:
-        RaybenchError: Bad resources, unreachable Ray or storage, unknown names.
+        SweepError: Errored trials (one line each) or storage lost mid-sweep (exit 1).
+        SweepInterrupted: Stopped by Ctrl-C before it finished (exit 130).
+        RaybenchError: Claimed name, bad resources, unreachable Ray or storage (exit 2).
     """
-    import ray
+    from raybench.tune.progress import Progress
 
     spec = with_absolute_paths(spec)
     check_writable(spec.results)  # a bad store fails in seconds, before Ray starts
     store = ResultStore(spec.results)
-    _claim_sweep(store, spec, resume, overwrite)
-    ensure_ray(address, num_cpus)
+    existed = claim_sweep(store, spec, resume, overwrite)
+    slots = _start(spec, store, address, num_cpus, existed)
     store.write_spec(spec.name, dump_yaml(spec))
-    remote = bool(address or os.environ.get("RAY_ADDRESS"))
-    concurrency = max_concurrent(spec, ray.cluster_resources(), remote=remote)
-    log.info("sweep %s: %s mode, %d group(s), up to %d trial(s) at once", spec.name,
-             spec.sweep.mode, len(groups(spec)), concurrency)
-    summary = []
-    for group in groups(spec):
-        grid = _run_group(spec, group, concurrency, resume, inject_failure)
-        summary += _finalize(spec, store, grid)
+    if existed:
+        studies.download(spec.results, spec.name)
+    else:
+        studies.reset(spec.results, spec.name)
+    plan = plan_of(spec)
+    sw = spec.sweep
+    total = plan.budget * len(plan.cells)
+    log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,
+             sw.mode, len(plan.cells), total, slots)
+    progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
+    _quiet_tune()
+    tuner = _make_tuner(spec, existed, progress, bool(address or os.environ.get("RAY_ADDRESS")))
+    _stop_ray_copying_credentials()
+    start = time.monotonic()
+    with _PendingTrials(max(slots, min(total, len(plan.cells) * plan.cap))):
+        try:
+            grid = tuner.fit()
+        except Exception:
+            lost = _storage_lost(spec)
+            if lost:
+                raise lost from None
+            raise
+    lost = _storage_lost(spec)
+    if lost:
+        raise lost
+    interrupted = _was_interrupted(spec, time.monotonic() - start)
+    summary = _finalize(spec, store, grid, interrupted)
+    studies.upload(spec.results, spec.name)
     store.compact(spec.name)  # a snapshot makes results.load fast on large sweeps
+    _check_outcome(spec, summary, interrupted)
     return summary

@@ -1,0 +1,128 @@
+"""The cells of a sweep and the one identity of a trial (no Ray imports: workers use it too).
+
+A *cell* is one model x scenario x seed (x roi when ``sweep.rois`` is set); each cell has its
+own Optuna study and its own ASHA rungs. A trial's identity is a frozen :class:`TrialConfig`,
+built once in :mod:`raybench.tune`, converted to a plain dict once at the Ray boundary
+(:meth:`TrialConfig.to_ray`) and rebuilt once on the worker (:meth:`TrialConfig.from_ray`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from raybench import schema as S
+from raybench.config import Spec, from_dict, to_dict
+from raybench.models.names import tunable_options
+from raybench.engine.run import scenario_name
+
+#: Searched training keys and the spec section each one replaces a field of; the other
+#: searched keys are the model's tunable options (``model.options``).
+PARAM_SECTIONS: dict[str, str] = {S.LR: "train", S.BATCH_SIZE: "train"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One model x scenario x seed (x roi) of the study."""
+
+    model: str
+    scenario: str
+    seed: int
+    roi: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        """``<model>-<scenario>-s<seed>`` plus ``-<roi>`` when the sweep lists rois."""
+        base = f"{self.model}-{self.scenario}-s{self.seed}"
+        return f"{base}-{self.roi}" if self.roi else base
+
+    @property
+    def sampler_seed(self) -> int:
+        """A seed of this cell's sampler: differs between cells, stable across runs."""
+        return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+
+
+def cells(spec: Spec) -> list[Cell]:
+    """All model x scenario x seed (x roi) combinations, in spec order."""
+    sw = spec.sweep
+    scenarios = sw.scenarios or (scenario_name(spec),)
+    rois: tuple[Optional[str], ...] = sw.rois or (None,)
+    return [Cell(m, s, seed, roi) for m in sw.models for s in scenarios for seed in sw.seeds
+            for roi in rois]
+
+
+def cell_spec(spec: Spec, cell: Cell) -> Spec:
+    """The spec of one cell: its model, seed, scenario (when listed) and roi (when listed)."""
+    data = spec.data
+    if spec.sweep.scenarios:
+        data = dataclasses.replace(data, scenario=cell.scenario)
+    if cell.roi:
+        data = dataclasses.replace(data, roi=cell.roi)
+    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=cell.model),
+                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data)
+
+
+def apply_params(spec: Spec, params: Mapping[str, Any]) -> Spec:
+    """``spec`` with searched ``params`` applied by ``dataclasses.replace``.
+
+    Raises:
+        ValueError: A key that is not a searchable parameter (a misspelled tuned key).
+    """
+    tunable = {o.name for o in tunable_options(spec.model.name)}
+    for key, value in params.items():
+        section = PARAM_SECTIONS.get(key)
+        if section is not None:
+            part = dataclasses.replace(getattr(spec, section), **{key: value})
+            spec = dataclasses.replace(spec, **{section: part})
+        elif key in tunable:
+            options = {**spec.model.options, key: value}
+            spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, options=options))
+        else:
+            valid = sorted(PARAM_SECTIONS) + sorted(tunable)
+            raise ValueError(f"unknown searched parameter {key!r} for {spec.model.name}; "
+                             f"valid: {valid}")
+    return spec
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial is: the base spec of its cell, the cell, its id, searched params.
+
+    Attributes:
+        spec: The cell's spec before the searched params (see :attr:`trial_spec`).
+        cell: The cell the trial belongs to.
+        trial_id: ``<cell>`` in paper mode, ``<cell>-t<NNN>`` in optuna mode.
+        params: Searched hyperparameters (keys of :data:`PARAM_SECTIONS`).
+        number: The trial's number in its cell's Optuna study.
+    """
+
+    spec: Spec
+    cell: Cell
+    trial_id: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    number: int = 0
+
+    @property
+    def trial_spec(self) -> Spec:
+        """The spec this trial trains: the cell's spec with the searched params applied."""
+        return apply_params(self.spec, self.params)
+
+    def to_ray(self) -> dict[str, Any]:
+        """The plain dict that crosses into Ray (Tune's trial config)."""
+        return {"spec": to_dict(self.spec), "cell": dataclasses.asdict(self.cell),
+                "trial_id": self.trial_id, "params": dict(self.params), "number": self.number}
+
+    @classmethod
+    def from_ray(cls, config: Mapping[str, Any]) -> "TrialConfig":
+        """Rebuilds the trial from :meth:`to_ray`'s dict (on the worker's first line)."""
+        spec = from_dict(Spec, config["spec"], where="trial config")
+        trial = cls(spec, Cell(**config["cell"]), config["trial_id"], dict(config["params"]),
+                    int(config.get("number", 0)))
+        trial.trial_spec  # noqa: B018  an unknown searched key fails here, on arrival
+        return trial
+
+
+def cell_name_of(config: Mapping[str, Any]) -> str:
+    """The cell name of a Tune trial config (the key of per-cell schedulers)."""
+    return Cell(**config["cell"]).name

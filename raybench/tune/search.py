@@ -1,0 +1,277 @@
+"""One Tune searcher for a whole sweep: an Optuna study per cell, asked and told directly.
+
+:class:`CellSearcher` serves every cell of the sweep from one Tune experiment. Each
+``suggest`` picks the cell that has budget left and the fewest trials in flight, asks that
+cell's study for a point (the paper's defaults first) and returns the trial's
+:class:`~raybench.tune.cells.TrialConfig` as Tune's config. A study keeps at most
+``sweep.max_concurrent_per_study`` trials in flight so TPE learns from finished ones while
+other cells fill the cluster. ``paper`` mode uses the same searcher with one trial per cell
+whose only point is the spec's own hyperparameters.
+
+The studies live in an Optuna ``JournalStorage`` file (:mod:`raybench.tune.studies`), written
+as trials are asked and told; the searcher's own state (which Tune trial is which study trial)
+is saved with each experiment checkpoint. When a session starts, :meth:`CellSearcher._reconcile`
+compares the studies with raybench's per-trial files: a study trial left running by a dead
+driver is told from its completed run row, or asked again under the same number (so the rerun
+keeps its trial id and replaces its own files).
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from ray.tune.search import Searcher
+
+from raybench.config import Spec
+from raybench.engine.run import searched_values
+from raybench.store import ResultStore
+from raybench.tune import studies
+from raybench.tune.cells import Cell, TrialConfig, cell_spec
+from raybench.tune.space import SPACES, first_point
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Paper mode's "space": the spec's own hyperparameters as one-value choices."""
+
+    spec: Spec
+
+    def __call__(self, trial: Any) -> None:
+        for key, value in searched_values(self.spec).items():
+            trial.suggest_categorical(key, [value])
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What the searcher serves: the sweep spec (absolute paths), its cells and budgets."""
+
+    spec: Spec
+    cells: tuple[Cell, ...]
+
+    @property
+    def paper(self) -> bool:
+        return self.spec.sweep.mode == "paper"
+
+    @property
+    def budget(self) -> int:
+        """Trials per cell."""
+        return 1 if self.paper else self.spec.sweep.num_samples
+
+    @property
+    def cap(self) -> int:
+        """Trials of one study in flight at once."""
+        return 1 if self.paper else self.spec.sweep.max_concurrent_per_study
+
+    def trial_id(self, cell: Cell, number: int) -> str:
+        """``<cell>`` in paper mode, ``<cell>-t<NNN>`` in optuna mode (README's names)."""
+        return cell.name if self.paper else f"{cell.name}-t{number:03d}"
+
+
+class CellSearcher(Searcher):
+    """A Tune ``Searcher`` holding one Optuna study (ask/tell) per cell of the sweep."""
+
+    def __init__(self, plan: SweepPlan) -> None:
+        sw = plan.spec.sweep
+        super().__init__(metric=sw.metric, mode=sw.metric_mode)
+        self.plan = plan
+        self._live: dict[str, tuple[str, int]] = {}     # Tune trial id -> (cell, number)
+        self._errored: dict[str, tuple[str, int]] = {}  # rerun by Tune's resume_errored
+        self._reruns: dict[str, list[int]] = {}
+        self._asked: dict[str, int] = {}
+        self._studies: dict[str, Any] = {}
+        self._handles: dict[tuple[str, int], Any] = {}
+        self._reconciled = False
+
+    # --- state ------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        # Optuna objects hold file handles and locks: they are reopened from the journal.
+        state = dict(self.__dict__)
+        state.update(_studies={}, _handles={}, _reconciled=False)
+        return state
+
+    def save(self, checkpoint_path: str) -> None:
+        """Tune's experiment checkpoint: the trial map, and the journal's upload (S3)."""
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"live": self._live, "errored": self._errored}, handle)
+        studies.upload(self.plan.spec.results, self.plan.spec.name)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restores the trial map; Tune's ``resume_errored`` reruns errored trials as live."""
+        with open(checkpoint_path, "rb") as handle:
+            state = pickle.load(handle)
+        self._live = {**state["errored"], **state["live"]}
+        self._errored = {}
+        self._reconciled = False
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str],
+                              config: dict, **spec: Any) -> bool:
+        return True  # metric and mode come from the sweep spec
+
+    # --- studies ----------------------------------------------------------------------
+    def _study(self, cell: Cell) -> Any:
+        import optuna
+
+        if cell.name not in self._studies:
+            optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
+            sw = self.plan.spec.sweep
+            path = studies.local_journal(self.plan.spec.results, self.plan.spec.name)
+            study = optuna.create_study(
+                study_name=cell.name, storage=studies.open_storage(path), load_if_exists=True,
+                direction="maximize" if sw.metric_mode == "max" else "minimize",
+                sampler=optuna.samplers.TPESampler(seed=cell.sampler_seed))
+            if not study.get_trials(deepcopy=False) and not self.plan.paper:
+                study.enqueue_trial(first_point(sw.space, cell.model))
+            self._studies[cell.name] = study
+        return self._studies[cell.name]
+
+    def _space(self, cell: Cell) -> Any:
+        if self.plan.paper:
+            return FixedPoint(cell_spec(self.plan.spec, cell))
+        return SPACES.get("paper_neighbourhood")(self.plan.spec.sweep.space, cell.model)
+
+    def _handle(self, cell: Cell, number: int) -> Any:
+        """The live ``optuna.Trial`` of a study trial (rebuilt after a restore)."""
+        import optuna
+
+        key = (cell.name, number)
+        if key not in self._handles:
+            study = self._study(cell)
+            frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+            self._handles[key] = optuna.trial.Trial(study, frozen._trial_id)
+        return self._handles[key]
+
+    def _cell(self, name: str) -> Cell:
+        return next(c for c in self.plan.cells if c.name == name)
+
+    # --- reconciling with raybench's files ----------------------------------------------
+    def _reconcile(self) -> None:
+        """Counts each study's trials; a running one no Tune trial owns is told or rerun."""
+        from optuna.trial import TrialState
+
+        owned = set(self._live.values()) | set(self._errored.values())
+        for cell in self.plan.cells:
+            trials = self._study(cell).get_trials(deepcopy=False)
+            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
+            self._reruns[cell.name] = []
+            for t in trials:
+                if t.state != TrialState.RUNNING:
+                    continue
+                if (cell.name, t.number) not in owned:
+                    self._recover(cell, t.number)
+                elif t.user_attrs.get("raybench_status") == "error":  # Tune reruns it now
+                    self._handle(cell, t.number).set_user_attr("raybench_status", "running")
+        self._reconciled = True
+
+    def _recover(self, cell: Cell, number: int) -> None:
+        trial_id = self.plan.trial_id(cell, number)
+        value = completed_value(self.plan.spec, trial_id)
+        if value is not None:
+            log.info("trial %s completed before the driver stopped; telling its study", trial_id)
+            self._study(cell).tell(number, value)
+        else:
+            log.info("trial %s did not complete; running it again", trial_id)
+            self._reruns[cell.name].append(number)
+
+    # --- Tune's searcher API ------------------------------------------------------------
+    def left(self, cell: Cell) -> int:
+        """Trials of ``cell`` still to start."""
+        return self.plan.budget - self._asked.get(cell.name, 0) + len(self._reruns.get(cell.name, ()))
+
+    @property
+    def total(self) -> int:
+        """Trials of the whole sweep."""
+        return self.plan.budget * len(self.plan.cells)
+
+    def _pick(self) -> Optional[Cell]:
+        cap = self.plan.spec.scaling.max_concurrent_trials
+        if cap and len(self._live) >= cap:
+            return None  # the explicit cap, here rather than in Tune's ConcurrencyLimiter
+        flying = [cell for cell, _ in self._live.values()]
+        open_ = [c for c in self.plan.cells
+                 if self.left(c) > 0 and flying.count(c.name) < self.plan.cap]
+        return min(open_, key=lambda c: flying.count(c.name)) if open_ else None
+
+    def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        """The next trial: the open cell with the fewest trials in flight; FINISHED at the end."""
+        if not self._reconciled:
+            self._reconcile()
+        cell = self._pick()
+        if cell is None:
+            done = all(self.left(c) <= 0 for c in self.plan.cells)
+            return Searcher.FINISHED if done else None  # type: ignore[return-value]
+        study = self._study(cell)
+        if self._reruns[cell.name]:
+            number = self._reruns[cell.name].pop(0)
+            params = next(t for t in study.get_trials(deepcopy=False) if t.number == number).params
+            self._handle(cell, number).set_user_attr("raybench_status", "running")
+        else:
+            handle = study.ask()
+            self._space(cell)(handle)
+            number, params = handle.number, dict(handle.params)
+            self._handles[(cell.name, number)] = handle
+            self._asked[cell.name] = self._asked.get(cell.name, 0) + 1
+        self._live[trial_id] = (cell.name, number)
+        trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, number),
+                            params, number)
+        return trial.to_ray()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
+        entry = self._live.get(trial_id)
+        value, step = result.get(self.metric), result.get("epoch")
+        if entry is None or value is None or step is None:
+            return
+        with warnings.catch_warnings():  # a resumed trial reports its last epoch again
+            warnings.simplefilter("ignore")
+            self._handle(self._cell(entry[0]), entry[1]).report(float(value), int(step))
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None,
+                          error: bool = False) -> None:
+        """Tells the trial's study; an errored trial stays running there, for ``--resume``."""
+        entry = self._live.pop(trial_id, None)
+        if entry is None:
+            return
+        cell = self._cell(entry[0])
+        if error:
+            self._errored[trial_id] = entry
+            self._handle(cell, entry[1]).set_user_attr("raybench_status", "error")
+            return
+        self._tell(cell, entry[1], result or {})
+
+    def _tell(self, cell: Cell, number: int, result: dict) -> None:
+        from optuna.trial import TrialState
+
+        study, value = self._study(cell), result.get(self.metric)
+        if value is None:
+            study.tell(number, state=TrialState.FAIL)
+        elif int(result.get("epoch", 0)) < self.plan.spec.train.epochs:
+            study.tell(number, state=TrialState.PRUNED)  # stopped early by its cell's ASHA
+        else:
+            study.tell(number, float(value))
+
+    def in_flight(self) -> int:
+        """Trials suggested and not finished (running or pending)."""
+        return len(self._live)
+
+
+def completed_value(spec: Spec, trial_id: str) -> Optional[float]:
+    """The final metric of a trial whose run row says completed, else None."""
+    import pyarrow.parquet as pq
+
+    from raybench import storage
+
+    store = ResultStore(spec.results)
+    run = store.location(spec.name, "runs", f"{trial_id}.parquet")
+    epochs = store.location(spec.name, "epochs", f"{trial_id}.parquet")
+    if not (storage.exists(run) and storage.exists(epochs)):
+        return None
+    if pq.read_table(run.path, filesystem=run.fs).column("status")[0].as_py() != "completed":
+        return None
+    rows = pq.read_table(epochs.path, filesystem=epochs.fs).to_pylist()
+    value = rows[-1].get(spec.sweep.metric) if rows else None
+    return None if value is None else float(value)

@@ -1,0 +1,90 @@
+"""Where a sweep's Optuna studies live: ``<root>/<sweep>/optuna/journal.log``.
+
+One Optuna ``JournalStorage`` file per sweep, one study per cell, named after the cell. Optuna
+and optuna-dashboard open it themselves::
+
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend("runs/my-sweep/optuna/journal.log"))
+    study = optuna.load_study(study_name="cnnx-paper-1-s0", storage=storage)
+
+On an ``s3://`` root the driver keeps the journal in a local folder (:func:`local_journal`),
+downloads it when a sweep starts or resumes and uploads it at each experiment checkpoint and
+at the end (through :mod:`raybench.storage`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from raybench import storage
+from raybench.store import ResultStore
+
+log = logging.getLogger(__name__)
+OPTUNA_DIR = "optuna"
+JOURNAL = "journal.log"
+
+
+def journal_location(results: str, sweep: str) -> storage.Location:
+    """The journal's place in the results store."""
+    return ResultStore(results).location(sweep, OPTUNA_DIR, JOURNAL)
+
+
+def local_journal(results: str, sweep: str) -> Path:
+    """The journal file the driver writes: in the store when it is local, else a local copy.
+
+    The copy's folder depends only on the results URI and the sweep name, so a restored
+    searcher (unpickled by ``Tuner.restore``) finds it again on the same machine.
+    """
+    loc = journal_location(results, sweep)
+    if loc.is_local:
+        return Path(loc.path)
+    digest = hashlib.sha256(f"{results}|{sweep}".encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "raybench-optuna" / digest / JOURNAL
+
+
+def open_storage(path: Path) -> Any:
+    """Optuna's ``JournalStorage`` on ``path`` (created with its folder when missing)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def download(results: str, sweep: str) -> Path:
+    """Fetches the stored journal into :func:`local_journal` (S3 roots); returns the path."""
+    loc = journal_location(results, sweep)
+    path = local_journal(results, sweep)
+    if loc.is_local:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if storage.exists(loc):
+        path.write_bytes(storage.read_bytes(loc))
+        log.info("loaded the Optuna journal from %s", loc.uri)
+    elif path.exists():
+        path.unlink()  # a stale copy from another sweep of the same name
+    return path
+
+
+def upload(results: str, sweep: str) -> None:
+    """Copies the local journal to the store (S3 roots; a no-op for local roots)."""
+    loc = journal_location(results, sweep)
+    path = local_journal(results, sweep)
+    if loc.is_local or not path.exists():
+        return
+    storage.write_bytes_atomic(loc, path.read_bytes())
+
+
+def reset(results: str, sweep: str) -> None:
+    """Removes the local copy of an S3 journal (``--overwrite`` starts empty studies)."""
+    loc = journal_location(results, sweep)
+    path = local_journal(results, sweep)
+    if not loc.is_local and path.exists():
+        os.remove(path)

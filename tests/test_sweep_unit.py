@@ -1,0 +1,233 @@
+"""The sweep engine's parts without a Ray cluster: trial identity, the cell searcher, per-cell
+ASHA, the summary line, the sweep-name claim, the timeline and its Gantt figure."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pandas as pd
+import pytest
+
+from raybench.config import load_spec
+from raybench.store import ResultStore
+from raybench.tune import studies
+from raybench.tune.cells import TrialConfig, apply_params, cells
+
+
+def _spec(tmp_path: Path, *sets: str):
+    return load_spec(None, [f"results={tmp_path}", "name=unit", *sets])
+
+
+def test_trial_config_round_trip_and_unknown_keys(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "sweep.rois=[full, lungs_only]", "sweep.models=[cnnx, resnet18]")
+    names = [c.name for c in cells(spec)]
+    assert names == ["cnnx-synthetic-s0-full", "cnnx-synthetic-s0-lungs_only",
+                     "resnet18-synthetic-s0-full", "resnet18-synthetic-s0-lungs_only"]
+    cell = cells(spec)[1]
+    trial = TrialConfig(spec, cell, f"{cell.name}-t004", {"lr": 1e-3, "stride": 2}, 4)
+    back = TrialConfig.from_ray(trial.to_ray())
+    assert back == trial
+    assert (back.trial_spec.train.lr, back.trial_spec.model.options["stride"]) == (1e-3, 2)
+    assert back.spec.train.lr == 3e-4  # the cell's spec stays the base; params apply on top
+    with pytest.raises(ValueError, match="unknown searched parameter 'learning_rate'"):
+        apply_params(spec, {"learning_rate": 1e-3})
+    bad = dict(trial.to_ray(), params={"lr": 1e-3, "batchsize": 8})
+    with pytest.raises(ValueError, match="batchsize"):
+        TrialConfig.from_ray(bad)
+
+
+def _searcher(tmp_path: Path, *sets: str):
+    from raybench.tune.search import CellSearcher
+    from raybench.tune.sweep import plan_of
+
+    spec = _spec(tmp_path, "sweep.mode=optuna", *sets)
+    return CellSearcher(plan_of(spec)), spec
+
+
+def test_searcher_spreads_cells_and_caps_each_study(tmp_path: Path) -> None:
+    from ray.tune.search import Searcher
+
+    searcher, spec = _searcher(tmp_path, "sweep.models=[cnnx, resnet18]", "sweep.seeds=[0, 1]",
+                               "sweep.num_samples=3", "sweep.max_concurrent_per_study=2")
+    got = [searcher.suggest(f"t{i}") for i in range(9)]
+    ids = [g["trial_id"] for g in got[:8]]
+    # Fewest in flight first: one trial of every cell before a second of any.
+    assert [i.rsplit("-t", 1)[0] for i in ids[:4]] == [c.name for c in cells(spec)]
+    assert all(i.endswith("-t000") for i in ids[:4]) and all(i.endswith("-t001") for i in ids[4:])
+    assert got[8] is None  # every study has 2 in flight: wait, do not finish
+    # The paper's defaults first in every study; second points differ between models.
+    assert got[0]["params"] == {"lr": 3e-4, "batch_size": 15, "stride": 3}
+    assert got[2]["params"] == {"lr": 3e-4, "batch_size": 15}  # resnet18: no stride
+    assert got[4]["params"]["lr"] != got[6]["params"]["lr"]
+    searcher.on_trial_result("t0", {"val_balanced_accuracy": 0.4, "epoch": 1})
+    searcher.on_trial_complete("t0", {"val_balanced_accuracy": 0.5, "epoch": 20})
+    third = searcher.suggest("t9")
+    assert third["trial_id"] == "cnnx-synthetic-s0-t002"
+    for i in (1, 2, 3, 4, 5, 6, 7, 9):
+        searcher.on_trial_complete(f"t{i}", {"val_balanced_accuracy": 0.3, "epoch": 1})
+    rest = [searcher.suggest(f"u{i}") for i in range(4)]
+    assert sorted(r["trial_id"] for r in rest[:3]) == [
+        "cnnx-synthetic-s1-t002", "resnet18-synthetic-s0-t002", "resnet18-synthetic-s1-t002"]
+    assert rest[3] == Searcher.FINISHED
+    storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
+    study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "PRUNED"]  # stopped at epoch 1 of 20
+    assert study.trials[0].value == 0.5 and study.trials[0].intermediate_values == {1: 0.4}
+
+
+def test_searcher_reconciles_a_dead_drivers_trials(tmp_path: Path) -> None:
+    """Running study trials nobody owns: told from a completed run row, else asked again."""
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=2")
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    store = ResultStore(spec.results)
+    trial_id = first["trial_id"]
+    store.write_table("unit", "epochs", trial_id, [{"epoch": 2, "val_balanced_accuracy": 0.75}])
+    store.write_table("unit", "runs", trial_id, [{"model": "cnnx", "status": "completed"}])
+    fresh, _ = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=2")  # no Tune state
+    again = fresh.suggest("c")
+    assert again["trial_id"] == second["trial_id"] and again["params"] == second["params"]
+    new = fresh.suggest("d")
+    assert new["trial_id"] == "cnnx-synthetic-s0-t002"
+    study = fresh._study(fresh.plan.cells[0])
+    assert study.trials[0].state.name == "COMPLETE" and study.trials[0].value == 0.75
+    assert fresh.suggest("e") == "FINISHED"  # budget spent: Tune waits for the two in flight
+
+
+def test_paper_mode_is_one_fixed_trial_per_cell(tmp_path: Path) -> None:
+    from ray.tune.search import Searcher
+
+    from raybench.tune.search import CellSearcher
+    from raybench.tune.sweep import plan_of
+
+    spec = _spec(tmp_path, "sweep.models=[cnnx, squeezenet]", "train.lr=1e-3")
+    searcher = CellSearcher(plan_of(spec))
+    got = [searcher.suggest(str(i)) for i in range(3)]
+    assert [g["trial_id"] for g in got[:2]] == ["cnnx-synthetic-s0", "squeezenet-synthetic-s0"]
+    assert got[0]["params"] == {"lr": 1e-3, "batch_size": 15, "stride": 3}
+    assert got[2] == Searcher.FINISHED
+
+
+def test_asha_compares_trials_of_the_same_cell_only() -> None:
+    from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+
+    from raybench.tune.schedule import CellASHA
+
+    sched = CellASHA(lambda: AsyncHyperBandScheduler(
+        time_attr="training_iteration", metric="m", mode="max", max_t=4, grace_period=1,
+        reduction_factor=2, stop_last_trials=False))
+
+    def trial(tid: str, model: str):
+        return SimpleNamespace(trial_id=tid, config={"cell": {"model": model,
+                                                              "scenario": "s", "seed": 0}})
+
+    good, bad_vgg, weak_cnnx = trial("a", "cnnx"), trial("b", "vgg16"), trial("c", "cnnx")
+    for t in (good, bad_vgg, weak_cnnx):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, good, {"training_iteration": 1, "m": 0.9}) == "CONTINUE"
+    # vgg16 is far worse than cnnx's 0.9 but is the first of its own cell: it continues.
+    assert sched.on_trial_result(None, bad_vgg, {"training_iteration": 1, "m": 0.1}) == \
+        TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, weak_cnnx, {"training_iteration": 1, "m": 0.2}) == \
+        TrialScheduler.STOP
+    assert sorted(sched.cells) == ["cnnx-s-s0", "vgg16-s-s0"]
+
+
+def test_summary_line_and_eta() -> None:
+    from raybench.tune.progress import SweepCounts, exception_line, summary_line
+
+    c = SweepCounts(total=10, done=4, running=2, pending=3, errored=1,
+                    best={"a-s-s0": 0.5, "b-s-s0": 0.8}, durations=[60.0, 120.0])
+    line = summary_line("demo", "val_balanced_accuracy", "max", c, 125.0)
+    assert line == ("sweep demo | 4/10 done, 2 running, 3 pending, 1 errored | best "
+                    "val_balanced_accuracy: b-s-s0 0.800, a-s-s0 0.500 | elapsed 2m05s, eta 3m45s")  # 90 s x 5 left / 2
+    assert "\n" not in line
+    text = ("\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\nTraceback (most recent call last):\n"
+            '  File "x.py", line 3\nraybench.errors.DataError: batch size 99 > 12 images\n')
+    assert exception_line(text) == "raybench.errors.DataError: batch size 99 > 12 images"
+
+
+def test_claim_is_atomic_locally_and_on_s3(tmp_path: Path, s3_bucket: str) -> None:
+    from raybench import storage
+
+    for root in (str(tmp_path), f"s3://{s3_bucket}/p"):
+        loc = storage.resolve(root).join("sweep", "_claim.json")
+        wins: list[bool] = []
+        threads = [threading.Thread(target=lambda i=i: wins.append(
+            storage.create_exclusive(loc, f"driver {i}".encode()))) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(wins) == [False] * 5 + [True], root
+        assert storage.read_bytes(loc).decode().startswith("driver ")
+
+
+def test_claim_sweep_new_resume_overwrite(tmp_path: Path) -> None:
+    from raybench.config import dump_yaml
+    from raybench.errors import RaybenchError
+    from raybench.tune.sweep import claim_sweep
+
+    spec, store = _spec(tmp_path), ResultStore(str(tmp_path))
+    assert claim_sweep(store, spec, resume=True, overwrite=False) is False  # resume-or-start
+    store.write_spec("unit", dump_yaml(spec))
+    with pytest.raises(RaybenchError, match="already exists .*claimed by .* pid .*--resume"):
+        claim_sweep(store, spec, resume=False, overwrite=False)
+    assert claim_sweep(store, spec, resume=True, overwrite=False) is True  # takes it over
+    other = _spec(tmp_path, "train.epochs=9")
+    with pytest.raises(RaybenchError, match="started with another spec"):
+        claim_sweep(store, other, resume=True, overwrite=False)
+    assert claim_sweep(store, other, resume=False, overwrite=True) is False
+    assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == ["_claim.json"]
+
+
+def _runs(store: ResultStore) -> None:
+    t0 = pd.Timestamp("2026-01-01 10:00:00", tz="UTC")
+    rows = [("a", "n1", 0, 10), ("b", "n1", 0, 10), ("c", "n1", 10, 20), ("d", "n2", 2, 12)]
+    for trial, node, start, end in rows:
+        store.write_table("tl", "runs", trial, [{
+            "model": "cnnx" if trial < "c" else "resnet18", "status": "completed", "node": node,
+            "accelerator": "cpu", "started_at": t0 + pd.Timedelta(seconds=start),
+            "finished_at": t0 + pd.Timedelta(seconds=end)}])
+
+
+def test_timeline_utilisation_and_gantt(tmp_path: Path) -> None:
+    from raybench.report import gantt_figure
+    from raybench.results import load
+
+    store = ResultStore(str(tmp_path))
+    _runs(store)
+    res = load(str(tmp_path), "tl")
+    tl = res.timeline()
+    assert tl["trial_id"].tolist() == ["a", "b", "d", "c"]
+    assert tl["slot"].tolist() == [0, 1, 0, 0] and tl["duration_s"].tolist() == [10.0] * 4
+    assert str(tl["started_at"].dt.tz) == "UTC"
+    # 40 trial-seconds over 3 lanes (2 on n1, 1 on n2) x a 20 s span.
+    assert res.utilisation() == pytest.approx(40 / 60)
+    assert res.utilisation(slots=4) == pytest.approx(0.5)
+    fig = gantt_figure(tl, tmp_path / "g.png")
+    assert fig.path.stat().st_size > 5000 and "3 slot(s); utilisation 0.67" in fig.caption
+
+
+def test_sweep_bench_compares_equal_trials(tmp_path: Path) -> None:
+    from raybench.bench import EXTRA_SECTIONS, sweep_bench_specs
+    from raybench.tune.search import CellSearcher
+    from raybench.tune.sweep import plan_of
+
+    specs = sweep_bench_specs(tmp_path)
+    assert "sweep" in EXTRA_SECTIONS
+    trials = {}
+    for name, spec in specs.items():
+        searcher = CellSearcher(plan_of(spec))
+        got = []
+        while (s := searcher.suggest(str(len(got)))) not in (None, "FINISHED"):
+            got.append(s)
+            searcher.on_trial_complete(str(len(got) - 1), {"val_balanced_accuracy": 0.5,
+                                                           "epoch": spec.train.epochs})
+        trials[name] = got
+    assert len(trials["optuna"]) == len(trials["grid"]) == 16
+    points = {(round(t["params"]["lr"], 6), t["params"]["batch_size"], t["params"]["stride"])
+              for ts in trials.values() for t in ts}
+    assert points == {(3e-4, 8, 3)}  # every trial of both sweeps trains the same way
