@@ -59,7 +59,7 @@ def test_train_to_s3_gives_the_same_tables_as_local(tmp_path: Path, s3_endpoint:
     code, _, err = run_cli("train", *TINY, *cache, "--results", str(tmp_path / "local"))
     assert code == 0, err
     fs = plain_fs(s3_endpoint)
-    timing = ("wall_s", "train_images_per_s", "seconds")
+    timing = ("wall_s", "train_images_per_s", "seconds", "started_at", "finished_at")
     for table in ("runs", "metrics", "epochs", "predictions"):
         remote = pd.read_parquet(f"{s3_bucket}/team/results/train/{table}", filesystem=fs)
         local = pd.read_parquet(tmp_path / "local" / "train" / table)

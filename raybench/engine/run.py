@@ -94,12 +94,18 @@ def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:
 
 
 def versions() -> dict[str, str]:
-    """Versions recorded with every run."""
-    import ray
-    import timm
+    """Versions recorded with every run (from package metadata: importing timm and Ray just to
+    read their versions cost a trial process about 2 s)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
 
     return {"raybench_version": raybench.__version__, "torch_version": torch.__version__,
-            "ray_version": ray.__version__, "timm_version": timm.__version__}
+            "ray_version": of("ray"), "timm_version": of("timm")}
 
 
 def describe_device(device: torch.device) -> str:

@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, Optional
 
 import torch
-import torchvision
 from torch import nn
 
 from raybench.errors import ConfigError
@@ -68,6 +67,8 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
 def _tv_builder(arch: str, head: str, inception: bool = False) -> Any:
     def build(spec: ModelSpec, num_classes: int, pretrained: bool = False,
               image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
+        import torchvision  # here, not at import: a CNN-X trial process never needs it (~1 s)
+
         kwargs: dict[str, Any] = {"weights": None}
         if inception:
             # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
