@@ -71,8 +71,9 @@ def test_train_to_s3_gives_the_same_tables_as_local(tmp_path: Path, s3_endpoint:
     assert runs.loc[0, "ray_version"] and runs.loc[0, "timm_version"]
 
     res = load(uri, "train")
-    preds = res.predictions
-    acc = res.metrics.query("`class` == 'all' and metric == 'accuracy'")["value"].item()
+    preds = res.predictions.query("split == 'test'")  # val predictions are stored too
+    acc = res.metrics.query("split == 'test' and source.isna() and `class` == 'all' and "
+                            "metric == 'accuracy'")["value"].item()
     assert len(preds) == 8 and acc == pytest.approx((preds["label"] == preds["predicted"]).mean())
     assert res.paper_table().loc[("cnnx", "covid19"), "seeds"] == 1
 
