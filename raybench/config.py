@@ -381,7 +381,7 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, where, key)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where, prefix=f"{key}.")
     if origin is dict:
         if not isinstance(value, dict):
@@ -617,9 +617,11 @@ def with_absolute_paths(spec: Spec) -> Spec:
     if test_from and (test_from.endswith(".parquet") or os.sep in test_from):
         test_from = _absolute(test_from)
     data = dataclasses.replace(data, manifest=_absolute(data.manifest), scenario=scenario,
-                               cache_dir=_absolute(data.cache_dir), test_from=test_from)
+                               cache_dir=_absolute(data.cache_dir) or data.cache_dir,
+                               test_from=test_from)
     model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir))
-    return dataclasses.replace(spec, results=_absolute(spec.results), data=data, model=model)
+    return dataclasses.replace(spec, results=_absolute(spec.results) or spec.results, data=data,
+                               model=model)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -18,10 +18,13 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from raybench.errors import RaybenchError
 
@@ -97,7 +100,7 @@ def _s3_query(text: str, query: str) -> dict[str, list[str]]:
     return parsed
 
 
-def resolve(uri: str | os.PathLike[str], **s3_options: float) -> Location:
+def resolve(uri: str | os.PathLike[str], **s3_options: Any) -> Location:
     """Parses a local path, ``file://`` or ``s3://`` URI into a :class:`Location`.
 
     Args:
@@ -267,7 +270,7 @@ def write_bytes_atomic(loc: Location, data: bytes) -> None:
         handle.write(data)
 
 
-def write_parquet_atomic(loc: Location, table: "pa.Table") -> None:  # noqa: F821
+def write_parquet_atomic(loc: Location, table: pa.Table) -> None:
     """Writes a pyarrow table as one Parquet file, atomically."""
     import pyarrow.parquet as pq
 

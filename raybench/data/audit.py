@@ -118,7 +118,7 @@ def near_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
     """``(i, j, distance)`` with distance <= threshold; within one set (i < j) or across two."""
     a = np.unpackbits(hashes, axis=1).astype(np.float32)  # (N, bits)
     b = a if other is None else np.unpackbits(other, axis=1).astype(np.float32)
-    bv = valid if other is None else other_valid
+    bv = valid if other_valid is None else other_valid
     na, nb = a.sum(axis=1), b.sum(axis=1)
     pairs = []
     for start in range(0, len(a), 1024):
@@ -179,15 +179,16 @@ def _per_source(df: pd.DataFrame, probes: list[_Probe]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for source, idx in sorted(df.groupby(S.SOURCE).indices.items()):
         sub = [probes[i] for i in idx]
+        sizes = [p.size for p in sub if p.size]
         ok = [p for p in sub if p.size]
-        widths = [p.size[0] for p in ok] or [0]
-        heights = [p.size[1] for p in ok] or [0]
-        out[source] = {
+        widths = [w for w, _ in sizes] or [0]
+        heights = [h for _, h in sizes] or [0]
+        out[str(source)] = {
             "images": len(idx),
             "labels": dict(sorted(Counter(df[S.LABEL].iloc[idx]).items())),
             "formats": dict(Counter(p.fmt for p in ok).most_common()),
             "modes": dict(Counter(p.mode for p in ok).most_common()),
-            "sizes": dict(Counter(f"{p.size[0]}x{p.size[1]}" for p in ok).most_common(5)),
+            "sizes": dict(Counter(f"{w}x{h}" for w, h in sizes).most_common(5)),
             "width": [int(min(widths)), int(np.median(widths)), int(max(widths))],
             "height": [int(min(heights)), int(np.median(heights)), int(max(heights))],
         }

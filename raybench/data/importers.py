@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import pandas as pd
 from PIL import UnidentifiedImageError
@@ -372,7 +372,8 @@ def import_covidx(src: str | os.PathLike, opts: ImportOptions = ImportOptions())
     """
     root = _require_dir(Path(src), "COVIDx folder")
     images = Path(opts.images) if opts.images else root
-    labeler, entries, seen = _Labeler(opts), [], {}
+    labeler, entries = _Labeler(opts), []
+    seen: dict[Path, str] = {}
     for split, label_file in _covidx_label_files(root).items():
         base = images / split if (images / split).is_dir() else images
         finder = _FileFinder(base, seen)
@@ -483,7 +484,7 @@ def _source_col(df: pd.DataFrame, opts: ImportOptions, path: Path) -> Optional[s
     return _pick_col(df, opts.source_col, _SOURCE_COLS, "source", path, False)
 
 
-def _row_source(row: Mapping[str, object], col: Optional[str], default: str, where: str) -> str:
+def _row_source(row: Mapping[Any, object], col: Optional[str], default: str, where: str) -> str:
     if col is None:
         return default
     value = str(row[col]).strip()

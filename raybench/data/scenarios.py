@@ -336,16 +336,17 @@ def _load(path: Path, origin: int, allow_outside_root: bool = False
 
 def _test_from(df: pd.DataFrame, files: list[Path], test_from: str, spec: ScenarioSpec,
                manifests: list[Path], allow_outside_root: bool = False
-               ) -> tuple[pd.DataFrame, list[Path], pd.Series]:
+               ) -> tuple[pd.DataFrame, pd.Series]:
     """Marks the test rows: a source of ``df`` or all rows of another manifest."""
     df = df.copy()
-    df["_file"] = files
+    df["_file"] = pd.Series(files, index=df.index, dtype=object)
     if test_from in set(df[S.SOURCE]):
         is_test = df[S.SOURCE] == test_from
     elif test_from.endswith(".parquet") or Path(test_from).is_file():
         other, other_files = _load(Path(test_from), len(manifests), allow_outside_root)
         manifests.append(Path(test_from))
-        other = _to_classes(other.assign(_file=other_files), spec)
+        other = _to_classes(other.assign(_file=pd.Series(other_files, index=other.index,
+                                                         dtype=object)), spec)
         df = pd.concat([df, other], ignore_index=True)
         is_test = df["_origin"] == len(manifests) - 1
     else:
@@ -369,7 +370,7 @@ def build_scenario(spec: ScenarioSpec, manifest: str | os.PathLike, seed: int = 
     """
     manifests = [Path(manifest)]
     df, files = _load(manifests[0], 0, allow_outside_root)
-    df = _to_classes(df.assign(_file=files), spec)
+    df = _to_classes(df.assign(_file=pd.Series(files, index=df.index, dtype=object)), spec)
     test_from = test_from or spec.test_from
     if test_from:
         df, is_test = _test_from(df.drop(columns="_file"), list(df["_file"]), test_from, spec,

@@ -160,7 +160,8 @@ def prediction_frame(split: str, part: SplitData, probs: Any,
     n = len(part)
     frame = pd.DataFrame({
         S.SPLIT: [split] * n, S.IMAGE_ID: part.image_ids,
-        S.PATIENT_ID: part.patient_ids or [None] * n, S.SOURCE: part.sources or [None] * n,
+        S.PATIENT_ID: part.patient_ids or [None] * n,  # type: ignore[list-item]
+        S.SOURCE: part.sources or [None] * n,  # type: ignore[list-item]
         S.LABEL: [labels[i] for i in part.targets.tolist()],
         S.PREDICTED: [labels[i] for i in probs.argmax(axis=1)]})
     for i, lab in enumerate(labels):
@@ -170,6 +171,7 @@ def prediction_frame(split: str, part: SplitData, probs: Any,
 
 def _evaluated(result: LoopResult, data: PreparedData) -> list[tuple[str, SplitData, Any]]:
     """(split name, split data, probabilities) for test and, when it was evaluated, val."""
+    assert result.test is not None, "fit() evaluates the test split last"
     out = [("test", data.test, result.test.probs)]
     if result.val is not None:
         out.append(("val", data.val, result.val.probs))

@@ -48,7 +48,7 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=trial.trial_id, storage_path=store.path, storage_filesystem=store.fs,
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train callback
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures)),
     )
     trainer.fit()
