@@ -365,6 +365,13 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
     return blocks
 
 
+def _inline(text: str) -> str:
+    """A paragraph's Markdown ``**bold**`` and ``code`` spans as HTML (the rest escaped)."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+
+
 def headings(blocks: list[Block]) -> list[tuple[int, str, str]]:
     """(level, text, anchor) of every heading block, anchors as GitHub makes them.
 
@@ -463,7 +470,7 @@ def _html(blocks: list[Block], title: str) -> str:
             parts.append(f'<h{level} id="{next(anchors)}">{html.escape(b.lstrip("#").strip())}'
                          f"</h{level}>")
         else:
-            parts.append(f"<p>{html.escape(b)}</p>")
+            parts.append(f"<p>{_inline(b)}</p>")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(parts)
             + "\n</body></html>\n")

@@ -203,3 +203,11 @@ def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
     assert re.search(r"\| sc \| outside_lungs \| cnnx \| full \| balanced_accuracy \| all \|", md)
     assert re.search(r"\*\*cnnx \(sc\): accuracy with the lungs hidden 0\.[0-4]\d\d\*\*", md)
     assert re.search(r"\| xception \| 1 \| 0\.9\d+ \| 0\.9\d+ \| 3 \|", md)  # rank by val
+
+
+def test_html_paragraphs_render_bold_and_code_and_escape_the_rest() -> None:
+    from raybench.report import _inline
+
+    assert _inline("**The claim:** a `x<y` & b") == \
+        "<strong>The claim:</strong> a <code>x&lt;y</code> &amp; b"
+    assert _inline("2 * 3 < 4") == "2 * 3 &lt; 4"
