@@ -184,7 +184,7 @@ class ResultStore:
 
     def location(self, sweep: str, *parts: str) -> storage.Location:
         """Where a sweep's file or folder lives."""
-        return self.root.join(check_name("sweep", sweep), *parts)
+        return self.root.join(check_name(S.SWEEP, sweep), *parts)
 
     def write_spec(self, sweep: str, text: str) -> None:
         """Saves the resolved spec (YAML) before any trial runs."""

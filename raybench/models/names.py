@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from raybench import schema as S
+
 #: The model registry's keys, in registration order.
 MODEL_NAMES: tuple[str, ...] = (
     "alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "googlenet",
@@ -76,7 +78,7 @@ def _cnnx_stride_fits(stride: int, image_size: int) -> Optional[str]:
 #: imported). The registry's :class:`~raybench.models.registry.ModelSpec` entries carry the same
 #: tuples (a test checks it); a model not listed here takes no options.
 MODEL_OPTIONS: dict[str, tuple[ModelOption, ...]] = {
-    "cnnx": (ModelOption("stride", 3, "CNN-X pooling stride (the paper's 3)", search=(2, 3, 4),
+    "cnnx": (ModelOption(S.STRIDE, 3, "CNN-X pooling stride (the paper's 3)", search=(2, 3, 4),
                           check=_cnnx_stride_fits),),
 }
 
