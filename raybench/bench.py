@@ -41,6 +41,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from raybench import schema as S
+from raybench.models import names
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class BenchOptions:
         sections: Which of :data:`SECTIONS` to run.
     """
 
-    models: tuple[str, ...] = ("cnnx", "resnet18")
+    models: tuple[str, ...] = (names.DEFAULT_MODEL, "resnet18")
     image_size: int = 224
     batch_size: int = 15
     threads: Optional[int] = None
@@ -569,7 +570,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 # ---------------------------------------------------------------- (e) loading 10,000 trials
 
 RESULTS_SWEEP = "bench"
-_RESULT_MODELS = ("cnnx", "resnet18", "resnet50", "densenet201", "squeezenet")
+_RESULT_MODELS = (names.PAPER_MODEL, "resnet18", "resnet50", "densenet201", "squeezenet")
 _RESULT_METRICS = ("sensitivity", "specificity", "ppv", "f1", "support")
 
 

@@ -21,6 +21,7 @@ from raybench import stats
 from raybench.compare import ROI, cells, rank_models, split_predictions
 from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
+from raybench.models.names import PAPER_MODEL
 from raybench.report import Figure, Table, new_figure, save_figure
 from raybench.results import Results, format_paper_table, format_significance, whole_split
 
@@ -130,7 +131,7 @@ def ranking_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list:
                       f"{_fmt(ranks.cd, 2)} ranks.")
         blocks.append(cd_diagram(ranks, figs / f"cd-{tag}.png"))
     models = sorted(cells(res, scenario)[S.MODEL].unique())
-    baseline = "cnnx" if "cnnx" in models else (ranks.models[int(np.argmin(ranks.mean_ranks))]
+    baseline = PAPER_MODEL if PAPER_MODEL in models else (ranks.models[int(np.argmin(ranks.mean_ranks))]
                                                   if ranks else None)
     try:
         table = res.compare_models(["balanced_accuracy", "macro_auc", "accuracy"], scenario,

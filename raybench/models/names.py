@@ -17,8 +17,10 @@ MODEL_NAMES: tuple[str, ...] = (
     "alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "googlenet",
     "inception_v3", "squeezenet", "inception_resnet_v2", "xception", "densenet201", "cnnx")
 
+#: The paper's own model, CNN-X: the baseline the report compares the others against.
+PAPER_MODEL = "cnnx"
 #: The model a spec trains when it names none: CNN-X, the paper's own (and the fastest).
-DEFAULT_MODEL = "cnnx"
+DEFAULT_MODEL = PAPER_MODEL
 #: The CAM method of CNN-X: its exact per-position contribution map (``raybench.cam.methods``).
 CNNX_CAM_METHOD = "cnnx"
 #: CNN-X pooling window (the paper's 2x2).
