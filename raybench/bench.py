@@ -40,6 +40,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from raybench import schema as S
+from raybench.models import names
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -74,7 +77,7 @@ class BenchOptions:
         sections: Which of :data:`SECTIONS` to run.
     """
 
-    models: tuple[str, ...] = ("cnnx", "resnet18")
+    models: tuple[str, ...] = (names.DEFAULT_MODEL, "resnet18")
     image_size: int = 224
     batch_size: int = 15
     threads: Optional[int] = None
@@ -223,9 +226,9 @@ def bench_train(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
     return {"train_ratio": min(ratios),
             "train_ratio_geomean": math.exp(statistics.fmean(math.log(r) for r in ratios)),
             "models": per_model,
-            "settings": {"image_size": opts.image_size, "batch_size": opts.batch_size,
+            "settings": {S.IMAGE_SIZE: opts.image_size, S.BATCH_SIZE: opts.batch_size,
                          "threads": threads, "steps": opts.steps, "warmup": opts.warmup,
-                         "repeats": opts.repeats, "device": device, "precision": "fp32"}}
+                         "repeats": opts.repeats, S.DEVICE: device, S.PRECISION: "fp32"}}
 
 
 # ---------------------------------------------------------------- (b) decoded cache vs decoding
@@ -344,7 +347,6 @@ def bench_images(data: Optional[str], tmp: Path, count: int) -> tuple[Any, list[
         tmp: A scratch folder for generated images.
         count: How many images to generate.
     """
-    from raybench import schema as S
     from raybench.data import manifest as mf
 
     if data is None:
@@ -367,7 +369,6 @@ def _folder_images(root: Path) -> tuple[Any, list[Path], str]:
     the benchmark builds its cache entry in a fresh folder, so the key only has to be unique)."""
     import pandas as pd
 
-    from raybench import schema as S
     from raybench.errors import ConfigError
 
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -446,16 +447,16 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
             start = time.perf_counter()
             summary = run_sweep(spec)
             wall = time.perf_counter() - start
-            epochs = pd.read_parquet(Path(tmp) / "results" / spec.name / "epochs")
+            epochs = pd.read_parquet(Path(tmp) / "results" / spec.name / S.EPOCHS_TABLE)
             runs = pd.read_parquet(Path(tmp) / "results" / spec.name / "runs")
     finally:
         if started:
             ray.shutdown()
-    train_s = float(epochs["seconds"].sum())
+    train_s = float(epochs[S.SECONDS].sum())
     return {"trial_overhead_s": (wall - train_s) / opts.trials, "trials": opts.trials,
-            "completed": sum(s["status"] == "completed" for s in summary),
+            "completed": sum(s[S.STATUS] == "completed" for s in summary),
             "sweep_wall_s": wall, "training_s": train_s, "ray_init_s": ray_init,
-            "trial_wall_s_mean": float(runs["wall_s"].mean()), "concurrency": 1}
+            "trial_wall_s_mean": float(runs[S.WALL_S].mean()), "concurrency": 1}
 
 
 # ---------------------------------------------------------------- (c2) one experiment per sweep
@@ -510,7 +511,7 @@ def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
             prepare_data(specs["grid"].data, 32)  # the synthetic set and its cache, once
             for name in ("grid", "optuna"):
                 wall, tl = _timed_sweep(specs[name])
-                span = (tl["finished_at"].max() - tl["started_at"].min()).total_seconds()
+                span = (tl[S.FINISHED_AT].max() - tl[S.STARTED_AT].min()).total_seconds()
                 out[name] = {"wall_s": wall, "trials": len(tl), "span_s": span,
                              "trial_s_mean": float(tl["duration_s"].mean()),
                              "max_concurrent": int(tl["slot"].max() + 1),
@@ -543,7 +544,7 @@ def bench_cam(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
     threads = opts.threads or os.cpu_count() or 1
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    out: dict[str, Any] = {"images": n, "image_size": opts.image_size, "threads": threads}
+    out: dict[str, Any] = {"images": n, S.IMAGE_SIZE: opts.image_size, "threads": threads}
     try:
         images = torch.randint(0, 256, (n, opts.image_size, opts.image_size), dtype=torch.uint8)
         rates = {}
@@ -569,7 +570,7 @@ def _timed(fn: Callable[[], Any]) -> float:
 # ---------------------------------------------------------------- (e) loading 10,000 trials
 
 RESULTS_SWEEP = "bench"
-_RESULT_MODELS = ("cnnx", "resnet18", "resnet50", "densenet201", "squeezenet")
+_RESULT_MODELS = (names.PAPER_MODEL, "resnet18", "resnet50", "densenet201", "squeezenet")
 _RESULT_METRICS = ("sensitivity", "specificity", "ppv", "f1", "support")
 
 
@@ -577,24 +578,23 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
     """Trial ``i``'s four tables as raybench writes them (runs 1 row, metrics 24, epochs 20)."""
     import pyarrow as pa
 
-    from raybench import schema as S
 
     rng = np.random.default_rng(i)
     base = {S.SWEEP: RESULTS_SWEEP, S.TRIAL_ID: f"t{i:05d}"}
     runs = [{**base, S.MODEL: _RESULT_MODELS[i % 5], S.SCENARIO: "scenario2", S.SEED: i // 5 % 10,
-             "lr": float(rng.choice([1e-4, 3e-4, 1e-3])), "batch_size": 15, "epochs": 20,
-             "image_size": 224, "pretrained": True, "params": 11_000_000, "epochs_run": 20,
-             "wall_s": 600.0, "train_images_per_s": 14.1, "device": "cpu", "precision": "fp32",
-             "num_workers": 1, "raybench_version": "0.1.0", "torch_version": "2.x",
-             "ray_version": "2.60.0", "timm_version": "1.x", S.STATUS: "completed"}]
+             S.LR: float(rng.choice([1e-4, 3e-4, 1e-3])), S.BATCH_SIZE: 15, S.EPOCHS: 20,
+             S.IMAGE_SIZE: 224, S.PRETRAINED: True, S.PARAMS: 11_000_000, S.EPOCHS_RUN: 20,
+             S.WALL_S: 600.0, S.TRAIN_IMAGES_PER_S: 14.1, S.DEVICE: "cpu", S.PRECISION: "fp32",
+             S.NUM_WORKERS: 1, S.RAYBENCH_VERSION: "0.1.0", S.TORCH_VERSION: "2.x",
+             S.RAY_VERSION: "2.60.0", S.TIMM_VERSION: "1.x", S.STATUS: "completed"}]
     metrics = [{**base, S.SPLIT: "test", S.CLASS: c, S.METRIC: m, S.VALUE: float(rng.random()),
                 S.CI_LOW: 0.0, S.CI_HIGH: 1.0} for c in S.LABELS for m in _RESULT_METRICS]
     metrics += [{**base, S.SPLIT: "test", S.CLASS: "all", S.METRIC: m, S.VALUE: float(rng.random()),
                  S.CI_LOW: None, S.CI_HIGH: None}
                 for m in ("accuracy", "balanced_accuracy", "macro_auc", "n")]
-    epochs = [{**base, S.EPOCH: e, "train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5,
-               "val_balanced_accuracy": 0.5, "val_macro_auc": 0.7, "lr": 3e-4, "seconds": 30.0,
-               "train_images_per_s": 14.1} for e in range(1, 21)]
+    epochs = [{**base, S.EPOCH: e, S.TRAIN_LOSS: 1 / e, S.VAL_LOSS: 1.1 / e, S.VAL_ACCURACY: 0.5,
+               S.VAL_BALANCED_ACCURACY: 0.5, S.VAL_MACRO_AUC: 0.7, S.LR: 3e-4, S.SECONDS: 30.0,
+               S.TRAIN_IMAGES_PER_S: 14.1} for e in range(1, 21)]
     labels = rng.integers(0, 4, n_pred)
     probs = rng.dirichlet(np.ones(4), n_pred)
     preds = {S.SWEEP: [RESULTS_SWEEP] * n_pred, S.TRIAL_ID: [base[S.TRIAL_ID]] * n_pred,
@@ -605,7 +605,7 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
              **{f"p_{lab}": probs[:, k] for k, lab in enumerate(S.LABELS)}}
     return {"runs": pa.Table.from_pylist(runs, S.RUNS_SCHEMA),
             "metrics": pa.Table.from_pylist(metrics, S.METRICS_SCHEMA),
-            "epochs": pa.Table.from_pylist(epochs, S.EPOCHS_SCHEMA),
+            S.EPOCHS_TABLE: pa.Table.from_pylist(epochs, S.EPOCHS_SCHEMA),
             "predictions": pa.Table.from_pydict(preds, S.predictions_schema(S.LABELS))}
 
 
@@ -621,7 +621,6 @@ def write_result_range(args: tuple[str, int, int, int]) -> None:
 
 def generate_results(root: str, trials: int, n_pred: int, procs: int = 2) -> None:
     """A sweep of ``trials`` trials in raybench's layout under ``root``."""
-    from raybench import schema as S
 
     for table in S.TABLES:
         os.makedirs(os.path.join(root, RESULTS_SWEEP, table), exist_ok=True)
@@ -632,7 +631,6 @@ def generate_results(root: str, trials: int, n_pred: int, procs: int = 2) -> Non
 
 def timed_load(root: str) -> tuple[float, dict[str, int]]:
     """Seconds to load the sweep and materialise all four tables, and their row counts."""
-    from raybench import schema as S
     from raybench.results import load
 
     start = time.perf_counter()

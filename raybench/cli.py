@@ -111,11 +111,11 @@ class Models(Command):
         if args.json:
             print(json.dumps(rows, indent=2))
             return
-        print(f"{'name':<20} {'paper name':<20} {'params':>12} {'input':>5}  {'source':<11} "
+        print(f"{'name':<20} {'paper name':<20} {S.PARAMS:>12} {'input':>5}  {'source':<11} "
               "cam layer, options")
         for r in rows:
             options = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-            print(f"{r['name']:<20} {r['paper_name']:<20} {r['params']:>12,} {r['input_size']:>5}  "
+            print(f"{r['name']:<20} {r['paper_name']:<20} {r[S.PARAMS]:>12,} {r['input_size']:>5}  "
                   f"{r['source']:<11} {r['cam_layer']} ({r['cam_method']}){'; ' + options if options else ''}")
 
 
@@ -243,7 +243,7 @@ class Cam(Command):
             log.warning("no overlays written: the CAM file of %s is corrupt", args.trial)
             return
         for row in render_overlays(cams, args.out, args.images):
-            print(f"{row['image_id']:<40} {row['label']:<10} pred {row['predicted']:<10} "
+            print(f"{row[S.IMAGE_ID]:<40} {row[S.LABEL]:<10} pred {row[S.PREDICTED]:<10} "
                   f"{row['path']}")
 
 

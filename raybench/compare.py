@@ -24,7 +24,7 @@ from raybench.errors import RaybenchError
 if TYPE_CHECKING:
     from raybench.results import Results
 
-ROI = "roi"
+ROI = S.ROI
 KEYS = [S.SWEEP, S.TRIAL_ID]
 #: The metrics a comparison reports and the test behind each p-value.
 TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap",
@@ -32,7 +32,7 @@ TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap"
                          "specificity": "bootstrap", "auc": "delong"}
 PER_CLASS = ("sensitivity", "specificity", "auc")
 SELECT_METRIC = "balanced_accuracy"
-COLUMNS = ["value", "baseline_value", "diff", "ci_low", "ci_high", "p"]
+COLUMNS = [S.VALUE, "baseline_value", "diff", S.CI_LOW, S.CI_HIGH, "p"]
 
 
 @dataclass(frozen=True)
@@ -103,19 +103,19 @@ def _pair_rows(preds: pd.DataFrame, trial_a: str, trial_b: str,
     for name in ("accuracy", "balanced_accuracy", "macro_auc"):
         r = boot[name]
         p = mc.pvalue if name == "accuracy" else r.pvalue
-        rows.append({**base, "metric": name, S.CLASS: "all", "value": r.value_b,
-                     "baseline_value": r.value_a, "diff": r.diff, "ci_low": r.ci_low,
-                     "ci_high": r.ci_high, "p": p, "test": TESTS[name]})
+        rows.append({**base, S.METRIC: name, S.CLASS: "all", S.VALUE: r.value_b,
+                     "baseline_value": r.value_a, "diff": r.diff, S.CI_LOW: r.ci_low,
+                     S.CI_HIGH: r.ci_high, "p": p, "test": TESTS[name]})
     for c, label in enumerate(labels):
         for name in ("sensitivity", "specificity"):
             r = boot[f"{name}:{c}"]
-            rows.append({**base, "metric": name, S.CLASS: label, "value": r.value_b,
-                         "baseline_value": r.value_a, "diff": r.diff, "ci_low": r.ci_low,
-                         "ci_high": r.ci_high, "p": r.pvalue, "test": "bootstrap"})
+            rows.append({**base, S.METRIC: name, S.CLASS: label, S.VALUE: r.value_b,
+                         "baseline_value": r.value_a, "diff": r.diff, S.CI_LOW: r.ci_low,
+                         S.CI_HIGH: r.ci_high, "p": r.pvalue, "test": "bootstrap"})
         d = stats.delong_test(y == c, pa[:, c], pb[:, c])
-        rows.append({**base, "metric": "auc", S.CLASS: label, "value": d.auc_b,
-                     "baseline_value": d.auc_a, "diff": d.diff, "ci_low": d.ci_low,
-                     "ci_high": d.ci_high, "p": d.pvalue, "test": "delong"})
+        rows.append({**base, S.METRIC: "auc", S.CLASS: label, S.VALUE: d.auc_b,
+                     "baseline_value": d.auc_a, "diff": d.diff, S.CI_LOW: d.ci_low,
+                     S.CI_HIGH: d.ci_high, "p": d.pvalue, "test": "delong"})
     return rows
 
 
@@ -153,8 +153,8 @@ def _over_seeds(part: pd.DataFrame) -> pd.Series:
     if len(part) == 1:
         return first
     diffs = part["diff"].to_numpy(float)
-    first["diff"], first["ci_low"], first["ci_high"] = mean_interval(diffs.tolist())
-    first["value"], first["baseline_value"] = part["value"].mean(), part["baseline_value"].mean()
+    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = mean_interval(diffs.tolist())
+    first[S.VALUE], first["baseline_value"] = part[S.VALUE].mean(), part["baseline_value"].mean()
     if np.all(diffs == diffs[0]):
         first["p"] = 1.0 if diffs[0] == 0 else math.nan  # no spread: a t test is undefined
     else:
@@ -187,9 +187,9 @@ def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = Non
     if rows.empty:
         raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
                             f"seed in one scenario")
-    rows = rows[rows["metric"].isin(wanted)]
+    rows = rows[rows[S.METRIC].isin(wanted)]
     other = ROI if opts.by == S.MODEL else S.MODEL
-    keys = [S.SCENARIO, other, opts.by, "baseline", "metric", S.CLASS]
+    keys = [S.SCENARIO, other, opts.by, "baseline", S.METRIC, S.CLASS]
     if opts.per_seed:
         rows = rows.assign(seeds=1)
     else:
@@ -197,7 +197,7 @@ def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = Non
         rows = grouped.apply(_over_seeds, include_groups=False)
         rows = rows.reset_index(level=keys).reset_index(drop=True)
         rows = rows.drop(columns=[S.SEED])
-    family = [S.SCENARIO, other, "metric", S.CLASS] + ([S.SEED] if opts.per_seed else [])
+    family = [S.SCENARIO, other, S.METRIC, S.CLASS] + ([S.SEED] if opts.per_seed else [])
     rows["p_holm"] = rows.groupby(family, sort=False)["p"].transform(_holm_series)
     return rows.reset_index(drop=True)
 

@@ -197,7 +197,7 @@ class SweepConfig:
     scenarios: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     num_samples: int = 4
-    metric: str = "val_balanced_accuracy"
+    metric: str = schema.VAL_BALANCED_ACCURACY
     metric_mode: str = "max"
     asha: bool = True
     grace_period: int = 1
@@ -283,8 +283,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
                            "max-autotune-no-cudagraphs"),
     "sweep.mode": ("paper", "optuna"),
     "sweep.metric_mode": ("max", "min"),
-    "sweep.metric": ("val_balanced_accuracy", "val_accuracy", "val_macro_auc", "val_loss",
-                     "train_loss"),
+    "sweep.metric": (schema.VAL_BALANCED_ACCURACY, schema.VAL_ACCURACY, schema.VAL_MACRO_AUC,
+                     schema.VAL_LOSS, schema.TRAIN_LOSS),
     "cam.select": ("per_class", "all", "misclassified"),
     # raybench.cam.METHODS (tested equal)
     "cam.method": ("auto", "cam", model_names.CNNX_CAM_METHOD, "gradcam"),

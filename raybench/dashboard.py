@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from raybench import schema as S
 from raybench import storage
 from raybench.errors import RaybenchError
 from raybench.store import check_name
@@ -78,7 +79,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 def journal_location(root: str, sweep: str) -> storage.Location:
     """The location of a sweep's Optuna journal."""
-    return storage.resolve(root).join(check_name("sweep", sweep), *JOURNAL)
+    return storage.resolve(root).join(check_name(S.SWEEP, sweep), *JOURNAL)
 
 
 def local_journal(root: str, sweep: str, workdir: Path) -> Path:

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from raybench import schema as S
+
 #: Two-sided 95% normal quantile, ``Phi^-1(0.975)``.
 Z_95 = 1.959963984540054
 #: Class name used in long-format rows for whole-set metrics.
 ALL = "all"
 PER_CLASS_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "f1", "support")
 OVERALL_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc", "n")
-ROW_KEYS: tuple[str, ...] = ("split", "class", "metric", "value", "ci_low", "ci_high")
+ROW_KEYS: tuple[str, ...] = (S.SPLIT, S.CLASS, S.METRIC, S.VALUE, S.CI_LOW, S.CI_HIGH)
 _NAN_CI = (math.nan, math.nan)
 
 
@@ -241,14 +243,14 @@ class MetricsResult:
     def table(self) -> pd.DataFrame:
         """Per-class table in the paper's Table 2 layout, indexed by class name."""
         data = {m: [getattr(c, m) for c in self.per_class] for m in PER_CLASS_METRICS}
-        return pd.DataFrame(data, index=pd.Index(self.labels, name="class"))
+        return pd.DataFrame(data, index=pd.Index(self.labels, name=S.CLASS))
 
 
 def _row(split: str, cls: str, metric: str, value: float, ci: tuple[float, float] | None) -> dict:
     """One long-format row; a missing CI becomes (NaN, NaN)."""
     low, high = ci if ci is not None else _NAN_CI
-    return {"split": split, "class": cls, "metric": metric,
-            "value": float(value), "ci_low": float(low), "ci_high": float(high)}
+    return {S.SPLIT: split, S.CLASS: cls, S.METRIC: metric,
+            S.VALUE: float(value), S.CI_LOW: float(low), S.CI_HIGH: float(high)}
 
 
 def compute_metrics(y_true: object, y_prob: object, labels: Sequence[str]) -> MetricsResult:
@@ -369,7 +371,7 @@ def split_rows(y_true: object, y_prob: object, labels: Sequence[str], split: str
     """Every metric row of one split (classification and calibration, ``source`` null), and
     the same again per source when the split holds images of more than one source."""
     t, p = _check_prob(y_true, y_prob)
-    rows = [{**r, "source": None} for r in
+    rows = [{**r, S.SOURCE: None} for r in
             compute_metrics(t, p, labels).to_rows(split) + calibration_rows(t, p, labels, split)]
     if sources is None:
         return rows
@@ -381,5 +383,5 @@ def split_rows(y_true: object, y_prob: object, labels: Sequence[str], split: str
         sel = src == name
         part = compute_metrics(t[sel], p[sel], labels).to_rows(split)
         part += calibration_rows(t[sel], p[sel], labels, split)
-        rows += [{**r, "source": name} for r in part]
+        rows += [{**r, S.SOURCE: name} for r in part]
     return rows

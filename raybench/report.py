@@ -116,9 +116,9 @@ def learning_curves_plot(epochs: pd.DataFrame, title: str) -> MplFigure:
     colors = {m: f"C{i}" for i, m in enumerate(sorted(epochs[S.MODEL].dropna().unique()))}
     for (model, _trial), part in epochs.sort_values(S.EPOCH).groupby([S.MODEL, S.TRIAL_ID]):
         c = colors[model]
-        ax_loss.plot(part[S.EPOCH], part["train_loss"], color=c, label=f"{model} train")
-        ax_loss.plot(part[S.EPOCH], part["val_loss"], color=c, linestyle="--", label=f"{model} val")
-        ax_acc.plot(part[S.EPOCH], part["val_balanced_accuracy"], color=c, marker="o",
+        ax_loss.plot(part[S.EPOCH], part[S.TRAIN_LOSS], color=c, label=f"{model} train")
+        ax_loss.plot(part[S.EPOCH], part[S.VAL_LOSS], color=c, linestyle="--", label=f"{model} val")
+        ax_acc.plot(part[S.EPOCH], part[S.VAL_BALANCED_ACCURACY], color=c, marker="o",
                     label=model)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (solid train, dashed val)")
     ax_acc.set(xlabel="epoch", ylabel="balanced accuracy", title="validation", ylim=(0, 1.02))
@@ -224,8 +224,8 @@ def gantt_figure(timeline: pd.DataFrame, path: Path, slots: Optional[int] = None
     """The sweep as a Gantt chart: one row per node and slot, one bar per trial (by model)."""
     from raybench.results import utilisation
 
-    t0 = timeline["started_at"].min()
-    lanes = sorted({(str(n), int(s)) for n, s in zip(timeline["node"].fillna("?"),
+    t0 = timeline[S.STARTED_AT].min()
+    lanes = sorted({(str(n), int(s)) for n, s in zip(timeline[S.NODE].fillna("?"),
                                                       timeline["slot"], strict=True)})
     row = {lane: i for i, lane in enumerate(lanes)}
     models = sorted(timeline[S.MODEL].dropna().unique())
@@ -255,8 +255,8 @@ def _timeline_blocks(res: Results, figs: Path) -> list[Block]:
     return ["## Sweep timeline",
             f"Utilisation = sum of trial durations / (slots x span) = "
             f"{res.utilisation():.3f}, with {len(timeline)} trial(s) from "
-            f"{timeline['started_at'].min():%Y-%m-%d %H:%M:%S} to "
-            f"{timeline['finished_at'].max():%H:%M:%S} UTC.",
+            f"{timeline[S.STARTED_AT].min():%Y-%m-%d %H:%M:%S} to "
+            f"{timeline[S.FINISHED_AT].max():%H:%M:%S} UTC.",
             gantt_figure(timeline, figs / "timeline.png")]
 
 
@@ -288,8 +288,8 @@ def _summary(res: Results) -> pd.DataFrame:
     wide = overall.pivot_table(index=[S.SWEEP, S.TRIAL_ID], columns=S.METRIC, values=S.VALUE)
     varied = [h for h in S.HYPERPARAMETERS  # what the sweep searched over
               if h in res.runs and res.runs[h].nunique(dropna=True) > 1]
-    cols = [S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, *varied, "epochs_run",
-            "train_images_per_s", "wall_s", S.STATUS]
+    cols = [S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, *varied, S.EPOCHS_RUN,
+            S.TRAIN_IMAGES_PER_S, S.WALL_S, S.STATUS]
     table = res.runs[[S.SWEEP] + cols].merge(wide.reset_index(), on=[S.SWEEP, S.TRIAL_ID],
                                               how="left")
     return table.drop(columns=[S.SWEEP]).sort_values([S.MODEL, S.SEED]).set_index(S.TRIAL_ID)
@@ -335,9 +335,9 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         f"Results root `{redact(res.store.root.uri)}`; {len(runs)} trial(s), "
         f"{int((runs[S.STATUS] == 'completed').sum())} completed; models: "
         f"{', '.join(sorted(runs[S.MODEL].dropna().unique()))}. "
-        f"raybench {first.get('raybench_version')}, torch {first.get('torch_version')}, "
-        f"ray {first.get('ray_version')}, timm {first.get('timm_version')}; "
-        f"device {first.get('device')}, precision {first.get('precision')}.",
+        f"raybench {first.get(S.RAYBENCH_VERSION)}, torch {first.get(S.TORCH_VERSION)}, "
+        f"ray {first.get(S.RAY_VERSION)}, timm {first.get(S.TIMM_VERSION)}; "
+        f"device {first.get(S.DEVICE)}, precision {first.get(S.PRECISION)}.",
     ]
     from raybench import report_stats as rs
 

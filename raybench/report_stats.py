@@ -21,6 +21,7 @@ from raybench import stats
 from raybench.compare import ROI, cells, rank_models, split_predictions
 from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
+from raybench.models.names import PAPER_MODEL
 from raybench.report import Figure, Table, new_figure, save_figure
 from raybench.results import Results, format_paper_table, format_significance, whole_split
 
@@ -44,9 +45,9 @@ def _distinct(values: pd.Series) -> str:
 def origin_blocks(res: Results) -> list:
     """Where each scenario's test images came from (the runs' ``test_from`` / ``test_sources``)."""
     runs = res.completed_runs()
-    if "test_from" not in runs or runs["test_from"].isna().all():
+    if S.TEST_FROM not in runs or runs[S.TEST_FROM].isna().all():
         return []
-    origin = runs.groupby(S.SCENARIO)[["test_from", "test_sources"]].agg(_distinct)
+    origin = runs.groupby(S.SCENARIO)[[S.TEST_FROM, S.TEST_SOURCES]].agg(_distinct)
     return ["## Test sets", "What each scenario was tested on: the origin of its test images "
             "(a `test_from` source or file, else the held-out split) and their sources.",
             Table(origin)]
@@ -104,16 +105,16 @@ def cd_diagram(ranks: stats.Friedman, path: Path) -> Figure:
 
 def _claim(table: pd.DataFrame, baseline: str) -> Optional[str]:
     """One sentence per comparison with ``baseline``: difference, interval, Holm p."""
-    rows = table[(table["metric"] == HEADLINE) & (table[S.CLASS] == "all")]
+    rows = table[(table[S.METRIC] == HEADLINE) & (table[S.CLASS] == "all")]
     if rows.empty:
         return None
     parts = []
     for _, row in rows.iterrows():
-        covers = row["ci_low"] <= 0 <= row["ci_high"]
+        covers = row[S.CI_LOW] <= 0 <= row[S.CI_HIGH]
         verdict = "no difference shown" if covers else (
             f"{baseline} {'better' if row['diff'] < 0 else 'worse'}")
         parts.append(f"{baseline} vs {row[S.MODEL]}: {HEADLINE.replace('_', ' ')} "
-                     f"{-row['diff']:+.3f} [{-row['ci_high']:+.3f}, {-row['ci_low']:+.3f}], "
+                     f"{-row['diff']:+.3f} [{-row[S.CI_HIGH]:+.3f}, {-row[S.CI_LOW]:+.3f}], "
                      f"p = {_p(row['p_holm'])} (Holm; {verdict})")
     return "; ".join(parts) + "."
 
@@ -130,7 +131,7 @@ def ranking_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list:
                       f"{_fmt(ranks.cd, 2)} ranks.")
         blocks.append(cd_diagram(ranks, figs / f"cd-{tag}.png"))
     models = sorted(cells(res, scenario)[S.MODEL].unique())
-    baseline = "cnnx" if "cnnx" in models else (ranks.models[int(np.argmin(ranks.mean_ranks))]
+    baseline = PAPER_MODEL if PAPER_MODEL in models else (ranks.models[int(np.argmin(ranks.mean_ranks))]
                                                   if ranks else None)
     try:
         table = res.compare_models(["balanced_accuracy", "macro_auc", "accuracy"], scenario,
@@ -161,7 +162,7 @@ def _flags(res: Results, scenario: str) -> list[str]:
     out = []
     for (model, cls), part in rows.groupby([S.MODEL, S.CLASS], sort=True):
         seeds = part.groupby(S.TRIAL_ID)
-        apart = sum(int(g["ci_low"].max() > g["ci_high"].min()) for _, g in seeds if len(g) > 1)
+        apart = sum(int(g[S.CI_LOW].max() > g[S.CI_HIGH].min()) for _, g in seeds if len(g) > 1)
         if apart and 2 * apart >= seeds.ngroups:
             mean = part.groupby(S.SOURCE)[S.VALUE].mean()
             out.append(f"{model} {cls}: sensitivity {mean.max():.3f} on {mean.idxmax()} vs "
@@ -269,7 +270,7 @@ def roi_chance_note(res: Results) -> Optional[str]:
     """ROI focus against its chance level: the lung fields' share of the image."""
     from raybench.cam.roi import lung_field_template
 
-    sizes = res.runs["image_size"].dropna() if "image_size" in res.runs else pd.Series(dtype=int)
+    sizes = res.runs[S.IMAGE_SIZE].dropna() if S.IMAGE_SIZE in res.runs else pd.Series(dtype=int)
     size = int(sizes.iloc[0]) if len(sizes) else 224
     chance = float(lung_field_template(size).mean())
     return (f"Chance level of ROI focus: {chance:.3f}, the lung-field template's share of a "

@@ -124,7 +124,7 @@ class Results:
     @cached_property
     def epochs(self) -> pd.DataFrame:
         """One row per trial and epoch: losses, validation metrics, lr, seconds."""
-        return self._read("epochs")
+        return self._read(S.EPOCHS_TABLE)
 
     @cached_property
     def predictions(self) -> pd.DataFrame:
@@ -228,8 +228,8 @@ class Results:
         if len(scenarios) != 1:
             raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
         runs = self.completed_runs(scenarios[0])
-        if roi is not None and "roi" in runs:
-            runs = runs[runs["roi"].fillna("full") == roi]
+        if roi is not None and S.ROI in runs:
+            runs = runs[runs[S.ROI].fillna("full") == roi]
         metrics = self.metrics
         if by_source:
             metrics = metrics[metrics[S.SOURCE].notna()] if S.SOURCE in metrics else metrics[:0]
@@ -346,17 +346,17 @@ class Results:
 
 
 TIMELINE_COLUMNS: list[str] = [S.SWEEP, S.TRIAL_ID, S.MODEL, S.SCENARIO, S.SEED, S.STATUS,
-                                "node", "accelerator", "started_at", "finished_at"]
+                                S.NODE, S.ACCELERATOR, S.STARTED_AT, S.FINISHED_AT]
 
 
 def trial_timeline(runs: pd.DataFrame) -> pd.DataFrame:
     """The timeline of a runs table (see :meth:`Results.timeline`)."""
     cols = [c for c in TIMELINE_COLUMNS if c in runs.columns]
-    if "started_at" not in cols or "finished_at" not in cols:
+    if S.STARTED_AT not in cols or S.FINISHED_AT not in cols:
         return pd.DataFrame(columns=TIMELINE_COLUMNS + ["duration_s", "slot"])
-    frame = runs[cols].dropna(subset=["started_at", "finished_at"])
-    frame = frame.sort_values(["started_at", S.TRIAL_ID]).reset_index(drop=True)
-    frame["duration_s"] = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame = runs[cols].dropna(subset=[S.STARTED_AT, S.FINISHED_AT])
+    frame = frame.sort_values([S.STARTED_AT, S.TRIAL_ID]).reset_index(drop=True)
+    frame["duration_s"] = (frame[S.FINISHED_AT] - frame[S.STARTED_AT]).dt.total_seconds()
     frame["slot"] = _lanes(frame)
     return frame
 
@@ -365,8 +365,8 @@ def _lanes(frame: pd.DataFrame) -> list[int]:
     """Greedy interval colouring per node: the lowest lane whose last trial has finished."""
     ends: dict[object, list[pd.Timestamp]] = {}
     lanes = []
-    for node, start, end in zip(frame["node"].fillna("?"), frame["started_at"],
-                                frame["finished_at"], strict=True):
+    for node, start, end in zip(frame[S.NODE].fillna("?"), frame[S.STARTED_AT],
+                                frame[S.FINISHED_AT], strict=True):
         busy = ends.setdefault(node, [])
         lane = next((i for i, t in enumerate(busy) if t <= start), len(busy))
         busy[lane:lane + 1] = [end]
@@ -384,9 +384,9 @@ def utilisation(timeline: pd.DataFrame, slots: Optional[int] = None) -> float:
     """
     if timeline.empty:
         return math.nan
-    span = (timeline["finished_at"].max() - timeline["started_at"].min()).total_seconds()
+    span = (timeline[S.FINISHED_AT].max() - timeline[S.STARTED_AT].min()).total_seconds()
     if slots is None:
-        slots = int(timeline.groupby(timeline["node"].fillna("?"))["slot"].max().add(1).sum())
+        slots = int(timeline.groupby(timeline[S.NODE].fillna("?"))["slot"].max().add(1).sum())
     return float(timeline["duration_s"].sum() / (slots * span)) if span > 0 else math.nan
 
 
@@ -425,11 +425,11 @@ def format_paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
 
 def format_significance(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """The comparison table with numbers rounded and the columns a reader needs first."""
-    first = [c for c in (S.SCENARIO, "roi", S.MODEL, "baseline", S.METRIC, S.CLASS, "value",
-                         "baseline_value", "diff", "ci_low", "ci_high", "p", "p_holm", "test",
+    first = [c for c in (S.SCENARIO, S.ROI, S.MODEL, "baseline", S.METRIC, S.CLASS, S.VALUE,
+                         "baseline_value", "diff", S.CI_LOW, S.CI_HIGH, "p", "p_holm", "test",
                          "seeds", "n_images", "resampled") if c in table]
     out = table[first + [c for c in table if c not in first]].copy()
-    for col in ("value", "baseline_value", "diff", "ci_low", "ci_high"):
+    for col in (S.VALUE, "baseline_value", "diff", S.CI_LOW, S.CI_HIGH):
         out[col] = out[col].astype(float).round(digits)
     for col in ("p", "p_holm"):
         out[col] = out[col].astype(float).map(lambda p: float(f"{p:.3g}"))
@@ -510,6 +510,6 @@ def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = 
         return format_paper_table(res.paper_table(scenario))
     if table == "significance":
         return format_significance(res.compare_models(None, scenario, baseline, split=split))
-    if table not in ("runs", "metrics", "epochs", "predictions"):
+    if table not in S.TABLES:
         raise RaybenchError(f"unknown table {table!r}; choose runs, metrics or paper")
     return res.table(table)

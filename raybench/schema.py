@@ -43,13 +43,77 @@ MANIFEST_SCHEMA = pa.schema(
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
 
 # --- results tables -----------------------------------------------------------------------
+RUNS_TABLE = "runs"
+METRICS_TABLE = "metrics"
+EPOCHS_TABLE = "epochs"
+PREDICTIONS_TABLE = "predictions"
+TABLES: tuple[str, ...] = (RUNS_TABLE, METRICS_TABLE, EPOCHS_TABLE, PREDICTIONS_TABLE)
+
+# Columns: every result-table column is named here once; other modules use these constants
+# (tests/test_seams.py fails on a column spelt as a literal anywhere else in raybench/).
 TRIAL_ID = "trial_id"
 SWEEP = "sweep"
+# runs
 MODEL = "model"
 SCENARIO = "scenario"
 SEED = "seed"
+LR = "lr"
+BATCH_SIZE = "batch_size"
+EPOCHS = "epochs"
+STRIDE = "stride"
+IMAGE_SIZE = "image_size"
+PRETRAINED = "pretrained"
+PARAMS = "params"
+EPOCHS_RUN = "epochs_run"
+WALL_S = "wall_s"
+TRAIN_IMAGES_PER_S = "train_images_per_s"
+DEVICE = "device"
+PRECISION = "precision"
+NUM_WORKERS = "num_workers"
+RAYBENCH_VERSION = "raybench_version"
+TORCH_VERSION = "torch_version"
+RAY_VERSION = "ray_version"
+TIMM_VERSION = "timm_version"
+STATUS = "status"
+ERROR = "error"
+SKIPPED_IMAGES = "skipped_images"
+ROI = "roi"
+TEST_FROM = "test_from"
+TEST_SOURCES = "test_sources"
+STARTED_AT = "started_at"
+FINISHED_AT = "finished_at"
+NODE = "node"
+ACCELERATOR = "accelerator"
+# metrics (and SPLIT, SOURCE above)
+CLASS = "class"
+METRIC = "metric"
+VALUE = "value"
+CI_LOW = "ci_low"
+CI_HIGH = "ci_high"
+# epochs (and LR, TRAIN_IMAGES_PER_S above)
+EPOCH = "epoch"
+TRAIN_LOSS = "train_loss"
+VAL_LOSS = "val_loss"
+VAL_ACCURACY = "val_accuracy"
+VAL_BALANCED_ACCURACY = "val_balanced_accuracy"
+VAL_MACRO_AUC = "val_macro_auc"
+SECONDS = "seconds"
+# predictions (and SPLIT, IMAGE_ID, PATIENT_ID, SOURCE, LABEL above)
+PREDICTED = "predicted"
+#: Prefix of the predictions table's per-class probability columns (``p_<label>``).
+PROB_PREFIX = "p_"
 
-TABLES: tuple[str, ...] = ("runs", "metrics", "epochs", "predictions")
+#: Values of the runs table's ``status`` column.
+STATUS_COMPLETED = "completed"
+STATUS_STOPPED = "stopped"
+STATUS_INTERRUPTED = "interrupted"
+STATUS_ERROR = "error"
+
+
+def prob_column(label: str) -> str:
+    """The predictions column holding the probability of ``label``."""
+    return f"{PROB_PREFIX}{label}"
+
 
 RUNS_SCHEMA = pa.schema(
     [
@@ -58,33 +122,33 @@ RUNS_SCHEMA = pa.schema(
         pa.field(MODEL, pa.string()),
         pa.field(SCENARIO, pa.string()),
         pa.field(SEED, pa.int64()),
-        pa.field("lr", pa.float64()),
-        pa.field("batch_size", pa.int64()),
-        pa.field("epochs", pa.int64()),
-        pa.field("stride", pa.int64()),  # a model option (CNN-X's pooling stride); else null
-        pa.field("image_size", pa.int64()),
-        pa.field("pretrained", pa.bool_()),
-        pa.field("params", pa.int64()),
-        pa.field("epochs_run", pa.int64()),
-        pa.field("wall_s", pa.float64()),
-        pa.field("train_images_per_s", pa.float64()),
-        pa.field("device", pa.string()),
-        pa.field("precision", pa.string()),
-        pa.field("num_workers", pa.int64()),
-        pa.field("raybench_version", pa.string()),
-        pa.field("torch_version", pa.string()),
-        pa.field("ray_version", pa.string()),
-        pa.field("timm_version", pa.string()),
-        pa.field("status", pa.string()),
-        pa.field("error", pa.string()),
-        pa.field("skipped_images", pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
-        pa.field("roi", pa.string()),  # data.roi: full | lungs_only | outside_lungs
-        pa.field("test_from", pa.string()),  # the test set's origin: scenario test_from or file
-        pa.field("test_sources", pa.string()),  # comma-separated sources of the test images
-        pa.field("started_at", pa.timestamp("us", tz="UTC")),
-        pa.field("finished_at", pa.timestamp("us", tz="UTC")),
-        pa.field("node", pa.string()),  # Ray node id / host the trial ran on
-        pa.field("accelerator", pa.string()),  # GPU name or "cpu"
+        pa.field(LR, pa.float64()),
+        pa.field(BATCH_SIZE, pa.int64()),
+        pa.field(EPOCHS, pa.int64()),
+        pa.field(STRIDE, pa.int64()),  # a model option (CNN-X's pooling stride); else null
+        pa.field(IMAGE_SIZE, pa.int64()),
+        pa.field(PRETRAINED, pa.bool_()),
+        pa.field(PARAMS, pa.int64()),
+        pa.field(EPOCHS_RUN, pa.int64()),
+        pa.field(WALL_S, pa.float64()),
+        pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
+        pa.field(DEVICE, pa.string()),
+        pa.field(PRECISION, pa.string()),
+        pa.field(NUM_WORKERS, pa.int64()),
+        pa.field(RAYBENCH_VERSION, pa.string()),
+        pa.field(TORCH_VERSION, pa.string()),
+        pa.field(RAY_VERSION, pa.string()),
+        pa.field(TIMM_VERSION, pa.string()),
+        pa.field(STATUS, pa.string()),
+        pa.field(ERROR, pa.string()),
+        pa.field(SKIPPED_IMAGES, pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
+        pa.field(ROI, pa.string()),  # data.roi: full | lungs_only | outside_lungs
+        pa.field(TEST_FROM, pa.string()),  # the test set's origin: scenario test_from or file
+        pa.field(TEST_SOURCES, pa.string()),  # comma-separated sources of the test images
+        pa.field(STARTED_AT, pa.timestamp("us", tz="UTC")),
+        pa.field(FINISHED_AT, pa.timestamp("us", tz="UTC")),
+        pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
+        pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
     ]
 )
 
@@ -94,11 +158,11 @@ METRICS_SCHEMA = pa.schema(
         pa.field(TRIAL_ID, pa.string()),
         pa.field(SPLIT, pa.string()),
         pa.field(SOURCE, pa.string()),  # null: the whole split; else one source's images
-        pa.field("class", pa.string()),  # a label, or "all" for whole-set metrics
-        pa.field("metric", pa.string()),
-        pa.field("value", pa.float64()),
-        pa.field("ci_low", pa.float64()),
-        pa.field("ci_high", pa.float64()),
+        pa.field(CLASS, pa.string()),  # a label, or "all" for whole-set metrics
+        pa.field(METRIC, pa.string()),
+        pa.field(VALUE, pa.float64()),
+        pa.field(CI_LOW, pa.float64()),
+        pa.field(CI_HIGH, pa.float64()),
     ]
 )
 
@@ -106,15 +170,15 @@ EPOCHS_SCHEMA = pa.schema(
     [
         pa.field(SWEEP, pa.string()),
         pa.field(TRIAL_ID, pa.string()),
-        pa.field("epoch", pa.int64()),
-        pa.field("train_loss", pa.float64()),
-        pa.field("val_loss", pa.float64()),
-        pa.field("val_accuracy", pa.float64()),
-        pa.field("val_balanced_accuracy", pa.float64()),
-        pa.field("val_macro_auc", pa.float64()),
-        pa.field("lr", pa.float64()),
-        pa.field("seconds", pa.float64()),
-        pa.field("train_images_per_s", pa.float64()),
+        pa.field(EPOCH, pa.int64()),
+        pa.field(TRAIN_LOSS, pa.float64()),
+        pa.field(VAL_LOSS, pa.float64()),
+        pa.field(VAL_ACCURACY, pa.float64()),
+        pa.field(VAL_BALANCED_ACCURACY, pa.float64()),
+        pa.field(VAL_MACRO_AUC, pa.float64()),
+        pa.field(LR, pa.float64()),
+        pa.field(SECONDS, pa.float64()),
+        pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
     ]
 )
 
@@ -129,43 +193,56 @@ def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
         pa.field(PATIENT_ID, pa.string()),  # clusters of the patient bootstrap
         pa.field(SOURCE, pa.string()),
         pa.field(LABEL, pa.string()),
-        pa.field("predicted", pa.string()),
+        pa.field(PREDICTED, pa.string()),
     ]
-    fields += [pa.field(f"p_{name}", pa.float64()) for name in labels]
+    fields += [pa.field(prob_column(name), pa.float64()) for name in labels]
     return pa.schema(fields)
 
 
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    "runs": RUNS_SCHEMA,
-    "metrics": METRICS_SCHEMA,
-    "epochs": EPOCHS_SCHEMA,
+    RUNS_TABLE: RUNS_SCHEMA,
+    METRICS_TABLE: METRICS_SCHEMA,
+    EPOCHS_TABLE: EPOCHS_SCHEMA,
 }
 
-# --- columns the results API refers to (metrics, predictions, epochs, runs) ---------------
-CLASS = "class"
-METRIC = "metric"
-VALUE = "value"
-CI_LOW = "ci_low"
-CI_HIGH = "ci_high"
-PREDICTED = "predicted"
-EPOCH = "epoch"
-STATUS = "status"
-PROB_PREFIX = "p_"
-TRAIN_IMAGES_PER_S = "train_images_per_s"
-EPOCHS = "epochs"
-LR = "lr"
-BATCH_SIZE = "batch_size"
+#: Columns every row of a table must carry (``ResultStore.write_table`` refuses a row without
+#: one; it adds ``sweep`` and ``trial_id`` itself). Chosen from what every writer provides:
+#: completed and stopped/errored run rows, metric and CAM/ROI metric rows, epoch history rows
+#: and prediction rows. The predictions table also requires each ``p_<label>`` column of its
+#: schema (see :func:`required_columns`); the other columns are filled with null when absent.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    RUNS_TABLE: (SWEEP, TRIAL_ID, MODEL, SCENARIO, SEED, STATUS),
+    METRICS_TABLE: (SWEEP, TRIAL_ID, SPLIT, CLASS, METRIC, VALUE),
+    EPOCHS_TABLE: (SWEEP, TRIAL_ID, EPOCH),
+    PREDICTIONS_TABLE: (SWEEP, TRIAL_ID, SPLIT, IMAGE_ID, LABEL, PREDICTED),
+}
+
+
+def required_columns(table: str, schema: pa.Schema) -> tuple[str, ...]:
+    """The columns a row of ``table`` (written with ``schema``) must have.
+
+    Args:
+        table: A name from :data:`TABLES`.
+        schema: The table's schema (for predictions, the one with its ``p_<label>`` columns).
+
+    Returns:
+        :data:`REQUIRED`'s columns, plus the probability columns for predictions.
+    """
+    probs = tuple(n for n in schema.names if n.startswith(PROB_PREFIX))
+    return REQUIRED[table] + (probs if table == PREDICTIONS_TABLE else ())
+
+
 #: Model-option columns of the runs table: one per option any model declares
 #: (``raybench.models.names.MODEL_OPTIONS``; a test keeps the two in step).
-MODEL_OPTION_COLUMNS: tuple[str, ...] = ("stride",)
+MODEL_OPTION_COLUMNS: tuple[str, ...] = (STRIDE,)
 #: What an Optuna sweep searches: lr, batch size and the tunable model options.
 SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
 #: Hyperparameter columns of the runs table (what a sweep varies).
-HYPERPARAMETERS: tuple[str, ...] = ("lr", "batch_size", "epochs", "stride", "image_size",
-                                    "pretrained")
+HYPERPARAMETERS: tuple[str, ...] = (LR, BATCH_SIZE, EPOCHS) + MODEL_OPTION_COLUMNS + (
+    IMAGE_SIZE, PRETRAINED)
 
 # --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (DESIGN.md section 4) ------------------
 #: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the
 #: uint8 grayscale input (N, H, W) the maps explain; the rest are (N,) strings or scalars.
-CAM_KEYS: tuple[str, ...] = ("image_ids", "labels", "predicted", "cams", "method",
+CAM_KEYS: tuple[str, ...] = ("image_ids", "labels", PREDICTED, "cams", "method",
                              "target_layer", "input_size", "images")

@@ -368,18 +368,18 @@ def _with_deadline(func: Callable[[], T], seconds: float, what: str) -> T:
 
     def target() -> None:
         try:
-            box["value"] = func()
+            box["returned"] = func()
         except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
+            box["raised"] = exc
 
     thread = threading.Thread(target=target, daemon=True, name="raybench-storage-check")
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
         raise RaybenchError(f"{what}: no answer within {seconds:.0f} s")
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
+    if "raised" in box:
+        raise box["raised"]  # type: ignore[misc]
+    return box["returned"]  # type: ignore[return-value]
 
 
 def _check_local(loc: Location) -> None:

@@ -21,6 +21,7 @@ per-trial files stay the source of truth: a missing or stale snapshot only costs
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import posixpath
@@ -103,6 +104,42 @@ def _check_trial_table(table: pa.Table, uri: str, trial: str) -> pa.Table:
     return table
 
 
+class ResultSchemaError(ValueError):
+    """A result row that does not fit its table's schema.
+
+    A ``ValueError``, not a :class:`RaybenchError`: the rows come from raybench's own code, so
+    this is a bug to see with its traceback, not a user error for a one-line message.
+    """
+
+
+def _did_you_mean(name: str, names: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_columns(table: str, trial_id: str, rows: Sequence[dict[str, Any]] | pd.DataFrame,
+                  schema: pa.Schema) -> None:
+    """Checks that ``rows`` of ``table`` use only ``schema``'s columns and all required ones.
+
+    Raises:
+        ResultSchemaError: Naming the table, the trial and the offending column(s).
+    """
+    added = {S.SWEEP, S.TRIAL_ID}  # write_table sets these itself
+    required = [c for c in S.required_columns(table, schema) if c not in added]
+    keyed = [list(rows.columns)] if isinstance(rows, pd.DataFrame) else [list(r) for r in rows]
+    problems: list[str] = []
+    for keys in keyed:
+        unknown = [k for k in keys if k not in schema.names]
+        problems += [f"unknown column {k!r}{_did_you_mean(str(k), schema.names)}"
+                     for k in unknown]
+        absent = [c for c in required if c not in keys]
+        if absent:
+            problems.append(f"missing required column(s) {', '.join(map(repr, absent))}")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ResultSchemaError(f"{table} row of trial {trial_id}: {'; '.join(unique)}")
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
     tables = [t.replace_schema_metadata(None) for t in tables]
     return pa.concat_tables(tables, promote_options="permissive")
@@ -147,7 +184,7 @@ class ResultStore:
 
     def location(self, sweep: str, *parts: str) -> storage.Location:
         """Where a sweep's file or folder lives."""
-        return self.root.join(check_name("sweep", sweep), *parts)
+        return self.root.join(check_name(S.SWEEP, sweep), *parts)
 
     def write_spec(self, sweep: str, text: str) -> None:
         """Saves the resolved spec (YAML) before any trial runs."""
@@ -174,8 +211,18 @@ class ResultStore:
     def write_table(self, sweep: str, table: str, trial_id: str,
                     rows: Sequence[dict[str, Any]] | pd.DataFrame,
                     schema: pa.Schema | None = None) -> None:
-        """Writes one trial's rows of ``table``, replacing any earlier file for the trial."""
+        """Writes one trial's rows of ``table``, replacing any earlier file for the trial.
+
+        ``sweep`` and ``trial_id`` are added to every row; optional columns a row lacks are
+        written as null.
+
+        Raises:
+            ResultSchemaError: A row has a column the table's schema lacks (a misspelt key
+                would otherwise vanish), or lacks a required one (``schema.REQUIRED``);
+                nothing is written.
+        """
         schema = schema or S.TABLE_SCHEMAS[table]
+        check_columns(table, trial_id, rows, schema)
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
         frame = frame.assign(**{S.SWEEP: sweep, S.TRIAL_ID: trial_id})
         missing = [n for n in schema.names if n not in frame.columns]

@@ -47,10 +47,10 @@ T = TypeVar("T")
 #: Secrets MLflow reads from the environment; ``<NAME>_FILE`` names a file holding one.
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")
 #: Tag keys of a mirrored run (``mlflow.runName`` is the trial id as well).
-TAGS = {"sweep": "raybench.sweep", "model": "raybench.model", "scenario": "raybench.scenario",
-        "seed": "raybench.seed", "trial_id": "raybench.trial_id", "roi": "raybench.roi"}
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy",
-                 "val_macro_auc", "lr", "seconds", "train_images_per_s")
+TAGS = {S.SWEEP: "raybench.sweep", S.MODEL: "raybench.model", S.SCENARIO: "raybench.scenario",
+        S.SEED: "raybench.seed", S.TRIAL_ID: "raybench.trial_id", S.ROI: "raybench.roi"}
+EPOCH_METRICS = (S.TRAIN_LOSS, S.VAL_LOSS, S.VAL_ACCURACY, S.VAL_BALANCED_ACCURACY,
+                 S.VAL_MACRO_AUC, S.LR, S.SECONDS, S.TRAIN_IMAGES_PER_S)
 # MLflow's HTTP client retries 7 times with exponential backoff by default (minutes against a
 # dead server); a mirror should give up sooner. A user's own setting wins.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -132,18 +132,18 @@ def _with_deadline(func: Callable[[], T], seconds: float, what: str) -> T:
 
     def target() -> None:
         try:
-            box["value"] = func()
+            box["returned"] = func()
         except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
+            box["raised"] = exc
 
     thread = threading.Thread(target=target, daemon=True, name="raybench-tracking-check")
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
         raise RaybenchError(f"{what}: no answer within {seconds:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    if "raised" in box:
+        raise box["raised"]
+    return box["returned"]
 
 
 def _check_health(uri: str, timeout_s: float) -> None:
@@ -222,7 +222,8 @@ def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRe
     client = _client(spec)
     exp = experiment_id(client, experiment_name(spec))
     for old in client.search_runs([exp], filter_string=(
-            f"tags.`{TAGS['sweep']}` = '{spec.name}' and tags.`{TAGS['trial_id']}` = '{trial_id}'")):
+            f"tags.`{TAGS[S.SWEEP]}` = '{spec.name}' and "
+            f"tags.`{TAGS[S.TRIAL_ID]}` = '{trial_id}'")):
         client.delete_run(old.info.run_id)  # a retried trial replaces its run
     run = client.create_run(exp, run_name=trial_id, tags=run_tags(spec, trial_id, row))
     run_id = run.info.run_id
@@ -249,13 +250,13 @@ def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRe
 
 def run_tags(spec: "Spec", trial_id: str, row: dict[str, Any]) -> dict[str, str]:
     """The run's tags: sweep, model, scenario, seed, trial id (and ROI when it is not full)."""
-    tags = {TAGS["sweep"]: spec.name, TAGS["model"]: str(row.get(S.MODEL, spec.model.name)),
-            TAGS["scenario"]: str(row.get(S.SCENARIO, "")),
-            TAGS["seed"]: str(row.get(S.SEED, spec.train.seed)), TAGS["trial_id"]: trial_id,
+    tags = {TAGS[S.SWEEP]: spec.name, TAGS[S.MODEL]: str(row.get(S.MODEL, spec.model.name)),
+            TAGS[S.SCENARIO]: str(row.get(S.SCENARIO, "")),
+            TAGS[S.SEED]: str(row.get(S.SEED, spec.train.seed)), TAGS[S.TRIAL_ID]: trial_id,
             "raybench.results": redact(spec.results)}
-    roi = row.get("roi") or spec.data.roi
+    roi = row.get(S.ROI) or spec.data.roi
     if roi and roi != "full":
-        tags[TAGS["roi"]] = str(roi)
+        tags[TAGS[S.ROI]] = str(roi)
     return tags
 
 
@@ -263,7 +264,7 @@ def run_params(spec: "Spec", row: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters (the runs table's columns) plus seed, weight decay and precision."""
     params = {h: row[h] for h in S.HYPERPARAMETERS if row.get(h) is not None}
     params.update(seed=row.get(S.SEED, spec.train.seed), weight_decay=spec.train.weight_decay,
-                  precision=spec.train.precision, num_workers=row.get("num_workers", 1))
+                  precision=spec.train.precision, num_workers=row.get(S.NUM_WORKERS, 1))
     return params
 
 
@@ -282,11 +283,11 @@ def test_metrics(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, f
     """Final metrics: ``test_<metric>`` (class ``all``) or ``test_<metric>_<class>``, finite only."""
     out = {}
     for r in rows:
-        if r.get(S.SPLIT, "test") != "test" or r.get("source") is not None:
+        if r.get(S.SPLIT, "test") != "test" or r.get(S.SOURCE) is not None:
             continue  # per-source rows would collide with the whole split's keys
         suffix = "" if r[S.CLASS] == "all" else f"_{r[S.CLASS]}"
         out[f"test_{r[S.METRIC]}{suffix}"] = float(r[S.VALUE])
-    for key in ("wall_s", "train_images_per_s", "epochs_run"):
+    for key in (S.WALL_S, S.TRAIN_IMAGES_PER_S, S.EPOCHS_RUN):
         if row.get(key) is not None:
             out[key] = float(row[key])
     return {k: v for k, v in out.items() if math.isfinite(v)}

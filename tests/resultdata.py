@@ -41,9 +41,10 @@ def write_trial(store: ResultStore, sweep: str, trial_id: str, *, model: str, se
          "seconds": 1.5, "train_images_per_s": 30.0} for e in range(1, epochs + 1)])
     store.write_table(sweep, "metrics", trial_id, result.to_rows("test"))
     preds = pd.DataFrame({f"p_{lab}": probs[:, i] for i, lab in enumerate(labels)})
-    preds.insert(0, S.IMAGE_ID, [f"img{i:03d}" for i in range(len(y_true))])
-    preds.insert(1, S.LABEL, [labels[i] for i in y_true])
-    preds.insert(2, "predicted", [labels[i] for i in probs.argmax(axis=1)])
+    preds.insert(0, S.SPLIT, "test")  # a required column (write_table refuses a row without)
+    preds.insert(1, S.IMAGE_ID, [f"img{i:03d}" for i in range(len(y_true))])
+    preds.insert(2, S.LABEL, [labels[i] for i in y_true])
+    preds.insert(3, "predicted", [labels[i] for i in probs.argmax(axis=1)])
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(labels))
     store.write_table(sweep, "runs", trial_id, [{
         "model": model, "scenario": scenario, "seed": seed, "lr": lr, "batch_size": 15,

@@ -49,7 +49,8 @@ def test_sweep_names_are_claimed_once(tmp_path: Path) -> None:
     (tmp_path / "smoke" / "_claim.json").unlink()
     _claim_sweep(store, spec, resume=False, overwrite=False)  # new name: fine
     store.write_spec("smoke", dump_yaml(spec))
-    store.write_table("smoke", "runs", "t1", [{"model": "cnnx", "status": "completed"}])
+    store.write_table("smoke", "runs", "t1", [{"model": "cnnx", "scenario": "synthetic",
+                                                "seed": 0, "status": "completed"}])
     with pytest.raises(RaybenchError, match="already exists .* use --resume"):
         _claim_sweep(store, spec, resume=False, overwrite=False)
     _claim_sweep(store, spec, resume=True, overwrite=False)  # same spec: resumable

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
+from raybench import schema as S
 from raybench import storage
 from raybench.cam.camset import CamSet
 from raybench.errors import RaybenchError
@@ -158,3 +159,28 @@ def test_cam_npz_round_trip_and_validation(tmp_path: Path) -> None:
                method="cam", target_layer="l", input_size=(8, 8))
     with pytest.raises(RaybenchError, match="no CAMs for trial 'nope'"):
         store.read_cams("sw", "nope")
+
+
+def test_write_table_rejects_a_misspelt_and_a_missing_column(tmp_path: Path) -> None:
+    """A typo'd key fails loudly (it used to vanish) and a row without a required column too."""
+    from raybench.store import ResultSchemaError
+
+    store = ResultStore(str(tmp_path))
+    row = {S.MODEL: "cnnx", S.SCENARIO: "scenario2", S.SEED: 0, S.STATUS: "completed"}
+    with pytest.raises(ResultSchemaError) as typo:
+        store.write_table("sw", "runs", "t1", [{**row, "lrr": 1e-3}])
+    assert str(typo.value) == "runs row of trial t1: unknown column 'lrr' (did you mean 'lr'?)"
+    with pytest.raises(ResultSchemaError) as absent:
+        store.write_table("sw", "metrics", "t2", [{S.SPLIT: "test", S.CLASS: "all",
+                                                   S.METRIC: "accuracy"}])
+    assert str(absent.value) == "metrics row of trial t2: missing required column(s) 'value'"
+    preds = pd.DataFrame({S.SPLIT: ["test"], S.IMAGE_ID: ["a"], S.LABEL: ["normal"],
+                          S.PREDICTED: ["normal"], "p_normal": [1.0]})
+    with pytest.raises(ResultSchemaError, match="predictions row of trial t3: missing required "
+                                                "column.s. 'p_viral'"):
+        store.write_table("sw", "predictions", "t3", preds, S.predictions_schema(["normal",
+                                                                                   "viral"]))
+    assert not (tmp_path / "sw").exists()  # nothing written
+    store.write_table("sw", "runs", "t1", [row])  # optional columns absent: null
+    runs = store.read_table("sw", "runs")
+    assert runs.loc[0, S.TRIAL_ID] == "t1" and pd.isna(runs.loc[0, S.LR])

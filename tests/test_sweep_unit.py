@@ -85,7 +85,8 @@ def test_searcher_reconciles_a_dead_drivers_trials(tmp_path: Path) -> None:
     store = ResultStore(spec.results)
     trial_id = first["trial_id"]
     store.write_table("unit", "epochs", trial_id, [{"epoch": 2, "val_balanced_accuracy": 0.75}])
-    store.write_table("unit", "runs", trial_id, [{"model": "cnnx", "status": "completed"}])
+    store.write_table("unit", "runs", trial_id, [{"model": "cnnx", "scenario": "synthetic", "seed": 0,
+                                                  "status": "completed"}])
     fresh, _ = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=2")  # no Tune state
     again = fresh.suggest("c")
     assert again["trial_id"] == second["trial_id"] and again["params"] == second["params"]
@@ -188,7 +189,8 @@ def _runs(store: ResultStore) -> None:
     rows = [("a", "n1", 0, 10), ("b", "n1", 0, 10), ("c", "n1", 10, 20), ("d", "n2", 2, 12)]
     for trial, node, start, end in rows:
         store.write_table("tl", "runs", trial, [{
-            "model": "cnnx" if trial < "c" else "resnet18", "status": "completed", "node": node,
+            "model": "cnnx" if trial < "c" else "resnet18", "scenario": "synthetic", "seed": 0,
+            "status": "completed", "node": node,
             "accelerator": "cpu", "started_at": t0 + pd.Timedelta(seconds=start),
             "finished_at": t0 + pd.Timedelta(seconds=end)}])
 

@@ -101,7 +101,8 @@ def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:
 
     spec = _spec("sweep.mode=optuna", f"results={tmp_path}", "name=fin", "train.epochs=5")
     store = ResultStore(str(tmp_path))
-    store.write_table("fin", "runs", "cnnx-synthetic-s0-t000", [{"model": "cnnx", "status": "completed"}])
+    store.write_table("fin", "runs", "cnnx-synthetic-s0-t000", [{
+        "model": "cnnx", "scenario": "synthetic", "seed": 0, "status": "completed"}])
     cell = cells(spec)[0]
 
     def result(n: int, epoch: int, error=None):

@@ -44,7 +44,7 @@ class CamSet:
         if cams.ndim != 3:
             raise ValueError(f"cams must be (N, h, w), got shape {cams.shape}")
         n = cams.shape[0]
-        for name in ("image_ids", "labels", "predicted"):
+        for name in ("image_ids", "labels", S.PREDICTED):
             arr = np.asarray(getattr(self, name)).astype(str)
             if arr.shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},), got {arr.shape}")
@@ -64,7 +64,7 @@ class CamSet:
     def to_npz(self) -> bytes:
         """The NPZ bytes (compressed; strings as unicode arrays, so no pickle is needed)."""
         arrays: dict[str, np.ndarray] = {
-            "image_ids": self.image_ids, "labels": self.labels, "predicted": self.predicted,
+            "image_ids": self.image_ids, "labels": self.labels, S.PREDICTED: self.predicted,
             "cams": self.cams, "method": np.array(self.method),
             "target_layer": np.array(self.target_layer),
             "input_size": np.array(self.input_size, dtype=np.int64)}
@@ -80,7 +80,7 @@ class CamSet:
         """Parses :meth:`to_npz` bytes."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return cls(image_ids=npz["image_ids"], labels=npz["labels"],
-                       predicted=npz["predicted"], cams=npz["cams"],
+                       predicted=npz[S.PREDICTED], cams=npz["cams"],
                        method=str(npz["method"]), target_layer=str(npz["target_layer"]),
                        input_size=tuple(npz["input_size"].tolist()),
                        images=npz["images"] if "images" in npz.files else None)

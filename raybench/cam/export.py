@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from raybench import schema as S
 from raybench.cam.camset import CamSet
 from raybench.cam.methods import compute_cams, resolve_method
 from raybench.cam.roi import load_masks, pointing_game, roi_focus
@@ -74,12 +75,12 @@ def roi_rows(labels: Sequence[str], targets: np.ndarray, focus: np.ndarray, hits
         mean, low, high = _mean_ci(focus[sel])
         hit_low, hit_high = wilson_interval(int(hits[sel].sum()), int(sel.sum()))
         rows += [
-            {"split": "test", "class": name, "metric": f"roi_focus{suffix}", "value": mean,
-             "ci_low": low, "ci_high": high},
-            {"split": "test", "class": name, "metric": f"pointing_game{suffix}",
-             "value": float(hits[sel].mean()), "ci_low": hit_low, "ci_high": hit_high},
-            {"split": "test", "class": name, "metric": f"roi_n{suffix}",
-             "value": float(sel.sum()), "ci_low": math.nan, "ci_high": math.nan},
+            {S.SPLIT: "test", S.CLASS: name, S.METRIC: f"roi_focus{suffix}", S.VALUE: mean,
+             S.CI_LOW: low, S.CI_HIGH: high},
+            {S.SPLIT: "test", S.CLASS: name, S.METRIC: f"pointing_game{suffix}",
+             S.VALUE: float(hits[sel].mean()), S.CI_LOW: hit_low, S.CI_HIGH: hit_high},
+            {S.SPLIT: "test", S.CLASS: name, S.METRIC: f"roi_n{suffix}",
+             S.VALUE: float(sel.sum()), S.CI_LOW: math.nan, S.CI_HIGH: math.nan},
         ]
     return rows
 

@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from raybench import schema as S
 from raybench.errors import RaybenchError
 from raybench.cam.camset import CamSet
 
@@ -68,6 +69,6 @@ def render_overlays(cams: CamSet, out_dir: str | Path,
         k = ids.index(image_id)
         path = out / _file_name(image_id)
         overlay(cams, k).save(path)
-        written.append({"image_id": image_id, "label": str(cams.labels[k]),
-                        "predicted": str(cams.predicted[k]), "path": str(path)})
+        written.append({S.IMAGE_ID: image_id, S.LABEL: str(cams.labels[k]),
+                        S.PREDICTED: str(cams.predicted[k]), "path": str(path)})
     return written

@@ -200,9 +200,9 @@ def _problems(df: pd.DataFrame, probes: list[_Probe]) -> tuple[list[dict], list[
     rows = zip(df[S.IMAGE_ID], df[S.PATH], df[S.SHA256], probes, strict=True)
     for image_id, path, sha, p in rows:
         if p.error:
-            unreadable.append({"image_id": image_id, "path": path, "reason": p.error})
+            unreadable.append({S.IMAGE_ID: image_id, "path": path, "reason": p.error})
         if p.sha256 and p.sha256 != sha:
-            changed.append({"image_id": image_id, "path": path})
+            changed.append({S.IMAGE_ID: image_id, "path": path})
     return unreadable, changed
 
 
@@ -356,7 +356,7 @@ def _sources(per_source: dict[str, dict]) -> list[str]:
 # --- confound verdict -------------------------------------------------------------------------
 
 #: Properties a label may be confounded with; ``size`` is the longer side in pixels.
-PROPERTIES: tuple[str, ...] = ("source", "format", "mode", "bit_depth", "size")
+PROPERTIES: tuple[str, ...] = (S.SOURCE, "format", "mode", "bit_depth", "size")
 _BITS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,
          "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
@@ -365,7 +365,7 @@ def _property_table(df: pd.DataFrame, probes: list[_Probe]) -> pd.DataFrame:
     """One row per readable image: label and the properties of :data:`PROPERTIES`."""
     ok = [i for i, p in enumerate(probes) if p.size]
     return pd.DataFrame({
-        "label": df[S.LABEL].iloc[ok].to_numpy(), "source": df[S.SOURCE].iloc[ok].to_numpy(),
+        S.LABEL: df[S.LABEL].iloc[ok].to_numpy(), S.SOURCE: df[S.SOURCE].iloc[ok].to_numpy(),
         "format": [probes[i].fmt for i in ok], "mode": [probes[i].mode for i in ok],
         "bit_depth": [f"{_BITS.get(probes[i].mode or '', 8)}-bit" for i in ok],
         "size": [max(probes[i].size or (0, 0)) for i in ok]})
@@ -398,7 +398,7 @@ def _top(values: pd.Series, prop: str) -> dict[str, Any]:
 
 
 def _label_confound(table: pd.DataFrame, label: str) -> dict[str, Any]:
-    is_label = (table["label"] == label).to_numpy()
+    is_label = (table[S.LABEL] == label).to_numpy()
     props: dict[str, Any] = {}
     for prop in PROPERTIES:
         col = table[prop]
@@ -425,7 +425,7 @@ def confounds(df: pd.DataFrame, probes: list[_Probe]) -> dict[str, Any]:
         "verdict": [one line per determined label]}``.
     """
     table = _property_table(df, probes)
-    labels = sorted(table["label"].unique())
+    labels = sorted(table[S.LABEL].unique())
     out: dict[str, Any] = {"min_balanced_accuracy": CONFOUND_BALANCED_ACCURACY, "labels": {},
                            "verdict": []}
     if len(labels) < 2:
@@ -441,7 +441,7 @@ def confounds(df: pd.DataFrame, probes: list[_Probe]) -> dict[str, Any]:
 def _describe(side: dict[str, Any], prop: str) -> str:
     if prop == "size":
         return side["value"].split(" (")[0]
-    prefix = "from " if prop == "source" else ""
+    prefix = "from " if prop == S.SOURCE else ""
     return f"{side['share']:.0%} {prefix}{side['value']}"
 
 
@@ -449,7 +449,7 @@ def _verdict_line(label: str, info: dict[str, Any]) -> str:
     """E.g. ``covid19: 100% from hannover (100% PNG, 640 px); other labels: 100% from
     kermany (100% JPEG, 224 px); determined by source, format, size``."""
     by = info["determined_by"]
-    main = [p for p in by if p == "source"] or by[:1]
+    main = [p for p in by if p == S.SOURCE] or by[:1]
     rest = [p for p in by if p not in main]
 
     def side(key: str) -> str:

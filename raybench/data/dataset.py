@@ -153,7 +153,7 @@ def prepare_data(cfg: DataConfig, image_size: int) -> PreparedData:
     df = df[keep].reset_index(drop=True)
     summary = dict(plan.summary)
     if cfg.roi != "full":
-        images, summary["roi"] = _hide(cfg.roi, df, images, plan.manifests)
+        images, summary[S.ROI] = _hide(cfg.roi, df, images, plan.manifests)
     splits = {n: _split_tensors(df, images, plan.labels, n) for n in S.SPLITS}
     for name, split in splits.items():
         if len(split) == 0:
@@ -181,7 +181,7 @@ def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path,
     masks, from_file = load_masks(df, df[S.IMAGE_ID].tolist(), roots, size)
     lungs = widen(masks)
     apply_roi(images, lungs, roi)
-    info = {"roi": roi, "masks_from_file": int(from_file.sum()),
+    info = {S.ROI: roi, "masks_from_file": int(from_file.sum()),
             "masks_from_template": int((~from_file).sum()), "fill": ROI_FILL,
             "margin": ROI_MARGIN, "lung_share": round(float(lungs.mean()), 4)}
     log.info("data.roi=%s: %s lung fields blanked with gray %d (%d masks from files, %d from "

@@ -399,10 +399,10 @@ def _log_dropped(labeler: _Labeler) -> None:
 
 # --- metadata csv -----------------------------------------------------------------------------
 
-_FILE_COLS = ("filename", "file", "image", "image_id", "imagename", "path", "file_name")
-_LABEL_COLS = ("finding", "label", "class", "diagnosis")
-_PATIENT_COLS = ("patientid", "patient_id", "patient", "subject_id")
-_SOURCE_COLS = ("source",)
+_FILE_COLS = ("filename", "file", "image", S.IMAGE_ID, "imagename", "path", "file_name")
+_LABEL_COLS = ("finding", S.LABEL, "class", "diagnosis")
+_PATIENT_COLS = ("patientid", S.PATIENT_ID, "patient", "subject_id")
+_SOURCE_COLS = (S.SOURCE,)
 
 
 def read_csv_tolerant(path: Path) -> pd.DataFrame:
@@ -457,10 +457,10 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = ImportOpti
     images = _require_dir(Path(opts.images) if opts.images else path.parent, "image folder")
     cols = {
         "file": _pick_col(df, opts.file_col, _FILE_COLS, "file", path, True),
-        "label": _pick_col(df, opts.label_col, _LABEL_COLS, "label", path, opts.label is None),
+        S.LABEL: _pick_col(df, opts.label_col, _LABEL_COLS, S.LABEL, path, opts.label is None),
         "patient": _pick_col(df, opts.patient_col, _PATIENT_COLS, "patient id", path, False),
-        "split": _pick_col(df, opts.split_col, (), "split", path, False),
-        "source": _source_col(df, opts, path),
+        S.SPLIT: _pick_col(df, opts.split_col, (), S.SPLIT, path, False),
+        S.SOURCE: _source_col(df, opts, path),
     }
     if opts.label is not None and opts.label not in S.MANIFEST_LABELS:
         raise DataError(f"label {opts.label!r} is not allowed; allowed: {', '.join(S.MANIFEST_LABELS)}")
@@ -477,11 +477,11 @@ def _source_col(df: pd.DataFrame, opts: ImportOptions, path: Path) -> Optional[s
         raise DataError(f"{path}: give a source column (--source-col {opts.source_col}) or one "
                         f"source for every row (--source {opts.source}), not both")
     if opts.source and not opts.source_col:
-        if _pick_col(df, None, _SOURCE_COLS, "source", path, False):
+        if _pick_col(df, None, _SOURCE_COLS, S.SOURCE, path, False):
             log.info("%s: --source %s given; the CSV's source column is not used",
                      path, opts.source)
         return None
-    return _pick_col(df, opts.source_col, _SOURCE_COLS, "source", path, False)
+    return _pick_col(df, opts.source_col, _SOURCE_COLS, S.SOURCE, path, False)
 
 
 def _row_source(row: Mapping[Any, object], col: Optional[str], default: str, where: str) -> str:
@@ -500,13 +500,13 @@ def _csv_entries(df: pd.DataFrame, cols: Mapping[str, Optional[str]], path: Path
     entries = []
     for i, row in enumerate(df.to_dict("records")):
         where = f"{path} line {i + 2}"
-        label = opts.label or labeler(row[cols["label"]], where)
+        label = opts.label or labeler(row[cols[S.LABEL]], where)
         if label is None:
             continue
-        split = _SPLIT_NAMES.get(str(row[cols["split"]]).strip().lower()) if cols["split"] else None
+        split = _SPLIT_NAMES.get(str(row[cols[S.SPLIT]]).strip().lower()) if cols[S.SPLIT] else None
         patient = str(row[cols["patient"]]).strip() if cols["patient"] else None
         file = finder.find(str(row[cols["file"]]).strip(), where)
-        row_source = _row_source(row, cols["source"], source, where)
+        row_source = _row_source(row, cols[S.SOURCE], source, where)
         entries.append(_Entry(file, label, patient or None, row_source, split, where))
     _log_dropped(labeler)
     return entries

@@ -89,7 +89,7 @@ def _check_spec(spec: ScenarioSpec) -> None:
 
 # --- registry ---------------------------------------------------------------------------------
 
-SCENARIOS: Registry[ScenarioSpec] = Registry("scenario")
+SCENARIOS: Registry[ScenarioSpec] = Registry(S.SCENARIO)
 _FOUR = ("normal", "bacteria", "viral", "covid19")
 _PAPER_TEST = {"normal": 234, "bacteria": 242, "viral": 148, "covid19": 43}
 SCENARIOS.register("paper_1", ScenarioSpec(
@@ -114,7 +114,7 @@ def scenario_from_dict(data: Mapping[str, Any], where: str = "scenario spec") ->
     Raises:
         ConfigError: Unknown keys or invalid values, naming ``where``.
     """
-    allowed = {"name", "classes", "merge", "caps", "test_from", "description"}
+    allowed = {"name", "classes", "merge", "caps", S.TEST_FROM, "description"}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: a scenario must be a mapping, got {type(data).__name__}")
     unknown = sorted(set(data) - allowed)
@@ -127,7 +127,7 @@ def scenario_from_dict(data: Mapping[str, Any], where: str = "scenario spec") ->
             classes=tuple(str(c) for c in data["classes"]),
             merge=tuple((str(k), str(v)) for k, v in dict(data.get("merge") or {}).items()),
             caps=tuple((str(k), v) for k, v in dict(data.get("caps") or {}).items()),
-            test_from=data.get("test_from"),
+            test_from=data.get(S.TEST_FROM),
             description=str(data.get("description", "")))
     except KeyError:
         raise ConfigError(f"{where}: 'classes' is required (a list of class names)") from None
@@ -426,10 +426,10 @@ def _summary(built: BuiltScenario, seed: int, val: float, test: float,
     counts = {split: {c: int(((df[S.SPLIT] == split) & (df[S.LABEL] == c)).sum())
                       for c in built.classes} for split in S.SPLITS}
     return {
-        "scenario": built.spec.name, "description": built.spec.description,
+        S.SCENARIO: built.spec.name, "description": built.spec.description,
         "classes": list(built.classes), "merge": dict(built.spec.merge),
-        "caps": dict(built.spec.caps), "seed": seed, "val_fraction": val,
-        "test_fraction": 0.0 if test_from else test, "test_from": test_from,
+        "caps": dict(built.spec.caps), S.SEED: seed, "val_fraction": val,
+        "test_fraction": 0.0 if test_from else test, S.TEST_FROM: test_from,
         "manifests": [str(m) for m in built.manifests], "counts": counts,
         "paper_counts": built.spec.paper_counts, "overlap_allowed": overlap,
     }

@@ -104,8 +104,8 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             return "not installed"
 
-    return {"raybench_version": raybench.__version__, "torch_version": torch.__version__,
-            "ray_version": of("ray"), "timm_version": of("timm")}
+    return {S.RAYBENCH_VERSION: raybench.__version__, S.TORCH_VERSION: torch.__version__,
+            S.RAY_VERSION: of("ray"), S.TIMM_VERSION: of("timm")}
 
 
 def describe_device(device: torch.device) -> str:
@@ -123,8 +123,8 @@ def accelerator(device: torch.device) -> str:
 def timeline_fields(started_at: datetime, device: torch.device,
                     node: Optional[str] = None) -> dict[str, Any]:
     """``started_at`` / ``finished_at`` (UTC, now), ``node`` (Ray node id or host), ``accelerator``."""
-    return {"started_at": started_at, "finished_at": datetime.now(timezone.utc),
-            "node": node or socket.gethostname(), "accelerator": accelerator(device)}
+    return {S.STARTED_AT: started_at, S.FINISHED_AT: datetime.now(timezone.utc),
+            S.NODE: node or socket.gethostname(), S.ACCELERATOR: accelerator(device)}
 
 
 def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResult,
@@ -133,13 +133,13 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
     """The runs-table row of one trial."""
     return {
         S.MODEL: spec.model.name, S.SCENARIO: scenario_name(spec),
-        S.SEED: spec.train.seed, "roi": spec.data.roi, "lr": spec.train.lr,
-        "batch_size": spec.train.batch_size,
-        "epochs": spec.train.epochs, **model_options(spec),
-        "image_size": image_size(spec), "pretrained": spec.model.pretrained,
-        "params": count_parameters(model), "epochs_run": len(result.history), "wall_s": wall_s,
-        "train_images_per_s": result.train_images_per_s, "device": describe_device(device),
-        "precision": spec.train.precision, "num_workers": num_workers, "status": status,
+        S.SEED: spec.train.seed, S.ROI: spec.data.roi, S.LR: spec.train.lr,
+        S.BATCH_SIZE: spec.train.batch_size,
+        S.EPOCHS: spec.train.epochs, **model_options(spec),
+        S.IMAGE_SIZE: image_size(spec), S.PRETRAINED: spec.model.pretrained,
+        S.PARAMS: count_parameters(model), S.EPOCHS_RUN: len(result.history), S.WALL_S: wall_s,
+        S.TRAIN_IMAGES_PER_S: result.train_images_per_s, S.DEVICE: describe_device(device),
+        S.PRECISION: spec.train.precision, S.NUM_WORKERS: num_workers, S.STATUS: status,
         **versions(),
     }
 
@@ -147,11 +147,11 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
 def test_origin(spec: Spec, data: PreparedData) -> dict[str, Optional[str]]:
     """``test_from`` (the scenario's or data's ``test_from``, else the held-out split of the
     manifest) and ``test_sources`` (the test images' sources, comma-separated)."""
-    origin = data.scenario.get("test_from") or spec.data.test_from
+    origin = data.scenario.get(S.TEST_FROM) or spec.data.test_from
     if not origin:
         name = Path(spec.data.manifest).name if spec.data.manifest else "synthetic data"
         origin = f"held-out split of {name}"
-    return {"test_from": str(origin), "test_sources": ",".join(sorted(set(data.test.sources)))}
+    return {S.TEST_FROM: str(origin), S.TEST_SOURCES: ",".join(sorted(set(data.test.sources)))}
 
 
 def prediction_frame(split: str, part: SplitData, probs: Any,
@@ -185,7 +185,8 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     from raybench.cam.export import export_trial_cams
 
     sweep = spec.name
-    store.write_table(sweep, "epochs", trial_id, [dataclasses.asdict(h) for h in result.history])
+    store.write_table(sweep, S.EPOCHS_TABLE, trial_id,
+                      [dataclasses.asdict(h) for h in result.history])
     cams = export_trial_cams(store, spec, trial_id, model, data, result)
     evaluated = _evaluated(result, data)
     rows: list[dict] = []
@@ -196,11 +197,11 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
                        for split, part, probs in evaluated], ignore_index=True)
     store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
-    if outcome_row.get("finished_at") is not None:  # writing its results is part of the trial
-        outcome_row = {**outcome_row, "finished_at": datetime.now(timezone.utc)}
+    if outcome_row.get(S.FINISHED_AT) is not None:  # writing its results is part of the trial
+        outcome_row = {**outcome_row, S.FINISHED_AT: datetime.now(timezone.utc)}
     store.write_table(sweep, "runs", trial_id, [{
         **test_origin(spec, data), **outcome_row,
-        "skipped_images": json.dumps(skipped) if skipped else None}])
+        S.SKIPPED_IMAGES: json.dumps(skipped) if skipped else None}])
     tracking.log_trial(spec, trial_id, outcome_row, result, data, cams)  # after the results
 
 

@@ -89,10 +89,10 @@ def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer
     with ckpt.as_directory() as folder:
         state = torch.load(Path(folder) / CKPT_FILE, map_location="cpu", weights_only=True)
         history = json.loads((Path(folder) / HISTORY_FILE).read_text())
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["model_state"])
     opt.load_state_dict(state["optimizer"])
-    log.info("resuming from epoch %d", state["epoch"])
-    return int(state["epoch"]), history
+    log.info("resuming from epoch %d", state[S.EPOCH])
+    return int(state[S.EPOCH]), history
 
 
 def _maybe_inject_failure(epoch: int, rank: int) -> None:
@@ -105,7 +105,7 @@ def _maybe_inject_failure(epoch: int, rank: int) -> None:
     if not raw or rank != 0:
         return
     inject = json.loads(raw)
-    if epoch != inject["epoch"]:
+    if epoch != inject[S.EPOCH]:
         return
     marker = Path(inject["marker"])
     if not marker.exists():
@@ -130,7 +130,8 @@ def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
     same = row.get(S.EPOCHS) == spec.train.epochs and all(
         row.get(key) == value for key, value in searched_values(spec).items())
-    return same and row.get("status") == "completed" and row.get("epochs_run") == spec.train.epochs
+    return (same and row.get(S.STATUS) == S.STATUS_COMPLETED
+            and row.get(S.EPOCHS_RUN) == spec.train.epochs)
 
 
 def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
@@ -151,16 +152,16 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
 
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
         history.append(dataclasses.asdict(stats))
-        metrics = {**dataclasses.asdict(stats), "model": spec.model.name,
-                   "scenario": trial.cell.scenario, "raybench_trial": trial_id}
+        metrics = {**dataclasses.asdict(stats), S.MODEL: spec.model.name,
+                   S.SCENARIO: trial.cell.scenario, "raybench_trial": trial_id}
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if ctx.rank == 0:
-                torch.save({"model": unwrap_model(trained).state_dict(),
-                            "optimizer": opt.state_dict(), "epoch": stats.epoch},
+                torch.save({"model_state": unwrap_model(trained).state_dict(),
+                            "optimizer": opt.state_dict(), S.EPOCH: stats.epoch},
                            Path(folder) / CKPT_FILE)
                 (Path(folder) / HISTORY_FILE).write_text(json.dumps(history))
-                store.write_table(spec.name, "epochs", trial_id, history)
+                store.write_table(spec.name, S.EPOCHS_TABLE, trial_id, history)
                 checkpoint = ctx.checkpoint_cls.from_directory(folder)
             ctx.report(metrics, checkpoint=checkpoint)
         _maybe_inject_failure(stats.epoch, ctx.rank)

@@ -10,13 +10,17 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
+from raybench import schema as S
+
 #: The model registry's keys, in registration order.
 MODEL_NAMES: tuple[str, ...] = (
     "alexnet", "vgg16", "vgg19", "resnet18", "resnet50", "resnet101", "googlenet",
     "inception_v3", "squeezenet", "inception_resnet_v2", "xception", "densenet201", "cnnx")
 
+#: The paper's own model, CNN-X: the baseline the report compares the others against.
+PAPER_MODEL = "cnnx"
 #: The model a spec trains when it names none: CNN-X, the paper's own (and the fastest).
-DEFAULT_MODEL = "cnnx"
+DEFAULT_MODEL = PAPER_MODEL
 #: The CAM method of CNN-X: its exact per-position contribution map (``raybench.cam.methods``).
 CNNX_CAM_METHOD = "cnnx"
 #: CNN-X pooling window (the paper's 2x2).
@@ -76,7 +80,7 @@ def _cnnx_stride_fits(stride: int, image_size: int) -> Optional[str]:
 #: imported). The registry's :class:`~raybench.models.registry.ModelSpec` entries carry the same
 #: tuples (a test checks it); a model not listed here takes no options.
 MODEL_OPTIONS: dict[str, tuple[ModelOption, ...]] = {
-    "cnnx": (ModelOption("stride", 3, "CNN-X pooling stride (the paper's 3)", search=(2, 3, 4),
+    "cnnx": (ModelOption(S.STRIDE, 3, "CNN-X pooling stride (the paper's 3)", search=(2, 3, 4),
                           check=_cnnx_stride_fits),),
 }
 

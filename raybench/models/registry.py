@@ -6,6 +6,7 @@ from typing import Callable
 
 from torch import nn
 
+from raybench import schema as S
 from raybench.models.names import ModelOption
 from raybench.registry import Registry
 
@@ -55,7 +56,7 @@ class ModelSpec:
         return tuple(o.name for o in self.options if o.tunable)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+MODELS: Registry[ModelSpec] = Registry(S.MODEL)
 
 
 def get_model_spec(name: str) -> ModelSpec:

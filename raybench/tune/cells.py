@@ -111,13 +111,13 @@ class TrialConfig:
     def to_ray(self) -> dict[str, Any]:
         """The plain dict that crosses into Ray (Tune's trial config)."""
         return {"spec": to_dict(self.spec), "cell": dataclasses.asdict(self.cell),
-                "trial_id": self.trial_id, "params": dict(self.params), "number": self.number}
+                S.TRIAL_ID: self.trial_id, "params": dict(self.params), "number": self.number}
 
     @classmethod
     def from_ray(cls, config: Mapping[str, Any]) -> "TrialConfig":
         """Rebuilds the trial from :meth:`to_ray`'s dict (on the worker's first line)."""
         spec = from_dict(Spec, config["spec"], where="trial config")
-        trial = cls(spec, Cell(**config["cell"]), config["trial_id"], dict(config["params"]),
+        trial = cls(spec, Cell(**config["cell"]), config[S.TRIAL_ID], dict(config["params"]),
                     int(config.get("number", 0)))
         trial.trial_spec  # noqa: B018  an unknown searched key fails here, on arrival
         return trial

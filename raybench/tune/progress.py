@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from ray import tune
 
+from raybench import schema as S
 from raybench.tune.cells import cell_name_of
 
 log = logging.getLogger("raybench.tune.sweep")
@@ -93,7 +94,7 @@ class Progress(tune.Callback):
                         **info: Any) -> None:
         value = float(result.get(self.metric, float("nan")))
         log.info("trial %s | %s | %s | epoch %s | %s %.4f", result.get("raybench_trial", trial),
-                 result.get("model"), result.get("scenario"), result.get("epoch"),
+                 result.get(S.MODEL), result.get(S.SCENARIO), result.get(S.EPOCH),
                  self.metric, value)
         if math.isfinite(value):
             cell = cell_name_of(trial.config)
@@ -108,9 +109,9 @@ class Progress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started.pop(trial.trial_id, None)
-        self.errors[trial.config.get("trial_id", str(trial))] = error_message(trial)
-        log.warning("trial %s failed: %s", trial.config.get("trial_id", trial),
-                    self.errors[trial.config.get("trial_id", str(trial))])
+        self.errors[trial.config.get(S.TRIAL_ID, str(trial))] = error_message(trial)
+        log.warning("trial %s failed: %s", trial.config.get(S.TRIAL_ID, trial),
+                    self.errors[trial.config.get(S.TRIAL_ID, str(trial))])
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         if time.monotonic() - self._last >= self.interval_s:

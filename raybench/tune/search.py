@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from ray.tune.search import Searcher
 
+from raybench import schema as S
 from raybench.config import Spec
 from raybench.engine.run import searched_values
 from raybench.store import ResultStore
@@ -163,7 +164,7 @@ class CellSearcher(Searcher):
                     continue
                 if (cell.name, t.number) not in owned:
                     self._recover(cell, t.number)
-                elif t.user_attrs.get("raybench_status") == "error":  # Tune reruns it now
+                elif t.user_attrs.get("raybench_status") == S.STATUS_ERROR:  # Tune reruns it now
                     self._handle(cell, t.number).set_user_attr("raybench_status", "running")
         self._reconciled = True
 
@@ -223,7 +224,7 @@ class CellSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
         entry = self._live.get(trial_id)
-        value, step = result.get(self.metric), result.get("epoch")
+        value, step = result.get(self.metric), result.get(S.EPOCH)
         if entry is None or value is None or step is None:
             return
         with warnings.catch_warnings():  # a resumed trial reports its last epoch again
@@ -239,7 +240,7 @@ class CellSearcher(Searcher):
         cell = self._cell(entry[0])
         if error:
             self._errored[trial_id] = entry
-            self._handle(cell, entry[1]).set_user_attr("raybench_status", "error")
+            self._handle(cell, entry[1]).set_user_attr("raybench_status", S.STATUS_ERROR)
             return
         self._tell(cell, entry[1], result or {})
 
@@ -249,7 +250,7 @@ class CellSearcher(Searcher):
         study, value = self._study(cell), result.get(self.metric)
         if value is None:
             study.tell(number, state=TrialState.FAIL)
-        elif int(result.get("epoch", 0)) < self.plan.spec.train.epochs:
+        elif int(result.get(S.EPOCH, 0)) < self.plan.spec.train.epochs:
             study.tell(number, state=TrialState.PRUNED)  # stopped early by its cell's ASHA
         else:
             study.tell(number, float(value))
@@ -267,10 +268,10 @@ def completed_value(spec: Spec, trial_id: str) -> Optional[float]:
 
     store = ResultStore(spec.results)
     run = store.location(spec.name, "runs", f"{trial_id}.parquet")
-    epochs = store.location(spec.name, "epochs", f"{trial_id}.parquet")
+    epochs = store.location(spec.name, S.EPOCHS_TABLE, f"{trial_id}.parquet")
     if not (storage.exists(run) and storage.exists(epochs)):
         return None
-    if pq.read_table(run.path, filesystem=run.fs).column("status")[0].as_py() != "completed":
+    if pq.read_table(run.path, filesystem=run.fs).column(S.STATUS)[0].as_py() != S.STATUS_COMPLETED:
         return None
     rows = pq.read_table(epochs.path, filesystem=epochs.fs).to_pylist()
     value = rows[-1].get(spec.sweep.metric) if rows else None

@@ -31,6 +31,7 @@ import time
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from raybench import schema as S
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.engine.run import searched_values
 from raybench.engine.trial import run_trial
@@ -135,7 +136,7 @@ def _tune_config(spec: Spec, searcher: Any, remote: bool = False) -> Any:
 
 def trial_dirname(trial: Any) -> str:
     """Tune's folder of a trial: raybench's trial id plus Tune's (unique per session)."""
-    return f"{trial.config.get('trial_id', 'trial')}_{trial.trial_id}"
+    return f"{trial.config.get(S.TRIAL_ID, 'trial')}_{trial.trial_id}"
 
 
 def plan_of(spec: Spec) -> Any:
@@ -251,17 +252,18 @@ def _finalize(spec: Spec, store: ResultStore, grid: Any,
         tspec, trial_id, metrics = trial.trial_spec, trial.trial_id, result.metrics or {}
         # A trial writes its run row last: its file exists only once the trial completed.
         done = exists(store.location(spec.name, "runs", f"{trial_id}.parquet"))
-        status = "error" if result.error else (
-            "completed" if done else "interrupted" if interrupted else "stopped")
+        status = S.STATUS_ERROR if result.error else (
+            S.STATUS_COMPLETED if done else S.STATUS_INTERRUPTED if interrupted
+            else S.STATUS_STOPPED)
         params = searched_values(tspec)
         error = error_text(result.error) if result.error else None
-        summary.append({"trial_id": trial_id, "status": status, "error": error, **params})
+        summary.append({S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: error, **params})
         if (not done and status != "interrupted") or result.error:
             store.write_table(spec.name, "runs", trial_id, [{
-                "model": tspec.model.name, "scenario": trial.cell.scenario,
-                "seed": tspec.train.seed, **params, "epochs": tspec.train.epochs,
-                "epochs_run": metrics.get("epoch", 0), "status": status, "error": error,
-                "roi": tspec.data.roi}])
+                S.MODEL: tspec.model.name, S.SCENARIO: trial.cell.scenario,
+                S.SEED: tspec.train.seed, **params, S.EPOCHS: tspec.train.epochs,
+                S.EPOCHS_RUN: metrics.get(S.EPOCH, 0), S.STATUS: status, S.ERROR: error,
+                S.ROI: tspec.data.roi}])
     return summary
 
 
@@ -458,7 +460,8 @@ def unfinished_cells(spec: Spec) -> list[str]:
         finished = 0
         if cell.name in names:
             study = optuna.load_study(study_name=cell.name, storage=storage)
-            finished = sum(t.state.is_finished() or t.user_attrs.get("raybench_status") == "error"
+            finished = sum(t.state.is_finished()
+                           or t.user_attrs.get("raybench_status") == S.STATUS_ERROR
                            for t in study.get_trials(deepcopy=False)
                            if t.state != TrialState.WAITING)
         if finished < plan.budget:
@@ -480,9 +483,9 @@ def _check_outcome(spec: Spec, summary: list[dict[str, Any]], interrupted: bool)
     """Raises unless every trial completed or was stopped by the scheduler by design."""
     if interrupted:
         raise SweepInterrupted("interrupted; continue with --resume", summary)
-    failed = [s for s in summary if s["status"] == "error"]
+    failed = [s for s in summary if s[S.STATUS] == S.STATUS_ERROR]
     if failed:
-        raise SweepError("\n".join(f"trial {s['trial_id']} failed: {s['error']}" for s in failed),
+        raise SweepError("\n".join(f"trial {s[S.TRIAL_ID]} failed: {s[S.ERROR]}" for s in failed),
                          summary)
 
 

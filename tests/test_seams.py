@@ -1,0 +1,121 @@
+"""Seams between layers: result columns are spelt only in schema.py, CNN-X only in models/.
+
+Both tests scan the AST of ``raybench/**/*.py``: every string constant that is not a docstring
+(f-string pieces included, they are constants too), so comments and docstrings may name a
+column or CNN-X freely.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from raybench import schema as S
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raybench"
+
+#: (file under raybench/, literal) -> why that literal there is not a result column.
+ALLOWED: dict[tuple[str, str], str] = {
+    ("cli.py", "sweep"): "the `raybench sweep` subcommand's name",
+    ("submit.py", "sweep"): "the `raybench sweep` subcommand a submitted job runs",
+    ("bench.py", "sweep"): "the bench's sweep section (`raybench bench --only sweep`)",
+    ("cli.py", "status"): "the `raybench submit status` query",
+    ("cli.py", "source"): "`raybench models` header: the library a model comes from",
+    ("models/listing.py", "source"): "the library a model comes from (timm, torchvision)",
+    ("bench.py", "value"): "a bench target's measured value (bench JSON key)",
+    ("bench.py", "wall_s"): "a bench sweep's wall time (bench JSON key)",
+    ("bench.py", "seconds"): "the whole bench run's duration (bench JSON key)",
+    ("submit.py", "value"): "the `.value` attribute of an enum (KubeRay job status)",
+    ("data/audit.py", "value"): "the top value of an image property in a confound summary",
+    ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
+    ("data/importers.py", "class"): "a header a foreign metadata CSV may give its labels",
+    ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
+    ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
+    ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
+    ("report.py", "epoch"): "an axis title (display text)",
+    ("report.py", "predicted"): "an axis title (display text)",
+    ("tune/cells.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
+}
+
+
+def result_columns() -> set[str]:
+    """Every column name of the four result tables (predictions with the paper's labels)."""
+    schemas = [*S.TABLE_SCHEMAS.values(), S.predictions_schema(S.LABELS)]
+    return {name for schema in schemas for name in schema.names}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    nodes = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    found = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None) if isinstance(node, nodes) else None
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            found.add(id(body[0].value))
+    return found
+
+
+def string_constants(source: str) -> list[tuple[int, str]]:
+    """(line, value) of every string constant in ``source`` that is not a docstring."""
+    tree = ast.parse(source)
+    skip = _docstrings(tree)
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in skip]
+
+
+def _sources(exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    files = sorted(PACKAGE.rglob("*.py"))
+    rels = {p.relative_to(PACKAGE).as_posix(): p for p in files}
+    return {rel: p.read_text(encoding="utf-8") for rel, p in rels.items()
+            if not rel.startswith(exclude)}
+
+
+def column_literals(sources: dict[str, str], columns: set[str]) -> list[str]:
+    """``file:line: 'literal'`` for each result-column literal not in :data:`ALLOWED`."""
+    return [f"{rel}:{line}: {value!r}" for rel, text in sources.items()
+            for line, value in string_constants(text)
+            if value in columns and (rel, value) not in ALLOWED]
+
+
+def cnnx_literals(sources: dict[str, str]) -> list[str]:
+    """``file:line`` for each ``"cnnx"`` literal (any case) in ``sources``."""
+    return [f"{rel}:{line}" for rel, text in sources.items()
+            for line, value in string_constants(text) if value.lower() == "cnnx"]
+
+
+def test_scanners_catch_planted_literals() -> None:
+    """A planted column literal (plain, dict key, f-string piece) and a "cnnx" are found;
+    the same words in a docstring or a comment are not."""
+    planted = ('"""Docstring naming lr and cnnx."""\n'
+               'x = {"lrr": 1, "lr": 2}  # lr in a comment\n'
+               'y = f"{x}" f"value"\n'
+               'def f():\n    """cnnx"""\n    return "cnnx"\n')
+    assert column_literals({"planted.py": planted}, result_columns()) == [
+        "planted.py:2: 'lr'", "planted.py:3: 'value'"]
+    assert cnnx_literals({"planted.py": planted}) == ["planted.py:6"]
+    allowed = {"engine/loop.py": 'g = opt.param_groups[0]["lr"]\n'}  # allowed there only
+    assert column_literals(allowed, result_columns()) == []
+    assert column_literals({"engine/run.py": allowed["engine/loop.py"]}, result_columns()) == [
+        "engine/run.py:1: 'lr'"]
+
+
+def test_result_columns_are_spelt_only_in_schema() -> None:
+    """Outside schema.py a result column is `S.<NAME>`, never a string literal."""
+    sources = _sources()
+    del sources["schema.py"]
+    assert "engine/run.py" in sources and len(sources) > 40  # the scan sees the package
+    assert column_literals(sources, result_columns()) == []
+
+
+def test_allow_list_entries_are_still_needed() -> None:
+    """Each allowed literal still occurs in its file (a stale entry would hide a new use)."""
+    sources = _sources()
+    stale = [key for key in ALLOWED
+             if key[1] not in {v for _, v in string_constants(sources[key[0]])}]
+    assert stale == []
+
+
+def test_cnnx_is_named_only_in_models() -> None:
+    """CNN-X is special only inside raybench/models/ (elsewhere: names.PAPER_MODEL & co.)."""
+    sources = _sources(exclude=("models/",))
+    assert "report_stats.py" in sources and not any(r.startswith("models/") for r in sources)
+    assert cnnx_literals(sources) == []
