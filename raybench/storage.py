@@ -18,7 +18,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Iterator, Optional
 from urllib.parse import parse_qs, urlparse
 
 import pyarrow.fs as pafs
@@ -26,6 +26,7 @@ import pyarrow.fs as pafs
 if TYPE_CHECKING:
     import pyarrow as pa
 
+from raybench.deadline import call_with_deadline
 from raybench.errors import RaybenchError
 
 #: Query keys an ``s3://`` URI may carry; anything else (e.g. a secret) is refused.
@@ -34,7 +35,6 @@ S3_QUERY_KEYS: tuple[str, ...] = ("endpoint_override", "region", "scheme")
 CHECK_TIMEOUT_S = 10.0
 _UMASK_LOCK = threading.Lock()
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -362,26 +362,6 @@ def describe_s3_error(exc: BaseException, bucket: str = "?", endpoint: str = "?"
     return redact(re.sub(r"\s*\(Request ID: [^)]*\)", "", first))
 
 
-def _with_deadline(func: Callable[[], T], seconds: float, what: str) -> T:
-    """Runs ``func`` in a daemon thread; raises RaybenchError if it takes over ``seconds``."""
-    box: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            box["returned"] = func()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["raised"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="raybench-storage-check")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise RaybenchError(f"{what}: no answer within {seconds:.0f} s")
-    if "raised" in box:
-        raise box["raised"]  # type: ignore[misc]
-    return box["returned"]  # type: ignore[return-value]
-
-
 def _check_local(loc: Location) -> None:
     path = Path(loc.path)
     if path.exists() and not path.is_dir():
@@ -434,6 +414,8 @@ def check_writable(uri: str | os.PathLike[str], timeout_s: float = CHECK_TIMEOUT
     endpoint = _endpoint(query) or "AWS S3"
     quick = resolve(uri, connect_timeout=min(2.0, timeout_s / 4),
                     request_timeout=min(3.0, timeout_s / 3), attempts=1)
-    _with_deadline(lambda: _check_s3(quick, endpoint), timeout_s,
-                   redact(f"results store {loc.uri}: endpoint {endpoint}"))
+    call_with_deadline(lambda: _check_s3(quick, endpoint), timeout_s,
+                       redact(f"results store {loc.uri}: endpoint {endpoint}"),
+                       "raybench-storage-check")
     return loc
+

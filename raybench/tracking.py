@@ -23,16 +23,16 @@ import logging
 import math
 import os
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
 from raybench import schema as S
+from raybench.deadline import call_with_deadline
 from raybench.errors import RaybenchError
 from raybench.storage import redact as _redact_storage
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # heavy imports only for type checkers
     from raybench.engine.loop import LoopResult
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+
 #: Secrets MLflow reads from the environment; ``<NAME>_FILE`` names a file holding one.
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")
 #: Tag keys of a mirrored run (``mlflow.runName`` is the trial id as well).
@@ -126,26 +126,6 @@ def experiment_id(client: Any, name: str) -> str:
         return found.experiment_id
 
 
-def _with_deadline(func: Callable[[], T], seconds: float, what: str) -> T:
-    """``func()`` in a daemon thread; RaybenchError if it has not returned within ``seconds``."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["returned"] = func()
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["raised"] = exc
-
-    thread = threading.Thread(target=target, daemon=True, name="raybench-tracking-check")
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise RaybenchError(f"{what}: no answer within {seconds:g} s")
-    if "raised" in box:
-        raise box["raised"]
-    return box["returned"]
-
-
 def _check_health(uri: str, timeout_s: float) -> None:
     url = uri.rstrip("/") + "/health"
     try:
@@ -178,8 +158,9 @@ def check_tracking(spec: "Spec") -> None:
     # The server answered; this step checks the credentials and only guards against a hang.
     # MLflow's first call also imports its REST store, seconds on a busy machine.
     try:
-        _with_deadline(lambda: experiment_id(client, experiment_name(spec)),
-                       max(15.0, 3 * cfg.check_timeout_s), f"MLflow tracking server {uri}")
+        call_with_deadline(lambda: experiment_id(client, experiment_name(spec)),
+                           max(15.0, 3 * cfg.check_timeout_s), f"MLflow tracking server {uri}",
+                           "raybench-tracking-check")
     except RaybenchError:
         raise
     except Exception as exc:
@@ -318,3 +299,4 @@ def _artifacts(folder: Path, spec: "Spec", result: "LoopResult", data: "Prepared
     if cams is not None and len(cams.cams.image_ids):
         paths.append(cam_grid_figure({model: cams.cams}, folder / "cams.png").path)
     return paths
+
