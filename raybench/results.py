@@ -193,9 +193,7 @@ class Results:
                 raise RaybenchError(f"no trials of scenario {scenario!r}; found "
                                     f"{sorted(runs[S.SCENARIO].dropna().unique())}")
             runs = runs[runs[S.SCENARIO] == scenario]
-        return runs[runs[S.STATUS] == "completed"]
-
-    _completed = completed_runs  # the name the library used before it was public
+        return runs[runs[S.STATUS] == S.STATUS_COMPLETED]
 
     def scenarios(self) -> list[str]:
         """Scenarios with at least one completed trial."""

@@ -113,6 +113,7 @@ def test_weighted_metrics_with_unit_weights_equal_compute_metrics() -> None:
     assert got["accuracy"][0] == pytest.approx(ref.accuracy, abs=1e-15)
     assert got["balanced_accuracy"][0] == pytest.approx(ref.balanced_accuracy, abs=1e-15)
     assert got["macro_auc"][0] == pytest.approx(ref.macro_auc, abs=1e-15)
+    assert len(ref.per_class) == 4  # every class is checked below
     for c, cls in enumerate(ref.per_class):
         assert got[f"sensitivity:{c}"][0] == pytest.approx(cls.sensitivity, abs=1e-15)
         assert got[f"specificity:{c}"][0] == pytest.approx(cls.specificity, abs=1e-15)
@@ -124,6 +125,7 @@ def test_weighted_auc_equals_auc_of_the_expanded_sample() -> None:
     s = np.round(rng.random(40), 1)
     w = rng.integers(0, 3, size=(3, 40)).astype(float)
     got = stats._weighted_auc(pos, s, w)
+    assert len(got) == len(w) == 3  # one AUC per replicate: the loop below checks each
     for row, value in zip(w, got):
         idx = np.repeat(np.arange(40), row.astype(int))
         assert value == pytest.approx(roc_auc_score(pos[idx], s[idx]), abs=1e-12)
