@@ -27,7 +27,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("submit.py", "value"): "the `.value` attribute of an enum (KubeRay job status)",
     ("data/audit.py", "value"): "the top value of an image property in a confound summary",
     ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
-    ("data/importers.py", "class"): "a header a foreign metadata CSV may give its labels",
+    ("data/importers/metadata_csv.py", "class"): "a header a foreign metadata CSV may give its labels",
     ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
