@@ -414,6 +414,8 @@ class Import(Command):
                        help="map a raw label value, e.g. 'COVID-19=covid19' (repeatable)")
         p.add_argument("--unmapped", choices=["fail", "skip"], default="fail",
                        help="rows whose label value is not mapped: fail, or leave them out")
+        p.add_argument("--address", help="Ray cluster to hash the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.data.importers import (
@@ -424,7 +426,8 @@ class Import(Command):
             source=args.source, source_col=args.source_col, on_bad_image=args.on_bad_image,
             images=args.images, file_col=args.file_col, label_col=args.label_col,
             patient_col=args.patient_col, split_col=args.split_col, label=args.label,
-            label_map=parse_label_map(args.label_map), unmapped=args.unmapped)
+            label_map=parse_label_map(args.label_map), unmapped=args.unmapped,
+            address=args.address)
         result = import_dataset(args.kind, args.src, opts)
         df = write_import(result, args.out, append=args.append)
         counts = ", ".join(f"{k} {v}" for k, v in df[S.LABEL].value_counts().sort_index().items())
@@ -446,11 +449,14 @@ class Audit(Command):
         p.add_argument("--strict", action="store_true",
                        help="exit 1 when duplicates cross splits or manifests, labels conflict, "
                        "patients leak or a label is confounded with source / image properties")
+        p.add_argument("--address", help="Ray cluster to probe the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
-        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
+        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near,
+                                address=args.address)
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         failures = strict_failures(report)
         if args.strict and failures:

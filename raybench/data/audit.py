@@ -97,14 +97,25 @@ def _probe(path: Path) -> _Probe:
     return out
 
 
-def _probe_all(df: pd.DataFrame, root: Path) -> list[_Probe]:
-    probes = []
+#: Files per Ray task of an audit (each is read whole and decoded at reduced scale).
+PROBE_CHUNK = 64
+
+
+def _probe_all(df: pd.DataFrame, root: Path, address: Optional[str] = None) -> list[_Probe]:
+    """:func:`_probe` of every row, over the Ray cluster in chunks, in row order."""
+    from raybench.data.prepare import map_chunks
+
+    probes: list[Optional[_Probe]] = []
+    paths: list[Path] = []
     for p in df[S.PATH]:
         try:
-            probes.append(_probe(mf.resolve_image_path(root, p)))
+            paths.append(mf.resolve_image_path(root, p))
+            probes.append(None)
         except DataError as exc:
             probes.append(_Probe(error=str(exc)))
-    return probes
+    found = iter(map_chunks(_probe, paths, chunk_size=PROBE_CHUNK, what="audit",
+                            address=address))
+    return [p if p is not None else next(found) for p in probes]
 
 
 def file_dhash(path: Path) -> Optional[np.ndarray]:
@@ -221,7 +232,8 @@ def _near(df: pd.DataFrame, probes: list[_Probe], threshold: int,
 
 
 def audit_manifest(manifest: str | os.PathLike, against: str | os.PathLike | None = None,
-                   near_threshold: Optional[int] = None) -> dict[str, Any]:
+                   near_threshold: Optional[int] = None, address: Optional[str] = None
+                   ) -> dict[str, Any]:
     """Audits a manifest (and its overlap with ``against``); returns a JSON-ready dict.
 
     Keys: ``manifest``, ``images``, ``exact_duplicates`` / ``near_duplicates`` (pairs with ids,
@@ -236,7 +248,7 @@ def audit_manifest(manifest: str | os.PathLike, against: str | os.PathLike | Non
     near_threshold = NEAR_THRESHOLD if near_threshold is None else near_threshold
     path = Path(manifest)
     df = mf.read_manifest(path)
-    probes = _probe_all(df, mf.manifest_root(path))
+    probes = _probe_all(df, mf.manifest_root(path), address)
     unreadable, changed = _problems(df, probes)
     report: dict[str, Any] = {
         "manifest": str(path), "images": len(df), "near_threshold_bits": near_threshold,
@@ -251,14 +263,14 @@ def audit_manifest(manifest: str | os.PathLike, against: str | os.PathLike | Non
     report["label_conflicts"] = label_conflicts(report["exact_duplicates"]
                                                 + report["near_duplicates"])
     if against is not None:
-        report["against"] = _audit_against(df, probes, Path(against), near_threshold)
+        report["against"] = _audit_against(df, probes, Path(against), near_threshold, address)
     return report
 
 
 def _audit_against(df: pd.DataFrame, probes: list[_Probe], other_path: Path,
-                   threshold: int) -> dict[str, Any]:
+                   threshold: int, address: Optional[str] = None) -> dict[str, Any]:
     other = mf.read_manifest(other_path)
-    other_probes = _probe_all(other, mf.manifest_root(other_path))
+    other_probes = _probe_all(other, mf.manifest_root(other_path), address)
     unreadable, changed = _problems(other, other_probes)
     shared = sorted(set(_patient_key(df)) & set(_patient_key(other)))
     out: dict[str, Any] = {

@@ -56,6 +56,10 @@ IMPORTERS.register("folder", import_folder)
 def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFAULTS
                    ) -> ImportResult:
     """Runs the importer registered as ``kind`` (``metadata-csv`` == ``metadata_csv``)."""
+    if opts.address:
+        from raybench.data.prepare import ensure_ray
+
+        ensure_ray(opts.address)
     return IMPORTERS.get(kind.replace("-", "_"))(src, opts)
 
 

@@ -60,6 +60,8 @@ class ImportOptions:
         label: One label for every row (a CSV without a finding column, e.g. Hannover).
         label_map: Extra ``raw value -> label`` pairs, matched case-insensitively.
         unmapped: ``fail`` on a label value outside the map, or ``skip`` such rows.
+        address: Ray cluster the files are hashed on (default: ``RAY_ADDRESS``, else a
+            local Ray).
     """
 
     source: Optional[str] = None
@@ -73,6 +75,7 @@ class ImportOptions:
     label: Optional[str] = None
     label_map: tuple[tuple[str, str], ...] = ()
     unmapped: str = "fail"
+    address: Optional[str] = None
 
 
 #: The options every importer defaults to.
