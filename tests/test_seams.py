@@ -33,7 +33,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
     ("report/figures.py", "epoch"): "an axis title (display text)",
     ("report/figures.py", "predicted"): "an axis title (display text)",
-    ("tune/cells.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
+    ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
 }
 
 

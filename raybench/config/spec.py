@@ -150,6 +150,19 @@ class ScalingSpec:
     max_concurrent_trials: Optional[int] = None
     max_failures: int = 1
 
+    @property
+    def single_in_process(self) -> bool:
+        """One worker, trained inside the Tune trial's own process (no Train worker group)."""
+        return self.num_workers == 1 and self.in_process
+
+    @property
+    def worker_resources(self) -> dict[str, float]:
+        """Ray resources of one worker: its CPUs, plus its GPU share when ``use_gpu``."""
+        resources = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            resources["GPU"] = self.gpus_per_worker or 1.0
+        return resources
+
 
 @dataclass(frozen=True)
 class SearchSpace:
