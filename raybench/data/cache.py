@@ -242,10 +242,21 @@ def claim_shard(entry: _Entry, k: int, names: set[str], token: str
             return None  # being written, or gone: look again next round
         if not _stale(info):
             return None
-        log.warning("shard %s: taking over the claim of a builder that is gone (%s pid %s)",
-                    entry.stem(k), info.get("host"), info.get("pid"))
     loc = entry.store.join(f"{prefix}{gens[-1] + 1 if gens else 0}")
-    return loc if storage.create_exclusive(loc, _claim_body(token)) else None
+    if not storage.create_exclusive(loc, _claim_body(token)):
+        return None
+    if gens:
+        log.warning("shard %s: took over the claim of a builder that is gone (%s pid %s)",
+                    entry.stem(k), info.get("host"), info.get("pid"))
+        for tmp in entry.local.glob(f".{entry.stem(k)}.*.tmp"):  # its half-written file
+            tmp.unlink(missing_ok=True)
+    return loc
+
+
+def _claims_of(entry: _Entry, k: int, names: set[str]) -> list[storage.Location]:
+    """Every generation of shard ``k``'s claim (stale ones included)."""
+    prefix = f"{entry.stem(k)}.claim-"
+    return [entry.store.join(n) for n in sorted(names) if n.startswith(prefix)]
 
 
 # --- building -------------------------------------------------------------------------------
@@ -392,6 +403,7 @@ def _ensure(entry: _Entry, files: Sequence[Path], on_bad_image: str,
                 _build(entry, sorted(claims), files, on_bad_image, address)
             finally:  # published shards need no claim; failed ones are free to rebuild
                 _release(list(claims.values()))
+            _release([c for k in claims for c in _claims_of(entry, k, names)])
             built = True
             missing = [k for k in missing if k not in claims]
         elif missing:
