@@ -13,6 +13,8 @@
   time minus the trials' training time (epoch seconds), per trial;
 * CAM images/s per model (when :mod:`raybench.cam` exists);
 * ``results_load_s``: :func:`raybench.results.load` of a sweep of 10,000 trials (snapshots);
+* ``--only data``: data preparation on Ray (``raybench.bench_data``: ``prep_*``,
+  ``near_dup_200k_s``, ``decodes_per_image``);
 * ``sweep_wall_ratio`` and ``sweep_utilisation`` (``--only sweep``): on local Ray with 4
   logical CPUs, an Optuna sweep of 4 cells x 4 samples of equal tiny trials against a
   ``paper`` grid of 16 equal trials: wall time optuna / grid, and the Optuna sweep's trial
@@ -50,7 +52,7 @@ GENERATED_SIDE = 224  # generated images: the side of the Kermany JPEGs this was
 GENERATED_IMAGES = 1000  # generated images of a full run (quick: ``cache_images``)
 SECTIONS = ("train", "cache", "trials", "cam", "results")
 #: Sections run only when asked for (``--only sweep``): the sweep comparison takes minutes.
-EXTRA_SECTIONS = ("sweep",)
+EXTRA_SECTIONS = ("sweep", "data")
 TARGETS = {"train_ratio": (">=", 0.95), "cache_speedup": (">=", 10.0),
            "trial_overhead_s": ("<=", 1.0), "cache_peak_memory_ratio": ("<=", 1.2)}
 SWEEP_TARGETS = {"sweep_wall_ratio": ("<=", 1.15), "sweep_utilisation": (">=", 0.9)}
@@ -247,7 +249,7 @@ def epoch_decode(files: Sequence[Path], order: np.ndarray, size: int) -> int:
     return n
 
 
-def epoch_cache(images: np.ndarray, order: np.ndarray) -> int:
+def epoch_cache(images: Any, order: np.ndarray) -> int:
     """One epoch gathered from the memory-mapped cache entry in the same mini-batches."""
     import torch
 
@@ -329,7 +331,7 @@ def _time_cache(df: Any, files: list[Path], size: int, decode_epochs: int,
                     start = time.perf_counter()
                     epoch_cache(entry.images, order)
                     cache.append(time.perf_counter() - start)
-            entry_bytes = os.path.getsize(entry.path)
+            entry_bytes = entry.disk_bytes
     d, c = statistics.median(dec), statistics.median(cache)
     return {"images": len(files), "size": size, "build_s": build, "reopen_s": reopen,
             "decode_epoch_s": d, "cache_epoch_s": c, "decode_images_per_s": len(files) / d,
@@ -659,6 +661,12 @@ def bench_results(opts: BenchOptions, n_pred: int = 50) -> dict[str, Any]:
 # ---------------------------------------------------------------- the whole run
 
 
+def _bench_data(opts: BenchOptions) -> dict[str, Any]:
+    from raybench.bench_data import bench_data
+
+    return bench_data(opts.data, opts.quick)
+
+
 def _section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     log.info("bench: %s ...", name)
     start = time.perf_counter()
@@ -671,7 +679,10 @@ def _section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each CPU target with the measured value and whether it holds (``None``: not measured)."""
     out = {}
-    targets = {**TARGETS, **(SWEEP_TARGETS if "sweep" in report else {})}
+    from raybench.bench_data import TARGETS as DATA_TARGETS
+
+    targets = {**TARGETS, **(SWEEP_TARGETS if "sweep" in report else {}),
+               **(DATA_TARGETS if "data" in report else {})}
     for key, (op, bound) in targets.items():
         value = report.get(key)
         met = None if value is None else (value >= bound if op == ">=" else value <= bound)
@@ -692,7 +703,8 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     report: dict[str, Any] = {"machine": machine(), "quick": opts.quick}
     runs = {"train": lambda: bench_train(opts), "cache": lambda: bench_cache(opts),
             "trials": lambda: bench_trials(opts), "cam": lambda: bench_cam(opts),
-            "results": lambda: bench_results(opts), "sweep": lambda: bench_sweep(opts)}
+            "results": lambda: bench_results(opts), "sweep": lambda: bench_sweep(opts),
+            "data": lambda: _bench_data(opts)}
     headline = {"train": "train_ratio", "cache": "cache_speedup", "trials": "trial_overhead_s",
                 "results": "results_load_s"}
     for name in SECTIONS + EXTRA_SECTIONS:
@@ -705,6 +717,9 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
             report["cache_peak_memory_ratio"] = report[name].get("cache_peak_memory_ratio")
         if name == "sweep":
             report.update({k: report[name][k] for k in SWEEP_TARGETS})
+        if name == "data":
+            report.update({k: v for k, v in report[name].items() if k.startswith(
+                ("prep_", "near_dup_", "decodes_per_image"))})
     report["cam_images_per_s"] = report.get("cam", {}).get("images_per_s")
     report["targets"] = check_targets(report)
     report["machine"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -737,6 +752,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"sweep {name}: {part['trials']} trials in {part['wall_s']:.1f} s, span "
                      f"{part['span_s']:.1f} s, trial {part['trial_s_mean']:.1f} s, up to "
                      f"{part['max_concurrent']} at once, utilisation {part['utilisation']:.3f}")
+    if "data" in report:
+        from raybench.bench_data import format_data
+
+        lines += format_data(report["data"])
     cam = report.get("cam", {})
     if cam.get("skipped"):
         lines.append(f"cam: skipped ({cam['skipped']})")

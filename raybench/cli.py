@@ -352,7 +352,7 @@ class Bench(Command):
         p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
         p.add_argument("--only", metavar="PARTS",
                        help="comma-separated subset of train,cache,trials,cam,results; "
-                            "sweep (only when named)")
+                            "sweep, data (only when named)")
         p.add_argument("--data", metavar="DIR",
                        help="images of the cache benchmark: a manifest (.parquet) or a folder "
                             "of images (default: generated synthetic images)")

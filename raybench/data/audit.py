@@ -235,7 +235,7 @@ def _indexed_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
                    bits: int, tables: int) -> list[tuple[int, int, int]]:
     """Candidates from ``tables`` hash tables of ``bits`` sampled bits, verified exactly."""
     ia = np.nonzero(valid)[0]
-    ib = ia if other is None else np.nonzero(other_valid)[0]
+    ib = ia if other is None else np.nonzero(valid if other_valid is None else other_valid)[0]
     pool = hashes[ia] if other is None else np.concatenate([hashes[ia], other[ib]])
     side = np.zeros(len(pool), dtype=np.int8)
     side[len(ia):] = 1

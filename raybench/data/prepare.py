@@ -153,7 +153,7 @@ def _ray_chunks(fn: Callable[[T], R], chunks: list[Sequence[T]], address: Option
     import ray
 
     ensure_ray(address)
-    task = ray.remote(num_cpus=1, max_retries=3)(run_chunk)
+    task: Any = ray.remote(num_cpus=1, max_retries=3)(run_chunk)
     window = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
     fn_ref = ray.put(fn)
     pending: deque[Any] = deque()
