@@ -348,3 +348,28 @@ def test_table_plan_meets_the_miss_probability() -> None:
     p = (1 - 112 / 1024) ** bits
     assert (1 - p) ** tables <= audit.MISS_PROBABILITY < (1 - p) ** (tables - 1)
     assert audit._table_plan(200_000, 400, 1024)[1] > audit.MAX_TABLES  # brute force instead
+
+
+def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              synth_manifest: Path) -> None:
+    from raybench.config import load_spec
+    from raybench.data import manifest as mf
+    from raybench.store import ResultStore
+    from raybench.tune import sweep
+
+    spec = load_spec(None, [f"results={tmp_path / 'r'}", "name=prep", "sweep.models=[cnnx, resnet18]",
+                            "sweep.seeds=[0, 1]", f"data.manifest={synth_manifest}",
+                            f"data.cache_dir={tmp_path / 'c'}", "model.image_size=40"])
+    sweep._prepare_data(spec, ResultStore(spec.results), existed=True)
+    df = mf.read_manifest(synth_manifest)
+    entries = [p.name for p in (tmp_path / "c" / "decoded").iterdir()]
+    assert entries == [cache.cache_key(df, 40)]  # 4 cells, one manifest at one size
+    files = mf.image_files(synth_manifest, list(df[S.PATH]))
+    assert not cache.decoded_images(df, files, 40, tmp_path / "c").built  # trials only read
+
+
+def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path) -> None:
+    code, _, err = run_cli("data", "import", "folder", str(films), "--out",
+                           str(tmp_path / "m.parquet"), "--address", "127.0.0.1:1")
+    assert code == 2 and err.strip().count("\n") == 0 and "cannot reach Ray at 127.0.0.1:1" in err
+    assert not (tmp_path / "m.parquet").exists()

@@ -113,7 +113,11 @@ def in_ray_worker() -> bool:
 
 
 def ensure_ray(address: Optional[str]) -> None:
-    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray."""
+    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray.
+
+    Unlike :func:`raybench.cluster.ensure_ray` it imports no Tune or Optuna (a data command
+    needs neither), and it keeps Ray's dashboard as Ray sets it.
+    """
     import ray
 
     from raybench.errors import RaybenchError
@@ -121,6 +125,10 @@ def ensure_ray(address: Optional[str]) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        from raybench.cluster import check_reachable
+
+        check_reachable(address)  # one line in seconds, not Ray's minute of retries
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
