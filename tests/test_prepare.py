@@ -31,7 +31,8 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory):
 
     log_dir = tmp_path_factory.mktemp("decodes")
     os.environ[cache.DECODE_LOG_ENV] = str(log_dir)
-    ray.init(num_cpus=2, logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, logging_level="WARNING", log_to_driver=False,
+             include_dashboard=False)
     yield log_dir
     ray.shutdown()
     os.environ.pop(cache.DECODE_LOG_ENV, None)

@@ -133,7 +133,9 @@ def ensure_ray(address: Optional[str]) -> None:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
-            ray.init(logging_level=logging.WARNING, log_to_driver=False)
+            # "local": a new Ray even when another one runs on this machine (ray.init() alone
+            # would join the most recent `ray start` cluster)
+            ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None

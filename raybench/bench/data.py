@@ -1,4 +1,4 @@
-"""``raybench bench --only data``: data preparation on Ray against the serial loop, the
+"""Section ``data`` (only when named: ``--only data``; it takes minutes): data preparation on Ray against the serial loop, the
 near-duplicate index at 200,000 hashes, and decodes per image across two nodes.
 
 Keys:
@@ -38,6 +38,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from raybench.bench.options import BenchOptions, Section
+
 log = logging.getLogger(__name__)
 
 #: Where generated films are kept between runs.
@@ -48,8 +50,6 @@ FILM_LABELS = ("normal", "bacteria", "viral")
 NEAR_DUP_HASHES = 200_000
 #: The public sets the projection is for (films).
 PROJECTED = {"nih_chestxray14": 112_120, "chexpert": 224_316, "mimic_cxr": 377_110}
-TARGETS = {"prep_parallel_speedup": (">=", 1.6), "near_dup_200k_s": ("<=", 60.0),
-           "decodes_per_image": ("<=", 1.0)}
 
 
 def _film(args: tuple[str, int]) -> None:
@@ -166,7 +166,8 @@ def bench_prep(root: Path, limit: int) -> dict[str, Any]:
         with _serial():
             serial = _prepare_once(root, Path(tmp, "serial"), limit)
         start = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), logging_level=logging.WARNING,
+                 log_to_driver=False)
         ray_start = time.perf_counter() - start
         try:
             parallel = _prepare_once(root, Path(tmp, "parallel"), limit)
@@ -208,7 +209,7 @@ def near_dup_child(n: int) -> dict[str, Any]:
 
 
 def bench_near_dup(n: int) -> dict[str, Any]:
-    code = (f"import json; from raybench.bench_data import near_dup_child; "
+    code = (f"import json; from raybench.bench.data import near_dup_child; "
             f"print(json.dumps(near_dup_child({n})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -271,8 +272,9 @@ def projection(per_core: float, efficiency: float) -> dict[str, dict[str, float]
     return out
 
 
-def bench_data(data: Optional[str] = None, quick: bool = False) -> dict[str, Any]:
+def bench_data(opts: BenchOptions) -> dict[str, Any]:
     """The data section (keys in the module docstring); ``quick`` is a small smoke run."""
+    data, quick = opts.data, opts.quick
     n = 120 if quick else FILMS
     root = film_folder(data, n) if not quick else generate_films(
         Path(tempfile.mkdtemp(prefix="rb-films-")), n, procs=1)
@@ -312,3 +314,13 @@ def format_data(out: dict[str, Any]) -> list[str]:
         lines.append(f"projection {name} ({row['films']:,} films): 1 x 16 cores "
                      f"{row['1x16_cores_h']:.2f} h, 4 x 16 cores {row['4x16_cores_h']:.2f} h")
     return lines
+
+
+SECTION = Section("data", bench_data,
+                  headline={k: k for k in (
+                      "prep_images_per_s_serial", "prep_images_per_s_parallel",
+                      "prep_parallel_speedup", "prep_peak_rss_mib", "near_dup_200k_s",
+                      "decodes_per_image")},
+                  targets={"prep_parallel_speedup": (">=", 1.6), "near_dup_200k_s": ("<=", 60.0),
+                           "decodes_per_image": ("<=", 1.0)},
+                  lines=format_data, default=False)
