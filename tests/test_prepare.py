@@ -374,3 +374,18 @@ def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path) -
                            str(tmp_path / "m.parquet"), "--address", "127.0.0.1:1")
     assert code == 2 and err.strip().count("\n") == 0 and "cannot reach Ray at 127.0.0.1:1" in err
     assert not (tmp_path / "m.parquet").exists()
+
+
+def test_a_long_build_renews_its_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = cache._locate(tmp_path, "r" * 32, 10, 8, None)
+    loc = cache.claim_shard(entry, 0, set(), "mine")
+    assert loc is not None
+    old = json.loads(storage.read_bytes(loc))
+    storage.write_bytes_atomic(loc, json.dumps(dict(old, time=time.time() - 1e4)).encode())
+    assert cache._stale(json.loads(storage.read_bytes(loc)) | {"host": "elsewhere"})
+    monkeypatch.setattr(cache, "CLAIM_RENEW_S", 0.0)
+    cache._Renewal([loc], "mine")()
+    renewed = json.loads(storage.read_bytes(loc))
+    assert renewed["token"] == "mine" and not cache._stale(renewed | {"host": "elsewhere"})
+    names = cache._store_names(entry)
+    assert cache.claim_shard(entry, 0, names, "other") is None  # still held

@@ -13,9 +13,10 @@ memory-maps it from there; with a folder the shards are memory-mapped where they
 Who decodes: a missing shard is claimed with an atomic create-if-absent of
 ``shard-00000.claim-<generation>`` (:func:`raybench.storage.create_exclusive`, the sweep
 claim's primitive: ``O_EXCL`` locally, ``If-None-Match: *`` on S3). Exactly one builder wins;
-the others build other shards, or wait for it and download its shard. A claim whose builder
-died (same host and its process gone, or older than :data:`CLAIM_STALE_S` with no shard) is
-taken over by creating the next generation, again atomically. The builder decodes its shards'
+the others build other shards, or wait for it and download its shard. The builder renews its
+claims every :data:`CLAIM_RENEW_S` while it decodes; a claim whose builder died (same host and
+its process gone, or not renewed for :data:`CLAIM_STALE_S`) is taken over by creating the next
+generation, again atomically. The builder decodes its shards'
 images over the Ray cluster in chunks (:mod:`raybench.data.prepare`) and streams each chunk
 into a temporary file on disk, in row order: memory holds a few chunks, never the entry.
 
@@ -61,8 +62,10 @@ DECODER_VERSION = 2
 SHARD_ROWS = 2048
 #: Images per Ray task: about 0.4 s of work for a 1024 px PNG on one core.
 DECODE_CHUNK = 32
-#: A claim this old without its shard is taken to be a dead builder's (seconds).
+#: A claim not renewed for this long is taken to be a dead builder's (seconds).
 CLAIM_STALE_S = 900.0
+#: A builder renews its claims this often while it decodes (seconds).
+CLAIM_RENEW_S = 60.0
 #: Seconds between two looks at the store while another builder holds a shard.
 POLL_S = 0.5
 #: Node-local folder for downloaded shards when ``cache_dir`` is ``s3://`` and none is given.
@@ -294,8 +297,22 @@ class _ShardWriter:
                            "bad": self.bad}).encode()
 
 
+class _Renewal:
+    """Rewrites a builder's claims with the current time every :data:`CLAIM_RENEW_S`, so a
+    long build is never taken for a dead one."""
+
+    def __init__(self, claims: Sequence[storage.Location], token: str) -> None:
+        self.claims, self.token, self.last = list(claims), token, time.time()
+
+    def __call__(self) -> None:
+        if time.time() - self.last >= CLAIM_RENEW_S:
+            self.last = time.time()
+            for loc in self.claims:
+                storage.write_bytes_atomic(loc, _claim_body(self.token))
+
+
 def _decode_into(entry: _Entry, writers: list[_ShardWriter], files: Sequence[Path],
-                 on_bad_image: str, address: Optional[str]) -> None:
+                 on_bad_image: str, address: Optional[str], renew: _Renewal) -> None:
     """Decodes the writers' rows over Ray, in row order, into their files."""
     from raybench.data.prepare import imap_chunks
 
@@ -307,6 +324,7 @@ def _decode_into(entry: _Entry, writers: list[_ShardWriter], files: Sequence[Pat
                          what=f"decode {entry.size} px")
     pos = 0
     for chunk in chunks:
+        renew()
         for arr, error in chunk:
             if error is not None and on_bad_image == "fail":
                 raise DataError(error)
@@ -330,7 +348,7 @@ def _publish(entry: _Entry, w: _ShardWriter) -> None:
 
 
 def _build(entry: _Entry, shards: list[int], files: Sequence[Path], on_bad_image: str,
-           address: Optional[str]) -> None:
+           address: Optional[str], renew: _Renewal) -> None:
     """Decodes the claimed shards; publishes them only once all are complete.
 
     Raises:
@@ -341,7 +359,7 @@ def _build(entry: _Entry, shards: list[int], files: Sequence[Path], on_bad_image
         writers = [_ShardWriter(entry, k) for k in shards]
         log.info("decoding %d images at %d px into %d shard(s) of %s", sum(len(w.rows)
                  for w in writers), entry.size, len(writers), entry.store.uri)
-        _decode_into(entry, writers, files, on_bad_image, address)
+        _decode_into(entry, writers, files, on_bad_image, address, renew)
         for w in writers:
             w.close()
         for w in writers:
@@ -400,7 +418,8 @@ def _ensure(entry: _Entry, files: Sequence[Path], on_bad_image: str,
         claims = {k: c for k in missing if (c := claim_shard(entry, k, names, token))}
         if claims:
             try:
-                _build(entry, sorted(claims), files, on_bad_image, address)
+                _build(entry, sorted(claims), files, on_bad_image, address,
+                       _Renewal([claims[k] for k in sorted(claims)], token))
             finally:  # published shards need no claim; failed ones are free to rebuild
                 _release(list(claims.values()))
             _release([c for k in claims for c in _claims_of(entry, k, names)])
