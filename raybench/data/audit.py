@@ -212,9 +212,11 @@ def _verify(pool: np.ndarray, x: np.ndarray, y: np.ndarray, threshold: int
     keep_x, keep_y, keep_d = [], [], []
     for s in range(0, len(x), 1 << 20):
         bx, by = x[s:s + (1 << 20)], y[s:s + (1 << 20)]
-        d = np.unpackbits(pool[bx] ^ pool[by], axis=1).sum(axis=1, dtype=np.int64) \
-            if pool.shape[1] % 8 else \
-            np.bitwise_count(pool.view(np.uint64)[bx] ^ pool.view(np.uint64)[by]).sum(axis=1)
+        if pool.shape[1] % 8 or not hasattr(np, "bitwise_count"):  # numpy < 2.0
+            d = np.unpackbits(pool[bx] ^ pool[by], axis=1).sum(axis=1, dtype=np.int64)
+        else:
+            words = pool.view(np.uint64)
+            d = np.bitwise_count(words[bx] ^ words[by]).sum(axis=1, dtype=np.int64)
         ok = d <= threshold
         keep_x.append(bx[ok])
         keep_y.append(by[ok])
