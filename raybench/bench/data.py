@@ -17,8 +17,8 @@ Keys:
 * ``projection``: hours for 112k / 224k / 377k films on one and on four 16-core nodes, from the
   measured per-core rate and parallel efficiency.
 
-The films are generated once into a reusable folder (:data:`FILMS_DIR`, or ``--data DIR``;
-an empty or missing ``DIR`` is filled), which takes minutes.
+The films are generated once into a reusable folder (:data:`FILMS_DIR`), which takes
+minutes; ``--data DIR`` reads a folder of films instead (:func:`generate_films` fills one).
 """
 from __future__ import annotations
 
