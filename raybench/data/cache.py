@@ -391,6 +391,9 @@ def _download(entry: _Entry, k: int) -> None:
             while block := src.read(1 << 24):
                 dst.write(block)
         os.replace(name, entry.local / f"{stem}.npy")
+    except OSError as exc:  # the node-local folder is full or read-only
+        raise DataError(f"cannot write the decoded cache in {entry.local}: "
+                        f"{exc.strerror or exc}") from None
     finally:
         Path(name).unlink(missing_ok=True)
     meta = storage.read_bytes(entry.store.join(f"{stem}.json"))
