@@ -389,3 +389,16 @@ def test_a_long_build_renews_its_claim(tmp_path: Path, monkeypatch: pytest.Monke
     assert renewed["token"] == "mine" and not cache._stale(renewed | {"host": "elsewhere"})
     names = cache._store_names(entry)
     assert cache.claim_shard(entry, 0, names, "other") is None  # still held
+
+
+def test_bench_projection_and_planted_hashes() -> None:
+    from raybench.bench import data as bench_data
+
+    table = bench_data.projection(per_core=86.0, efficiency=0.9)
+    nih = table["nih_chestxray14"]
+    assert nih["films"] == 112_120
+    assert nih["1x16_cores_h"] == pytest.approx(112_120 / (86.0 * 16 * 0.9) / 3600)
+    assert nih["4x16_cores_h"] == pytest.approx(nih["1x16_cores_h"] / 4)
+    hashes = bench_data.planted_hashes(3000, share=0.02)
+    pairs = audit.near_pairs(hashes, np.ones(3000, dtype=bool), 140)
+    assert len(pairs) >= 60  # the 60 planted copies (0-140 bits from their originals)

@@ -233,11 +233,14 @@ def bench_two_nodes(root: Path, limit: int) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
     from raybench.data import cache
-    from raybench.data.importers import import_dataset, write_import
+    from raybench.data.importers import build_rows, write_import
+    from raybench.data.importers.common import Entry
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = import_dataset("folder", root)
-        result.df = result.df.iloc[:limit].reset_index(drop=True)
+        files = sorted(root.rglob("*.png"))[:limit]
+        with _serial():  # in-process: no local Ray may run before the cluster starts
+            result = build_rows(root, "films", [Entry(f, f.parent.name, None, "films")
+                                                for f in files], "fail")
         manifest = Path(tmp, "m.parquet")
         write_import(result, manifest)
         log_dir = Path(tmp, "decodes")
@@ -279,9 +282,12 @@ def bench_data(opts: BenchOptions) -> dict[str, Any]:
     root = film_folder(data, n) if not quick else generate_films(
         Path(tempfile.mkdtemp(prefix="rb-films-")), n, procs=1)
     out: dict[str, Any] = {"films": str(root)}
-    out["prep"] = bench_prep(root, n)
     out["near_dup"] = bench_near_dup(20_000 if quick else NEAR_DUP_HASHES)
+    log.info("bench data: near_dup %s", json.dumps(out["near_dup"]))
     out["two_nodes"] = bench_two_nodes(root, 60 if quick else 300)
+    log.info("bench data: two_nodes %s", json.dumps(out["two_nodes"]))
+    out["prep"] = bench_prep(root, n)
+    log.info("bench data: prep %s", json.dumps(out["prep"]))
     for part in ("prep", "near_dup", "two_nodes"):
         out.update({k: v for k, v in out[part].items() if k in (
             "prep_images_per_s_serial", "prep_images_per_s_parallel", "prep_parallel_speedup",
