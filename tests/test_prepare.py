@@ -369,7 +369,11 @@ def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytes
     assert not cache.decoded_images(df, files, 40, tmp_path / "c").built  # trials only read
 
 
-def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path) -> None:
+def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh CLI process
     code, _, err = run_cli("data", "import", "folder", str(films), "--out",
                            str(tmp_path / "m.parquet"), "--address", "127.0.0.1:1")
     assert code == 2 and err.strip().count("\n") == 0 and "cannot reach Ray at 127.0.0.1:1" in err
