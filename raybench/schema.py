@@ -233,7 +233,7 @@ def required_columns(table: str, schema: pa.Schema) -> tuple[str, ...]:
 
 
 #: Model-option columns of the runs table: one per option any model declares
-#: (``raybench.models.names.MODEL_OPTIONS``; a test keeps the two in step).
+#: (the ``options`` of :mod:`raybench.models.table` entries; a test keeps the two in step).
 MODEL_OPTION_COLUMNS: tuple[str, ...] = (STRIDE,)
 #: What an Optuna sweep searches: lr, batch size and the tunable model options.
 SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS

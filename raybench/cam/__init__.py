@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from raybench.cam.camset import CamSet
     from raybench.cam.hooks import capture_layer, classifier_head, eval_mode, target_layer
-    from raybench.cam.methods import METHODS, CamBatch, CamMethod, compute_cams, resolve_method
+    from raybench.cam.catalog import METHODS, CamMethod
+    from raybench.cam.methods import CamBatch, compute_cams, resolve_method
     from raybench.cam.roi import lung_field_template, pointing_game, roi_focus, upsample
 
 #: Public name -> the submodule that defines it.
@@ -23,7 +24,7 @@ _SOURCES = {
     "CamSet": "camset",
     "capture_layer": "hooks", "classifier_head": "hooks", "eval_mode": "hooks",
     "target_layer": "hooks",
-    "METHODS": "methods", "CamBatch": "methods", "CamMethod": "methods",
+    "METHODS": "catalog", "CamMethod": "catalog", "CamBatch": "methods",
     "compute_cams": "methods", "resolve_method": "methods",
     "lung_field_template": "roi", "pointing_game": "roi", "roi_focus": "roi", "upsample": "roi",
 }
