@@ -31,7 +31,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
 from raybench import schema as S
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.results import (
     HIGH, LOW, OVERALL, SENS, SPEC, Results, format_paper_table, load,
     to_markdown,

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from raybench import schema as S
 from raybench import storage
-from raybench.cam.camset import CamSet  # re-exported: `from raybench.store import CamSet`
+from raybench.camset import CamSet  # re-exported: `from raybench.store import CamSet`
 from raybench.errors import RaybenchError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from raybench.cam import (
     roi_focus,
     target_layer,
 )
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.cam.export import roi_rows, select_images, stored_maps
 from raybench.cam.roi import load_masks
 from raybench.config import CamConfig, load_spec
