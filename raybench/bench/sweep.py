@@ -53,7 +53,7 @@ def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
 
     from raybench.data.dataset import prepare_data
     from raybench.results import utilisation
-    from raybench.tune.sweep import ensure_ray
+    from raybench.cluster import ensure_ray
 
     cells, samples = (2, 2) if opts.quick else (4, 4)
     started = not ray.is_initialized()

@@ -32,7 +32,8 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
     import ray
 
     from raybench.data.dataset import prepare_data
-    from raybench.tune.sweep import ensure_ray, run_sweep
+    from raybench.cluster import ensure_ray
+    from raybench.tune.sweep import run_sweep
 
     started = not ray.is_initialized()
     start = time.perf_counter()

@@ -18,6 +18,7 @@ from raybench.config.spec import (
     ScalingSpec,
     SearchSpace,
     ROIS,
+    Roi,
     Spec,
     SweepConfig,
     SynthConfig,
@@ -29,6 +30,6 @@ from raybench.config.spec import (
 )
 
 __all__ = ["CamConfig", "DataConfig", "MAX_IMAGE_SIZE", "MlflowConfig", "ModelConfig",
-           "ROIS", "ScalingSpec", "SearchSpace", "Spec", "SweepConfig", "SynthConfig", "TrackingConfig",
+           "ROIS", "Roi", "ScalingSpec", "SearchSpace", "Spec", "SweepConfig", "SynthConfig", "TrackingConfig",
            "TrainConfig", "dump_yaml", "from_dict", "load_spec", "to_dict",
            "validate", "with_absolute_paths"]

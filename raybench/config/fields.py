@@ -12,7 +12,6 @@ way. A failure raises :class:`FieldError`; the loader prefixes the file and the 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import typing
 from typing import Any, Callable, Optional, Sequence
 
@@ -140,9 +139,14 @@ def literal_choices(tp: Any) -> Optional[tuple[Any, ...]]:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """``cls``'s resolved field types (resolved once per class: specs are built per trial)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 class Checked:

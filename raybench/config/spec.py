@@ -238,6 +238,19 @@ class ScalingSpec(Checked):
         if self.gpus_per_worker > 0 and not self.use_gpu:
             raise FieldError("gpus_per_worker", " is set but scaling.use_gpu is false")
 
+    @property
+    def single_in_process(self) -> bool:
+        """One worker, trained inside the Tune trial's own process (no Train worker group)."""
+        return self.num_workers == 1 and self.in_process
+
+    @property
+    def worker_resources(self) -> dict[str, float]:
+        """Ray resources of one worker: its CPUs, plus its GPU share when ``use_gpu``."""
+        resources = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            resources["GPU"] = self.gpus_per_worker or 1.0
+        return resources
+
 
 @dataclass(frozen=True)
 class SearchSpace(Checked):
@@ -294,7 +307,7 @@ class SweepConfig(Checked):
     grace_period: int = positive(1)
     reduction_factor: int = positive(2)
     time_budget_s: Optional[float] = at_least_one()
-    rois: tuple[str, ...] = distinct(tuple, _roi)
+    rois: tuple[Roi, ...] = distinct(tuple, _roi)
     max_concurrent_per_study: int = positive(2)
     progress_interval_s: float = positive(30.0)
     space: SearchSpace = field(default_factory=SearchSpace)

@@ -139,7 +139,6 @@ def _add(spec: ModelSpec) -> None:
     MODELS.register(spec.name, spec)
 
 
-_INCEPTION_NORM = {"mean": INCEPTION_MEAN, "std": INCEPTION_STD}
 _add(ModelSpec("alexnet", "AlexNet", "torchvision", "alexnet", "features.11", "classifier.6",
                cam_method="gradcam", min_input_size=63))
 _add(ModelSpec("vgg16", "VGG16", "torchvision", "vgg16", "features.29", "classifier.6",
@@ -156,13 +155,15 @@ _add(ModelSpec("inception_v3", "Inception-v3", "torchvision", "inception_v3", "M
 _add(ModelSpec("squeezenet", "SqueezeNet", "torchvision", "squeezenet1_1", "features",
                "classifier.1"))
 _add(ModelSpec("inception_resnet_v2", "Inception-ResNet-v2", "timm", "inception_resnet_v2",
-               "conv2d_7b", input_size=299, min_input_size=75, **_INCEPTION_NORM))
+               "conv2d_7b", input_size=299, min_input_size=75, mean=INCEPTION_MEAN,
+               std=INCEPTION_STD))
 _add(ModelSpec("xception", "Xception", "timm", "legacy_xception", "act4", input_size=299,
-               min_input_size=71, **_INCEPTION_NORM))
+               min_input_size=71, mean=INCEPTION_MEAN, std=INCEPTION_STD))
 _add(ModelSpec("densenet201", "DenseNet201", "torchvision", "densenet201", "features",
                "classifier", cam_activation="relu"))
 _add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled",
-               cam_method=CNNX_CAM_METHOD, min_input_size=16, **_INCEPTION_NORM,
+               cam_method=CNNX_CAM_METHOD, min_input_size=16, mean=INCEPTION_MEAN,
+               std=INCEPTION_STD,
                builder="raybench.models.cnnx:build_cnnx",
                options=(ModelOption(S.STRIDE, 3, "CNN-X pooling stride (the paper's 3)",
                                     search=(2, 3, 4), check=_cnnx_stride_fits),)))
