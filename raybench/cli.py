@@ -16,7 +16,8 @@ from raybench import schema as S
 from raybench.errors import RaybenchError
 
 log = logging.getLogger("raybench")
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
+#: Package data, so an installed wheel finds it (``jobs/demo.yaml`` in a checkout links to it).
+DEMO_SPEC = Path(__file__).resolve().parent / "specs" / "demo.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,7 +170,7 @@ class Demo(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--results", default="./runs", help="results root (default ./runs)")
-        p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
+        p.add_argument("--config", help="demo spec (default: the packaged jobs/demo.yaml)")
         _add_set(p, "a key of the demo spec")
         p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
 
