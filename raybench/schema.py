@@ -14,7 +14,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: 3-class labelling). A scenario's class list may merge labels (bacteria + viral -> pneumonia).
 MANIFEST_LABELS: tuple[str, ...] = LABELS + ("pneumonia",)
 
-# --- manifest (DESIGN.md section 4) -------------------------------------------------------
+# --- manifest (README, "Data") ----------------------------------------------------------------
 IMAGE_ID = "image_id"
 PATH = "path"
 LABEL = "label"
@@ -244,7 +244,7 @@ SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
 HYPERPARAMETERS: tuple[str, ...] = (LR, BATCH_SIZE, EPOCHS) + MODEL_OPTION_COLUMNS + (
     IMAGE_SIZE, PRETRAINED)
 
-# --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (DESIGN.md section 4) ------------------
+# --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (README, "Results, reports and CAMs") --
 #: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the
 #: uint8 grayscale input (N, H, W) the maps explain; the rest are (N,) strings or scalars.
 CAM_KEYS: tuple[str, ...] = ("image_ids", "labels", PREDICTED, "cams", "method",

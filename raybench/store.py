@@ -1,4 +1,5 @@
-"""The results store: one file per trial per table, in DESIGN.md section 4's layout.
+"""The results store: one file per trial per table, in the layout of the README's
+"Results, reports and CAMs" section.
 
 ::
 

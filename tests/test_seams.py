@@ -119,3 +119,13 @@ def test_cnnx_is_named_only_in_models() -> None:
     sources = _sources(exclude=("models/",))
     assert "report/evidence.py" in sources and not any(r.startswith("models/") for r in sources)
     assert cnnx_literals(sources) == []
+
+
+def test_run_statuses_are_spelt_only_in_schema() -> None:
+    """A run's status is `S.STATUS_*` outside schema.py, never a string literal."""
+    statuses = {S.STATUS_COMPLETED, S.STATUS_STOPPED, S.STATUS_INTERRUPTED, S.STATUS_ERROR}
+    sources = _sources()
+    del sources["schema.py"]
+    found = column_literals(sources, statuses)
+    assert column_literals({"x.py": 'status = "interrupted"\n'}, statuses) == ["x.py:1: 'interrupted'"]
+    assert found == []

@@ -53,7 +53,7 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
             ray.shutdown()
     train_s = float(epochs[S.SECONDS].sum())
     return {"trial_overhead_s": (wall - train_s) / opts.trials, "trials": opts.trials,
-            "completed": sum(s[S.STATUS] == "completed" for s in summary),
+            S.STATUS_COMPLETED: sum(s[S.STATUS] == S.STATUS_COMPLETED for s in summary),
             "sweep_wall_s": wall, "training_s": train_s, "ray_init_s": ray_init,
             "trial_wall_s_mean": float(runs[S.WALL_S].mean()), "concurrency": 1}
 

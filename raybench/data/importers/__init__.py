@@ -1,4 +1,4 @@
-"""Importers: the layouts users download -> the manifest of DESIGN.md section 4.
+"""Importers: the layouts users download -> the manifest (README, "Data").
 
 Each importer (one module per layout) walks or reads its files, builds one :class:`Entry` per
 image (file, label, patient, source, split, view) and hands them to :func:`build_rows`, which
