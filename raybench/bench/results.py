@@ -101,8 +101,6 @@ def bench_results(opts: BenchOptions, n_pred: int = 50) -> dict[str, Any]:
 
 
 def _lines(out: dict[str, Any]) -> list[str]:
-    if "results_load_s" not in out:
-        return []
     return [f"results_load_s             {out['results_load_s']:>12.3g}  "
             f"({out['trials']} trials)"]
 

@@ -148,7 +148,7 @@ def bench_train(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
 def _lines(out: dict[str, Any]) -> list[str]:
     return [f"train {name}: raybench {per['raybench_images_per_s']:.1f} images/s, plain "
             f"{per['plain_images_per_s']:.1f} images/s, ratio {per['ratio']:.3f}"
-            for name, per in out.get("models", {}).items()]
+            for name, per in out["models"].items()]
 
 
 SECTION = Section("train", bench_train, headline={"train_ratio": "train_ratio"},

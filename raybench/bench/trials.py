@@ -59,8 +59,6 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
 
 
 def _lines(out: dict[str, Any]) -> list[str]:
-    if "trial_overhead_s" not in out:
-        return []
     return [f"trials: {out['trials']} in {out['sweep_wall_s']:.1f} s, training "
             f"{out['training_s']:.1f} s, Ray start {out['ray_init_s']:.1f} s"]
 
