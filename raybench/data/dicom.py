@@ -190,7 +190,8 @@ def _voi(values: np.ndarray, ds: Any) -> np.ndarray:
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence):
         from pydicom.pixels import apply_voi
 
-        out = np.asarray(apply_voi(values, ds), dtype=np.float64)
+        # a LUT is indexed by integer modality values (pydicom warns on floats)
+        out = np.asarray(apply_voi(np.rint(values).astype(np.int64), ds), dtype=np.float64)
         lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
         lo, hi = float(lut.min()), float(lut.max())
         return np.clip((out - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(out)
