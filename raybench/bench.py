@@ -434,7 +434,8 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
     import ray
 
     from raybench.data.dataset import prepare_data
-    from raybench.tune.sweep import ensure_ray, run_sweep
+    from raybench.cluster import ensure_ray
+    from raybench.tune.sweep import run_sweep
 
     started = not ray.is_initialized()
     start = time.perf_counter()
@@ -499,7 +500,7 @@ def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
 
     from raybench.data.dataset import prepare_data
     from raybench.results import utilisation
-    from raybench.tune.sweep import ensure_ray
+    from raybench.cluster import ensure_ray
 
     cells, samples = (2, 2) if opts.quick else (4, 4)
     started = not ray.is_initialized()

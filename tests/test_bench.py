@@ -97,7 +97,7 @@ def test_place_data_and_optimize_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_fractional_gpu_trials_share_one_gpu() -> None:
-    from raybench.tune.sweep import max_concurrent
+    from raybench.cluster import max_concurrent
 
     spec = load_spec(None, ["scaling.use_gpu=true", "scaling.gpus_per_worker=0.25"])
     assert max_concurrent(spec, {"CPU": 16, "GPU": 1}) == 4

@@ -31,9 +31,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
-    ("report.py", "epoch"): "an axis title (display text)",
-    ("report.py", "predicted"): "an axis title (display text)",
-    ("tune/cells.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
+    ("report/figures.py", "epoch"): "an axis title (display text)",
+    ("report/figures.py", "predicted"): "an axis title (display text)",
+    ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
 }
 
 
@@ -117,5 +117,5 @@ def test_allow_list_entries_are_still_needed() -> None:
 def test_cnnx_is_named_only_in_models() -> None:
     """CNN-X is special only inside raybench/models/ (elsewhere: names.PAPER_MODEL & co.)."""
     sources = _sources(exclude=("models/",))
-    assert "report_stats.py" in sources and not any(r.startswith("models/") for r in sources)
+    assert "report/evidence.py" in sources and not any(r.startswith("models/") for r in sources)
     assert cnnx_literals(sources) == []
