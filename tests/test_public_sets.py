@@ -495,3 +495,33 @@ def test_dicom_files_in_folder_and_metadata_csv(tmp_path: Path) -> None:
     out = tmp_path / "m.parquet"
     write_import(res, out)
     assert read_manifest(out)[S.VIEW].tolist() == ["PA"]
+
+
+def test_the_three_class_job_runs_on_an_imported_covidx(tmp_path: Path) -> None:
+    """jobs/public-three-class.yaml: its scenario splits an imported COVIDx 3-class set."""
+    from raybench.config import load_spec
+    from raybench.data.scenarios import build_scenario, get_scenario
+
+    root, lines = tmp_path / "covidx", {"train": [], "test": []}
+    for c, label in enumerate(("normal", "pneumonia", "COVID-19")):
+        for i in range(10):
+            name, split = f"{label.lower()}-{i}.png", "test" if i < 3 else "train"
+            noise = np.random.default_rng(10 * c + i).integers(0, 255, (32, 32), dtype=np.uint8)
+            (root / split).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(noise).save(root / split / name)  # distinct films, no near pairs
+            lines[split].append(f"P{c}{i} {name} {label} {'cohen' if c == 2 else 'rsna'}")
+    _write(root / "train_COVIDx8A.txt", lines["train"])
+    _write(root / "test_COVIDx8A.txt", lines["test"])
+    out = tmp_path / "m.parquet"
+    write_import(import_dataset("covidx", root), out)
+    repo = Path(__file__).resolve().parents[1]
+    spec = load_spec(repo / "jobs" / "public-three-class.yaml", [f"data.manifest={out}"])
+    (scenario,) = spec.sweep.scenarios
+    built = build_scenario(get_scenario(str(repo / scenario)), out, seed=0,
+                           val_fraction=spec.data.val_fraction, test_fraction=0.2)
+    assert built.classes == ("normal", "pneumonia", "covid19")
+    counts = built.summary["counts"]
+    assert {c: sum(counts[s][c] for s in S.SPLITS) for c in built.classes} == {
+        "normal": 10, "pneumonia": 10, "covid19": 10}
+    assert counts["test"] == {"normal": 3, "pneumonia": 3, "covid19": 3}
+    assert all(counts["val"][c] + counts["train"][c] == 7 for c in built.classes)
