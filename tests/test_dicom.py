@@ -163,6 +163,10 @@ def test_unreadable_dicoms_name_the_reason(tmp_path: Path) -> None:
         dicom.decode_dicom(_unsupported(tmp_path / "mpeg.dcm"))
     with pytest.raises(DataError, match=r"cut\.dcm: cannot decode DICOM pixels"):
         dicom.decode_dicom(_truncated(tmp_path / "cut.dcm"))
+    huge = dicoms.dataset(np.zeros((2, 2)), bits_stored=8)
+    huge.Rows, huge.Columns = 20000, 20000  # declares 400 M pixels, holds 4
+    with pytest.raises(DataError, match=r"bomb\.dcm: image of 20000 x 20000 .* exceeds the limit"):
+        dicom.decode_dicom(dicoms.save(huge, tmp_path / "bomb.dcm"))
     (tmp_path / "junk.dcm").write_bytes(b"not a dicom at all")
     with pytest.raises(DataError, match=r"junk\.dcm: unreadable DICOM"):
         dicom.decode_dicom(tmp_path / "junk.dcm")

@@ -95,6 +95,11 @@ def _info(ds: Any, name: object) -> DicomInfo:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         raise DataError(f"{name}: unreadable DICOM (no Rows / Columns: not an image)") from None
+    from raybench.data.images import MAX_IMAGE_PIXELS  # the limit every decoder keeps
+
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise DataError(f"{name}: image of {cols} x {rows} = {rows * cols:,} pixels exceeds the "
+                        f"limit of {MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
     view = str(ds.get("ViewPosition", "") or "").strip() or None
     return DicomInfo(width=cols, height=rows, frames=int(ds.get("NumberOfFrames", 1) or 1),
                      view=view, bits=int(ds.get("BitsStored", 8) or 8),

@@ -45,12 +45,20 @@ class LabelRule:
     def classify(self, positive: Collection[str], uncertain: Collection[str] = ()
                  ) -> tuple[Optional[str], str]:
         """``(class, "")``, or ``(None, reason)`` with reason :data:`NO_CLASS` / :data:`UNCERTAIN`."""
-        for label, findings in self.classes:
-            if any(f in positive for f in findings):
+        for label, findings in self.sets:
+            if not findings.isdisjoint(positive):
                 return label, ""
-            if any(f in uncertain for f in findings):
+            if uncertain and not findings.isdisjoint(uncertain):
                 return None, UNCERTAIN
         return None, NO_CLASS
+
+    @property
+    def sets(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        sets = self.__dict__.get("_sets")
+        if sets is None:  # built once: classify runs once per CSV row
+            sets = tuple((label, frozenset(f)) for label, f in self.classes)
+            object.__setattr__(self, "_sets", sets)
+        return sets
 
     def describe(self) -> str:
         return "; ".join(f"{label}: {', '.join(f)}" for label, f in self.classes)

@@ -26,9 +26,9 @@ def _inside(real_root: str, path: str, where: Path) -> None:
                         "inside it")
 
 
-def image_index(root: Path) -> dict[str, Path]:
-    """File name -> file, over ``images*/`` and ``images*/images/`` (one listing per folder)."""
-    real_root, index = os.path.realpath(root), dict[str, Path]()
+def image_index(root: Path) -> dict[str, str]:
+    """File name -> file path, over ``images*/`` and ``images*/images/`` (one listing each)."""
+    real_root, index = os.path.realpath(root), dict[str, str]()
     bases = [b for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower().startswith("images")
              for b in (d, d / "images") if b.is_dir()]
     for base in bases:
@@ -40,9 +40,10 @@ def image_index(root: Path) -> dict[str, Path]:
                 if e.is_symlink():
                     _inside(real_root, e.path, base)
                 if e.name in index:
-                    raise DataError(f"{root}: image {e.name} is in both {index[e.name].parent} "
-                                    f"and {base}; each image may be present once")
-                index[e.name] = Path(e.path)
+                    raise DataError(f"{root}: image {e.name} is in both "
+                                    f"{os.path.dirname(index[e.name])} and {base}; each image "
+                                    "may be present once")
+                index[e.name] = e.path
     return index
 
 
@@ -63,6 +64,13 @@ def import_nih(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Import
     ``|``-joined (``No Finding`` for none); patient = ``Patient ID``; view = ``View Position``;
     split from the official lists (train_val -> train, val is carved from it later)."""
     root = Path(src)
+    entries, missing, classify = nih_entries(root, opts)
+    return finish(root, opts.source or "nih", entries, opts, classify, missing)
+
+
+def nih_entries(root: Path, opts: ImportOptions = DEFAULTS
+                ) -> tuple[list[Entry], list[BadImage], Classifier]:
+    """The entries of :func:`import_nih` (no file is read: one listing per image folder)."""
     csv = find_table(root, CSV_NAMES, "NIH ChestX-ray14")
     df = read_table(csv, COLUMNS)
     index, splits, source = image_index(root), official_splits(root), opts.source or "nih"
@@ -86,6 +94,6 @@ def import_nih(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Import
             missing.append(BadImage(str(root / "images" / name),
                                     f"{where}: listed but not found under images*/"))
             continue
-        entries.append(Entry(file, label, patient.strip() or None, source, splits.get(name),
-                             where, view))
-    return finish(root, source, entries, opts, classify, missing)
+        entries.append(Entry(Path(file), label, patient.strip() or None, source,
+                             splits.get(name), where, view))
+    return entries, missing, classify
