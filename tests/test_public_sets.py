@@ -525,3 +525,16 @@ def test_the_three_class_job_runs_on_an_imported_covidx(tmp_path: Path) -> None:
         "normal": 10, "pneumonia": 10, "covid19": 10}
     assert counts["test"] == {"normal": 3, "pneumonia": 3, "covid19": 3}
     assert all(counts["val"][c] + counts["train"][c] == 7 for c in built.classes)
+
+
+def test_rebase_paths_outside_the_manifest_folder_are_file_uris(tmp_path: Path) -> None:
+    from raybench.data.importers import rebase_paths
+    from raybench.data.manifest import resolve_image_path
+
+    root = tmp_path / "data set ü"
+    _img(root / "normal" / "a b#1.png")
+    res = import_dataset("folder", root)
+    (uri,) = rebase_paths(res, tmp_path / "elsewhere")[S.PATH]
+    assert uri == (root / "normal" / "a b#1.png").as_uri()
+    assert resolve_image_path(tmp_path, uri) == root / "normal" / "a b#1.png"
+    assert rebase_paths(res, tmp_path)[S.PATH].tolist() == ["data set ü/normal/a b#1.png"]

@@ -6,6 +6,7 @@ from :mod:`raybench.schema`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -100,7 +101,12 @@ def normalise_view(value: object) -> str | None:
     words, aliases of :data:`VIEW_ALIASES` resolved; None for a blank / missing value."""
     if value is None or (isinstance(value, float) and value != value):
         return None
-    text = " ".join(str(value).split()).upper()
+    return _view(str(value))
+
+
+@functools.lru_cache(maxsize=1024)  # a dataset has a handful of distinct values, once per row
+def _view(value: str) -> str | None:
+    text = " ".join(value.split()).upper()
     if not text or text in ("NAN", "NONE", "UNK", "UNKNOWN"):
         return None
     return VIEW_ALIASES.get(text, VIEW_ALIASES.get(text.replace(" ", "_"), text))

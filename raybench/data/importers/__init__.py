@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -166,12 +167,14 @@ def filter_views(result: ImportResult, views: Sequence[str]) -> ImportResult:
 
 def rebase_paths(result: ImportResult, manifest_dir: str | os.PathLike) -> pd.DataFrame:
     """The manifest with paths relative to ``manifest_dir``, or ``file://`` URIs outside it."""
-    base = os.path.abspath(manifest_dir)
-    paths = []
-    for rel in result.df[S.PATH]:
-        full = os.path.abspath(result.root / rel)
-        inside = os.path.commonpath([base, full]) == base
-        paths.append(Path(os.path.relpath(full, base)).as_posix() if inside else Path(full).as_uri())
+    base, root = os.path.abspath(manifest_dir), os.path.abspath(result.root)
+    # a row's path is relative and stays below the root (validated), so the root alone decides
+    if os.path.commonpath([base, root]) == base:
+        prefix = Path(os.path.relpath(root, base)).as_posix()
+        paths = [rel if prefix == "." else f"{prefix}/{rel}" for rel in result.df[S.PATH]]
+    else:
+        uri = Path(root).as_uri().rstrip("/")
+        paths = [f"{uri}/{quote(rel)}" for rel in result.df[S.PATH]]
     out = result.df.copy()
     out[S.PATH] = paths
     return out

@@ -26,9 +26,9 @@ def _inside(real_root: str, path: str, where: Path) -> None:
                         "inside it")
 
 
-def image_index(root: Path) -> dict[str, str]:
-    """File name -> file path, over ``images*/`` and ``images*/images/`` (one listing each)."""
-    real_root, index = os.path.realpath(root), dict[str, str]()
+def image_index(root: Path) -> dict[str, Path]:
+    """File name -> its folder, over ``images*/`` and ``images*/images/`` (one listing each)."""
+    real_root, index = os.path.realpath(root), dict[str, Path]()
     bases = [b for d in sorted(root.iterdir()) if d.is_dir() and d.name.lower().startswith("images")
              for b in (d, d / "images") if b.is_dir()]
     for base in bases:
@@ -40,10 +40,9 @@ def image_index(root: Path) -> dict[str, str]:
                 if e.is_symlink():
                     _inside(real_root, e.path, base)
                 if e.name in index:
-                    raise DataError(f"{root}: image {e.name} is in both "
-                                    f"{os.path.dirname(index[e.name])} and {base}; each image "
-                                    "may be present once")
-                index[e.name] = e.path
+                    raise DataError(f"{root}: image {e.name} is in both {index[e.name]} and "
+                                    f"{base}; each image may be present once")
+                index[e.name] = base
     return index
 
 
@@ -89,11 +88,11 @@ def nih_entries(root: Path, opts: ImportOptions = DEFAULTS
         if not name or "/" in name or "\\" in name:
             raise DataError(f"{where}: Image Index {name!r} is not a file name (the official "
                             "CSV lists names such as 00000001_000.png)")
-        file = index.get(name)
-        if file is None:
+        folder = index.get(name)
+        if folder is None:
             missing.append(BadImage(str(root / "images" / name),
                                     f"{where}: listed but not found under images*/"))
             continue
-        entries.append(Entry(Path(file), label, patient.strip() or None, source,
+        entries.append(Entry(folder / name, label, patient.strip() or None, source,
                              splits.get(name), where, view))
     return entries, missing, classify
