@@ -213,3 +213,14 @@ def test_16_bit_png_with_12_bit_values_uses_the_full_range(tmp_path: Path) -> No
     out = decode_image(tmp_path / "film.png", 40)
     expected = np.rint((arr.astype(float) - 100) * 255 / 3900).astype(np.uint8)
     assert np.array_equal(out, expected) and out.min() == 0 and out.max() == 255
+
+
+def test_signed_pixels_with_a_rescale(tmp_path: Path) -> None:
+    """PixelRepresentation 1: two's-complement 12-bit values in 16 bits, sign kept."""
+    arr = np.tile(np.arange(-2048, 2048, 128), (4, 1))
+    path = dicoms.write(tmp_path / "s.dcm", arr, bits_stored=12, signed=True, RescaleSlope=1,
+                        RescaleIntercept=-1000, WindowCenter=-1000, WindowWidth=4096)
+    pixels, _ = dicom.decode_dicom(path)
+    expected = np.rint(dicom.window(arr - 1000.0, -1000, 4096) * 255).astype(np.uint8)
+    assert np.array_equal(pixels, expected)
+    assert pixels[0, 0] < 5 and pixels[0, -1] > 245 and (np.diff(pixels[0].astype(int)) > 0).all()

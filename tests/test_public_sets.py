@@ -538,3 +538,26 @@ def test_rebase_paths_outside_the_manifest_folder_are_file_uris(tmp_path: Path) 
     assert uri == (root / "normal" / "a b#1.png").as_uri()
     assert resolve_image_path(tmp_path, uri) == root / "normal" / "a b#1.png"
     assert rebase_paths(res, tmp_path)[S.PATH].tolist() == ["data set ü/normal/a b#1.png"]
+
+
+@pytest.mark.parametrize("kind,make,bad", [
+    ("nih", "nih", "../../outside.png"),
+    ("padchest", "padchest", "../.."),
+])
+def test_csv_rows_pointing_outside_the_dataset_are_refused(tmp_path: Path, kind: str, make: str,
+                                                          bad: str) -> None:
+    _img(tmp_path / "outside.png")
+    if make == "nih":
+        root = _nih(tmp_path / "d" / "nih", [NIH_ROWS[4].replace("00000005_000.png", bad)])
+        match = r"line 2: Image Index '\.\./\.\./outside.png' is not a file name"
+    else:
+        root = _padchest(tmp_path / "d" / "pc")
+        csv = root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+        lines = csv.read_text().splitlines()
+        image = lines[1].split(",")[0]
+        lines[1] = lines[1].replace(f"{image},0,", f"outside.png,{bad},", 1)
+        csv.write_text("\n".join(lines) + "\n")
+        match = r"line 2: file '\.\./\.\./outside.png' escapes"
+    for policy in ("fail", "skip"):
+        with pytest.raises(DataError, match=match):
+            import_dataset(kind, root, ImportOptions(on_bad_image=policy))
