@@ -28,6 +28,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("data/audit.py", "value"): "the top value of an image property in a confound summary",
     ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
     ("data/importers/metadata_csv.py", "class"): "a header a foreign metadata CSV may give its labels",
+    ("data/importers/mimic.py", "split"): "a column of MIMIC-CXR-JPG's official -split.csv",
+    ("data/importers/rsna.py", "class"): "a column of RSNA's stage_2_detailed_class_info.csv",
     ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
