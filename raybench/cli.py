@@ -353,7 +353,7 @@ class Bench(Command):
         p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
         p.add_argument("--only", metavar="PARTS",
                        help="comma-separated subset of train,cache,trials,cam,results; "
-                            "sweep (only when named)")
+                            "sweep, data (only when named)")
         p.add_argument("--data", metavar="DIR",
                        help="images of the cache benchmark: a manifest (.parquet) or a folder "
                             "of images (default: generated synthetic images)")
@@ -423,6 +423,8 @@ class Import(Command):
                        help="keep only these views, e.g. PA,AP (frontal); default: all")
         p.add_argument("--uncertain", choices=["ignore", "zeros", "ones"],
                        help="chexpert, mimic-cxr-jpg (required there): uncertain findings (-1.0)")
+        p.add_argument("--address", help="Ray cluster to hash the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.data.importers import (
@@ -441,7 +443,7 @@ class Import(Command):
             patient_col=args.patient_col, split_col=args.split_col, label=args.label,
             label_map=parse_label_map(args.label_map), unmapped=args.unmapped,
             views=tuple(v.strip() for v in (args.views or "").split(",") if v.strip()),
-            uncertain=args.uncertain)
+            uncertain=args.uncertain, address=args.address)
         result = import_dataset(args.kind, args.src, opts)
         df = write_import(result, args.out, append=args.append)
         counts = ", ".join(f"{k} {v}" for k, v in df[S.LABEL].value_counts().sort_index().items())
@@ -465,11 +467,14 @@ class Audit(Command):
         p.add_argument("--strict", action="store_true",
                        help="exit 1 when duplicates cross splits or manifests, labels conflict, "
                        "patients leak or a label is confounded with source / image properties")
+        p.add_argument("--address", help="Ray cluster to probe the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
-        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
+        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near,
+                                address=args.address)
         print(json.dumps(report, indent=2) if args.json else format_report(report))
         failures = strict_failures(report)
         if args.strict and failures:

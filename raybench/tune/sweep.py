@@ -40,8 +40,20 @@ from raybench.tune.experiment import make_tuner, plan_of
 log = logging.getLogger(__name__)
 
 
-def _prepare_data(spec: Spec) -> None:
-    """Start-up step for the data the cells read, before the Tuner is built (issue 19's hook)."""
+def _prepare_data(spec: Spec, store: ResultStore, existed: bool) -> None:
+    """Builds the decoded-cache entries every cell reads, over the whole cluster, before the
+    first trial (instead of the first trial of each node building them while the others wait)."""
+    from raybench.data.prepare import warm_decoded_cache
+    from raybench.trial import cell_spec, cells, image_size
+
+    specs = [cell_spec(spec, c) for c in cells(spec)]
+    try:
+        n = warm_decoded_cache((s.data, image_size(s)) for s in specs)
+    except BaseException:
+        if not existed:
+            release_claim(store, spec)
+        raise
+    log.info("sweep %s: %d decoded-cache entr%s ready", spec.name, n, "y" if n == 1 else "ies")
 
 
 def _start(spec: Spec, store: ResultStore, address: Optional[str], num_cpus: Optional[int],
@@ -95,7 +107,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
         studies.download(spec.results, spec.name)
     else:
         studies.reset(spec.results, spec.name)
-    _prepare_data(spec)
+    _prepare_data(spec, store, existed)
     plan = plan_of(spec)
     sw = spec.sweep
     total = plan.budget * len(plan.cells)
