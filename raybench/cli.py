@@ -197,13 +197,16 @@ class ResultsTable(Command):
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
         p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+                       help="paper / significance: intervals across seeds from the two-level "
+                       "bootstrap (seeds x patients) or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.results import query, render
 
         frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
-                      skip_corrupt=args.skip_corrupt)
+                      skip_corrupt=args.skip_corrupt, interval=args.interval)
         print(render(frame, args.format))
 
 
