@@ -184,13 +184,13 @@ class Demo(Command):
 
 
 class ResultsTable(Command):
-    name, help = "results", "print a results table (runs, metrics, paper, significance)"
+    name, help = "results", "print a results table (runs, metrics, paper, significance, findings)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         _add_root(p, sweep_required=False)
         p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance"],
-                       default="runs")
+        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance",
+                                            "findings"], default="runs")
         p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
         p.add_argument("--baseline", help="significance: the model every other is compared with "
                        "(default: every pair)")

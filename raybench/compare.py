@@ -48,8 +48,7 @@ TEST_NAMES: dict[str, str] = {
     "mcnemar": "exact McNemar test (one seed)",
     "bootstrap": "paired bootstrap (one seed)",
     "delong": "DeLong's test (one seed)",
-    TWO_LEVEL: "two-level bootstrap over seeds and patients (seeds, then patients resampled; "
-               "t-expanded for few seeds)",
+    TWO_LEVEL: "two-level bootstrap over seeds and patients",
     "t over seeds": "Student t over the per-seed differences",
 }
 #: Interval methods across seeds: the two-level bootstrap (default) or today's t interval.

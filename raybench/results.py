@@ -143,6 +143,19 @@ class Results:
                               interval=interval)
         return compare_models(self, metric, scenario, baseline, opts)
 
+    def findings(self, n_boot: int = 1000) -> pd.DataFrame:
+        """What the study found, one row per verdict, most severe first.
+
+        Columns ``kind`` (best model, source gap, collapsed model, ROI focus, lungs-hidden
+        control, calibration, test origin, selection disagreement, few seeds), ``severity``,
+        ``scenario``, ``model``, ``finding`` (a sentence with the numbers), ``value``, ``n``
+        and ``section`` (the report section the numbers come from); see
+        :mod:`raybench.findings`.
+        """
+        from raybench.findings import findings
+
+        return findings(self, n_boot)
+
     def with_runs(self, frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
         """``frame`` joined with the runs table (all its columns, or ``columns``)."""
         runs = self.runs[KEYS + [c for c in columns if c not in KEYS]] if columns else self.runs
@@ -538,14 +551,17 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
 def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None,
           baseline: Optional[str] = None, split: str = "test", *,
           skip_corrupt: bool = False, interval: str = "bootstrap") -> pd.DataFrame:
-    """What ``raybench results`` prints: ``runs``, ``metrics``, the formatted ``paper`` table
-    or the ``significance`` table (:meth:`Results.compare_models`, rounded)."""
+    """What ``raybench results`` prints: ``runs``, ``metrics``, the formatted ``paper`` table,
+    the ``significance`` table (:meth:`Results.compare_models`, rounded) or ``findings``."""
     res = load(uri, sweep, skip_corrupt=skip_corrupt)
     if table == "paper":
         return format_paper_table(res.paper_table(scenario, interval=interval))
+    if table == "findings":
+        return res.findings()
     if table == "significance":
         return format_significance(res.compare_models(None, scenario, baseline, split=split,
                                                       interval=interval))
     if table not in S.TABLES:
-        raise RaybenchError(f"unknown table {table!r}; choose runs, metrics or paper")
+        raise RaybenchError(f"unknown table {table!r}; choose runs, metrics, paper, "
+                            "significance or findings")
     return res.table(table)
