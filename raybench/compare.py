@@ -48,7 +48,7 @@ TEST_NAMES: dict[str, str] = {
     "mcnemar": "exact McNemar test (one seed)",
     "bootstrap": "paired bootstrap (one seed)",
     "delong": "DeLong's test (one seed)",
-    TWO_LEVEL: "two-level bootstrap over seeds and patients",
+    TWO_LEVEL: "two-level bootstrap over seeds, then patients (images without patient ids)",
     "t over seeds": "Student t over the per-seed differences",
 }
 #: Interval methods across seeds: the two-level bootstrap (default) or today's t interval.

@@ -303,12 +303,16 @@ class Results:
         out[f"n_{sweep_b}"] = b["count"].reindex(out.index).fillna(0).astype(int)
         return out
 
-    def confusion(self, model: str, scenario: Optional[str] = None) -> pd.DataFrame:
-        """Test confusion counts of ``model``, summed over its completed trials.
+    def confusion(self, model: str, scenario: Optional[str] = None,
+                  roi: Optional[str] = "full") -> pd.DataFrame:
+        """Test confusion counts of ``model``, summed over its completed trials of ``roi``
+        (a missing roi counts as ``full``; None: every roi).
 
         Rows are true labels, columns predicted labels, in :func:`class_order`.
         """
         runs = self.completed_runs(scenario)
+        if roi is not None and S.ROI in runs:
+            runs = runs[runs[S.ROI].fillna("full") == roi]
         preds = self.predictions
         if S.SPLIT in preds:  # test images only (val predictions are stored too)
             preds = preds[preds[S.SPLIT].fillna("test") == "test"]
