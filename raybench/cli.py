@@ -449,12 +449,26 @@ class Audit(Command):
         p.add_argument("--strict", action="store_true",
                        help="exit 1 when duplicates cross splits or manifests, labels conflict, "
                        "patients leak or a label is confounded with source / image properties")
+        p.add_argument("--probe", action="store_true",
+                       help="also train a quick classifier to tell each image's source from its "
+                       "pixels (patient-disjoint folds) and report its AUC")
+        p.add_argument("--probe-size", type=int, default=224, metavar="PX",
+                       help="probe: side of the decoded images, as the models see them")
+        p.add_argument("--cache-dir", default=".raybench-cache",
+                       help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
         report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        probe = None
+        if args.probe:
+            from raybench.data.probe import format_probe, probe_manifest
+
+            probe = probe_manifest(args.manifest, args.probe_size, args.cache_dir)
+            report["source_probe"] = probe.to_dict()
+        text = format_report(report) + (f"\n{format_probe(probe)}" if probe else "")
+        print(json.dumps(report, indent=2) if args.json else text)
         failures = strict_failures(report)
         if args.strict and failures:
             print(f"raybench: audit failed (--strict): {'; '.join(failures)}", file=sys.stderr)
