@@ -82,3 +82,22 @@ def test_one_source_is_one_line(tmp_path: Path, run_cli) -> None:
                            "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and err.count("\n") == 1 and "needs 2 or more sources" in err
     assert isinstance(pd.read_parquet(tmp_path / "manifest.parquet"), pd.DataFrame)
+
+
+def test_report_has_a_source_probe_section_for_a_two_source_sweep(tmp_path: Path,
+                                                                  run_cli) -> None:
+    from raybench.store import ResultStore
+    from resultdata import write_scenario2
+
+    manifest = _altered(tmp_path / "data", "intensity", hosp_b="covid19")
+    store = ResultStore(str(tmp_path / "runs"))
+    write_scenario2(store)
+    store.write_spec("s2", f"name: s2\ndata:\n  manifest: {manifest}\n"
+                           f"  cache_dir: {tmp_path / 'cache'}\n")
+    out = tmp_path / "report"
+    code, _, err = run_cli("report", str(tmp_path / "runs"), "--sweep", "s2", "--out", str(out))
+    assert code == 0, err
+    md = (out / "report.md").read_text()
+    section = md[md.index("## Source probe"):md.index("## Scenario")]
+    assert "(64 px, decoded cache)" in section and f"**Verdict: {VERDICT}**" in section
+    assert "| hospB | 80 |" in section and "chance 0.5" in section

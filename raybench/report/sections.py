@@ -20,6 +20,7 @@ from raybench.report.evidence import (
 from raybench.report.figures import (
     cam_grid_figure, confusion_figure, gantt_figure, learning_curves_figure, sens_spec_figure,
 )
+from raybench.report.probe import probe_blocks
 from raybench.results import OVERALL, Results, format_paper_table, whole_split
 from raybench.storage import redact
 
@@ -120,7 +121,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
     ]
     found = res.findings(n_boot=N_BOOT)
     blocks += findings_blocks(found)
-    blocks += origin_blocks(res)
+    blocks += origin_blocks(res) + probe_blocks(res, sweep, N_BOOT)
     for i, scenario in enumerate(res.scenarios()):
         blocks += _scenario_blocks(res, scenario, figs, f"s{i}")
         blocks += ranking_blocks(res, scenario, figs, f"s{i}")
