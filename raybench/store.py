@@ -202,6 +202,36 @@ class ResultStore:
         loc = self.location(sweep, "spec.yaml")
         return storage.read_bytes(loc).decode("utf-8") if storage.exists(loc) else None
 
+    # --- a sweep's own small files (claim, lease): read, create-if-absent, replace ----------
+    def read_file(self, sweep: str, name: str) -> Optional[bytes]:
+        """The bytes of ``<sweep>/<name>``, or None when it does not exist."""
+        loc = self.location(sweep, name)
+        return storage.read_bytes(loc) if storage.exists(loc) else None
+
+    def create_file(self, sweep: str, name: str, data: bytes) -> bool:
+        """Creates ``<sweep>/<name>`` only if absent (atomic on local disk and S3); True if so."""
+        return storage.create_exclusive(self.location(sweep, name), data)
+
+    def replace_file(self, sweep: str, name: str, data: bytes) -> None:
+        """Writes ``<sweep>/<name>`` atomically (readers see the old or the new bytes)."""
+        storage.write_bytes_atomic(self.location(sweep, name), data)
+
+    def delete_file(self, sweep: str, name: str) -> None:
+        """Removes ``<sweep>/<name>``; a missing file is fine."""
+        storage.delete_file(self.location(sweep, name))
+
+    def has_trial_file(self, sweep: str, table: str, trial_id: str) -> bool:
+        """Whether the trial wrote its file of ``table`` (a run row exists once it completed)."""
+        return storage.exists(self.location(sweep, table, f"{trial_id}.parquet"))
+
+    def check_writable(self) -> None:
+        """Fails in seconds, with one line, when the root cannot be written."""
+        storage.check_writable(self.root.uri)
+
+    def exists(self, sweep: str, *parts: str) -> bool:
+        """Whether a sweep's file or folder exists."""
+        return storage.exists(self.location(sweep, *parts))
+
     def sweeps(self) -> list[str]:
         """Names of the sweeps under the root (folders with a spec or a runs table)."""
         names = storage.list_dirs(self.root)

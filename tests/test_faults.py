@@ -10,7 +10,7 @@ import pytest
 from raybench.config import load_spec
 from raybench.errors import RaybenchError
 from raybench.store import ResultStore
-from raybench.tune.sweep import claim_sweep as _claim_sweep
+from raybench.tune.claim import claim_sweep as _claim_sweep
 from raybench.config import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 from raybench.config import load_spec
 from raybench.data.scenarios import get_scenario
 from raybench.models import MODELS
-from raybench.tune.sweep import cells
+from raybench.trial import cells
 
 JOBS = sorted((Path(__file__).resolve().parents[1] / "jobs").glob("*.yaml"))
 

@@ -90,7 +90,7 @@ def test_tune_does_not_copy_credentials_into_runtime_envs() -> None:
     """Tune would put AWS keys into each trial's runtime_env, which Ray's agent logs verbatim."""
     from ray.tune.execution import class_cache
 
-    from raybench.tune.sweep import CREDENTIAL_ENV, _stop_ray_copying_credentials
+    from raybench.cluster import CREDENTIAL_ENV, stop_ray_copying_credentials
 
-    _stop_ray_copying_credentials()
+    stop_ray_copying_credentials()
     assert not set(CREDENTIAL_ENV) & class_cache.ENV_VARS_TO_PROPAGATE

@@ -13,7 +13,7 @@ import pytest
 from raybench.config import load_spec
 from raybench.store import ResultStore
 from raybench.tune import studies
-from raybench.tune.cells import TrialConfig, apply_params, cells
+from raybench.trial import TrialConfig, apply_params, cells
 
 
 def _spec(tmp_path: Path, *sets: str):
@@ -40,7 +40,7 @@ def test_trial_config_round_trip_and_unknown_keys(tmp_path: Path) -> None:
 
 def _searcher(tmp_path: Path, *sets: str):
     from raybench.tune.search import CellSearcher
-    from raybench.tune.sweep import plan_of
+    from raybench.tune.experiment import plan_of
 
     spec = _spec(tmp_path, "sweep.mode=optuna", *sets)
     return CellSearcher(plan_of(spec)), spec
@@ -101,7 +101,7 @@ def test_paper_mode_is_one_fixed_trial_per_cell(tmp_path: Path) -> None:
     from ray.tune.search import Searcher
 
     from raybench.tune.search import CellSearcher
-    from raybench.tune.sweep import plan_of
+    from raybench.tune.experiment import plan_of
 
     spec = _spec(tmp_path, "sweep.models=[cnnx, squeezenet]", "train.lr=1e-3")
     searcher = CellSearcher(plan_of(spec))
@@ -169,7 +169,7 @@ def test_claim_is_atomic_locally_and_on_s3(tmp_path: Path, s3_bucket: str) -> No
 def test_claim_sweep_new_resume_overwrite(tmp_path: Path) -> None:
     from raybench.config import dump_yaml
     from raybench.errors import RaybenchError
-    from raybench.tune.sweep import claim_sweep
+    from raybench.tune.claim import claim_sweep
 
     spec, store = _spec(tmp_path), ResultStore(str(tmp_path))
     assert claim_sweep(store, spec, resume=True, overwrite=False) is False  # resume-or-start
@@ -216,7 +216,7 @@ def test_timeline_utilisation_and_gantt(tmp_path: Path) -> None:
 def test_sweep_bench_compares_equal_trials(tmp_path: Path) -> None:
     from raybench.bench import EXTRA_SECTIONS, sweep_bench_specs
     from raybench.tune.search import CellSearcher
-    from raybench.tune.sweep import plan_of
+    from raybench.tune.experiment import plan_of
 
     specs = sweep_bench_specs(tmp_path)
     assert "sweep" in EXTRA_SECTIONS

@@ -7,7 +7,9 @@ import pytest
 from raybench.config import SearchSpace, load_spec
 from raybench.errors import RaybenchError
 from raybench.tune.space import PAPER_DEFAULTS, SPACES, first_point
-from raybench.tune.sweep import _scheduler, _tune_config, cell_spec, cells, max_concurrent
+from raybench.cluster import max_concurrent
+from raybench.trial import cell_spec, cells
+from raybench.tune.experiment import scheduler as _scheduler, tune_config as _tune_config
 
 
 def _spec(*sets: str):
@@ -56,7 +58,7 @@ def test_first_point_stays_inside_a_narrowed_space() -> None:
 def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric(tmp_path) -> None:
     from raybench.tune.schedule import CellASHA
     from raybench.tune.search import CellSearcher
-    from raybench.tune.sweep import plan_of
+    from raybench.tune.experiment import plan_of
 
     spec = _spec("sweep.mode=optuna", "sweep.metric=val_macro_auc", "train.epochs=7",
                  "sweep.num_samples=5", "sweep.grace_period=2", f"results={tmp_path}")
@@ -96,8 +98,8 @@ def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:
     from types import SimpleNamespace
 
     from raybench.store import ResultStore
-    from raybench.tune.cells import TrialConfig
-    from raybench.tune.sweep import _finalize
+    from raybench.trial import TrialConfig
+    from raybench.tune.outcome import finalize as _finalize
 
     spec = _spec("sweep.mode=optuna", f"results={tmp_path}", "name=fin", "train.epochs=5")
     store = ResultStore(str(tmp_path))

@@ -1,6 +1,7 @@
 """One training run in the current process: data -> model -> loop -> results store.
 
-``raybench train`` uses this directly; the Ray layers (worker / trial) reuse its pieces.
+``raybench train`` uses this directly; the Ray layers (worker / trial) reuse its pieces. The
+trial's naming helpers (scenario, searched values) live in :mod:`raybench.trial`.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from raybench.models import names as model_names
 from raybench import tracking
 from raybench.storage import check_writable
 from raybench.store import ResultStore, check_name
+from raybench.trial import image_size, model_options, scenario_name
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +59,6 @@ class RunOutcome:
 def default_trial_id(spec: Spec) -> str:
     """Deterministic: the same spec gives the same id, so a rerun replaces its files."""
     return check_name("trial", f"{spec.model.name}-seed{spec.train.seed}")
-
-
-def scenario_name(spec: Spec) -> str:
-    """The scenario a run reports: the registered scenario, else ``synthetic`` or the manifest."""
-    if spec.data.scenario:
-        return spec.data.scenario
-    return Path(spec.data.manifest).name.split(".")[0] if spec.data.manifest else "synthetic"
-
-
-def image_size(spec: Spec) -> int:
-    """The input size: the spec's, or the model's default."""
-    return spec.model.image_size or get_model_spec(spec.model.name).input_size
-
-
-def model_options(spec: Spec) -> dict[str, int]:
-    """The trial model's declared options with their effective values (runs-table columns)."""
-    return model_names.check_options(
-        spec.model.name, model_names.applicable(spec.model.name, spec.model.options),
-        image_size(spec))
-
-
-def searched_values(spec: Spec) -> dict[str, Any]:
-    """What a sweep may search, as this spec sets it: lr, batch size, the tunable options."""
-    tunable = {o.name for o in model_names.tunable_options(spec.model.name)}
-    options = {k: v for k, v in model_options(spec).items() if k in tunable}
-    return {S.LR: spec.train.lr, S.BATCH_SIZE: spec.train.batch_size, **options}
 
 
 def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:

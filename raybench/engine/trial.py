@@ -5,8 +5,8 @@ and forwards its metrics with ``TuneReportCallback`` (``Tuner(trainer)`` is depr
 single-worker trial can skip the worker group and run the loop in the trial's own process,
 which saves the worker-group start-up (about 10 s per trial on 2 CPUs).
 
-The trial's identity arrives as the plain dict of :meth:`raybench.tune.cells.TrialConfig.to_ray`
-and is rebuilt once, here, with :meth:`~raybench.tune.cells.TrialConfig.from_ray`.
+The trial's identity arrives as the plain dict of :meth:`raybench.trial.TrialConfig.to_ray`
+and is rebuilt once, here, with :meth:`~raybench.trial.TrialConfig.from_ray`.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from raybench.engine.loop import resolve_device
 from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker
 from raybench.store import ResultStore
-from raybench.tune.cells import TrialConfig
+from raybench.trial import TrialConfig
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +36,13 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     scaling = trial.spec.scaling
-    resources = {"CPU": scaling.cpus_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker or 1.0
     store = ResultStore(trial.spec.results).location(trial.spec.name, "_train")
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,  # the same plain dict; each worker rebuilds it once
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers,
                                                use_gpu=scaling.use_gpu,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=scaling.worker_resources),
         run_config=ray.train.RunConfig(
             name=trial.trial_id, storage_path=store.path, storage_filesystem=store.fs,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train callback
@@ -57,8 +54,7 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
 def run_trial(config: dict[str, Any]) -> None:
     """Tune function trainable: trains the trial that ``config`` (a ``TrialConfig`` dict) is."""
     trial = TrialConfig.from_ray(config)
-    scaling = trial.spec.scaling
-    if scaling.num_workers == 1 and scaling.in_process:
+    if trial.spec.scaling.single_in_process:
         _run_in_process(trial)
     else:
         _run_trainer(trial, config)

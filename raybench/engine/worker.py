@@ -28,23 +28,15 @@ from typing import Any, Callable, Optional
 import torch
 
 from raybench import schema as S
+from raybench.cluster import INJECT_ENV
 from raybench.config import DataConfig, Spec
 from raybench.data.dataset import PreparedData, prepare_data
 from raybench.engine.loop import EpochStats, FitOptions, LoopResult, check_batch_size, fit
-from raybench.engine.run import (
-    build_from_spec,
-    image_size,
-    run_row,
-    searched_values,
-    timeline_fields,
-    write_results,
-)
+from raybench.engine.run import build_from_spec, run_row, timeline_fields, write_results
 from raybench.models import get_model_spec, unwrap_model
 from raybench.store import ResultStore
-from raybench.tune.cells import TrialConfig
+from raybench.trial import TrialConfig, image_size, searched_values
 
-#: The fault-injection hook's environment variable (see :func:`_maybe_inject_failure`).
-INJECT_ENV = "RAYBENCH_INJECT_FAILURE"
 
 log = logging.getLogger(__name__)
 CKPT_FILE = "state.pt"

@@ -21,7 +21,7 @@ from typing import Any, Optional
 from ray import tune
 
 from raybench import schema as S
-from raybench.tune.cells import cell_name_of
+from raybench.trial import cell_name_of
 
 log = logging.getLogger("raybench.tune.sweep")
 MAX_CELLS_SHOWN = 12

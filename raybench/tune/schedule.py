@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from raybench.tune.cells import cell_name_of
+from raybench.trial import cell_name_of
 
 
 class CellASHA(FIFOScheduler):

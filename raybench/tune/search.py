@@ -3,7 +3,7 @@
 :class:`CellSearcher` serves every cell of the sweep from one Tune experiment. Each
 ``suggest`` picks the cell that has budget left and the fewest trials in flight, asks that
 cell's study for a point (the paper's defaults first) and returns the trial's
-:class:`~raybench.tune.cells.TrialConfig` as Tune's config. A study keeps at most
+:class:`~raybench.trial.TrialConfig` as Tune's config. A study keeps at most
 ``sweep.max_concurrent_per_study`` trials in flight so TPE learns from finished ones while
 other cells fill the cluster. ``paper`` mode uses the same searcher with one trial per cell
 whose only point is the spec's own hyperparameters.
@@ -27,10 +27,9 @@ from ray.tune.search import Searcher
 
 from raybench import schema as S
 from raybench.config import Spec
-from raybench.engine.run import searched_values
 from raybench.store import ResultStore
 from raybench.tune import studies
-from raybench.tune.cells import Cell, TrialConfig, cell_spec
+from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
 
 log = logging.getLogger(__name__)

@@ -1,25 +1,58 @@
-"""The cells of a sweep and the one identity of a trial (no Ray imports: workers use it too).
+"""The identity of a trial, below both ``engine`` and ``tune`` (no Ray or Tune imports).
 
 A *cell* is one model x scenario x seed (x roi when ``sweep.rois`` is set); each cell has its
 own Optuna study and its own ASHA rungs. A trial's identity is a frozen :class:`TrialConfig`,
 built once in :mod:`raybench.tune`, converted to a plain dict once at the Ray boundary
 (:meth:`TrialConfig.to_ray`) and rebuilt once on the worker (:meth:`TrialConfig.from_ray`).
+The helpers that name a run's scenario and its searched values live here too: the runs table,
+the searcher and the worker all use them.
 """
 from __future__ import annotations
 
 import dataclasses
 import zlib
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from raybench import schema as S
 from raybench.config import Spec, from_dict, to_dict
+from raybench.models import names as model_names
 from raybench.models.names import tunable_options
-from raybench.engine.run import scenario_name
 
 #: Searched training keys and the spec section each one replaces a field of; the other
 #: searched keys are the model's tunable options (``model.options``).
 PARAM_SECTIONS: dict[str, str] = {S.LR: "train", S.BATCH_SIZE: "train"}
+
+
+def scenario_name(spec: Spec) -> str:
+    """The scenario a run reports: the registered scenario, else ``synthetic`` or the manifest."""
+    if spec.data.scenario:
+        return spec.data.scenario
+    return Path(spec.data.manifest).name.split(".")[0] if spec.data.manifest else "synthetic"
+
+
+def image_size(spec: Spec) -> int:
+    """The input size: the spec's, or the model's default."""
+    if spec.model.image_size:
+        return spec.model.image_size
+    from raybench.models import get_model_spec  # fills the model registry (imports torch)
+
+    return get_model_spec(spec.model.name).input_size
+
+
+def model_options(spec: Spec) -> dict[str, int]:
+    """The trial model's declared options with their effective values (runs-table columns)."""
+    return model_names.check_options(
+        spec.model.name, model_names.applicable(spec.model.name, spec.model.options),
+        image_size(spec))
+
+
+def searched_values(spec: Spec) -> dict[str, Any]:
+    """What a sweep may search, as this spec sets it: lr, batch size, the tunable options."""
+    tunable = {o.name for o in tunable_options(spec.model.name)}
+    options = {k: v for k, v in model_options(spec).items() if k in tunable}
+    return {S.LR: spec.train.lr, S.BATCH_SIZE: spec.train.batch_size, **options}
 
 
 @dataclass(frozen=True)

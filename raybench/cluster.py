@@ -1,0 +1,194 @@
+"""Ray start-up, reachability, trial slots, and raybench's patches of Ray's behaviour.
+
+Every patch below names the Ray behaviour it works around and the Ray version it was measured
+with (2.60.0, the version ``pyproject.toml`` pins the floor of). Each patch leaves a Ray
+without the patched mechanism alone, so a newer Ray that drops it only loses the patch.
+Importing this module imports no Ray: the functions import it when called.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+from raybench.config import Spec
+from raybench.errors import RaybenchError
+
+log = logging.getLogger("raybench.tune.sweep")
+
+#: Environment variable of the fault-injection hook (JSON ``{"epoch": N, "marker": path}``).
+INJECT_ENV = "RAYBENCH_INJECT_FAILURE"
+
+#: Ray Tune copies these into every trial's runtime_env, and Ray's runtime-env agent then logs
+#: them in plain text. Trials get credentials from their own environment instead: the local
+#: Ray inherits the driver's, cluster pods get them from Kubernetes secrets.
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                  "AWS_SECURITY_TOKEN")
+
+
+def stop_ray_copying_credentials() -> None:
+    """Removes the AWS variables from the set Tune copies into trial runtime environments,
+    and adds the fault-injection hook's variable (tests set it after the local Ray started).
+
+    Ray 2.60.0: ``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE`` lists the variables
+    Tune copies from the driver into each trainable actor's ``runtime_env``; the AWS keys are
+    in it, and the runtime-env agent logs the ``runtime_env`` it receives.
+    """
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # a Ray without this mechanism copies nothing
+        return
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(CREDENTIAL_ENV)
+    class_cache.ENV_VARS_TO_PROPAGATE.add(INJECT_ENV)
+
+
+def quiet_ray() -> None:
+    """raybench prints its own progress lines; keep Ray's and Optuna's banners out of them.
+
+    Ray 2.60.0: Train's worker health check polls every 2 s by default (a trial's start waits
+    for one poll: ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``), the new AIR output engine prints
+    its own trial tables (``RAY_AIR_NEW_OUTPUT``), and log deduplication folds raybench's
+    per-trial lines (``RAY_DEDUP_LOGS``).
+    """
+    for key, value in (("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1"), ("RAY_AIR_NEW_OUTPUT", "0"),
+                       ("RAY_DEDUP_LOGS", "0")):
+        os.environ.setdefault(key, value)
+    quiet_tune()
+
+
+def quiet_tune() -> None:
+    """Driver-side Tune settings read when ``fit`` starts (also on a Ray someone else started).
+
+    Ray 2.60.0: Tune warns whenever an experiment checkpoint's sync takes longer than
+    ``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S`` (a warning per checkpoint
+    on a slow S3); raybench reports checkpoint durations itself.
+    """
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    skip_callback_telemetry()
+
+
+def skip_callback_telemetry() -> None:
+    """With Ray's usage stats off, skip Tune's callback telemetry.
+
+    Ray 2.60.0: ``tune.run`` records which callbacks a sweep passes
+    (``ray.air._internal.usage.tag_callbacks``) by importing every built-in logger
+    integration, ``mlflow`` among them: 1.3 s of driver start (measured with ``cProfile`` on
+    ``run_sweep``) whenever mlflow is installed, for a tag that is never sent when usage stats
+    are disabled. Only the tag is skipped; a Ray without this function is left alone.
+    """
+    try:
+        from ray._common.usage.usage_lib import usage_stats_enabled
+        from ray.air._internal import usage as air_usage
+    except ImportError:
+        return
+    if not usage_stats_enabled() and hasattr(air_usage, "tag_callbacks"):
+        air_usage.tag_callbacks = lambda callbacks: False
+
+
+class PendingTrials:
+    """Lets Tune keep up to ``n`` trials pending (resource requests the autoscaler sees).
+
+    Ray 2.60.0: Tune caps the trials it keeps pending (placement groups requested, not yet
+    placed) at ``TUNE_MAX_PENDING_TRIALS_PG``, read when its controller starts; with a small
+    cap an autoscaler never sees the demand of a large sweep. A user's own value is kept.
+    """
+
+    KEY = "TUNE_MAX_PENDING_TRIALS_PG"
+
+    def __init__(self, n: int) -> None:
+        self.n, self.set = n, self.KEY not in os.environ
+
+    def __enter__(self) -> None:
+        if self.set:
+            os.environ[self.KEY] = str(self.n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.set:
+            os.environ.pop(self.KEY, None)
+
+
+def is_remote(address: Optional[str]) -> bool:
+    """Whether the sweep runs on a cluster someone else started (``--address``/``RAY_ADDRESS``)."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fails in seconds, with one line, when nothing listens at a Ray address."""
+    if address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if not parsed.hostname or port is None:
+        raise RaybenchError(f"Ray address {address!r} is not host:port (or ray://host:port)")
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise RaybenchError(f"cannot reach Ray at {address}: {exc.strerror or exc}; start the "
+                            "cluster or drop --address to use a local Ray") from None
+
+
+def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
+    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    quiet_ray()
+    if address:
+        check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        else:
+            ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
+                     include_dashboard=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
+                            f"{str(exc).splitlines()[0]}") from None
+
+
+def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:
+    """How many trials fit *now*: CPUs (and GPUs) over what one trial holds.
+
+    Only for the start-up line and the pending-trial count: trials start whenever resources
+    are free, so concurrency follows the cluster. On a remote cluster that cannot hold one
+    trial yet (an autoscaling KubeRay cluster whose GPU group is at zero), the autoscaler adds
+    nodes for the pending trials; on the embedded local Ray nothing would ever come, so that
+    is an error.
+    """
+    s = spec.scaling
+    if s.max_concurrent_trials:
+        return s.max_concurrent_trials
+    per_trial_cpu = s.cpus_per_worker * s.num_workers + (0 if s.single_in_process else 1)
+    fits = int(resources.get("CPU", 1) // max(per_trial_cpu, 1e-9))
+    if s.use_gpu:
+        gpu = s.worker_resources["GPU"] * s.num_workers
+        fits = min(fits, int(resources.get("GPU", 0) // gpu))
+    if fits < 1 and remote:
+        log.warning("the cluster cannot hold one trial yet (%s); its autoscaler sees the "
+                    "pending trials", resources)
+        return 1
+    if fits < 1:
+        raise RaybenchError(f"one trial needs {per_trial_cpu:g} CPUs"
+                            + (" and GPUs" if s.use_gpu else "")
+                            + f" but the cluster has {resources.get('CPU', 0):g} CPUs, "
+                            f"{resources.get('GPU', 0):g} GPUs; lower scaling.num_workers or "
+                            "scaling.cpus_per_worker")
+    return fits
+
+
+def trial_slots(spec: Spec, address: Optional[str], num_cpus: Optional[int]) -> int:
+    """Ray up (connected or started) and one trial known to fit; the trial slots there are now."""
+    import ray
+
+    ensure_ray(address, num_cpus)
+    return max_concurrent(spec, ray.cluster_resources(), remote=is_remote(address))
