@@ -22,7 +22,7 @@ def _manifests(res: Results, sweep: str) -> tuple[list[Path], dict]:
     text = res.store.read_spec(sweep)
     spec = yaml.safe_load(text) if text else None
     data = (spec or {}).get("data") or {}
-    paths = [data.get("manifest"), data.get("test_from")]
+    paths = [data.get("manifest"), data.get(S.TEST_FROM)]  # the spec key is the column name
     found = [Path(p) for p in paths if isinstance(p, str) and p.endswith(".parquet")
              and Path(p).is_file()]
     return found, data
