@@ -185,26 +185,29 @@ class Demo(Command):
 
 
 class ResultsTable(Command):
-    name, help = "results", "print a results table (runs, metrics, paper, significance)"
+    name, help = "results", "print a results table (runs, metrics, paper, significance, findings)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         _add_root(p, sweep_required=False)
         p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance"],
-                       default="runs")
+        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance",
+                                            "findings"], default="runs")
         p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
         p.add_argument("--baseline", help="significance: the model every other is compared with "
                        "(default: every pair)")
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
         p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+                       help="paper / significance: intervals across seeds from the two-level "
+                       "bootstrap (seeds x patients) or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.results import query, render
 
         frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
-                      skip_corrupt=args.skip_corrupt)
+                      skip_corrupt=args.skip_corrupt, interval=args.interval)
         print(render(frame, args.format))
 
 
@@ -469,13 +472,27 @@ class Audit(Command):
                        "patients leak or a label is confounded with source / image properties")
         p.add_argument("--address", help="Ray cluster to probe the files on "
                        "(default: RAY_ADDRESS or local Ray)")
+        p.add_argument("--probe", action="store_true",
+                       help="also train a quick classifier to tell each image's source from its "
+                       "pixels (patient-disjoint folds) and report its AUC")
+        p.add_argument("--probe-size", type=int, default=224, metavar="PX",
+                       help="probe: side of the decoded images, as the models see them")
+        p.add_argument("--cache-dir", default=".raybench-cache",
+                       help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
         report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near,
                                 address=args.address)
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        probe = None
+        if args.probe:
+            from raybench.data.probe import format_probe, probe_manifest
+
+            probe = probe_manifest(args.manifest, args.probe_size, args.cache_dir)
+            report["source_probe"] = probe.to_dict()
+        text = format_report(report) + (f"\n{format_probe(probe)}" if probe else "")
+        print(json.dumps(report, indent=2) if args.json else text)
         failures = strict_failures(report)
         if args.strict and failures:
             print(f"raybench: audit failed (--strict): {'; '.join(failures)}", file=sys.stderr)
