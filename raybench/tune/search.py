@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -83,15 +84,18 @@ class CellSearcher(Searcher):
         self._errored: dict[str, tuple[str, int]] = {}  # rerun by Tune's resume_errored
         self._reruns: dict[str, list[int]] = {}
         self._asked: dict[str, int] = {}
-        self._studies: dict[str, Any] = {}
+        self._by_name = {c.name: c for c in plan.cells}
+        self._flying: Counter[str] = Counter()           # cell -> trials in flight
+        self._studies: dict[str, Any] = {}  # open studies only: finished ones are dropped
         self._handles: dict[tuple[str, int], Any] = {}
+        self._storage: Any = None
         self._reconciled = False
 
     # --- state ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         # Optuna objects hold file handles and locks: they are reopened from the journal.
         state = dict(self.__dict__)
-        state.update(_studies={}, _handles={}, _reconciled=False)
+        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False)
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -105,6 +109,7 @@ class CellSearcher(Searcher):
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
         self._live = {**state["errored"], **state["live"]}
+        self._flying = Counter(cell for cell, _ in self._live.values())
         self._errored = {}
         self._reconciled = False
 
@@ -113,15 +118,25 @@ class CellSearcher(Searcher):
         return True  # metric and mode come from the sweep spec
 
     # --- studies ----------------------------------------------------------------------
+    def storage(self) -> Any:
+        """The sweep's one Optuna ``JournalStorage``, shared by every cell's study.
+
+        One storage replays the journal once and then reads only what was appended; a storage
+        per study would replay the whole journal (every cell's trials) once per cell.
+        """
+        if self._storage is None:
+            self._storage = studies.open_storage(
+                studies.local_journal(self.plan.spec.results, self.plan.spec.name))
+        return self._storage
+
     def _study(self, cell: Cell) -> Any:
         import optuna
 
         if cell.name not in self._studies:
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
             sw = self.plan.spec.sweep
-            path = studies.local_journal(self.plan.spec.results, self.plan.spec.name)
             study = optuna.create_study(
-                study_name=cell.name, storage=studies.open_storage(path), load_if_exists=True,
+                study_name=cell.name, storage=self.storage(), load_if_exists=True,
                 direction="maximize" if sw.metric_mode == "max" else "minimize",
                 sampler=optuna.samplers.TPESampler(seed=cell.sampler_seed))
             if not study.get_trials(deepcopy=False) and not self.plan.paper:
@@ -146,7 +161,14 @@ class CellSearcher(Searcher):
         return self._handles[key]
 
     def _cell(self, name: str) -> Cell:
-        return next(c for c in self.plan.cells if c.name == name)
+        return self._by_name[name]
+
+    def _drop_if_done(self, cell: Cell) -> None:
+        """A cell with nothing left to ask or tell leaves memory; its study stays in storage."""
+        if self.left(cell) <= 0 and not self._flying[cell.name]:
+            self._studies.pop(cell.name, None)
+            for key in [k for k in self._handles if k[0] == cell.name]:
+                del self._handles[key]
 
     # --- reconciling with raybench's files ----------------------------------------------
     def _reconcile(self) -> None:
@@ -154,10 +176,15 @@ class CellSearcher(Searcher):
         from optuna.trial import TrialState
 
         owned = set(self._live.values()) | set(self._errored.values())
+        stored = {s.study_name for s in self.storage().get_all_studies()}
         for cell in self.plan.cells:
-            trials = self._study(cell).get_trials(deepcopy=False)
-            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
             self._reruns[cell.name] = []
+            if cell.name not in stored:  # not asked yet: its study is created when first picked
+                self._asked[cell.name] = 0
+                continue
+            study_id = self.storage().get_study_id_from_name(cell.name)
+            trials = self.storage().get_all_trials(study_id, deepcopy=False)
+            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
             for t in trials:
                 if t.state != TrialState.RUNNING:
                     continue
@@ -191,10 +218,14 @@ class CellSearcher(Searcher):
         cap = self.plan.spec.scaling.max_concurrent_trials
         if cap and len(self._live) >= cap:
             return None  # the explicit cap, here rather than in Tune's ConcurrencyLimiter
-        flying = [cell for cell, _ in self._live.values()]
-        open_ = [c for c in self.plan.cells
-                 if self.left(c) > 0 and flying.count(c.name) < self.plan.cap]
-        return min(open_, key=lambda c: flying.count(c.name)) if open_ else None
+        flying, best = self._flying, None
+        for c in self.plan.cells:  # the first open cell with the fewest trials in flight
+            if self.left(c) > 0 and flying[c.name] < self.plan.cap and (
+                    best is None or flying[c.name] < flying[best.name]):
+                best = c
+                if not flying[c.name]:
+                    break
+        return best
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         """The next trial: the open cell with the fewest trials in flight; FINISHED at the end."""
@@ -216,6 +247,7 @@ class CellSearcher(Searcher):
             self._handles[(cell.name, number)] = handle
             self._asked[cell.name] = self._asked.get(cell.name, 0) + 1
         self._live[trial_id] = (cell.name, number)
+        self._flying[cell.name] += 1
         trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, number),
                             params, number)
         return trial.to_ray()
@@ -237,11 +269,14 @@ class CellSearcher(Searcher):
         if entry is None:
             return
         cell = self._cell(entry[0])
+        self._flying[cell.name] -= 1
         if error:
             self._errored[trial_id] = entry
             self._handle(cell, entry[1]).set_user_attr("raybench_status", S.STATUS_ERROR)
             return
         self._tell(cell, entry[1], result or {})
+        self._handles.pop(entry, None)
+        self._drop_if_done(cell)
 
     def _tell(self, cell: Cell, number: int, result: dict) -> None:
         from optuna.trial import TrialState
