@@ -233,3 +233,37 @@ def test_sweep_bench_compares_equal_trials(tmp_path: Path) -> None:
     points = {(round(t["params"]["lr"], 6), t["params"]["batch_size"], t["params"]["stride"])
               for ts in trials.values() for t in ts}
     assert points == {(3e-4, 8, 3)}  # every trial of both sweeps trains the same way
+
+
+def test_restore_rebuilds_only_on_recognised_signs_else_propagates(tmp_path: Path, caplog) -> None:
+    import logging
+    import pickle
+
+    from raybench.config import with_absolute_paths
+    from raybench.errors import SweepError
+    from raybench.tune.experiment import make_tuner, tune_location, unreadable_tune_state
+
+    spec = with_absolute_paths(_spec(tmp_path))
+    state = tmp_path / "unit" / "_tune" / "unit"
+    state.mkdir(parents=True)
+    loc = tune_location(spec).join("unit")
+    assert unreadable_tune_state(loc) == "no tuner.pkl"
+    (state / "tuner.pkl").write_bytes(pickle.dumps({"a": 1})[:-1])  # cut before its STOP
+    assert unreadable_tune_state(loc) == "no experiment_state-*.json"
+    (state / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": [')
+    assert unreadable_tune_state(loc) == "tuner.pkl is cut short"
+    (state / "tuner.pkl").write_bytes(pickle.dumps([1, 2]))  # whole, but not a tuner's state
+    assert unreadable_tune_state(loc) == ("experiment_state-2026-01-01_00-00-00.json is not "
+                                          "valid JSON")
+    caplog.set_level(logging.INFO, logger="raybench")
+    make_tuner(spec, True, None)  # recognised: rebuilt, with the sign named
+    assert ("unreadable (experiment_state-2026-01-01_00-00-00.json is not valid JSON); "
+            "rebuilding") in caplog.text
+    assert not (state / "experiment_state-2026-01-01_00-00-00.json").exists()
+    assert (state / "tuner.pkl").read_bytes() != pickle.dumps([1, 2])  # the new Tuner's
+    (state / "tuner.pkl").write_bytes(pickle.dumps([1, 2]))
+    (state / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    with pytest.raises(SweepError, match=r"cannot restore Tune's state at .*unit/_tune/unit: "
+                                         r"TypeError: pop expected"):
+        make_tuner(spec, True, None)  # any other failure is a sweep error, nothing deleted
+    assert (state / "tuner.pkl").read_bytes() == pickle.dumps([1, 2])

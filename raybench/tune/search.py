@@ -282,6 +282,9 @@ class CellSearcher(Searcher):
         from optuna.trial import TrialState
 
         study, value = self._study(cell), result.get(self.metric)
+        if value is None:  # a restored trial that had completed before reports nothing again
+            value = completed_value(self.plan.spec, self.plan.trial_id(cell, number))
+            result = {**result, S.EPOCH: self.plan.spec.train.epochs}
         if value is None:
             study.tell(number, state=TrialState.FAIL)
         elif int(result.get(S.EPOCH, 0)) < self.plan.spec.train.epochs:
