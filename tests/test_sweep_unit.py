@@ -267,3 +267,23 @@ def test_restore_rebuilds_only_on_recognised_signs_else_propagates(tmp_path: Pat
                                          r"TypeError: pop expected"):
         make_tuner(spec, True, None)  # any other failure is a sweep error, nothing deleted
     assert (state / "tuner.pkl").read_bytes() == pickle.dumps([1, 2])
+
+
+def test_trial_config_does_not_grow_with_the_cells(tmp_path: Path) -> None:
+    import json
+
+    from raybench.trial import cell_spec
+
+    def config_size(n_seeds: int) -> tuple[int, dict]:
+        spec = _spec(tmp_path, f"sweep.seeds=[{', '.join(str(i) for i in range(n_seeds))}]",
+                     "sweep.models=[cnnx, resnet18]")
+        cell = cells(spec)[-1]
+        config = TrialConfig(cell_spec(spec, cell), cell, cell.name, {}, 0).to_ray()
+        return len(json.dumps(config)), config
+
+    small, _ = config_size(2)
+    large, config = config_size(2000)
+    assert config["spec"]["sweep"]["seeds"] == [1999]
+    assert config["spec"]["sweep"]["models"] == ["resnet18"]
+    assert large - small == 4 * 3  # "1999" for "1" in the cell, its name, train.seed, sweep.seeds
+    assert TrialConfig.from_ray(config).trial_spec.train.seed == 1999
