@@ -188,3 +188,12 @@ def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path,
              "the template)", roi, "everything but the" if roi == "lungs_only" else "the",
              ROI_FILL, info["masks_from_file"], info["masks_from_template"])
     return images, info
+
+
+def split_sizes(cfg: DataConfig) -> dict[str, int]:
+    """Images per split from the manifest and the split rules, without decoding any image.
+
+    An upper bound: images that fail to decode later are left out of their split.
+    """
+    plan = _plan(cfg, resolve_manifest(cfg))
+    return {name: int((plan.df[S.SPLIT] == name).sum()) for name in S.SPLITS}

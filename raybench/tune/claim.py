@@ -133,10 +133,8 @@ def release_claim(store: ResultStore, spec: Spec, lease: Optional["Lease"] = Non
     """Gives a fresh name back when the sweep could not start (nothing else was written)."""
     if lease is not None:
         lease.release()
-    if store.read_spec(spec.name) is None:
-        store.delete_file(spec.name, CLAIM_FILE)
-        for name in store.file_names(spec.name, LEASE_DIR):
-            store.delete_file(spec.name, f"{LEASE_DIR}/{name}")
+    if store.read_spec(spec.name) is None:  # only the claim and the lease are there: ours
+        store.delete_sweep(spec.name)
 
 
 # --- the live driver's lease ------------------------------------------------------------

@@ -83,11 +83,11 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config.get(S.TRIAL_ID, 'trial')}_{trial.trial_id}"
 
 
-def plan_of(spec: Spec) -> Any:
-    """The searcher's plan: the sweep spec and its cells."""
+def plan_of(spec: Spec, batch_sizes: Optional[dict[str, tuple[int, ...]]] = None) -> Any:
+    """The searcher's plan: the sweep spec, its cells and (checked) batch sizes per cell."""
     from raybench.tune.search import SweepPlan
 
-    return SweepPlan(spec, tuple(cells(spec)))
+    return SweepPlan(spec, tuple(cells(spec)), batch_sizes or {})
 
 
 def unreadable_tune_state(loc: Location) -> Optional[str]:
@@ -136,14 +136,15 @@ def _restore(spec: Spec, path: Location) -> Any:
     log.info("resuming %s from %s", spec.name, path.uri)
     try:
         return tune.Tuner.restore(path.path, trainable(spec), resume_unfinished=True,
-                                  resume_errored=True, storage_filesystem=path.fs)
+                                  resume_errored=False, storage_filesystem=path.fs)
     except Exception as exc:
         raise SweepError(f"cannot restore Tune's state at {path.uri}: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}; --overwrite starts "
                          "the sweep again") from exc
 
 
-def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) -> Any:
+def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
+               plan: Any = None) -> Any:
     """``Tuner.restore`` of the sweep's experiment when resuming and readable, else a new one."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -170,5 +171,5 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) ->
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable(spec), param_space={},
-                      tune_config=tune_config(spec, CellSearcher(plan_of(spec)), remote),
+                      tune_config=tune_config(spec, CellSearcher(plan or plan_of(spec)), remote),
                       run_config=run_config)

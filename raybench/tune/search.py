@@ -21,19 +21,30 @@ import logging
 import pickle
 import warnings
 from collections import Counter
-from dataclasses import dataclass
-from typing import Any, Optional
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from ray.tune.search import Searcher
 
 from raybench import schema as S
-from raybench.config import Spec
+from raybench.config import SearchSpace, Spec
 from raybench.store import ResultStore
 from raybench.tune import studies
 from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
 
 log = logging.getLogger(__name__)
+
+
+def startup_trials(num_samples: int) -> int:
+    """TPE's random start-up trials for a study of ``num_samples``: ``max(2, num_samples // 4)``.
+
+    Optuna's default (10) would make every study of 4-10 samples a random search; the paper's
+    defaults (trial 0) count as one of them. From trial ``startup_trials`` on, TPE samples from
+    its model of the finished trials.
+    """
+    return max(2, num_samples // 4)
 
 
 @dataclass(frozen=True)
@@ -49,10 +60,21 @@ class FixedPoint:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What the searcher serves: the sweep spec (absolute paths), its cells and budgets."""
+    """What the searcher serves: the sweep spec (absolute paths), its cells and budgets.
+
+    ``batch_sizes`` holds, by cell name, the batch sizes the cell's training split can take
+    (:mod:`raybench.tune.feasible`); a cell not in it searches ``sweep.space`` as it is.
+    """
 
     spec: Spec
     cells: tuple[Cell, ...]
+    batch_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def space(self, cell: Cell) -> SearchSpace:
+        """The cell's search space: ``sweep.space`` less the batches its data cannot take."""
+        space = self.spec.sweep.space
+        allowed = self.batch_sizes.get(cell.name)
+        return dataclasses.replace(space, batch_sizes=allowed) if allowed else space
 
     @property
     def paper(self) -> bool:
@@ -81,7 +103,6 @@ class CellSearcher(Searcher):
         super().__init__(metric=sw.metric, mode=sw.metric_mode)
         self.plan = plan
         self._live: dict[str, tuple[str, int]] = {}     # Tune trial id -> (cell, number)
-        self._errored: dict[str, tuple[str, int]] = {}  # rerun by Tune's resume_errored
         self._reruns: dict[str, list[int]] = {}
         self._asked: dict[str, int] = {}
         self._by_name = {c.name: c for c in plan.cells}
@@ -101,16 +122,15 @@ class CellSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         """Tune's experiment checkpoint: the trial map, and the journal's upload (S3)."""
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"live": self._live, "errored": self._errored}, handle)
+            pickle.dump({"live": self._live}, handle)
         studies.upload(self.plan.spec.results, self.plan.spec.name)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restores the trial map; Tune's ``resume_errored`` reruns errored trials as live."""
+        """Restores the trial map of the trials in flight (errored trials are final)."""
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
-        self._live = {**state["errored"], **state["live"]}
+        self._live = dict(state["live"])
         self._flying = Counter(cell for cell, _ in self._live.values())
-        self._errored = {}
         self._reconciled = False
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str],
@@ -138,16 +158,17 @@ class CellSearcher(Searcher):
             study = optuna.create_study(
                 study_name=cell.name, storage=self.storage(), load_if_exists=True,
                 direction="maximize" if sw.metric_mode == "max" else "minimize",
-                sampler=optuna.samplers.TPESampler(seed=cell.sampler_seed))
+                sampler=optuna.samplers.TPESampler(
+                    seed=cell.sampler_seed, n_startup_trials=startup_trials(sw.num_samples)))
             if not study.get_trials(deepcopy=False) and not self.plan.paper:
-                study.enqueue_trial(first_point(sw.space, cell.model))
+                study.enqueue_trial(first_point(self.plan.space(cell), cell.model))
             self._studies[cell.name] = study
         return self._studies[cell.name]
 
     def _space(self, cell: Cell) -> Any:
         if self.plan.paper:
             return FixedPoint(cell_spec(self.plan.spec, cell))
-        return SPACES.get("paper_neighbourhood")(self.plan.spec.sweep.space, cell.model)
+        return SPACES.get("paper_neighbourhood")(self.plan.space(cell), cell.model)
 
     def _handle(self, cell: Cell, number: int) -> Any:
         """The live ``optuna.Trial`` of a study trial (rebuilt after a restore)."""
@@ -175,7 +196,7 @@ class CellSearcher(Searcher):
         """Counts each study's trials; a running one no Tune trial owns is told or rerun."""
         from optuna.trial import TrialState
 
-        owned = set(self._live.values()) | set(self._errored.values())
+        owned = set(self._live.values())
         stored = {s.study_name for s in self.storage().get_all_studies()}
         for cell in self.plan.cells:
             self._reruns[cell.name] = []
@@ -190,8 +211,6 @@ class CellSearcher(Searcher):
                     continue
                 if (cell.name, t.number) not in owned:
                     self._recover(cell, t.number)
-                elif t.user_attrs.get("raybench_status") == S.STATUS_ERROR:  # Tune reruns it now
-                    self._handle(cell, t.number).set_user_attr("raybench_status", "running")
         self._reconciled = True
 
     def _recover(self, cell: Cell, number: int) -> None:
@@ -264,17 +283,20 @@ class CellSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None,
                           error: bool = False) -> None:
-        """Tells the trial's study; an errored trial stays running there, for ``--resume``."""
+        """Tells the trial's study: COMPLETE with its final value, PRUNED when ASHA stopped it
+        (its last value stays in the intermediate values), FAIL when it errored."""
+        from optuna.trial import TrialState
+
         entry = self._live.pop(trial_id, None)
         if entry is None:
             return
         cell = self._cell(entry[0])
         self._flying[cell.name] -= 1
-        if error:
-            self._errored[trial_id] = entry
+        if error:  # final: FAIL in the study as in the runs table (resume does not rerun it)
             self._handle(cell, entry[1]).set_user_attr("raybench_status", S.STATUS_ERROR)
-            return
-        self._tell(cell, entry[1], result or {})
+            self._study(cell).tell(entry[1], state=TrialState.FAIL)
+        else:
+            self._tell(cell, entry[1], result or {})
         self._handles.pop(entry, None)
         self._drop_if_done(cell)
 

@@ -33,7 +33,7 @@ from typing import Any, Optional
 from raybench import cluster
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import outcome, studies
+from raybench.tune import feasible, outcome, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -45,10 +45,15 @@ def _prepare_data(spec: Spec) -> None:
 
 
 def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
-           num_cpus: Optional[int], existed: bool) -> int:
-    """Ray up and one trial known to fit; returns the trial slots there are now."""
+           num_cpus: Optional[int], existed: bool) -> tuple[int, Any]:
+    """The space checked against the data, then Ray up and one trial known to fit.
+
+    Returns:
+        The trial slots there are now, and the searcher's plan.
+    """
     try:
-        return cluster.trial_slots(spec, address, num_cpus)
+        plan = plan_of(spec, feasible.batch_sizes(spec, feasible.train_sizes(spec)))
+        return cluster.trial_slots(spec, address, num_cpus), plan
     except BaseException:
         if not existed:
             release_claim(store, spec, lease)
@@ -109,21 +114,20 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     """The sweep once claimed: Ray, the studies, the Tune experiment, the outcome."""
     from raybench.tune.progress import Progress
 
-    slots = _start(spec, store, lease, address, num_cpus, existed)
+    slots, plan = _start(spec, store, lease, address, num_cpus, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
         studies.download(spec.results, spec.name)
     else:
         studies.reset(spec.results, spec.name)
     _prepare_data(spec)
-    plan = plan_of(spec)
     sw = spec.sweep
     total = plan.budget * len(plan.cells)
     log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,
              sw.mode, len(plan.cells), total, slots)
     progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
     cluster.quiet_tune()
-    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address))
+    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan)
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
     grid = _fit(store, tuner, pending_trials(slots, total, len(plan.cells) * plan.cap))
