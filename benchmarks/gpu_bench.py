@@ -57,7 +57,7 @@ def study_minutes(per_model_ips: dict[str, float], images_per_scenario: dict[str
 def _study_rates(args: argparse.Namespace, device: Any, cfg: Any, size: int | None,
                  measured: dict[str, float]) -> tuple[dict[str, float], list[str]]:
     """raybench images/s of every study model; proxies (mean measured cost) where not measured."""
-    from raybench.bench import BenchOptions, _train_pair
+    from raybench.bench import BenchOptions, paired_epochs
     from raybench.models import get_model_spec
 
     rates, proxied = dict(measured), []
@@ -70,7 +70,7 @@ def _study_rates(args: argparse.Namespace, device: Any, cfg: Any, size: int | No
         side = size or get_model_spec(name).input_size
         opts = BenchOptions(models=(name,), image_size=side, batch_size=args.batch_size,
                             steps=args.study_steps, warmup=3, repeats=1)
-        rates[name] = _train_pair(name, opts, device, cfg)["raybench_images_per_s"]
+        rates[name] = paired_epochs(name, opts, device, cfg)["raybench_images_per_s"]
         print(f"study model {name}: {rates[name]:.0f} images/s", flush=True)
     if proxied:
         mean_cost = sum(1 / r for r in measured.values()) / len(measured)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from raybench.bench import BenchOptions, _train_pair, machine
+    from raybench.bench import BenchOptions, machine, paired_epochs
     from raybench.config import TrainConfig
     from raybench.models import get_model_spec
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         opts = BenchOptions(models=(name,), image_size=side, batch_size=args.batch_size,
                             steps=args.steps, warmup=1 if args.dry_run else 5,
                             repeats=args.repeats)
-        compare[name] = _train_pair(name, opts, device, cfg)
+        compare[name] = paired_epochs(name, opts, device, cfg)
         print(f"{name}: raybench {compare[name]['raybench_images_per_s']:.0f} images/s, plain "
               f"{compare[name]['plain_images_per_s']:.0f}, ratio {compare[name]['ratio']:.3f}",
               flush=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,19 @@ from raybench import schema as S
 from raybench import stats
 from raybench.errors import RaybenchError
 
-if TYPE_CHECKING:
-    from raybench.results import Results
+
+class Tables(Protocol):
+    """What a comparison reads of the results (``raybench.results.Results`` has it); a
+    protocol, so this module never imports ``results`` (which imports it)."""
+
+    @property
+    def metrics(self) -> pd.DataFrame: ...
+
+    @property
+    def predictions(self) -> pd.DataFrame: ...
+
+    def completed_runs(self, scenario: Optional[str] = None) -> pd.DataFrame: ...
+
 
 ROI = S.ROI
 KEYS = [S.SWEEP, S.TRIAL_ID]
@@ -30,9 +41,7 @@ KEYS = [S.SWEEP, S.TRIAL_ID]
 TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap",
                          "macro_auc": "bootstrap", "sensitivity": "bootstrap",
                          "specificity": "bootstrap", "auc": "delong"}
-PER_CLASS = ("sensitivity", "specificity", "auc")
 SELECT_METRIC = "balanced_accuracy"
-COLUMNS = [S.VALUE, "baseline_value", "diff", S.CI_LOW, S.CI_HIGH, "p"]
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class CompareOptions:
     per_seed: bool = False
 
 
-def cells(res: "Results", scenario: Optional[str] = None) -> pd.DataFrame:
+def cells(res: Tables, scenario: Optional[str] = None) -> pd.DataFrame:
     """Completed trials with ``roi`` filled (``full`` when missing), one per cell and seed:
     the best by validation balanced accuracy, else the first trial id."""
     runs = res.completed_runs(scenario).copy()
@@ -59,7 +68,7 @@ def cells(res: "Results", scenario: Optional[str] = None) -> pd.DataFrame:
     return runs.drop_duplicates([S.SCENARIO, S.MODEL, ROI, S.SEED]).drop(columns="_val")
 
 
-def split_predictions(res: "Results", split: str) -> pd.DataFrame:
+def split_predictions(res: Tables, split: str) -> pd.DataFrame:
     """Predictions of one split; files written before the split column count as test."""
     preds = res.predictions
     if preds.empty:
@@ -146,14 +155,12 @@ def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
 def _over_seeds(part: pd.DataFrame) -> pd.Series:
     """One row from per-seed rows: the mean difference with a t interval over seeds and a
     one-sample t test; with one seed, that seed's own interval and test."""
-    from raybench.results import mean_interval
-
     first = part.iloc[0].copy()
     first["seeds"] = len(part)
     if len(part) == 1:
         return first
     diffs = part["diff"].to_numpy(float)
-    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = mean_interval(diffs.tolist())
+    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = stats.mean_interval(diffs.tolist())
     first[S.VALUE], first["baseline_value"] = part[S.VALUE].mean(), part["baseline_value"].mean()
     if np.all(diffs == diffs[0]):
         first["p"] = 1.0 if diffs[0] == 0 else math.nan  # no spread: a t test is undefined
@@ -167,7 +174,7 @@ def _holm_series(p: pd.Series) -> pd.Series:
     return pd.Series(stats.holm(p.to_numpy(float)), index=p.index)
 
 
-def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = None,
+def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
                    scenario: Optional[str] = None, baseline: Optional[str] = None,
                    opts: CompareOptions = CompareOptions()) -> pd.DataFrame:
     """The paired comparison table; see :meth:`raybench.results.Results.compare_models`."""
@@ -202,7 +209,7 @@ def compare_models(res: "Results", metric: Union[str, Sequence[str], None] = Non
     return rows.reset_index(drop=True)
 
 
-def rank_models(res: "Results", metric: str = "balanced_accuracy", split: str = "test",
+def rank_models(res: Tables, metric: str = "balanced_accuracy", split: str = "test",
                 roi: str = "full", scenario: Optional[str] = None) -> Optional[stats.Friedman]:
     """Mean ranks, Friedman test and Nemenyi CD over blocks (scenario x seed), using each
     cell's selected trial; blocks missing a model are left out. None with < 2 models."""

@@ -1,4 +1,4 @@
-"""Classification metrics for the paper's Tables 1 and 2, in numpy only.
+"""Classification metrics for the paper's Tables 1 and 2, in numpy (z from ``raybench.stats``).
 
 Every per-class figure is one-vs-rest: for class ``k``, "positive" means "true label is k" and
 "predicted positive" means "argmax of the probabilities is k". Undefined ratios (a zero
@@ -16,9 +16,8 @@ import numpy as np
 import pandas as pd
 
 from raybench import schema as S
+from raybench.stats import Z_95
 
-#: Two-sided 95% normal quantile, ``Phi^-1(0.975)``.
-Z_95 = 1.959963984540054
 #: Class name used in long-format rows for whole-set metrics.
 ALL = "all"
 PER_CLASS_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "ppv", "f1", "support")

@@ -12,13 +12,13 @@ import math
 from functools import cached_property
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import pandas as pd
 
 from raybench import schema as S
 from raybench import storage
 from raybench.cam.camset import CamSet
 from raybench.errors import RaybenchError
+from raybench.stats import mean_interval, t95
 from raybench.store import ResultStore
 
 __all__ = ["FORMATS", "OVERALL", "Results", "class_order", "format_paper_table", "load",
@@ -30,45 +30,6 @@ SENS, SPEC = "sensitivity", "specificity"
 LOW, HIGH, SEEDS = "_low", "_high", "seeds"
 OVERALL: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "markdown")
-#: Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def t95(dof: int) -> float:
-    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
-    if dof < 1:
-        return math.nan
-    if dof <= len(_T95):
-        return _T95[dof - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * dof)  # Cornish-Fisher, within 1e-3 beyond 30 dof
-
-
-def mean_interval(values: Sequence[float], low: Sequence[float] = (),
-                  high: Sequence[float] = (),
-                  bounds: Optional[tuple[float, float]] = None) -> tuple[float, float, float]:
-    """Mean and 95% interval of per-seed values.
-
-    With two or more seeds: mean +- t * sd / sqrt(n), clipped to ``bounds``. With one seed
-    there is no spread to measure, so the run's own interval (``low``/``high``, Wilson on the
-    test counts) is used.
-    """
-    x = np.asarray([v for v in values if not pd.isna(v)], dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    if x.size == 1:
-        lo = float(low[0]) if len(low) else math.nan
-        hi = float(high[0]) if len(high) else math.nan
-        return float(x[0]), lo, hi
-    half = t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    low_, high_ = float(x.mean() - half), float(x.mean() + half)
-    if bounds is not None:  # a proportion's interval stays within [0, 1]
-        low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
-    return float(x.mean()), low_, high_
-
-
 def whole_split(metrics: pd.DataFrame) -> pd.DataFrame:
     """Rows about a whole split (``source`` null), leaving per-source rows out."""
     return metrics[metrics[S.SOURCE].isna()] if S.SOURCE in metrics else metrics
@@ -94,7 +55,7 @@ class Results:
             runs = self.runs
         except Exception as exc:  # a repr must not raise, even on an unreadable store
             return f"{head}, runs unreadable: {type(exc).__name__})"
-        done = int((runs[S.STATUS] == "completed").sum()) if S.STATUS in runs else 0
+        done = int((runs[S.STATUS] == S.STATUS_COMPLETED).sum()) if S.STATUS in runs else 0
         read = [f"{t} {len(self.__dict__[t])} rows" for t in S.TABLES if t in self.__dict__]
         unread = [t for t in S.TABLES if t not in self.__dict__]
         tail = f"; not read yet: {', '.join(unread)}" if unread else ""

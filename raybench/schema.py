@@ -25,6 +25,8 @@ SHA256 = "sha256"
 WIDTH = "width"
 HEIGHT = "height"
 MASK_PATH = "mask_path"
+#: The projection as the dataset states it (``PA``, ``AP``, ``LATERAL``, ...); null when unknown.
+VIEW = "view"
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -38,6 +40,7 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field(WIDTH, pa.int32(), nullable=False),
         pa.field(HEIGHT, pa.int32(), nullable=False),
         pa.field(MASK_PATH, pa.string()),
+        pa.field(VIEW, pa.string()),
     ]
 )
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)

@@ -10,6 +10,8 @@
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
 - :func:`friedman_nemenyi`: mean ranks, the Friedman test (``scipy.stats``) and the Nemenyi
   critical difference of Demšar (2006).
+- :func:`mean_interval` and :func:`t95`: the mean of per-seed values with a Student t interval.
+  :data:`Z_95` is the one spelling of the normal 0.975 quantile in raybench.
 
 All functions take numpy arrays: ``y`` integer class indices (N,), ``prob`` (N, K) scores.
 """
@@ -18,14 +20,52 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import stats as sps
 
+#: Two-sided 95% normal quantile, ``Phi^-1(0.975)`` (Wilson, DeLong and t intervals use it).
+Z_95 = 1.959963984540054
+#: Two-sided 95% Student t quantiles for 1..30 degrees of freedom.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 #: Metric names :func:`weighted_metrics` returns; per-class ones are ``<metric>:<class index>``.
 OVERALL_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 CLASS_STATS: tuple[str, ...] = ("sensitivity", "specificity", "auc")
+
+
+def t95(dof: int) -> float:
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom."""
+    if dof < 1:
+        return math.nan
+    if dof <= len(_T95):
+        return _T95[dof - 1]
+    return Z_95 + (Z_95 ** 3 + Z_95) / (4 * dof)  # Cornish-Fisher, within 1e-3 beyond 30 dof
+
+
+def mean_interval(values: Sequence[float], low: Sequence[float] = (),
+                  high: Sequence[float] = (),
+                  bounds: Optional[tuple[float, float]] = None) -> tuple[float, float, float]:
+    """Mean and 95% interval of per-seed values.
+
+    With two or more seeds: mean +- t * sd / sqrt(n), clipped to ``bounds``. With one seed
+    there is no spread to measure, so the run's own interval (``low``/``high``, Wilson on the
+    test counts) is used.
+    """
+    x = np.asarray([v for v in values if v is not None and v == v], dtype=float)  # NaN != NaN
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    if x.size == 1:
+        lo = float(low[0]) if len(low) else math.nan
+        hi = float(high[0]) if len(high) else math.nan
+        return float(x[0]), lo, hi
+    half = t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
+    low_, high_ = float(x.mean() - half), float(x.mean() + half)
+    if bounds is not None:  # a proportion's interval stays within [0, 1]
+        low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
+    return float(x.mean()), low_, high_
 
 
 @dataclass(frozen=True)
@@ -133,7 +173,7 @@ def delong_test(pos: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> 
     else:
         z = diff / se
         p = float(2 * sps.norm.sf(abs(z)))
-    half = 1.959963984540054 * se
+    half = Z_95 * se
     return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, diff - half, diff + half)
 
 
@@ -260,14 +300,6 @@ def paired_bootstrap(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray,
     boot_a, boot_b = weighted_metrics(y, pa, w), weighted_metrics(y, pb, w)
     return {name: _summarise(float(point_a[name][0]), float(point_b[name][0]),
                              boot_b[name] - boot_a[name]) for name in point_a}
-
-
-def bootstrap_statistic(stat: Callable[[np.ndarray], float], n: int,
-                        clusters: "Optional[Sequence[str] | np.ndarray]" = None, n_boot: int = 2000,
-                        seed: int = 0) -> np.ndarray:
-    """Replicates of any weighted statistic ``stat(w)`` with ``w`` the (N,) draw counts."""
-    w = draw_weights(clusters, n, n_boot, np.random.default_rng(seed))
-    return np.array([stat(row) for row in w])
 
 
 @dataclass(frozen=True)

@@ -117,10 +117,10 @@ def test_prepared_data_is_reused_across_trials_of_one_process(synth_manifest: Pa
     assert prepared_data(cfg, 48) is not first and prepared_data(cfg, 48).train.images.shape[-1] == 48
 
 
-def test_plain_epoch_and_train_pair_report_sane_numbers() -> None:
-    from raybench.bench import BenchOptions, _train_pair
+def test_plain_epoch_and_paired_epochs_report_sane_numbers() -> None:
+    from raybench.bench import BenchOptions, paired_epochs
 
-    out = _train_pair("cnnx", BenchOptions(image_size=32, batch_size=4, steps=2, warmup=1,
+    out = paired_epochs("cnnx", BenchOptions(image_size=32, batch_size=4, steps=2, warmup=1,
                                            repeats=2), torch.device("cpu"))
     assert out["raybench_images_per_s"] > 0 and out["plain_images_per_s"] > 0
     assert 0.1 < out["ratio"] < 10 and len(out["raybench_s"]) == len(out["plain_s"]) == 2

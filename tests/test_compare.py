@@ -11,7 +11,8 @@ from statsmodels.stats.multitest import multipletests
 
 from raybench.compare import rank_models
 from raybench.errors import RaybenchError
-from raybench.results import load, mean_interval
+from raybench.results import load
+from raybench.stats import mean_interval
 from comparedata import probs_for, write_preds_trial
 from raybench.store import ResultStore
 

@@ -146,7 +146,7 @@ def test_learning_curves_have_integer_epoch_ticks() -> None:
 
 
 def test_cam_grid_row_labels_of_long_ids_do_not_overlap() -> None:
-    from raybench.report import cam_grid_plot, row_label
+    from raybench.report.figures import cam_grid_plot, row_label
 
     ids = [f"kermany-person{1000 + i}_bacteria_{4000 + i}-a-very-long-image-identifier.jpeg"
            for i in range(4)]
@@ -206,7 +206,7 @@ def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
 
 
 def test_html_paragraphs_render_bold_and_code_and_escape_the_rest() -> None:
-    from raybench.report import _inline
+    from raybench.report.render import _inline
 
     assert _inline("**The claim:** a `x<y` & b") == \
         "<strong>The claim:</strong> a <code>x&lt;y</code> &amp; b"

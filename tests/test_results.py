@@ -10,7 +10,8 @@ import pytest
 
 from raybench.errors import RaybenchError
 from raybench.metrics import wilson_interval
-from raybench.results import load, mean_interval, t95
+from raybench.results import load
+from raybench.stats import mean_interval, t95
 from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2, write_trial
 

@@ -17,22 +17,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "raybench"
 ALLOWED: dict[tuple[str, str], str] = {
     ("cli.py", "sweep"): "the `raybench sweep` subcommand's name",
     ("submit.py", "sweep"): "the `raybench sweep` subcommand a submitted job runs",
-    ("bench.py", "sweep"): "the bench's sweep section (`raybench bench --only sweep`)",
+    ("bench/sweep.py", "sweep"): "the bench's sweep section (`raybench bench --only sweep`)",
     ("cli.py", "status"): "the `raybench submit status` query",
     ("cli.py", "source"): "`raybench models` header: the library a model comes from",
     ("models/listing.py", "source"): "the library a model comes from (timm, torchvision)",
-    ("bench.py", "value"): "a bench target's measured value (bench JSON key)",
-    ("bench.py", "wall_s"): "a bench sweep's wall time (bench JSON key)",
-    ("bench.py", "seconds"): "the whole bench run's duration (bench JSON key)",
+    ("bench/runner.py", "value"): "a bench target's measured value (bench JSON key)",
+    ("bench/sweep.py", "wall_s"): "a bench sweep's wall time (bench JSON key)",
+    ("bench/runner.py", "seconds"): "the whole bench run's duration (bench JSON key)",
     ("submit.py", "value"): "the `.value` attribute of an enum (KubeRay job status)",
     ("data/audit.py", "value"): "the top value of an image property in a confound summary",
     ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
-    ("data/importers.py", "class"): "a header a foreign metadata CSV may give its labels",
+    ("data/importers/metadata_csv.py", "class"): "a header a foreign metadata CSV may give its labels",
     ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
-    ("report.py", "epoch"): "an axis title (display text)",
-    ("report.py", "predicted"): "an axis title (display text)",
+    ("report/figures.py", "epoch"): "an axis title (display text)",
+    ("report/figures.py", "predicted"): "an axis title (display text)",
     ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
 }
 
@@ -117,5 +117,5 @@ def test_allow_list_entries_are_still_needed() -> None:
 def test_cnnx_is_named_only_in_models() -> None:
     """CNN-X is special only inside raybench/models/ (elsewhere: names.PAPER_MODEL & co.)."""
     sources = _sources(exclude=("models/",))
-    assert "report_stats.py" in sources and not any(r.startswith("models/") for r in sources)
+    assert "report/evidence.py" in sources and not any(r.startswith("models/") for r in sources)
     assert cnnx_literals(sources) == []

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 #: Columns a manifest may omit; :func:`validate_manifest` adds them as nulls.
-OPTIONAL_COLUMNS: tuple[str, ...] = (schema.SPLIT, schema.MASK_PATH)
+OPTIONAL_COLUMNS: tuple[str, ...] = (schema.SPLIT, schema.MASK_PATH, schema.VIEW)
 REQUIRED_COLUMNS: tuple[str, ...] = tuple(
     c for c in schema.MANIFEST_COLUMNS if c not in OPTIONAL_COLUMNS
 )

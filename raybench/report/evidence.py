@@ -4,7 +4,7 @@ and the one-sentence answer to the paper's claim, per-source tables with flagged
 shortcut control (lungs hidden) and calibration (ECE, Brier, reliability diagram).
 
 Each ``*_blocks`` function returns report blocks (headings, paragraphs, tables, figures) or
-an empty list when the results hold nothing for it; ``report.build_blocks`` calls them.
+an empty list when the results hold nothing for it; ``sections.build_blocks`` calls them.
 """
 from __future__ import annotations
 
@@ -22,20 +22,13 @@ from raybench.compare import ROI, cells, rank_models, split_predictions
 from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
 from raybench.models.names import PAPER_MODEL
-from raybench.report import Figure, Table, new_figure, save_figure
+from raybench.report.blocks import Figure, Table, fmt as _fmt, fmt_p as _p
+from raybench.report.figures import new_figure, save_figure
 from raybench.results import Results, format_paper_table, format_significance, whole_split
 
 log = logging.getLogger(__name__)
 N_BOOT = 1000  # report intervals: 1000 replicates keep the report quick; the API defaults to 2000
 HEADLINE = "balanced_accuracy"
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def _p(p: float) -> str:
-    return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def _distinct(values: pd.Series) -> str:
