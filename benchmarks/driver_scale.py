@@ -59,7 +59,7 @@ def bench_spec(root: str, cells: int, samples: int, mode: str) -> Any:
         "name=drv", f"results={root}", "model.image_size=32", "train.epochs=1",
         "sweep.models=[cnnx]", f"sweep.seeds=[{seeds}]", f"sweep.mode={mode}",
         f"sweep.num_samples={samples}", "sweep.progress_interval_s=60", "cam.enabled=false",
-        "scaling.cpus_per_worker=0.25", "sweep.max_concurrent_per_study=1"])
+        "scaling.cpus_per_worker=1", "sweep.max_concurrent_per_study=1"])
 
 
 class Watch(threading.Thread):
