@@ -73,7 +73,7 @@ def pending_trials(slots: int, total: int, open_at_once: int) -> int:
 
 def _fit(store: ResultStore, tuner: Any, pending: int) -> Any:
     """``tuner.fit()``; a store that stopped answering becomes a resumable sweep error."""
-    with cluster.PendingTrials(pending):
+    with cluster.PendingTrials(pending), cluster.HeadWatch(cluster.head_address()):
         try:
             grid = tuner.fit()
         except Exception:
