@@ -153,9 +153,11 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
-                     include_dashboard=True)
+        else:  # "local": a new embedded Ray, even when a `ray start` cluster runs on this host
+            # (Ray 2.60.0 otherwise joins the cluster in /tmp/ray/ray_current_cluster, and
+            # refuses num_cpus there).
+            ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
+                     log_to_driver=False, include_dashboard=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None
