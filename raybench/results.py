@@ -16,7 +16,7 @@ import pandas as pd
 
 from raybench import schema as S
 from raybench import storage
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.errors import RaybenchError
 from raybench.stats import mean_interval, t95
 from raybench.store import ResultStore

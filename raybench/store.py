@@ -1,4 +1,5 @@
-"""The results store: one file per trial per table, in DESIGN.md section 4's layout.
+"""The results store: one file per trial per table, in the layout of the README's
+"Results, reports and CAMs" section.
 
 ::
 
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 from raybench import schema as S
 from raybench import storage
-from raybench.cam.camset import CamSet  # re-exported: `from raybench.store import CamSet`
+from raybench.camset import CamSet  # re-exported: `from raybench.store import CamSet`
 from raybench.errors import RaybenchError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from raybench import schema as S
-from raybench.config import Spec, from_dict, to_dict
+from raybench.config import Roi, Spec, from_dict, to_dict
 from raybench.models import names as model_names
 from raybench.models.names import tunable_options
 
@@ -62,7 +62,7 @@ class Cell:
     model: str
     scenario: str
     seed: int
-    roi: Optional[str] = None
+    roi: Optional[Roi] = None
 
     @property
     def name(self) -> str:
@@ -80,7 +80,7 @@ def cells(spec: Spec) -> list[Cell]:
     """All model x scenario x seed (x roi) combinations, in spec order."""
     sw = spec.sweep
     scenarios = sw.scenarios or (scenario_name(spec),)
-    rois: tuple[Optional[str], ...] = sw.rois or (None,)
+    rois: tuple[Optional[Roi], ...] = sw.rois or (None,)
     return [Cell(m, s, seed, roi) for m in sw.models for s in scenarios for seed in sw.seeds
             for roi in rois]
 

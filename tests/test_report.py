@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.report import cam_grid_figure
 from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2

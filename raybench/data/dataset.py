@@ -188,9 +188,9 @@ def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path,
     The cache holds the unmasked images, one entry for all three rois: masking the gathered
     copy here means an entry can never serve masked pixels to a ``full`` run or the reverse.
     Lung fields come from each row's ``mask_path`` (relative to its manifest) where the file
-    exists, else from the ROI-focus lung-field template (``raybench.cam.roi``).
+    exists, else from the lung-field template (:mod:`raybench.data.masks`).
     """
-    from raybench.cam.roi import load_masks
+    from raybench.data.masks import load_masks
     from raybench.data.transforms import ROI_FILL, ROI_MARGIN, apply_roi, widen
 
     size = images.shape[-1]

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from raybench import schema as S
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.report.blocks import FIGURES, Block, Grid, Table, slug
 from raybench.report.evidence import (
     calibration_blocks, origin_blocks, ranking_blocks, roi_chance_note, shortcut_blocks,
