@@ -221,6 +221,11 @@ class ResultStore:
         """Removes ``<sweep>/<name>``; a missing file is fine."""
         storage.delete_file(self.location(sweep, name))
 
+    def file_names(self, sweep: str, folder: str, suffix: str = "") -> list[str]:
+        """Names of the files in ``<sweep>/<folder>`` ending in ``suffix`` (none: empty)."""
+        return sorted(info.base_name for info in
+                      storage.list_files(self.location(sweep, folder), suffix))
+
     def has_trial_file(self, sweep: str, table: str, trial_id: str) -> bool:
         """Whether the trial wrote its file of ``table`` (a run row exists once it completed)."""
         return storage.exists(self.location(sweep, table, f"{trial_id}.parquet"))

@@ -86,14 +86,24 @@ def cells(spec: Spec) -> list[Cell]:
 
 
 def cell_spec(spec: Spec, cell: Cell) -> Spec:
-    """The spec of one cell: its model, seed, scenario (when listed) and roi (when listed)."""
-    data = spec.data
-    if spec.sweep.scenarios:
+    """The spec of one cell: its model, seed, scenario (when listed) and roi (when listed).
+
+    The sweep's cell lists shrink to this cell's own values: every Tune trial carries its
+    cell's spec in its config, and Tune keeps (and checkpoints) every trial's config, so a
+    config holding all 2,000 seeds of a 2,000-cell grid made the driver's memory and each
+    experiment checkpoint grow with cells x trials.
+    """
+    data, sw = spec.data, spec.sweep
+    if sw.scenarios:
         data = dataclasses.replace(data, scenario=cell.scenario)
     if cell.roi:
         data = dataclasses.replace(data, roi=cell.roi)
+    sweep = dataclasses.replace(
+        sw, models=(cell.model,), seeds=(cell.seed,),
+        scenarios=(cell.scenario,) if sw.scenarios else (), rois=(cell.roi,) if cell.roi else ())
     return dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=cell.model),
-                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data)
+                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data,
+                               sweep=sweep)
 
 
 def apply_params(spec: Spec, params: Mapping[str, Any]) -> Spec:
