@@ -7,10 +7,12 @@ RSS and the RSS of Ray's worker processes (``ray::*``: the trial processes). At 
 placement groups and actors still alive (Ray's State API) and the rows and trial files of each
 results table. Prints one line per sample and a JSON summary (also written to ``--json``).
 
-    python benchmarks/soak.py --trials 200 --num-cpus 4 --json soak.json
+    python benchmarks/soak.py --trials 2000 --every 200 --num-cpus 4 --json soak.json
 
 Targets (issue 13): RSS growth < 10 % from trial 20 to the last sample, no placement group or
-actor left alive, exactly one runs row and one file per table for each trial.
+actor left alive, exactly one runs row and one file per table for each trial. Issue 23: driver
+RSS growth from trial 200 to trial 2,000 at most 256 MiB; each sample also gives the mean
+duration of Tune's experiment checkpoints since the previous sample (``checkpoint_s``).
 """
 from __future__ import annotations
 
@@ -71,16 +73,19 @@ class Sampler(threading.Thread):
         self.runs_dir, self.every = runs_dir, every
         self.samples: list[dict[str, Any]] = []
         self.stop = threading.Event()
+        self.ckpt_seen = 0
 
     def finished(self) -> int:
         return len(list(self.runs_dir.glob("*.parquet"))) if self.runs_dir.is_dir() else 0
 
     def sample(self, done: int) -> None:
         count, peak, total = ray_worker_rss()
+        recent, self.ckpt_seen = CHECKPOINTS[self.ckpt_seen:], len(CHECKPOINTS)
         row = {"trials": done, "driver_rss_mib": round(rss_mib(), 1),
                "workers": count, "worker_rss_max_mib": round(peak, 1),
                "worker_rss_total_mib": round(total, 1), "load_1m": round(os.getloadavg()[0], 2),
-               "t_s": round(time.monotonic() - START, 1)}
+               "t_s": round(time.monotonic() - START, 1),
+               "checkpoint_s": round(sum(recent) / len(recent), 4) if recent else None}
         self.samples.append(row)
         print(json.dumps(row), flush=True)
 
@@ -92,6 +97,26 @@ class Sampler(threading.Thread):
                 self.sample(done)
                 mark = (done // self.every + 1) * self.every
             self.stop.wait(0.5)
+
+
+#: Durations of Tune's experiment checkpoints (see :func:`time_checkpoints`).
+CHECKPOINTS: list[float] = []
+
+
+def time_checkpoints() -> None:
+    """Times each experiment checkpoint Tune writes (Ray 2.60: ``TuneController.save_to_dir``)."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    original = TuneController.save_to_dir
+
+    def timed(self: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            original(self)
+        finally:
+            CHECKPOINTS.append(time.perf_counter() - t0)
+
+    TuneController.save_to_dir = timed  # type: ignore[method-assign]
 
 
 def leaks() -> dict[str, int]:
@@ -133,6 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     from raybench.tune.sweep import run_sweep
 
+    time_checkpoints()
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "runs")
         spec = soak_spec(root, args.trials, os.path.join(tmp, "cache"))

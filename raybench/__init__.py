@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raybench.cam.camset import CamSet
+    from raybench.camset import CamSet
     from raybench.cam.methods import compute_cams
     from raybench.config import load_spec
     from raybench.report import write_report
@@ -31,7 +31,7 @@ _SOURCES = {
     "Results": "raybench.results",
     "write_report": "raybench.report",
     "compute_cams": "raybench.cam.methods",
-    "CamSet": "raybench.cam.camset",
+    "CamSet": "raybench.camset",
     "load_spec": "raybench.config",
 }
 

@@ -16,7 +16,8 @@ from raybench import schema as S
 from raybench.errors import RaybenchError
 
 log = logging.getLogger("raybench")
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
+#: Package data, so an installed wheel finds it (``jobs/demo.yaml`` in a checkout links to it).
+DEMO_SPEC = Path(__file__).resolve().parent / "specs" / "demo.yaml"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,7 +170,7 @@ class Demo(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--results", default="./runs", help="results root (default ./runs)")
-        p.add_argument("--config", help="demo spec (default: jobs/demo.yaml)")
+        p.add_argument("--config", help="demo spec (default: the packaged jobs/demo.yaml)")
         _add_set(p, "a key of the demo spec")
         p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
 
@@ -184,26 +185,29 @@ class Demo(Command):
 
 
 class ResultsTable(Command):
-    name, help = "results", "print a results table (runs, metrics, paper, significance)"
+    name, help = "results", "print a results table (runs, metrics, paper, significance, findings)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         _add_root(p, sweep_required=False)
         p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance"],
-                       default="runs")
+        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance",
+                                            "findings"], default="runs")
         p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
         p.add_argument("--baseline", help="significance: the model every other is compared with "
                        "(default: every pair)")
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
         p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+                       help="paper / significance: intervals across seeds from the two-level "
+                       "bootstrap (seeds x patients) or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.results import query, render
 
         frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
-                      skip_corrupt=args.skip_corrupt)
+                      skip_corrupt=args.skip_corrupt, interval=args.interval)
         print(render(frame, args.format))
 
 
@@ -389,15 +393,17 @@ class Synth(Command):
 
 
 class Import(Command):
-    name, help = "import", "build a manifest from a dataset on disk"
+    name, help = "import", "build a manifest from a dataset on disk (--list: the kinds)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("kind", choices=["folder", "kermany", "covidx", "metadata-csv"],
-                       help="folder: one sub-folder per class; kermany: Kaggle chest_xray; "
-                       "covidx: label files + image folders; metadata-csv: a CSV of file, "
-                       "finding, patient")
-        p.add_argument("src", help="dataset folder (metadata-csv: the CSV file)")
-        p.add_argument("--out", required=True, help="manifest Parquet to write")
+        from raybench.data.importers import cli_kinds
+
+        p.add_argument("kind", nargs="?", choices=cli_kinds(), metavar="KIND",
+                       help=f"one of {', '.join(cli_kinds())} (--list: the files each expects)")
+        p.add_argument("src", nargs="?", help="dataset folder (metadata-csv: the CSV file)")
+        p.add_argument("--list", action="store_true",
+                       help="print every kind with the files it expects, then exit")
+        p.add_argument("--out", help="manifest Parquet to write (required)")
         p.add_argument("--append", action="store_true", help="merge into --out when it exists")
         p.add_argument("--source", help="one source value for every row (default: per kind; "
                        "metadata-csv: the CSV's source column, else its folder name)")
@@ -410,30 +416,45 @@ class Import(Command):
         p.add_argument("--patient-col", help="metadata-csv: column of patient ids")
         p.add_argument("--split-col", help="metadata-csv: column of train/val/test")
         p.add_argument("--label", help="one label for every row (a CSV without a finding column)")
-        p.add_argument("--label-map", action="append", default=[], metavar="RAW=LABEL",
-                       help="map a raw label value, e.g. 'COVID-19=covid19' (repeatable)")
+        p.add_argument("--label-map", action="append", default=[], metavar="RAW=LABEL|RULE.yaml",
+                       help="map a raw label value or finding to a label, e.g. 'COVID-19=covid19' "
+                       "(repeatable; order = precedence for multi-label sets), or a YAML rule "
+                       "file 'class: [finding, ...]'")
         p.add_argument("--unmapped", choices=["fail", "skip"], default="fail",
                        help="rows whose label value is not mapped: fail, or leave them out")
+        p.add_argument("--views", metavar="V1,V2",
+                       help="keep only these views, e.g. PA,AP (frontal); default: all")
+        p.add_argument("--uncertain", choices=["ignore", "zeros", "ones"],
+                       help="chexpert, mimic-cxr-jpg (required there): uncertain findings (-1.0)")
         p.add_argument("--address", help="Ray cluster to hash the files on "
                        "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.data.importers import (
-            ImportOptions, import_dataset, parse_label_map, write_import,
+            ImportOptions, describe_kinds, import_dataset, parse_label_map, write_import,
         )
 
+        if args.list:
+            print(describe_kinds())
+            return
+        if not (args.kind and args.src and args.out):
+            raise RaybenchError("data import: KIND, SRC and --out are required (see "
+                                "'raybench data import --list')")
         opts = ImportOptions(
             source=args.source, source_col=args.source_col, on_bad_image=args.on_bad_image,
             images=args.images, file_col=args.file_col, label_col=args.label_col,
             patient_col=args.patient_col, split_col=args.split_col, label=args.label,
             label_map=parse_label_map(args.label_map), unmapped=args.unmapped,
-            address=args.address)
+            views=tuple(v.strip() for v in (args.views or "").split(",") if v.strip()),
+            uncertain=args.uncertain, address=args.address)
         result = import_dataset(args.kind, args.src, opts)
         df = write_import(result, args.out, append=args.append)
         counts = ", ".join(f"{k} {v}" for k, v in df[S.LABEL].value_counts().sort_index().items())
         skipped = f"; skipped {len(result.skipped)} bad image(s), see {args.out}.skipped.csv" \
             if result.skipped else ""
-        print(f"wrote {args.out}: {len(df)} images ({counts}){skipped}")
+        dropped = "; left out " + ", ".join(f"{v} ({k})" for k, v in result.dropped.items()) \
+            if result.dropped else ""
+        print(f"wrote {args.out}: {len(df)} images ({counts}){skipped}{dropped}")
 
 
 class Audit(Command):
@@ -451,13 +472,27 @@ class Audit(Command):
                        "patients leak or a label is confounded with source / image properties")
         p.add_argument("--address", help="Ray cluster to probe the files on "
                        "(default: RAY_ADDRESS or local Ray)")
+        p.add_argument("--probe", action="store_true",
+                       help="also train a quick classifier to tell each image's source from its "
+                       "pixels (patient-disjoint folds) and report its AUC")
+        p.add_argument("--probe-size", type=int, default=224, metavar="PX",
+                       help="probe: side of the decoded images, as the models see them")
+        p.add_argument("--cache-dir", default=".raybench-cache",
+                       help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
         report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near,
                                 address=args.address)
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        probe = None
+        if args.probe:
+            from raybench.data.probe import format_probe, probe_manifest
+
+            probe = probe_manifest(args.manifest, args.probe_size, args.cache_dir)
+            report["source_probe"] = probe.to_dict()
+        text = format_report(report) + (f"\n{format_probe(probe)}" if probe else "")
+        print(json.dumps(report, indent=2) if args.json else text)
         failures = strict_failures(report)
         if args.strict and failures:
             print(f"raybench: audit failed (--strict): {'; '.join(failures)}", file=sys.stderr)

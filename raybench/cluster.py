@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
 from typing import Any, Optional
 from urllib.parse import urlparse
 
@@ -63,9 +65,12 @@ def quiet_tune() -> None:
 
     Ray 2.60.0: Tune warns whenever an experiment checkpoint's sync takes longer than
     ``TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S`` (a warning per checkpoint
-    on a slow S3); raybench reports checkpoint durations itself.
+    on a slow S3); raybench reports checkpoint durations itself. Tune's controller logs every
+    failed trial task with its full traceback (``TUNE_PRINT_ALL_TRIAL_ERRORS``); raybench logs
+    one line per failed trial instead, and the traceback stays in the trial's ``error.txt``.
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -148,9 +153,11 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            ray.init(num_cpus=num_cpus, logging_level=logging.WARNING, log_to_driver=False,
-                     include_dashboard=True)
+        else:  # "local": a new embedded Ray, even when a `ray start` cluster runs on this host
+            # (Ray 2.60.0 otherwise joins the cluster in /tmp/ray/ray_current_cluster, and
+            # refuses num_cpus there).
+            ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
+                     log_to_driver=False, include_dashboard=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None
@@ -192,3 +199,59 @@ def trial_slots(spec: Spec, address: Optional[str], num_cpus: Optional[int]) -> 
 
     ensure_ray(address, num_cpus)
     return max_concurrent(spec, ray.cluster_resources(), remote=is_remote(address))
+
+
+#: Seconds between the driver's checks that the Ray head still answers, and the failed checks
+#: in a row after which the head counts as lost (about 30 s with the 3 s connect timeout).
+HEAD_CHECK_S = 5.0
+HEAD_LOST_AFTER = 4
+
+
+def head_address() -> Optional[str]:
+    """The GCS address (host:port) of the Ray this driver is connected to, or None."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().gcs_address if ray.is_initialized() else None
+    except Exception:  # no runtime context: nothing to watch
+        return None
+
+
+class HeadWatch:
+    """Ends the driver with one line when the Ray head stops answering mid-sweep.
+
+    Ray 2.60.0: a driver whose head (GCS) died waits for it to come back
+    (``gcs_rpc_server_reconnect_timeout_s``, 60 s by default) and then aborts with a native
+    stack trace, or hangs in ``Tuner.fit``. This thread probes the head's port every
+    :data:`HEAD_CHECK_S` seconds; after :data:`HEAD_LOST_AFTER` failures in a row it writes
+    one line to stderr and exits with status 1. The sweep's files stay as they were, so
+    ``--resume`` on a new cluster continues it (the dead driver's lease is stale: its process
+    is gone).
+    """
+
+    def __init__(self, address: Optional[str]) -> None:
+        self.address = address
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raybench-head", daemon=True)
+
+    def _run(self) -> None:
+        failed = 0
+        while self.address and not self._stop.wait(HEAD_CHECK_S):
+            try:
+                check_reachable(self.address, timeout_s=3.0)
+                failed = 0
+            except RaybenchError:
+                failed += 1
+            if failed >= HEAD_LOST_AFTER:
+                sys.stderr.write(f"raybench: error: lost the Ray head at {self.address} "
+                                 "mid-sweep; start a cluster and continue with --resume\n")
+                sys.stderr.flush()
+                os._exit(1)
+
+    def __enter__(self) -> "HeadWatch":
+        if self.address:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()

@@ -6,8 +6,9 @@ the same entries as the driver.
 from __future__ import annotations
 
 import difflib
+import importlib
 import re
-from typing import Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 from raybench.errors import ConfigError
 
@@ -60,3 +61,13 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def load_ref(ref: str) -> Any:
+    """The object a ``module:attribute`` reference names, importing the module now.
+
+    Registries name heavy entries (torch builders, CAM functions) this way, so filling and
+    reading them stays cheap; only the code that runs an entry imports its module.
+    """
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)

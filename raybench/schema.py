@@ -14,7 +14,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: 3-class labelling). A scenario's class list may merge labels (bacteria + viral -> pneumonia).
 MANIFEST_LABELS: tuple[str, ...] = LABELS + ("pneumonia",)
 
-# --- manifest (DESIGN.md section 4) -------------------------------------------------------
+# --- manifest (README, "Data") ----------------------------------------------------------------
 IMAGE_ID = "image_id"
 PATH = "path"
 LABEL = "label"
@@ -236,7 +236,7 @@ def required_columns(table: str, schema: pa.Schema) -> tuple[str, ...]:
 
 
 #: Model-option columns of the runs table: one per option any model declares
-#: (``raybench.models.names.MODEL_OPTIONS``; a test keeps the two in step).
+#: (the ``options`` of :mod:`raybench.models.table` entries; a test keeps the two in step).
 MODEL_OPTION_COLUMNS: tuple[str, ...] = (STRIDE,)
 #: What an Optuna sweep searches: lr, batch size and the tunable model options.
 SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
@@ -244,7 +244,7 @@ SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
 HYPERPARAMETERS: tuple[str, ...] = (LR, BATCH_SIZE, EPOCHS) + MODEL_OPTION_COLUMNS + (
     IMAGE_SIZE, PRETRAINED)
 
-# --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (DESIGN.md section 4) ------------------
+# --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (README, "Results, reports and CAMs") --
 #: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the
 #: uint8 grayscale input (N, H, W) the maps explain; the rest are (N,) strings or scalars.
 CAM_KEYS: tuple[str, ...] = ("image_ids", "labels", PREDICTED, "cams", "method",

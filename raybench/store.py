@@ -1,4 +1,5 @@
-"""The results store: one file per trial per table, in DESIGN.md section 4's layout.
+"""The results store: one file per trial per table, in the layout of the README's
+"Results, reports and CAMs" section.
 
 ::
 
@@ -38,7 +39,7 @@ import pyarrow.parquet as pq
 
 from raybench import schema as S
 from raybench import storage
-from raybench.cam.camset import CamSet  # re-exported: `from raybench.store import CamSet`
+from raybench.camset import CamSet  # re-exported: `from raybench.store import CamSet`
 from raybench.errors import RaybenchError
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,11 @@ class ResultStore:
     def delete_file(self, sweep: str, name: str) -> None:
         """Removes ``<sweep>/<name>``; a missing file is fine."""
         storage.delete_file(self.location(sweep, name))
+
+    def file_names(self, sweep: str, folder: str, suffix: str = "") -> list[str]:
+        """Names of the files in ``<sweep>/<folder>`` ending in ``suffix`` (none: empty)."""
+        return sorted(info.base_name for info in
+                      storage.list_files(self.location(sweep, folder), suffix))
 
     def has_trial_file(self, sweep: str, table: str, trial_id: str) -> bool:
         """Whether the trial wrote its file of ``table`` (a run row exists once it completed)."""

@@ -224,7 +224,7 @@ def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRe
     with tempfile.TemporaryDirectory(prefix="raybench-mlflow-") as folder:
         for path in _artifacts(Path(folder), spec, result, data, cams):
             client.log_artifact(run_id, str(path))
-    client.set_terminated(run_id, "FINISHED" if row.get(S.STATUS) == "completed" else "FAILED")
+    client.set_terminated(run_id, "FINISHED" if row.get(S.STATUS) == S.STATUS_COMPLETED else "FAILED")
     log.info("trial %s mirrored as MLflow run %s", trial_id, run_id)
     return run_id
 

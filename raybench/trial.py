@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from raybench import schema as S
-from raybench.config import Spec, from_dict, to_dict
+from raybench.config import Roi, Spec, from_dict, to_dict
 from raybench.models import names as model_names
 from raybench.models.names import tunable_options
 
@@ -62,7 +62,7 @@ class Cell:
     model: str
     scenario: str
     seed: int
-    roi: Optional[str] = None
+    roi: Optional[Roi] = None
 
     @property
     def name(self) -> str:
@@ -80,20 +80,30 @@ def cells(spec: Spec) -> list[Cell]:
     """All model x scenario x seed (x roi) combinations, in spec order."""
     sw = spec.sweep
     scenarios = sw.scenarios or (scenario_name(spec),)
-    rois: tuple[Optional[str], ...] = sw.rois or (None,)
+    rois: tuple[Optional[Roi], ...] = sw.rois or (None,)
     return [Cell(m, s, seed, roi) for m in sw.models for s in scenarios for seed in sw.seeds
             for roi in rois]
 
 
 def cell_spec(spec: Spec, cell: Cell) -> Spec:
-    """The spec of one cell: its model, seed, scenario (when listed) and roi (when listed)."""
-    data = spec.data
-    if spec.sweep.scenarios:
+    """The spec of one cell: its model, seed, scenario (when listed) and roi (when listed).
+
+    The sweep's cell lists shrink to this cell's own values: every Tune trial carries its
+    cell's spec in its config, and Tune keeps (and checkpoints) every trial's config, so a
+    config holding all 2,000 seeds of a 2,000-cell grid made the driver's memory and each
+    experiment checkpoint grow with cells x trials.
+    """
+    data, sw = spec.data, spec.sweep
+    if sw.scenarios:
         data = dataclasses.replace(data, scenario=cell.scenario)
     if cell.roi:
         data = dataclasses.replace(data, roi=cell.roi)
+    sweep = dataclasses.replace(
+        sw, models=(cell.model,), seeds=(cell.seed,),
+        scenarios=(cell.scenario,) if sw.scenarios else (), rois=(cell.roi,) if cell.roi else ())
     return dataclasses.replace(spec, model=dataclasses.replace(spec.model, name=cell.model),
-                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data)
+                               train=dataclasses.replace(spec.train, seed=cell.seed), data=data,
+                               sweep=sweep)
 
 
 def apply_params(spec: Spec, params: Mapping[str, Any]) -> Spec:

@@ -26,7 +26,7 @@ def _env() -> dict[str, str]:
 
 
 def test_public_names_resolve_to_their_modules() -> None:
-    from raybench.cam.camset import CamSet
+    from raybench.camset import CamSet
     from raybench.cam.methods import compute_cams
     from raybench.config import load_spec
     from raybench.report import write_report

@@ -236,3 +236,25 @@ def test_bench_data_errors_are_one_line(tmp_path: Path, run_cli, bad: str, messa
     code, out, err = run_cli("bench", "--quick", "--only", "cache", "--data", path)
     assert code == 2 and out == ""
     assert err == f"raybench: error: {message.format(path)}\n"
+
+
+def test_runner_checks_default_targets_and_prints_only_sections_that_ran() -> None:
+    from raybench.bench import EXTRA_SECTIONS, SECTIONS, check_targets, format_report
+
+    assert SECTIONS == ("train", "cache", "trials", "cam", "results") and EXTRA_SECTIONS == ("sweep",)
+    report = {"machine": {"cpu": "x", "cores": 2, "gpu": None, "loadavg": [1.0, 1, 1],
+                          "loadavg_end": [2.0, 1, 1], "torch": "t", "ray": "r"},
+              "results": {"results_load_s": 0.5, "trials": 10}, "results_load_s": 0.5,
+              "train_ratio": 0.99}
+    targets = check_targets(report)
+    assert set(targets) == {"train_ratio", "cache_speedup", "cache_peak_memory_ratio",
+                            "trial_overhead_s"}  # the sweep's only when it ran
+    assert targets["train_ratio"]["met"] is True and targets["cache_speedup"]["met"] is None
+    report["sweep"] = {}
+    report["sweep_wall_ratio"] = 1.5
+    assert check_targets(report)["sweep_wall_ratio"] == {"target": "<= 1.15", "value": 1.5,
+                                                         "met": False}
+    del report["sweep"]
+    lines = format_report({**report, "targets": targets}).splitlines()
+    assert lines[1] == "results_load_s                      0.5  (10 trials)"
+    assert not any(line.startswith(("train ", "cache:", "trials:")) for line in lines)

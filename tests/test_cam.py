@@ -19,10 +19,10 @@ from raybench.cam import (
     roi_focus,
     target_layer,
 )
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.cam.export import roi_rows, select_images, stored_maps
 from raybench.cam.roi import load_masks
-from raybench.config import _CHOICES, CamConfig
+from raybench.config import CamConfig, load_spec
 from raybench.errors import ConfigError
 from raybench.models import MODELS, build_model, get_model_spec
 from raybench.store import ResultStore
@@ -47,7 +47,10 @@ def _logit(out) -> torch.Tensor:
 
 
 def test_config_method_choices_are_the_registry() -> None:
-    assert set(_CHOICES["cam.method"]) == {"auto", *METHODS.keys()}
+    with pytest.raises(ConfigError) as err:
+        load_spec(None, ["cam.method=nope"])
+    assert str(err.value) == f"--set: cam.method='nope'; allowed: auto, {', '.join(METHODS)}"
+    assert load_spec(None, ["cam.method=gradcam"]).cam.method == "gradcam"
     assert {get_model_spec(n).cam_method for n in MODELS} <= set(METHODS.keys())
 
 

@@ -83,3 +83,26 @@ def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
 def test_every_job_spec_loads(path: Path) -> None:
     spec = load_spec(path)
     assert spec.name
+
+
+def test_fields_check_themselves_when_built_in_code() -> None:
+    import dataclasses
+
+    from raybench.config import DataConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^epochs must be > 0, got 0$"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ConfigError, match=r"^roi='lungs'; allowed: full, lungs_only, outside_lungs$"):
+        dataclasses.replace(DataConfig(), roi="lungs")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^--set: sweep.space.lr_min must be < lr_max, got 0.1 and 0.01$"):
+        load_spec(None, ["sweep.space.lr_min=0.1"])
+    assert TrainConfig(epochs=3).epochs == 3
+
+
+def test_model_choices_are_the_model_table() -> None:
+    from raybench.models.table import MODELS
+
+    with pytest.raises(ConfigError) as err:
+        load_spec(None, ["sweep.models=[cnnx, resnet19]"])
+    assert str(err.value) == f"--set: sweep.models: {MODELS.unknown_message('resnet19')}"
+    assert "valid: " + ", ".join(MODELS) in str(err.value)

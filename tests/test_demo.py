@@ -22,6 +22,7 @@ def test_demo_spec_plants_a_shortcut_in_part_of_the_data_and_uses_learning_model
 
 def test_demo_prints_the_report_path_and_three_things_to_look_at(
         run_cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import raybench
     import raybench.demo
 
     page = tmp_path / "runs" / "demo" / "report" / "report.html"
@@ -34,7 +35,9 @@ def test_demo_prints_the_report_path_and_three_things_to_look_at(
     monkeypatch.setattr(raybench.demo, "run_demo", fake_run_demo)
     code, out, err = run_cli("demo", "--results", str(tmp_path / "runs"))
     assert code == 0, err
-    assert calls == [(str(tmp_path / "runs"), DEMO, ())]
+    # The packaged spec (raybench/specs/demo.yaml), which jobs/demo.yaml links to.
+    assert calls == [(str(tmp_path / "runs"), DEMO.resolve(), ())]
+    assert DEMO.resolve() == Path(raybench.__file__).parent / "specs" / "demo.yaml"
     lines = out.rstrip("\n").splitlines()
     assert f"report:  {page}" in lines
     tail = lines[lines.index("In the report, look at:") + 1:]

@@ -13,20 +13,25 @@ from raybench.errors import ConfigError
 from raybench.models import names
 
 
-def test_registry_declares_the_same_options_as_the_torch_free_table() -> None:
+def test_options_come_from_the_model_table() -> None:
     from raybench.models import MODELS
 
     for name in MODELS:
         spec = MODELS.get(name)
         assert spec.options == names.options_of(name)
+    assert names.options_of("no_such_model") == ()
     cnnx = MODELS.get(names.DEFAULT_MODEL)
     assert cnnx.tunables == ("stride",) and cnnx.options[0].default == 3
     assert MODELS.get("resnet18").options == () and MODELS.get("resnet18").tunables == ()
 
 
 def test_every_declared_option_has_a_runs_column() -> None:
-    for options in names.MODEL_OPTIONS.values():
-        for opt in options:
+    from raybench.models.table import MODELS
+
+    declared = {opt.name for name in MODELS for opt in MODELS.get(name).options}
+    assert declared == set(S.MODEL_OPTION_COLUMNS)
+    for name in MODELS:
+        for opt in MODELS.get(name).options:
             assert opt.name in S.RUNS_SCHEMA.names and opt.name in S.HYPERPARAMETERS
 
 

@@ -104,3 +104,26 @@ def test_count_parameters_counts_trainable_only() -> None:
     assert count_parameters(model) == 8
     model.bias.requires_grad_(False)
     assert count_parameters(model) == 6
+
+
+def test_model_table_and_cam_catalog_are_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import raybench.config, raybench.models.names, raybench.cam.catalog; "
+            "from raybench.models.table import MODELS; "
+            "print(len(MODELS), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["13", "False"]
+
+
+@pytest.mark.parametrize("name", MODELS.keys())
+def test_table_entry_resolves_its_builder_cam_method_and_activation(name: str) -> None:
+    from raybench.cam.catalog import METHODS
+
+    spec = get_model_spec(name)
+    assert callable(spec.load_builder())
+    assert METHODS.get(spec.cam_method).name == spec.cam_method
+    assert bool(spec.head) == (spec.source == "torchvision")
+    if spec.cam_activation:
+        assert callable(getattr(torch.nn.functional, spec.cam_activation))

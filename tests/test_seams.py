@@ -28,6 +28,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("data/audit.py", "value"): "the top value of an image property in a confound summary",
     ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
     ("data/importers/metadata_csv.py", "class"): "a header a foreign metadata CSV may give its labels",
+    ("data/importers/mimic.py", "split"): "a column of MIMIC-CXR-JPG's official -split.csv",
+    ("data/importers/rsna.py", "class"): "a column of RSNA's stage_2_detailed_class_info.csv",
     ("data/synth.py", "seed"): "the name of generate()'s argument in its error message",
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
@@ -119,3 +121,13 @@ def test_cnnx_is_named_only_in_models() -> None:
     sources = _sources(exclude=("models/",))
     assert "report/evidence.py" in sources and not any(r.startswith("models/") for r in sources)
     assert cnnx_literals(sources) == []
+
+
+def test_run_statuses_are_spelt_only_in_schema() -> None:
+    """A run's status is `S.STATUS_*` outside schema.py, never a string literal."""
+    statuses = {S.STATUS_COMPLETED, S.STATUS_STOPPED, S.STATUS_INTERRUPTED, S.STATUS_ERROR}
+    sources = _sources()
+    del sources["schema.py"]
+    found = column_literals(sources, statuses)
+    assert column_literals({"x.py": 'status = "interrupted"\n'}, statuses) == ["x.py:1: 'interrupted'"]
+    assert found == []

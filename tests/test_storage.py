@@ -15,7 +15,7 @@ import pytest
 
 from raybench import schema as S
 from raybench import storage
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.errors import RaybenchError
 from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2, write_trial

@@ -3,6 +3,7 @@ codes (errored / interrupted / storage lost), two drivers at once, resume after 
 was truncated."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -101,21 +102,34 @@ def test_one_experiment_runs_cells_together_and_studies_load(ray_address: str, t
     assert code == 2 and len(lines) == 1 and "already exists" in lines[0]
 
 
-def test_errored_trials_exit_1_with_their_own_messages(ray_address: str, tmp_path: Path,
-                                                       run_cli) -> None:
-    code, out, err = run_cli(*_args(tmp_path, "bad", "sweep.mode=paper", "sweep.models=[cnnx]", "sweep.seeds=[0, 1]",
-                                    "train.batch_size=500", "scaling.max_failures=0"))
+def test_errored_trials_exit_1_and_are_fail_in_their_studies(ray_address: str, tmp_path: Path,
+                                                              run_cli, monkeypatch) -> None:
+    # A batch no cell's training split can take is refused before anything trains (exit 2) ...
+    code, _, err = run_cli(*_args(tmp_path, "bad", "sweep.mode=paper", "sweep.models=[cnnx]",
+                                  "train.batch_size=500"))
+    lines = [ln for ln in err.splitlines() if ln.startswith("raybench")]
+    assert code == 2 and len(lines) == 1, err[-3000:]
+    assert re.fullmatch(r"raybench: error: train\.batch_size=500 is larger than the training "
+                        r"split of cell cnnx-synthetic-s0 \(\d+ images\); use at most \d+", lines[0])
+    assert not (tmp_path / "r" / "bad").exists()
+    # ... a trial that dies at run time errors: exit 1, its own line, FAIL in its study.
+    marker = tmp_path / "died-once"
+    monkeypatch.setenv("RAYBENCH_INJECT_FAILURE", json.dumps({"epoch": 1, "marker": str(marker)}))
+    code, out, err = run_cli(*_args(tmp_path, "bad", "sweep.mode=paper", "sweep.models=[cnnx]",
+                                    "sweep.seeds=[0, 1]", "scaling.max_failures=0",
+                                    "scaling.max_concurrent_trials=1"))
     lines = [ln for ln in err.splitlines() if ln.startswith("raybench: error:")]
-    assert code == 1, err[-3000:]
-    assert len(lines) == 2, err[-3000:]
-    for seed, line in enumerate(lines):  # the exception's own message, not Ray's header
-        assert re.fullmatch(rf"raybench: error: trial cnnx-synthetic-s{seed} failed: ConfigError: "
-                            r"train\.batch_size=500 is larger than the training split \(\d+ "
-                            r"images\); use at most \d+", line), line
-    runs = pd.read_parquet(tmp_path / "r" / "bad" / "runs")
-    assert runs["status"].tolist() == ["error", "error"]
-    assert runs["error"].str.startswith("ConfigError: train.batch_size=500").all()
-    assert "cnnx-synthetic-s0" in out and "error" in out
+    assert code == 1 and marker.exists(), err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("raybench: error: trial cnnx-synthetic-s0 "
+                                                   "failed: "), err[-3000:]
+    runs = pd.read_parquet(tmp_path / "r" / "bad" / "runs").sort_values("trial_id")
+    assert runs["status"].tolist() == ["error", "completed"]
+    from raybench.tune import studies
+
+    storage = studies.open_storage(tmp_path / "r" / "bad" / "optuna" / "journal.log")
+    states = [optuna.load_study(study_name=f"cnnx-synthetic-s{seed}", storage=storage).trials
+              for seed in (0, 1)]
+    assert [[t.state.name for t in trials] for trials in states] == [["FAIL"], ["COMPLETE"]]
 
 
 def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_address: str,

@@ -101,10 +101,11 @@ def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Pat
         pd.read_parquet(tmp_path / "r" / "ddp" / "predictions").query("split == 'test'"))
 
 
-def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str) -> list[str]:
-    sets = TINY + ["name=res", "train.epochs=3", "sweep.mode=paper", "sweep.models=[cnnx]",
-                   "sweep.seeds=[0, 1, 2]", "scaling.max_concurrent_trials=1",
-                   f"data.cache_dir={cache}"]
+def _sweep_cmd(results: Path, cache: Path, address: str, *extra: str,
+               epochs: int = 3) -> list[str]:
+    sets = TINY + ["name=res", f"train.epochs={epochs}", "sweep.mode=paper",
+                   "sweep.models=[cnnx]", "sweep.seeds=[0, 1, 2]",
+                   "scaling.max_concurrent_trials=1", f"data.cache_dir={cache}"]
     cmd = [sys.executable, "-m", "raybench.cli", "sweep", "--config",
            str(REPO / "jobs" / "smoke.yaml"), "--results", str(results), "--address", address]
     for item in sets:
@@ -128,30 +129,51 @@ def _wait_for_trial_actors_to_die(timeout_s: float = 60) -> None:
     raise AssertionError(f"trial actors still alive after the driver died: {alive}")
 
 
+def _epoch_rows(path: Path) -> list[dict]:
+    try:
+        return pd.read_parquet(path).to_dict("records") if path.exists() else []
+    except Exception:  # being replaced right now
+        return []
+
+
 def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> None:
+    """The resume restores Tune's experiment: finished trials keep their Tune trials and are
+    not rerun, the in-flight trial continues from its last checkpoint epoch."""
     results, cache = tmp_path / "r", tmp_path / "cache"
-    runs_dir = results / "res" / "runs"
-    proc = subprocess.Popen(_sweep_cmd(results, cache, ray_cluster), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(runs_dir.glob("*.parquet")):
-        time.sleep(0.5)
+    runs_dir, flying = results / "res" / "runs", results / "res" / "epochs" / "cnnx-synthetic-s1.parquet"
+    proc = subprocess.Popen(_sweep_cmd(results, cache, ray_cluster, epochs=5),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(_epoch_rows(flying)) < 2:  # s1 is in its 3rd epoch
+        time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     _wait_for_trial_actors_to_die()  # a dead driver's actors linger briefly while Ray cleans up
     finished = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
-    assert 0 < len(finished) < 3, "the driver was stopped mid-sweep"
+    before = _epoch_rows(flying)
+    tune_trials = {p.name for p in (results / "res" / "_tune" / "res").glob("cnnx-*")}
+    assert list(finished) == ["cnnx-synthetic-s0.parquet"] and 2 <= len(before) < 5, before
 
-    done = subprocess.run(_sweep_cmd(results, cache, ray_cluster, "--resume"),
+    done = subprocess.run(_sweep_cmd(results, cache, ray_cluster, "--resume", epochs=5),
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming res from" in done.stderr and "rebuilding" not in done.stderr
     runs = pd.read_parquet(runs_dir)
     assert sorted(runs["trial_id"]) == ["cnnx-synthetic-s0", "cnnx-synthetic-s1", "cnnx-synthetic-s2"]
     assert (runs["status"] == "completed").all(), runs[["trial_id", "status", "error"]].to_string()
     for name, mtime in finished.items():
         assert (runs_dir / name).stat().st_mtime_ns == mtime, f"{name} was rerun"
+    # Tune restored its trials (a rebuild would have made new ones, with new Tune ids) ...
+    after = {p.name for p in (results / "res" / "_tune" / "res").glob("cnnx-*")}
+    assert tune_trials <= after and len(after) == 3, (tune_trials, after)
+    # ... and s1 continued from its checkpoint: its first epochs are the rows from before the
+    # kill, timings included (a retrained epoch would have taken another number of seconds).
+    rows = _epoch_rows(flying)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert rows[0] == before[0], (before, rows)
     epochs = pd.read_parquet(results / "res" / "epochs")
-    assert epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [[1, 2, 3]] * 3
+    assert epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [[1, 2, 3, 4, 5]] * 3
 
 
 def test_demo_sweep_and_report(ray_cluster: str, tmp_path: Path, run_cli) -> None:

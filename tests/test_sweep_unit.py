@@ -2,10 +2,12 @@
 ASHA, the summary line, the sweep-name claim, the timeline and its Gantt figure."""
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -14,6 +16,8 @@ from raybench.config import load_spec
 from raybench.store import ResultStore
 from raybench.tune import studies
 from raybench.trial import TrialConfig, apply_params, cells
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _spec(tmp_path: Path, *sets: str):
@@ -233,3 +237,177 @@ def test_sweep_bench_compares_equal_trials(tmp_path: Path) -> None:
     points = {(round(t["params"]["lr"], 6), t["params"]["batch_size"], t["params"]["stride"])
               for ts in trials.values() for t in ts}
     assert points == {(3e-4, 8, 3)}  # every trial of both sweeps trains the same way
+
+
+def test_restore_rebuilds_only_on_recognised_signs_else_propagates(tmp_path: Path, caplog) -> None:
+    import logging
+    import pickle
+
+    from raybench.config import with_absolute_paths
+    from raybench.errors import SweepError
+    from raybench.tune.experiment import make_tuner, tune_location, unreadable_tune_state
+
+    spec = with_absolute_paths(_spec(tmp_path))
+    state = tmp_path / "unit" / "_tune" / "unit"
+    state.mkdir(parents=True)
+    loc = tune_location(spec).join("unit")
+    assert unreadable_tune_state(loc) == "no tuner.pkl"
+    (state / "tuner.pkl").write_bytes(pickle.dumps({"a": 1})[:-1])  # cut before its STOP
+    assert unreadable_tune_state(loc) == "no experiment_state-*.json"
+    (state / "experiment_state-2026-01-01_00-00-00.json").write_text('{"trial_data": [')
+    assert unreadable_tune_state(loc) == "tuner.pkl is cut short"
+    (state / "tuner.pkl").write_bytes(pickle.dumps([1, 2]))  # whole, but not a tuner's state
+    assert unreadable_tune_state(loc) == ("experiment_state-2026-01-01_00-00-00.json is not "
+                                          "valid JSON")
+    caplog.set_level(logging.INFO, logger="raybench")
+    make_tuner(spec, True, None)  # recognised: rebuilt, with the sign named
+    assert ("unreadable (experiment_state-2026-01-01_00-00-00.json is not valid JSON); "
+            "rebuilding") in caplog.text
+    assert not (state / "experiment_state-2026-01-01_00-00-00.json").exists()
+    assert (state / "tuner.pkl").read_bytes() != pickle.dumps([1, 2])  # the new Tuner's
+    (state / "tuner.pkl").write_bytes(pickle.dumps([1, 2]))
+    (state / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    with pytest.raises(SweepError, match=r"cannot restore Tune's state at .*unit/_tune/unit: "
+                                         r"TypeError: pop expected"):
+        make_tuner(spec, True, None)  # any other failure is a sweep error, nothing deleted
+    assert (state / "tuner.pkl").read_bytes() == pickle.dumps([1, 2])
+
+
+def test_trial_config_does_not_grow_with_the_cells(tmp_path: Path) -> None:
+    import json
+
+    from raybench.trial import cell_spec
+
+    def config_size(n_seeds: int) -> tuple[int, dict]:
+        spec = _spec(tmp_path, f"sweep.seeds=[{', '.join(str(i) for i in range(n_seeds))}]",
+                     "sweep.models=[cnnx, resnet18]")
+        cell = cells(spec)[-1]
+        config = TrialConfig(cell_spec(spec, cell), cell, cell.name, {}, 0).to_ray()
+        return len(json.dumps(config)), config
+
+    small, _ = config_size(2)
+    large, config = config_size(2000)
+    assert config["spec"]["sweep"]["seeds"] == [1999]
+    assert config["spec"]["sweep"]["models"] == ["resnet18"]
+    assert large - small == 4 * 3  # "1999" for "1" in the cell, its name, train.seed, sweep.seeds
+    assert TrialConfig.from_ray(config).trial_spec.train.seed == 1999
+
+
+def test_tpe_learns_after_a_budget_sized_startup(tmp_path: Path) -> None:
+    """In a 6-sample study trials 0-1 are the start-up (paper point, one random), trials 2-5
+    come from TPE's model: they differ from what the same sampler draws in its random phase."""
+    from raybench.tune.search import startup_trials
+
+    assert [startup_trials(n) for n in (1, 4, 6, 10, 16, 40)] == [2, 2, 2, 2, 4, 10]
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=6", "sweep.max_concurrent_per_study=1",
+                               "train.epochs=1")
+    cell = searcher.plan.cells[0]
+    got = []
+    for i in range(6):
+        config = searcher.suggest(f"t{i}")
+        got.append(config["params"])
+        lr = config["params"]["lr"]  # a smooth objective TPE can learn: best near lr = 1e-3
+        searcher.on_trial_complete(f"t{i}", {"val_balanced_accuracy": -abs(np.log10(lr) + 3),
+                                             "epoch": 1})
+    assert searcher._study(cell).sampler._n_startup_trials == 2
+    # The same seed with Optuna's default start-up (10): every trial random.
+    random_phase = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+        seed=cell.sampler_seed))
+    from raybench.tune.space import SPACES, first_point
+
+    random_phase.enqueue_trial(first_point(spec.sweep.space, cell.model))
+    drawn = []
+    for _ in range(6):
+        trial = random_phase.ask()
+        SPACES.get("paper_neighbourhood")(spec.sweep.space, cell.model)(trial)
+        drawn.append(dict(trial.params))
+        random_phase.tell(trial, -abs(np.log10(trial.params["lr"]) + 3))
+    assert got[:2] == drawn[:2]  # start-up: the paper point, then the same random draw
+    assert all(got[i]["lr"] != drawn[i]["lr"] for i in range(2, 6))  # TPE's model from trial 2
+
+
+def test_space_checked_against_each_cells_training_split(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from raybench.errors import ConfigError
+    from raybench.tune import feasible
+    from raybench.tune.experiment import plan_of
+    from raybench.tune.search import CellSearcher
+
+    spec = _spec(tmp_path, "sweep.mode=optuna", "sweep.seeds=[0, 1]",
+                 "sweep.space.batch_sizes=[8, 16, 32]")
+    small, large = (c.name for c in cells(spec))
+    caplog.set_level(logging.INFO, logger="raybench")
+    allowed = feasible.batch_sizes(spec, {small: 20, large: 40})
+    assert allowed == {small: (8, 16), large: (8, 16, 32)}
+    assert f"32 left out of 1 cell(s) whose training split is smaller ({small}: 20)" in caplog.text
+    with pytest.raises(ConfigError, match=rf"^sweep.space.batch_sizes=32 is larger than the "
+                                          rf"training split of cell {small} \(20 images\); use "
+                                          rf"at most 20$"):
+        feasible.batch_sizes(spec, {small: 20, large: 30})
+    with pytest.raises(ConfigError, match=rf"^sweep.space.batch_sizes=8 is larger .* cell {small} "
+                                          r"\(5 images\)"):
+        feasible.batch_sizes(spec, {small: 5, large: 40})  # nothing left for that cell
+    paper = _spec(tmp_path, "sweep.seeds=[0, 1]", "train.batch_size=24")
+    with pytest.raises(ConfigError, match=rf"^train.batch_size=24 is larger than the training "
+                                          rf"split of cell {small} \(20 images\)"):
+        feasible.batch_sizes(paper, {small: 20, large: 40})
+    # The searcher serves each cell its own space: the small cell never gets 32.
+    searcher = CellSearcher(plan_of(spec, allowed))
+    served = [searcher.suggest(f"t{i}") for i in range(4)]
+    for i in range(4):
+        searcher.on_trial_complete(f"t{i}", {"val_balanced_accuracy": 0.5, "epoch": 20})
+    served += [searcher.suggest(f"u{i}") for i in range(4)]
+    by_cell = {}
+    for config in served:
+        by_cell.setdefault(config["cell"]["seed"], []).append(config["params"]["batch_size"])
+    assert len(by_cell[0]) == len(by_cell[1]) == 4
+    assert by_cell[0][0] == by_cell[1][0] == 8  # the paper's 15 is not in the space: its first
+    assert set(by_cell[0]) <= {8, 16}
+    # The real data: the smoke spec's synthetic split sizes, read without decoding.
+    sizes = feasible.train_sizes(_spec(tmp_path, f"data.cache_dir={tmp_path / 'cache'}",
+                                       "data.synthetic.per_class=12"))
+    assert list(sizes.values()) == [sizes["cnnx-synthetic-s0"]] and 12 < sizes["cnnx-synthetic-s0"] < 36
+
+
+def test_space_no_cell_can_take_is_exit_2_with_nothing_trained(tmp_path: Path, run_cli) -> None:
+    code, _, err = run_cli("sweep", "--config", str(REPO / "jobs" / "smoke.yaml"),
+                           "--results", str(tmp_path / "r"), "--set", "name=big",
+                           "--set", f"data.cache_dir={tmp_path / 'cache'}",
+                           "--set", "sweep.space.batch_sizes=[8, 500]")
+    lines = [ln for ln in err.splitlines() if ln.startswith("raybench")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert re.fullmatch(r"raybench: error: sweep.space.batch_sizes=500 is larger than the "
+                        r"training split of cell cnnx-synthetic-s0 \(\d+ images\); use at most "
+                        r"\d+", lines[0]), lines[0]
+    assert not (tmp_path / "r" / "big").exists()  # no claim, no spec, no trial
+
+
+def test_errored_is_fail_pruned_keeps_its_value_and_resume_does_not_rerun(tmp_path: Path) -> None:
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=4")
+    for i in range(2):
+        searcher.suggest(f"t{i}")
+    searcher.on_trial_result("t1", {"val_balanced_accuracy": 0.6, "epoch": 2})
+    searcher.on_trial_complete("t0", error=True)
+    searcher.on_trial_complete("t1", {"val_balanced_accuracy": 0.6, "epoch": 2})  # ASHA stop
+    storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
+    study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
+    assert study.trials[0].user_attrs["raybench_status"] == "error"
+    assert study.trials[1].intermediate_values == {2: 0.6}
+    fresh, _ = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=4")  # a resume
+    nxt = fresh.suggest("r0")
+    assert nxt["trial_id"] == "cnnx-synthetic-s0-t002"  # not t000 again: the error is final
+    assert fresh.suggest("r1") == "FINISHED"
+
+
+def test_default_space_is_trimmed_to_the_data_not_refused(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from raybench.tune import feasible
+
+    spec = _spec(tmp_path, "sweep.mode=optuna")  # batch sizes (8, 15, 16, 32, 64) by default
+    caplog.set_level(logging.INFO, logger="raybench")
+    assert feasible.batch_sizes(spec, {"cnnx-synthetic-s0": 32}) == {
+        "cnnx-synthetic-s0": (8, 15, 16, 32)}
+    assert "64 left out of 1 cell(s) whose training split is smaller" in caplog.text

@@ -25,7 +25,7 @@ def _imagenet_state(name: str, seed: int = 1) -> dict[str, torch.Tensor]:
     """A state dict shaped like the ImageNet checkpoint (1000-class head), random values."""
     spec = get_model_spec(name)
     torch.manual_seed(seed)
-    model = spec.builder(spec, 1000, pretrained=False, image_size=spec.input_size)
+    model = spec.load_builder()(spec, 1000, pretrained=False, image_size=spec.input_size)
     if name in ("googlenet", "inception_v3"):
         import torchvision
 

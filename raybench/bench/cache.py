@@ -207,8 +207,6 @@ def bench_cache(opts: BenchOptions) -> dict[str, Any]:
 
 
 def _lines(out: dict[str, Any]) -> list[str]:
-    if "cache_speedup" not in out:
-        return []
     return [f"cache: decode epoch {out['decode_epoch_s']:.2f} s, cache epoch "
             f"{out['cache_epoch_s']:.4f} s ({out['images']} images: "
             f"{out['data']}); peak memory {out['cache_peak_memory_ratio']:.2f}x the raw array"]

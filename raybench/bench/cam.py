@@ -37,7 +37,7 @@ def bench_cam(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
 
 def _lines(out: dict[str, Any]) -> list[str]:
     return [f"cam {name}: {rate:.1f} images/s"
-            for name, rate in (out.get("images_per_s") or {}).items()]
+            for name, rate in out["images_per_s"].items()]
 
 
 SECTION = Section("cam", bench_cam, headline={"cam_images_per_s": "images_per_s"},

@@ -67,7 +67,8 @@ class Section:
         run: Measures; returns the section's JSON-ready dict.
         headline: Report key -> key of the section's dict, copied to the top of the report.
         targets: Headline key -> the target it should meet.
-        lines: The section's human-readable lines (:func:`raybench.bench.format_report`).
+        lines: The human-readable lines of the section's dict, when it ran
+            (:func:`raybench.bench.format_report`).
         default: Runs without ``--only``; a section that takes minutes runs only when named
             (its targets are then checked only when it ran).
     """

@@ -31,7 +31,7 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
              S.IMAGE_SIZE: 224, S.PRETRAINED: True, S.PARAMS: 11_000_000, S.EPOCHS_RUN: 20,
              S.WALL_S: 600.0, S.TRAIN_IMAGES_PER_S: 14.1, S.DEVICE: "cpu", S.PRECISION: "fp32",
              S.NUM_WORKERS: 1, S.RAYBENCH_VERSION: "0.1.0", S.TORCH_VERSION: "2.x",
-             S.RAY_VERSION: "2.60.0", S.TIMM_VERSION: "1.x", S.STATUS: "completed"}]
+             S.RAY_VERSION: "2.60.0", S.TIMM_VERSION: "1.x", S.STATUS: S.STATUS_COMPLETED}]
     metrics = [{**base, S.SPLIT: "test", S.CLASS: c, S.METRIC: m, S.VALUE: float(rng.random()),
                 S.CI_LOW: 0.0, S.CI_HIGH: 1.0} for c in S.LABELS for m in _RESULT_METRICS]
     metrics += [{**base, S.SPLIT: "test", S.CLASS: "all", S.METRIC: m, S.VALUE: float(rng.random()),
@@ -101,8 +101,6 @@ def bench_results(opts: BenchOptions, n_pred: int = 50) -> dict[str, Any]:
 
 
 def _lines(out: dict[str, Any]) -> list[str]:
-    if "results_load_s" not in out:
-        return []
     return [f"results_load_s             {out['results_load_s']:>12.3g}  "
             f"({out['trials']} trials)"]
 

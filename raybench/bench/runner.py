@@ -87,7 +87,8 @@ def format_report(report: dict[str, Any]) -> str:
              f"load {m['loadavg'][0]:.1f} -> {m['loadavg_end'][0]:.1f}, torch {m['torch']}, "
              f"ray {m['ray']}"]
     for section in SECTION_TABLE:
-        lines += section.lines(report.get(section.name, {}))
+        if section.name in report:
+            lines += section.lines(report[section.name])
     for key, t in report["targets"].items():
         value = "not measured" if t["value"] is None else f"{t['value']:.3g}"
         verdict = {True: "ok", False: "MISSED", None: "-"}[t["met"]]

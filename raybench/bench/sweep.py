@@ -80,7 +80,7 @@ def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
 
 def _lines(out: dict[str, Any]) -> list[str]:
     lines = []
-    for name in ("grid", "optuna") if "sweep_wall_ratio" in out else ():
+    for name in ("grid", "optuna"):
         part = out[name]
         lines.append(f"sweep {name}: {part['trials']} trials in {part['wall_s']:.1f} s, span "
                      f"{part['span_s']:.1f} s, trial {part['trial_s_mean']:.1f} s, up to "

@@ -85,8 +85,8 @@ def _pair_runners(name: str, opts: BenchOptions, device: Any, cfg: Any) -> dict[
     from raybench.config import TrainConfig
     from raybench.data.dataset import SplitData
     from raybench.data.transforms import to_model_input
-    from raybench.engine.loop import optimize_model, place_data, seed_everything, train_one_epoch
-    from raybench.models import build_model, get_model_spec
+    from raybench.engine.loop import place_data, train_one_epoch
+    from raybench.models import get_model_spec
 
     spec = get_model_spec(name)
     norm = (spec.mean, spec.std)
@@ -102,13 +102,7 @@ def _pair_runners(name: str, opts: BenchOptions, device: Any, cfg: Any) -> dict[
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
     x_plain = to_model_input(images.to(device), *norm, memory_format=fmt)  # (N, 3, S, S)
     y_plain = targets.to(device)
-    models, optims = [], []
-    for _ in range(2):
-        seed_everything(0)
-        model = optimize_model(build_model(name, classes, image_size=opts.image_size).to(device),
-                               cfg)
-        models.append(model)
-        optims.append(torch.optim.Adam(model.parameters(), lr=3e-4))
+    models, optims = _twin_models(name, classes, opts.image_size, device, cfg)
 
     def run_raybench(epoch: int, steps: Optional[int]) -> int:
         m = n if steps is None else steps * opts.batch_size
@@ -121,6 +115,23 @@ def _pair_runners(name: str, opts: BenchOptions, device: Any, cfg: Any) -> dict[
                            bf16=cfg.precision == "bf16")
 
     return {"raybench": run_raybench, "plain": run_plain}
+
+
+def _twin_models(name: str, classes: int, size: int, device: Any,
+                 cfg: Any) -> tuple[list[Any], list[Any]]:
+    """Two identically initialised copies of model ``name`` and an Adam optimiser for each."""
+    import torch
+
+    from raybench.engine.loop import optimize_model, seed_everything
+    from raybench.models import build_model
+
+    models, optims = [], []
+    for _ in range(2):
+        seed_everything(0)
+        model = optimize_model(build_model(name, classes, image_size=size).to(device), cfg)
+        models.append(model)
+        optims.append(torch.optim.Adam(model.parameters(), lr=3e-4))
+    return models, optims
 
 
 def _sync(device: Any) -> None:
@@ -148,7 +159,7 @@ def bench_train(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:
 def _lines(out: dict[str, Any]) -> list[str]:
     return [f"train {name}: raybench {per['raybench_images_per_s']:.1f} images/s, plain "
             f"{per['plain_images_per_s']:.1f} images/s, ratio {per['ratio']:.3f}"
-            for name, per in out.get("models", {}).items()]
+            for name, per in out["models"].items()]
 
 
 SECTION = Section("train", bench_train, headline={"train_ratio": "train_ratio"},

@@ -53,14 +53,12 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
             ray.shutdown()
     train_s = float(epochs[S.SECONDS].sum())
     return {"trial_overhead_s": (wall - train_s) / opts.trials, "trials": opts.trials,
-            "completed": sum(s[S.STATUS] == "completed" for s in summary),
+            S.STATUS_COMPLETED: sum(s[S.STATUS] == S.STATUS_COMPLETED for s in summary),
             "sweep_wall_s": wall, "training_s": train_s, "ray_init_s": ray_init,
             "trial_wall_s_mean": float(runs[S.WALL_S].mean()), "concurrency": 1}
 
 
 def _lines(out: dict[str, Any]) -> list[str]:
-    if "trial_overhead_s" not in out:
-        return []
     return [f"trials: {out['trials']} in {out['sweep_wall_s']:.1f} s, training "
             f"{out['training_s']:.1f} s, Ray start {out['ray_init_s']:.1f} s"]
 

@@ -4,8 +4,9 @@
 >>> out = compute_cams(model, "resnet18", images)          # uint8 (N, S, S) -> maps (N, h, w)
 >>> roi_focus(out.maps, masks)                              # share of positive energy in the lungs
 
-Names are imported on first use (PEP 562): ``from raybench.cam import CamSet`` and
-``raybench.cam.camset`` stay torch-free, so reading stored CAMs does not import torch.
+Names are imported on first use (PEP 562): ``from raybench.cam import CamSet`` (defined in
+:mod:`raybench.camset`, beside the results store) stays torch-free, so reading stored CAMs does
+not import torch.
 """
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from raybench.cam.camset import CamSet
+    from raybench.camset import CamSet
     from raybench.cam.hooks import capture_layer, classifier_head, eval_mode, target_layer
-    from raybench.cam.methods import METHODS, CamBatch, CamMethod, compute_cams, resolve_method
+    from raybench.cam.catalog import METHODS, CamMethod
+    from raybench.cam.methods import CamBatch, compute_cams, resolve_method
     from raybench.cam.roi import lung_field_template, pointing_game, roi_focus, upsample
 
 #: Public name -> the submodule that defines it.
 _SOURCES = {
-    "CamSet": "camset",
+    "CamSet": "raybench.camset",
     "capture_layer": "hooks", "classifier_head": "hooks", "eval_mode": "hooks",
     "target_layer": "hooks",
-    "METHODS": "methods", "CamBatch": "methods", "CamMethod": "methods",
+    "METHODS": "catalog", "CamMethod": "catalog", "CamBatch": "methods",
     "compute_cams": "methods", "resolve_method": "methods",
     "lung_field_template": "roi", "pointing_game": "roi", "roi_focus": "roi", "upsample": "roi",
 }
@@ -37,7 +39,9 @@ def __getattr__(name: str) -> Any:
     """Imports the submodule that defines ``name`` on first access (PEP 562)."""
     if name not in _SOURCES:
         raise AttributeError(f"module 'raybench.cam' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"raybench.cam.{_SOURCES[name]}"), name)
+    module = _SOURCES[name]
+    value = getattr(importlib.import_module(module if "." in module else f"raybench.cam.{module}"),
+                    name)
     globals()[name] = value  # later lookups skip __getattr__
     return value
 

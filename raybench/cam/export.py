@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from raybench import schema as S
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.cam.methods import compute_cams, resolve_method
 from raybench.cam.roi import load_masks, pointing_game, roi_focus
 from raybench.config import CamConfig, DataConfig, Spec

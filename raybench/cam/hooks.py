@@ -3,21 +3,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raybench.errors import ConfigError
 from raybench.models import ModelSpec, unwrap_model
-
-# Activations an architecture applies *functionally* between its registered CAM layer and the
-# global pooling, so no module can be hooked after them: torchvision's DenseNet runs
-# ``F.relu(features, inplace=True)`` on the output of ``features`` (its last module is a
-# BatchNorm). The exact CAM needs the pooled (post-ReLU) activation.
-FEATURE_ACTIVATION: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"densenet201": F.relu}
-
 
 @dataclass
 class Capture:

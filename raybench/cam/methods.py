@@ -1,4 +1,5 @@
-"""CAM methods (a registry) and batched computation on the model's device.
+"""The CAM methods' functions (registered in :mod:`raybench.cam.catalog`) and batched
+computation on the model's device.
 
 Every method returns *raw*, signed class maps at the target layer's resolution, for one class
 per image (by default the predicted one):
@@ -21,13 +22,14 @@ The exact methods also return ``scale`` and ``offset`` with ``logit = sum(M) * s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from raybench.cam.catalog import METHODS, CamMethod
 from raybench.cam.hooks import (
-    FEATURE_ACTIVATION,
     Capture,
     capture_layer,
     classifier_head,
@@ -37,8 +39,6 @@ from raybench.cam.hooks import (
 from raybench.data.transforms import to_model_input
 from raybench.errors import ConfigError
 from raybench.models import ModelSpec, get_model_spec, unwrap_model
-from raybench.models.names import CNNX_CAM_METHOD
-from raybench.registry import Registry
 
 
 @dataclass
@@ -50,22 +50,6 @@ class CamBatch:
     classes: torch.Tensor  # (B,) int64, the class each map explains
     scale: Optional[float] = None  # exact methods: logit = maps.sum((1, 2)) * scale + offset
     offset: Optional[torch.Tensor] = None  # (B,)
-
-
-CamFn = Callable[[nn.Module, ModelSpec, torch.Tensor, Optional[torch.Tensor]], CamBatch]
-
-
-@dataclass(frozen=True)
-class CamMethod:
-    """A registered CAM method; ``exact`` methods satisfy the sum identity."""
-
-    name: str
-    exact: bool
-    fn: CamFn
-    description: str
-
-
-METHODS: Registry[CamMethod] = Registry("CAM method")
 
 
 def _pick(logits: torch.Tensor, classes: Optional[torch.Tensor]) -> torch.Tensor:
@@ -80,14 +64,15 @@ def _recorded(cap: Capture) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _cam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
-         classes: Optional[torch.Tensor]) -> CamBatch:
+def cam_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
+              classes: Optional[torch.Tensor]) -> CamBatch:
+    """The ``cam`` method: exact CAM of a global-average-pooled layer read by a linear head."""
     head = classifier_head(model)
     with capture_layer(target_layer(model, spec)) as cap:
         logits = model(x)
     a = _recorded(cap)  # (B, C, h, w)
-    if spec.name in FEATURE_ACTIVATION:
-        a = FEATURE_ACTIVATION[spec.name](a)
+    if spec.cam_activation:  # applied functionally after the layer (DenseNet's F.relu)
+        a = getattr(F, spec.cam_activation)(a)
     cls = _pick(logits, classes)
     c, h, w = (int(n) for n in a.shape[1:])
     weight = head.weight.reshape(head.weight.shape[0], -1)  # (K, C): Linear, or a 1x1 conv
@@ -105,8 +90,9 @@ def _cam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
 
 
 @torch.no_grad()
-def _cnnx(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
-          classes: Optional[torch.Tensor]) -> CamBatch:
+def cnnx_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
+               classes: Optional[torch.Tensor]) -> CamBatch:
+    """The ``cnnx`` method: CNN-X's exact per-position contribution map."""
     net = unwrap_model(model)
     if not hasattr(net, "feature_shape") or not isinstance(getattr(net, "fc", None), nn.Linear):
         raise ConfigError(f"{spec.name}: the cnnx method needs a CNN-X model; use cam.method="
@@ -121,8 +107,9 @@ def _cnnx(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
     return CamBatch(maps, logits, cls, 1.0, fc.bias[cls])
 
 
-def _gradcam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
-             classes: Optional[torch.Tensor]) -> CamBatch:
+def gradcam_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
+                  classes: Optional[torch.Tensor]) -> CamBatch:
+    """The ``gradcam`` method: Grad-CAM at the model's CAM layer (any model)."""
     with torch.enable_grad(), capture_layer(target_layer(model, spec), track_grad=True) as cap:
         logits = model(x)
         cls = _pick(logits.detach(), classes)
@@ -133,13 +120,6 @@ def _gradcam(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
     a = _recorded(cap).detach()
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     return CamBatch((alpha * a).sum(dim=1), logits.detach(), cls)
-
-
-METHODS.register("cam", CamMethod("cam", True, _cam, "CAM (Zhou et al. 2016), GAP + linear head"))
-METHODS.register(CNNX_CAM_METHOD, CamMethod(CNNX_CAM_METHOD, True, _cnnx,
-                                            "CNN-X per-position contribution map"))
-METHODS.register("gradcam", CamMethod("gradcam", False, _gradcam,
-                                      "Grad-CAM (Selvaraju et al. 2017), any model"))
 
 
 def resolve_method(name: str, spec: ModelSpec) -> CamMethod:
@@ -165,7 +145,7 @@ def compute_cams(model: nn.Module, model_name: str, images: torch.Tensor, method
         One :class:`CamBatch` for all images (maps (N, h, w)), still on the device.
     """
     spec = get_model_spec(model_name)
-    cam = resolve_method(method, spec)
+    fn = resolve_method(method, spec).load()
     net = unwrap_model(model)
     device = next(net.parameters()).device
     norm = norm or (spec.mean, spec.std)
@@ -174,7 +154,7 @@ def compute_cams(model: nn.Module, model_name: str, images: torch.Tensor, method
         for start in range(0, len(images), batch_size):
             x = to_model_input(images[start:start + batch_size].to(device), *norm)
             sel = None if classes is None else classes[start:start + batch_size]
-            parts.append(cam.fn(net, spec, x, sel))
+            parts.append(fn(net, spec, x, sel))
     return _concat(parts)
 
 

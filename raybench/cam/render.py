@@ -10,7 +10,7 @@ from PIL import Image
 
 from raybench import schema as S
 from raybench.errors import RaybenchError
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 
 ALPHA = 0.45  # weight of the heat map over the gray image
 

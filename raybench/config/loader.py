@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from raybench import safeyaml
 from raybench.config.checks import validate
+from raybench.config.fields import FieldError, choice_problem, literal_choices
 from raybench.config.spec import Spec
 from raybench.errors import ConfigError
 from raybench.safeyaml import short
@@ -101,7 +102,10 @@ def from_dict(cls: type, data: Any, where: str = "spec", prefix: str = "") -> An
                 f"{where}: unknown key {prefix + str(key)!r}{hint}; allowed: {', '.join(names)}"
             )
     kwargs = {k: _convert(hints[k], v, where, f"{prefix}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except FieldError as exc:  # a field's own check (raybench.config.fields)
+        raise ConfigError(f"{where}: {prefix}{exc.key}{exc.problem}") from None
 
 
 def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
@@ -111,6 +115,12 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
         if value is None:
             return None
         return _convert(args[0], value, where, key)
+    allowed = literal_choices(tp)
+    if allowed is not None:
+        problem = choice_problem(value, allowed)
+        if problem:
+            raise ConfigError(f"{where}: {key}{problem}")
+        return value
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, where, prefix=f"{key}.")
     if origin is dict:

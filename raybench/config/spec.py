@@ -1,7 +1,9 @@
-"""The spec's frozen dataclasses, and their plain-dict / YAML forms.
+"""The spec's frozen dataclasses, with each field's check beside it, and their dict / YAML forms.
 
-Every knob lives in a frozen dataclass. Configs cross into Ray as plain dicts (:func:`to_dict`)
-and are rebuilt with :func:`raybench.config.from_dict` on the other side.
+Every knob lives in a frozen dataclass. Choices are ``Literal`` types or read from their
+registry (models, CAM methods); ranges are declared with the field (:mod:`raybench.config.fields`)
+and checked on construction. Configs cross into Ray as plain dicts (:func:`to_dict`) and are
+rebuilt with :func:`raybench.config.from_dict` on the other side.
 """
 from __future__ import annotations
 
@@ -9,16 +11,89 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
+from urllib.parse import urlparse
 
 import yaml
 
 from raybench import schema
-from raybench.models import names as model_names
+from raybench.cam.catalog import METHODS as CAM_METHODS
+from raybench.config.fields import (
+    Checked,
+    FieldError,
+    choice_problem,
+    at_least_one,
+    checked,
+    distinct,
+    fraction,
+    image_side,
+    non_negative,
+    positive,
+)
+from raybench.models.table import DEFAULT_MODEL, MODELS
+from raybench.safeyaml import short
+
+#: ``data.roi``: the lungs-hidden shortcut control.
+Roi = Literal["full", "lungs_only", "outside_lungs"]
+ROIS: tuple[str, ...] = get_args(Roi)
+#: Metrics a sweep may optimise (reported every epoch).
+SWEEP_METRICS = (schema.VAL_BALANCED_ACCURACY, schema.VAL_ACCURACY, schema.VAL_MACRO_AUC,
+                 schema.VAL_LOSS, schema.TRAIN_LOSS)
+
+
+def _model(name: str) -> Optional[str]:
+    return None if name in MODELS else f": {MODELS.unknown_message(name)}"
+
+
+def _cam_method(name: str) -> Optional[str]:
+    return choice_problem(name, ("auto", *CAM_METHODS))
+
+
+def _sweep_metric(name: str) -> Optional[str]:
+    return choice_problem(name, SWEEP_METRICS)
+
+
+def _roi(name: str) -> Optional[str]:
+    return None if name in ROIS else f" has {short(name)}; allowed: {', '.join(ROIS)}"
+
+
+def _seed(value: int) -> Optional[str]:
+    return None if value >= 0 else f" must be >= 0, got {value}"
+
+
+_NO_INTS = " must be a non-empty list of ints >= 1"
+
+
+def _positive_int(value: int) -> Optional[str]:
+    return None if value >= 1 else f"{_NO_INTS}, got {value}"
+
+
+def _option_values(values: tuple[int, ...]) -> Optional[str]:
+    check = distinct(tuple, _positive_int, if_empty=_NO_INTS).metadata["check"]
+    problem: Optional[str] = check(values)
+    return problem
+
+
+def _tracking_uri(uri: Optional[str]) -> Optional[str]:
+    if uri is None:
+        return None
+    if "@" in urlparse(uri).netloc:  # never echo the URI: the part before '@' may be a secret
+        return (" must not hold credentials (user:secret@); set MLFLOW_TRACKING_TOKEN or "
+                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD in the environment of "
+                "every node")
+    if not uri.strip():
+        return " is empty; leave it out to turn MLflow off"
+    return None
+
+
+def _spec_name(name: str) -> Optional[str]:
+    if name and "/" not in name:
+        return None
+    return f" must be a non-empty string without '/', got {short(name)}"
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Checked):
     """Which architecture to build and how.
 
     Attributes:
@@ -31,25 +106,25 @@ class ModelConfig:
             unset options take the model's default.
     """
 
-    name: str = model_names.DEFAULT_MODEL
+    name: str = checked(DEFAULT_MODEL, _model)
     pretrained: bool = False
     weights_dir: Optional[str] = None
-    image_size: Optional[int] = None
+    image_size: Optional[int] = image_side(None, low=16)
     options: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(Checked):
     """The synthetic chest X-ray set used when no manifest is given."""
 
-    per_class: int = 40
-    size: int = 64
-    seed: int = 0
-    marker_leak: float = 0.0
+    per_class: int = positive(40)
+    size: int = image_side(64, low=1)
+    seed: int = non_negative(0)
+    marker_leak: float = fraction(0.0, closed=True)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(Checked):
     """Where images come from and how they are split.
 
     Attributes:
@@ -81,11 +156,11 @@ class DataConfig:
     """
 
     manifest: Optional[str] = None
-    labels: tuple[str, ...] = schema.LABELS
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    on_bad_image: str = "fail"
+    labels: tuple[str, ...] = distinct(lambda: schema.LABELS)
+    val_fraction: float = fraction(0.15)
+    test_fraction: float = fraction(0.2)
+    split_seed: int = non_negative(0)
+    on_bad_image: Literal["fail", "skip"] = "fail"
     cache_dir: str = ".raybench-cache"
     local_cache_dir: Optional[str] = None
     scenario: Optional[str] = None
@@ -93,12 +168,19 @@ class DataConfig:
     allow_overlap: bool = False
     allow_outside_root: bool = False
     decoded_cache: bool = True
-    roi: str = "full"
+    roi: Roi = "full"
     synthetic: SynthConfig = field(default_factory=SynthConfig)
+
+    def check_fields(self) -> None:
+        super().check_fields()
+        unknown = [lab for lab in self.labels if lab not in schema.LABELS]
+        if unknown or len(self.labels) < 2:
+            raise FieldError("labels", f"={short(list(self.labels))}; need >= 2 of "
+                             f"{', '.join(schema.LABELS)}")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Checked):
     """The optimisation; defaults are the paper's (Adam, lr 3e-4, batch 15, 20 epochs).
 
     Attributes:
@@ -114,23 +196,24 @@ class TrainConfig:
         augment: Random shift and zoom of each training image, on the device.
     """
 
-    epochs: int = 20
-    batch_size: int = 15
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    num_threads: Optional[int] = None
+    epochs: int = positive(20)
+    batch_size: int = positive(15)
+    lr: float = positive(3e-4)
+    weight_decay: float = non_negative(0.0)
+    seed: int = non_negative(0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    num_threads: Optional[int] = at_least_one()
     data_on_device: bool = False
     channels_last: bool = False
     compile: bool = False
-    compile_mode: str = "default"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"
     augment: bool = False
 
 
 @dataclass(frozen=True)
-class ScalingSpec:
+class ScalingSpec(Checked):
     """Ray resources of one trial.
 
     ``batch_size`` is the global batch: each of ``num_workers`` data-parallel workers takes
@@ -147,13 +230,18 @@ class ScalingSpec:
         max_failures: Restarts of a trial (from its latest checkpoint) after a worker dies.
     """
 
-    num_workers: int = 1
+    num_workers: int = positive(1)
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = non_negative(1.0)
+    gpus_per_worker: float = non_negative(0.0)
     in_process: bool = True
-    max_concurrent_trials: Optional[int] = None
-    max_failures: int = 1
+    max_concurrent_trials: Optional[int] = at_least_one()
+    max_failures: int = non_negative(1)
+
+    def check_fields(self) -> None:
+        super().check_fields()
+        if self.gpus_per_worker > 0 and not self.use_gpu:
+            raise FieldError("gpus_per_worker", " is set but scaling.use_gpu is false")
 
     @property
     def single_in_process(self) -> bool:
@@ -170,7 +258,7 @@ class ScalingSpec:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(Checked):
     """The Optuna space around the paper's defaults (which are evaluated first).
 
     Attributes:
@@ -178,14 +266,24 @@ class SearchSpace:
             ``{stride: [2, 3, 4]}``); an option left out uses the values its model declares.
     """
 
-    lr_min: float = 1e-5
-    lr_max: float = 1e-2
-    batch_sizes: tuple[int, ...] = (8, 15, 16, 32, 64)
+    lr_min: float = positive(1e-5)
+    lr_max: float = positive(1e-2)
+    batch_sizes: tuple[int, ...] = distinct(lambda: (8, 15, 16, 32, 64), _positive_int,
+                                            if_empty=_NO_INTS)
     options: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def check_fields(self) -> None:
+        super().check_fields()
+        if not self.lr_min < self.lr_max:
+            raise FieldError("lr_min", f" must be < lr_max, got {self.lr_min} and {self.lr_max}")
+        for key, values in self.options.items():
+            problem = _option_values(values)
+            if problem:
+                raise FieldError(f"options.{key}", problem)
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(Checked):
     """A study: models x scenarios x seeds, in ``paper`` (fixed hyperparameters) or ``optuna`` mode.
 
     Attributes:
@@ -202,25 +300,26 @@ class SweepConfig:
         progress_interval_s: Seconds between the driver's sweep summary lines.
     """
 
-    mode: str = "paper"
-    models: tuple[str, ...] = (model_names.DEFAULT_MODEL,)
-    scenarios: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = (0,)
-    num_samples: int = 4
-    metric: str = schema.VAL_BALANCED_ACCURACY
-    metric_mode: str = "max"
+    mode: Literal["paper", "optuna"] = "paper"
+    models: tuple[str, ...] = distinct(lambda: (DEFAULT_MODEL,), _model,
+                                       if_empty=" must list at least one model")
+    scenarios: tuple[str, ...] = distinct(tuple)
+    seeds: tuple[int, ...] = distinct(lambda: (0,), _seed, if_empty=" must list at least one seed")
+    num_samples: int = positive(4)
+    metric: str = checked(schema.VAL_BALANCED_ACCURACY, _sweep_metric)
+    metric_mode: Literal["max", "min"] = "max"
     asha: bool = True
-    grace_period: int = 1
-    reduction_factor: int = 2
-    time_budget_s: Optional[float] = None
-    rois: tuple[str, ...] = ()
-    max_concurrent_per_study: int = 2
-    progress_interval_s: float = 30.0
+    grace_period: int = positive(1)
+    reduction_factor: int = positive(2)
+    time_budget_s: Optional[float] = at_least_one()
+    rois: tuple[Roi, ...] = distinct(tuple, _roi)
+    max_concurrent_per_study: int = positive(2)
+    progress_interval_s: float = positive(30.0)
     space: SearchSpace = field(default_factory=SearchSpace)
 
 
 @dataclass(frozen=True)
-class CamConfig:
+class CamConfig(Checked):
     """Class activation maps exported after each trial (see :mod:`raybench.cam`).
 
     Attributes:
@@ -234,15 +333,15 @@ class CamConfig:
     """
 
     enabled: bool = True
-    select: str = "per_class"
-    per_class: int = 4
-    method: str = "auto"
-    batch_size: int = 16
+    select: Literal["per_class", "all", "misclassified"] = "per_class"
+    per_class: int = positive(4)
+    method: str = checked("auto", _cam_method)
+    batch_size: int = positive(16)
     images: bool = True
 
 
 @dataclass(frozen=True)
-class MlflowConfig:
+class MlflowConfig(Checked):
     """Mirror every trial as an MLflow run (see :mod:`raybench.tracking`).
 
     Credentials never go here (the spec is saved with the results): MLflow reads
@@ -257,23 +356,23 @@ class MlflowConfig:
         check_timeout_s: Seconds the start-of-job reachability check may take.
     """
 
-    tracking_uri: Optional[str] = None
+    tracking_uri: Optional[str] = checked(None, _tracking_uri)
     experiment: Optional[str] = None
-    check_timeout_s: float = 5.0
+    check_timeout_s: float = positive(5.0)
 
 
 @dataclass(frozen=True)
-class TrackingConfig:
+class TrackingConfig(Checked):
     """Experiment trackers that mirror the results store (off by default)."""
 
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(Checked):
     """One job: a name, a model, data and training settings, and where results go."""
 
-    name: str = "train"
+    name: str = checked("train", _spec_name)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

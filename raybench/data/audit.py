@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 
 from raybench import schema as S
 from raybench.data import manifest as mf
-from raybench.data.images import open_image
+from raybench.data.images import open_image, probe_dicom
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ def _probe(path: Path) -> _Probe:
         out.error = "empty file (0 bytes)"
         return out
     try:
+        shown = probe_dicom(data, path.name)
+        if shown is not None:
+            img, out.mode = shown
+            out.fmt, out.size, out.dhash = "DICOM", img.size, dhash(img)
+            return out
         with open_image(io.BytesIO(data), path.name) as img:
             out.fmt, out.mode, out.size = img.format, img.mode, img.size
             if img.format == "JPEG":  # decode at reduced scale: still reads the whole stream

@@ -124,10 +124,27 @@ def _plan(cfg: DataConfig, path: Path) -> _Plan:
     if cfg.test_from:
         raise ConfigError(f"data.test_from={cfg.test_from!r} needs data.scenario")
     df = _select_labels(mf.read_manifest(path), cfg.labels, str(path))
+    own_split = bool(df[S.SPLIT].notna().any())
     df = assign_splits(df, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
     check_disjoint(df)
     files = mf.image_files(path, list(df[S.PATH]), cfg.allow_outside_root)
+    if own_split:  # the manifest's own split: the scenarios' duplicate rule holds for it too
+        _check_overlap(df, files, cfg.allow_overlap)
     return _Plan(df, files, np.zeros(len(df), dtype=int), (path,), tuple(cfg.labels), {})
+
+
+def _check_overlap(df: pd.DataFrame, files: list[Path], allow: bool) -> None:
+    """Patients, identical and near-duplicate images across the training pool and test.
+
+    The same rule (and ``data.allow_overlap`` override) as a scenario's split, for a plain
+    manifest that brings its own split column.
+
+    Raises:
+        DataError: An overlap, unless ``allow``.
+    """
+    from raybench.data.scenarios import _check_no_overlap, near_duplicate_pairs
+
+    _check_no_overlap(df.assign(_row=np.arange(len(df))), allow, near_duplicate_pairs(files))
 
 
 def _decode_cached(cfg: DataConfig, plan: _Plan, size: int
@@ -187,9 +204,9 @@ def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path,
     The cache holds the unmasked images, one entry for all three rois: masking the gathered
     copy here means an entry can never serve masked pixels to a ``full`` run or the reverse.
     Lung fields come from each row's ``mask_path`` (relative to its manifest) where the file
-    exists, else from the ROI-focus lung-field template (``raybench.cam.roi``).
+    exists, else from the lung-field template (:mod:`raybench.data.masks`).
     """
-    from raybench.cam.roi import load_masks
+    from raybench.data.masks import load_masks
     from raybench.data.transforms import ROI_FILL, ROI_MARGIN, apply_roi, widen
 
     size = images.shape[-1]
@@ -204,3 +221,12 @@ def _hide(roi: str, df: pd.DataFrame, images: np.ndarray, manifests: tuple[Path,
              "the template)", roi, "everything but the" if roi == "lungs_only" else "the",
              ROI_FILL, info["masks_from_file"], info["masks_from_template"])
     return images, info
+
+
+def split_sizes(cfg: DataConfig) -> dict[str, int]:
+    """Images per split from the manifest and the split rules, without decoding any image.
+
+    An upper bound: images that fail to decode later are left out of their split.
+    """
+    plan = _plan(cfg, resolve_manifest(cfg))
+    return {name: int((plan.df[S.SPLIT] == name).sum()) for name in S.SPLITS}

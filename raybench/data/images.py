@@ -7,16 +7,18 @@ transfers at a third.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator, Sequence, Union
+from typing import IO, Iterator, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from raybench.data import dicom
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -79,11 +81,37 @@ def _to_gray(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
+def _pil_gray(path: Path) -> Image.Image:
+    with open_image(path) as img:
+        img.load()
+        return _to_gray(ImageOps.exif_transpose(img))
+
+
+def _dicom_gray(path: Path) -> Image.Image:
+    pixels, _ = dicom.decode_dicom(path)
+    return Image.fromarray(pixels, mode="L")
+
+
+def probe_dicom(data: bytes, name: str) -> Optional[tuple[Image.Image, str]]:
+    """For the audit probe: None when ``data`` is not DICOM (by name or ``DICM`` magic), else
+    the first frame as displayed (an ``L`` image) and a mode naming the stored bit depth.
+
+    Raises:
+        DataError: A DICOM file that cannot be decoded (the reason names the decoder).
+    """
+    if Path(name).suffix.lower() not in dicom.DICOM_SUFFIXES and not dicom.has_dicom_magic(data):
+        return None
+    pixels, info = dicom.decode_dicom(io.BytesIO(data), name)
+    return Image.fromarray(pixels, mode="L"), dicom.probe_mode(info)
+
+
 def decode_image(path: str | Path, size: int) -> np.ndarray:
     """Reads one image as a (size, size) uint8 grayscale array.
 
-    EXIF orientation is applied, 16-bit images are rescaled, alpha is composited on black and
-    RGB / palette / CMYK images are converted to luminance; then a bilinear resize.
+    EXIF orientation is applied, 16-bit images are rescaled (full used range), alpha is
+    composited on black and RGB / palette / CMYK images are converted to luminance; DICOM files
+    (``.dcm`` / ``.dicom`` or the ``DICM`` magic) are decoded by :mod:`raybench.data.dicom` as
+    displayed (rescale, window, MONOCHROME1 inverted, first frame); then a bilinear resize.
 
     Raises:
         DataError: Missing, empty, truncated or unreadable file (message names the file).
@@ -92,10 +120,7 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
     try:
         if path.stat().st_size == 0:
             raise DataError(f"{path}: empty file (0 bytes)")
-        with open_image(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            gray = _to_gray(img)
+        gray = _dicom_gray(path) if dicom.is_dicom(path) else _pil_gray(path)
     except DataError:
         raise
     except FileNotFoundError:

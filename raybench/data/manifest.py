@@ -6,6 +6,7 @@ from :mod:`raybench.schema`.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from PIL import UnidentifiedImageError
 
 from raybench import schema
+from raybench.data.dicom import DICOM_SUFFIXES, dicom_info
 from raybench.data.images import open_image
 from raybench.errors import DataError
 from raybench.storage import follow_umask
@@ -30,7 +32,15 @@ from raybench.storage import follow_umask
 logger = logging.getLogger(__name__)
 
 #: Image file extensions ``manifest_from_folder`` picks up (compared case-insensitively).
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+
+#: Spellings of the same projection across datasets -> the ``view`` value raybench stores.
+#: Other values are kept upper-cased (MIMIC's ``AP AXIAL``, ``LL``; PadChest's ``COSTAL``).
+VIEW_ALIASES: dict[str, str] = {
+    "POSTEROANTERIOR": "PA", "POSTERO_ANTERIOR": "PA", "ANTEROPOSTERIOR": "AP",
+    "ANTERO_POSTERIOR": "AP", "L": "LATERAL", "LAT": "LATERAL",
+    "AP_HORIZONTAL": "AP SUPINE", "AP SUPINE": "AP SUPINE",
+}
 
 #: Columns a manifest may omit; :func:`validate_manifest` adds them as nulls.
 OPTIONAL_COLUMNS: tuple[str, ...] = (schema.SPLIT, schema.MASK_PATH, schema.VIEW)
@@ -86,6 +96,22 @@ def manifest_root(manifest_path: str | os.PathLike) -> Path:
 # --- building a manifest from a folder ------------------------------------------------------
 
 
+def normalise_view(value: object) -> str | None:
+    """A dataset's projection value as the manifest's ``view``: upper-case, one space between
+    words, aliases of :data:`VIEW_ALIASES` resolved; None for a blank / missing value."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return _view(str(value))
+
+
+@functools.lru_cache(maxsize=1024)  # a dataset has a handful of distinct values, once per row
+def _view(value: str) -> str | None:
+    text = " ".join(value.split()).upper()
+    if not text or text in ("NAN", "NONE", "UNK", "UNKNOWN"):
+        return None
+    return VIEW_ALIASES.get(text, VIEW_ALIASES.get(text.replace(" ", "_"), text))
+
+
 def _class_folders(root: Path) -> list[tuple[Path, str]]:
     """List ``(folder, label)`` for each class subfolder of ``root``; hidden folders are skipped."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -122,6 +148,9 @@ def _image_files(folder: Path) -> list[Path]:
 def _image_size(path: Path) -> tuple[int, int]:
     """Read ``(width, height)`` from an image header without decoding the pixels."""
     try:
+        if path.suffix.lower() in DICOM_SUFFIXES:
+            info = dicom_info(path)
+            return info.width, info.height
         with open_image(path) as img:
             return img.size
     except (UnidentifiedImageError, OSError) as exc:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raybench.config import spec as config_spec
+
 
 def to_model_input(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                    size: int | None = None,
@@ -92,5 +94,5 @@ def apply_roi(images: np.ndarray, lungs: np.ndarray, roi: str, fill: int = ROI_F
     return images
 
 
-#: ``data.roi`` values (config.py validates the spec against the same tuple).
-ROIS: tuple[str, ...] = ("full", "lungs_only", "outside_lungs")
+#: ``data.roi`` values: the spec's ``Roi`` type.
+ROIS = config_spec.ROIS

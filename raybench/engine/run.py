@@ -104,7 +104,7 @@ def timeline_fields(started_at: datetime, device: torch.device,
 
 
 def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResult,
-            device: torch.device, wall_s: float, status: str = "completed",
+            device: torch.device, wall_s: float, status: str = S.STATUS_COMPLETED,
             num_workers: int = 1) -> dict[str, Any]:
     """The runs-table row of one trial."""
     return {

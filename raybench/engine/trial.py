@@ -26,8 +26,8 @@ def _run_in_process(trial: TrialConfig) -> None:
 
     run_worker(trial, WorkerContext(
         rank=0, world=1, device=resolve_device(trial.trial_spec.train.device),
-        report=tune.report, checkpoint=tune.get_checkpoint(), checkpoint_cls=tune.Checkpoint,
-        prepare_model=lambda model: model))
+        report=tune.report, checkpoint=None, checkpoint_cls=tune.Checkpoint,
+        prepare_model=lambda model: model, own_state=True))
 
 
 def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:

@@ -11,10 +11,19 @@
 
 Rank 0 writes the checkpoint (model, optimiser, epoch, history) every epoch and the results
 tables at the end; after a worker failure the run restarts from the latest checkpoint.
+
+An in-process trial keeps its checkpoint in the results store itself, one file replaced
+atomically each epoch (:class:`TrialState`, ``<sweep>/_state/<trial_id>.pt``), not as a Tune
+checkpoint: Tune (2.60) deletes a trial's older checkpoint as soon as it registers a new one
+but writes its experiment state asynchronously, so a driver killed in between left a state
+that points at a deleted checkpoint, and the restored trial failed with "Could not recover
+from checkpoint as it does not exist on storage anymore". Every Tune checkpoint also forced an
+experiment-state write, so those writes grew with the sweep's throughput.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -54,6 +63,35 @@ class WorkerContext:
     checkpoint: Optional[Any]  # a ray.train / ray.tune Checkpoint to resume from
     checkpoint_cls: Any
     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
+    own_state: bool = False  # checkpoint in the store (TrialState), not through ``report``
+
+
+STATE_DIR = "_state"
+
+
+class TrialState:
+    """A trial's own checkpoint: ``<sweep>/_state/<trial_id>.pt`` in the results store.
+
+    One file (model, optimiser, epoch, history), replaced atomically each epoch: a reader
+    sees the previous epoch's state or this one's, never a mix or a missing file.
+    """
+
+    def __init__(self, store: ResultStore, sweep: str, trial_id: str) -> None:
+        self.store, self.sweep, self.name = store, sweep, f"{STATE_DIR}/{trial_id}.pt"
+
+    def load(self) -> Optional[dict[str, Any]]:
+        data = self.store.read_file(self.sweep, self.name)
+        if data is None:
+            return None
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def save(self, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.store.replace_file(self.sweep, self.name, buffer.getvalue())
+
+    def delete(self) -> None:
+        self.store.delete_file(self.sweep, self.name)
 
 
 _DATA_MEMO: dict[tuple, PreparedData] = {}
@@ -74,13 +112,17 @@ def prepared_data(cfg: DataConfig, size: int) -> PreparedData:
     return _DATA_MEMO[key]
 
 
-def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer
-             ) -> tuple[int, list[dict[str, Any]]]:
-    if ckpt is None:
+def _restore(ckpt: Any, model: torch.nn.Module, opt: torch.optim.Optimizer,
+             own: Optional[TrialState] = None) -> tuple[int, list[dict[str, Any]]]:
+    state = own.load() if own is not None else None
+    if state is not None:
+        history = list(state["history"])
+    elif ckpt is None:
         return 0, []
-    with ckpt.as_directory() as folder:
-        state = torch.load(Path(folder) / CKPT_FILE, map_location="cpu", weights_only=True)
-        history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+    else:
+        with ckpt.as_directory() as folder:
+            state = torch.load(Path(folder) / CKPT_FILE, map_location="cpu", weights_only=True)
+            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
     model.load_state_dict(state["model_state"])
     opt.load_state_dict(state["optimizer"])
     log.info("resuming from epoch %d", state[S.EPOCH])
@@ -131,7 +173,8 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     started_at = datetime.now(timezone.utc)
     spec, trial_id = trial.trial_spec, trial.trial_id
     store = ResultStore(spec.results)
-    if ctx.checkpoint is not None and completed_before(store, spec, trial_id):
+    own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
+    if completed_before(store, spec, trial_id):
         log.info("trial %s already completed; not training it again", trial_id)
         return None
     data = prepared_data(spec.data, image_size(spec))
@@ -139,13 +182,20 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     model = build_from_spec(spec, len(data.labels)).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
                            weight_decay=spec.train.weight_decay)
-    start, history = _restore(ctx.checkpoint, model, opt)
+    start, history = _restore(ctx.checkpoint, model, opt, own)
     model = ctx.prepare_model(model)
 
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
         history.append(dataclasses.asdict(stats))
         metrics = {**dataclasses.asdict(stats), S.MODEL: spec.model.name,
                    S.SCENARIO: trial.cell.scenario, "raybench_trial": trial_id}
+        if own is not None:  # rank 0 of one: the state goes to the store, then the report
+            own.save({"model_state": unwrap_model(trained).state_dict(),
+                      "optimizer": opt.state_dict(), S.EPOCH: stats.epoch, "history": history})
+            store.write_table(spec.name, S.EPOCHS_TABLE, trial_id, history)
+            ctx.report(metrics)
+            _maybe_inject_failure(stats.epoch, ctx.rank)
+            return
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if ctx.rank == 0:
@@ -171,6 +221,8 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
                    **timeline_fields(started_at, ctx.device, ray_node()))
         # Rank 0 alone, on the unwrapped module: CAMs need a local forward, no DDP collective.
         write_results(store, spec, trial_id, row, result, data, unwrap_model(model))
+        if own is not None:
+            own.delete()  # the run row says it completed; the state is not needed any more
     return result
 
 

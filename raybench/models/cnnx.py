@@ -21,13 +21,18 @@ one named layer whose (B, 64, P, P) output the linear layer reads directly.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from raybench.errors import ConfigError
-from raybench.models.names import CNNX_MIN_POOLED, CNNX_POOL_WINDOW, cnnx_pooled_size
+from raybench.models.table import (
+    CNNX_MIN_POOLED,
+    CNNX_POOL_WINDOW,
+    ModelSpec,
+    cnnx_pooled_size,
+)
 
 DEFAULT_BRANCHES: tuple[tuple[int, str], ...] = ((3, "avg"), (3, "max"), (5, "max"), (9, "avg"))
 POOL_WINDOW = CNNX_POOL_WINDOW
@@ -109,3 +114,12 @@ class CNNX(nn.Module):
             )
         features = self.pooled(torch.cat([b(x) for b in self.branches], dim=1))  # (B, 64, P, P)
         return self.fc(features.flatten(1))
+
+
+def build_cnnx(spec: ModelSpec, num_classes: int, pretrained: bool = False,
+               image_size: Optional[int] = None, weights_dir: Optional[str] = None,
+               stride: int = 3) -> nn.Module:
+    """The table's builder for CNN-X (no ImageNet weights exist for it)."""
+    if pretrained:
+        raise ConfigError("cnnx has no ImageNet weights: set model.pretrained=false")
+    return CNNX(num_classes=num_classes, image_size=image_size or spec.input_size, stride=stride)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from raybench import schema as S
-from raybench.models.registry import MODELS
+from raybench.models.table import MODELS
 from raybench.models.zoo import meta_parameter_count
 
 

@@ -1,4 +1,4 @@
-"""Builders for the 13 architectures and their registration.
+"""Builders of the torchvision and timm architectures of :mod:`raybench.models.table`.
 
 Every builder makes the ImageNet-shaped network first, loads ImageNet weights when asked
 (:mod:`raybench.models.weights`), then replaces the classifier head for ``num_classes``. All
@@ -6,7 +6,6 @@ layers stay trainable, as in the paper.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Optional
 
 import torch
@@ -14,17 +13,8 @@ from torch import nn
 
 from raybench.errors import ConfigError
 from raybench.models import weights
-from raybench.models.cnnx import CNNX
-from raybench.models.names import CNNX_CAM_METHOD, check_options, options_of
-from raybench.models.registry import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INCEPTION_MEAN,
-    INCEPTION_STD,
-    MODELS,
-    ModelSpec,
-    get_model_spec,
-)
+from raybench.models.names import check_options
+from raybench.models.table import ModelSpec, get_model_spec
 
 IMAGENET_CLASSES = 1000
 
@@ -64,24 +54,23 @@ def _replace_head(model: nn.Module, head: str, num_classes: int) -> None:
     _set_module(model, head, new)
 
 
-def _tv_builder(arch: str, head: str, inception: bool = False) -> Any:
-    def build(spec: ModelSpec, num_classes: int, pretrained: bool = False,
-              image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
-        import torchvision  # here, not at import: a CNN-X trial process never needs it (~1 s)
+def build_torchvision(spec: ModelSpec, num_classes: int, pretrained: bool = False,
+                      image_size: Optional[int] = None,
+                      weights_dir: Optional[str] = None) -> nn.Module:
+    """A torchvision architecture (``spec.arch``) with a ``num_classes`` head at ``spec.head``."""
+    import torchvision  # here, not at import: a CNN-X trial process never needs it (~1 s)
 
-        kwargs: dict[str, Any] = {"weights": None}
-        if inception:
-            # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
-            kwargs.update(aux_logits=True, transform_input=pretrained, init_weights=not pretrained)
-        model = torchvision.models.get_model(arch, num_classes=IMAGENET_CLASSES, **kwargs)
-        if pretrained:
-            model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
-        if inception:
-            _drop_aux_heads(model)
-        _replace_head(model, head, num_classes)
-        return model
-
-    return build
+    kwargs: dict[str, Any] = {"weights": None}
+    if spec.aux_heads:
+        # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
+        kwargs.update(aux_logits=True, transform_input=pretrained, init_weights=not pretrained)
+    model = torchvision.models.get_model(spec.arch, num_classes=IMAGENET_CLASSES, **kwargs)
+    if pretrained:
+        model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
+    if spec.aux_heads:
+        _drop_aux_heads(model)
+    _replace_head(model, spec.head, num_classes)
+    return model
 
 
 def _drop_aux_heads(model: nn.Module) -> None:
@@ -92,26 +81,16 @@ def _drop_aux_heads(model: nn.Module) -> None:
             setattr(model, name, None)
 
 
-def _timm_builder(arch: str) -> Any:
-    def build(spec: ModelSpec, num_classes: int, pretrained: bool = False,
-              image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
-        import timm
+def build_timm(spec: ModelSpec, num_classes: int, pretrained: bool = False,
+               image_size: Optional[int] = None, weights_dir: Optional[str] = None) -> nn.Module:
+    """A timm architecture (``spec.arch``) with a ``num_classes`` classifier."""
+    import timm
 
-        model = timm.create_model(arch, pretrained=False, num_classes=IMAGENET_CLASSES)
-        if pretrained:
-            model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
-        model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's own method
-        return model
-
-    return build
-
-
-def _build_cnnx(spec: ModelSpec, num_classes: int, pretrained: bool = False,
-                image_size: Optional[int] = None, weights_dir: Optional[str] = None,
-                stride: int = 3) -> nn.Module:
+    model = timm.create_model(spec.arch, pretrained=False, num_classes=IMAGENET_CLASSES)
     if pretrained:
-        raise ConfigError("cnnx has no ImageNet weights: set model.pretrained=false")
-    return CNNX(num_classes=num_classes, image_size=image_size or spec.input_size, stride=stride)
+        model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
+    model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's own method
+    return model
 
 
 def build_model(name: str, num_classes: int, pretrained: bool = False,
@@ -144,48 +123,10 @@ def build_model(name: str, num_classes: int, pretrained: bool = False,
         values = check_options(name, options, size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return spec.builder(spec, num_classes, pretrained=pretrained, image_size=size,
-                        weights_dir=weights_dir, **values)
-
-
-def _register(name: str, paper_name: str, source: str, arch: str, input_size: int,
-              min_input_size: int, cam_layer: str, cam_method: str, builder: Any,
-              inception_norm: bool = False) -> None:
-    mean, std = (INCEPTION_MEAN, INCEPTION_STD) if inception_norm else (IMAGENET_MEAN, IMAGENET_STD)
-    MODELS.register(name, ModelSpec(name, paper_name, source, arch, input_size, min_input_size,
-                                    mean, std, cam_layer, cam_method, builder,
-                                    options=options_of(name)))
-
-
-_tv = partial(_register, source="torchvision")
-_tv("alexnet", "AlexNet", arch="alexnet", input_size=224, min_input_size=63,
-    cam_layer="features.11", cam_method="gradcam", builder=_tv_builder("alexnet", "classifier.6"))
-_tv("vgg16", "VGG16", arch="vgg16", input_size=224, min_input_size=32,
-    cam_layer="features.29", cam_method="gradcam", builder=_tv_builder("vgg16", "classifier.6"))
-_tv("vgg19", "VGG19", arch="vgg19", input_size=224, min_input_size=32,
-    cam_layer="features.35", cam_method="gradcam", builder=_tv_builder("vgg19", "classifier.6"))
-_tv("resnet18", "ResNet18", arch="resnet18", input_size=224, min_input_size=32,
-    cam_layer="layer4", cam_method="cam", builder=_tv_builder("resnet18", "fc"))
-_tv("resnet50", "ResNet50", arch="resnet50", input_size=224, min_input_size=32,
-    cam_layer="layer4", cam_method="cam", builder=_tv_builder("resnet50", "fc"))
-_tv("resnet101", "ResNet101", arch="resnet101", input_size=224, min_input_size=32,
-    cam_layer="layer4", cam_method="cam", builder=_tv_builder("resnet101", "fc"))
-_tv("googlenet", "GoogleNet", arch="googlenet", input_size=224, min_input_size=32,
-    cam_layer="inception5b", cam_method="cam",
-    builder=_tv_builder("googlenet", "fc", inception=True))
-_tv("inception_v3", "Inception-v3", arch="inception_v3", input_size=299, min_input_size=75,
-    cam_layer="Mixed_7c", cam_method="cam",
-    builder=_tv_builder("inception_v3", "fc", inception=True))
-_tv("squeezenet", "SqueezeNet", arch="squeezenet1_1", input_size=224, min_input_size=32,
-    cam_layer="features", cam_method="cam", builder=_tv_builder("squeezenet1_1", "classifier.1"))
-_register("inception_resnet_v2", "Inception-ResNet-v2", "timm", "inception_resnet_v2", 299, 75,
-          "conv2d_7b", "cam", _timm_builder("inception_resnet_v2"), inception_norm=True)
-_register("xception", "Xception", "timm", "legacy_xception", 299, 71, "act4", "cam",
-          _timm_builder("legacy_xception"), inception_norm=True)
-_tv("densenet201", "DenseNet201", arch="densenet201", input_size=224, min_input_size=32,
-    cam_layer="features", cam_method="cam", builder=_tv_builder("densenet201", "classifier"))
-_register("cnnx", "CNN-X", "raybench", "cnnx", 224, 16, "pooled", CNNX_CAM_METHOD, _build_cnnx,
-          inception_norm=True)
+    model = spec.load_builder()(spec, num_classes, pretrained=pretrained, image_size=size,
+                                weights_dir=weights_dir, **values)
+    assert isinstance(model, nn.Module), f"{name}: its builder returned {type(model).__name__}"
+    return model
 
 
 def meta_parameter_count(name: str, num_classes: int = 4) -> int:

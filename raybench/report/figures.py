@@ -15,7 +15,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
 from raybench import schema as S
-from raybench.cam.camset import CamSet
+from raybench.camset import CamSet
 from raybench.report.blocks import Figure
 from raybench.results import HIGH, LOW, SENS, SPEC, utilisation
 

@@ -1,9 +1,14 @@
-"""The claim of a sweep's name, on top of :class:`~raybench.store.ResultStore`.
+"""The claim of a sweep's name and the live driver's lease, on top of the ``ResultStore``.
 
 A new name is claimed by creating ``<sweep>/_claim.json`` if absent (an exclusive create
 locally, a conditional ``PutObject`` on S3): of two drivers starting the same sweep at once
 exactly one proceeds. ``--resume`` continues an existing sweep with the same spec (taking over
 its claim) or starts it when it does not exist; ``--overwrite`` deletes it first.
+
+The driver that runs a sweep holds its :class:`Lease` (``<sweep>/_lease/``): a heartbeat every
+:data:`HEARTBEAT_S` seconds. A second ``--resume`` while the lease is fresh is refused with one
+line naming the holder; a stale lease (released, no heartbeat for :func:`lease_timeout_s`
+seconds, or a holder process gone from this host) is taken over.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from typing import Any, Optional
 
@@ -54,8 +60,10 @@ def holder(claim: dict[str, Any]) -> str:
             f"{claim.get('claimed_at', '?')}")
 
 
-def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str]) -> bool:
-    """``--resume``: same spec only; a claim with the same spec hash is taken over."""
+def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
+                  lease: Optional["Lease"]) -> bool:
+    """``--resume``: same spec only; a claim with the same spec hash is taken over once the
+    lease of the driver that held it is stale."""
     where = store.location(spec.name).uri
     if saved is not None and saved != redact(dump_yaml(spec)):
         raise RaybenchError(f"sweep {spec.name!r} at {where} was started with another spec; "
@@ -65,20 +73,29 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str]) -> bool:
         if not store.create_file(spec.name, CLAIM_FILE, _claim_record(spec)):
             raise RaybenchError(f"sweep {spec.name!r} at {where} was claimed by another driver "
                                 "a moment ago")
+        if lease is not None:
+            lease.acquire()
         if saved is None:
             log.info("no sweep %s at %s yet: starting it", spec.name, where)
         return saved is not None
     if held.get("spec_sha256") != spec_hash(spec):
         raise RaybenchError(f"sweep {spec.name!r} at {where} is {holder(held)} with another "
                             "spec; resume it with the same spec and --set values")
-    # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues.
+    # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues
+    # once that driver's lease is stale (a live one refuses here, naming its holder).
+    if lease is not None:
+        lease.acquire()
     log.info("taking over sweep %s (%s)", spec.name, holder(held))
     store.replace_file(spec.name, CLAIM_FILE, _claim_record(spec))
     return True
 
 
-def claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool) -> bool:
+def claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool,
+                lease: Optional["Lease"] = None) -> bool:
     """Claims the sweep name atomically (see :func:`raybench.storage.create_exclusive`).
+
+    With ``lease``, the driver's :class:`Lease` is acquired as part of the claim: a
+    ``--resume`` while another driver's lease is fresh is refused.
 
     Returns:
         Whether the sweep existed before (there may be state to resume).
@@ -91,8 +108,9 @@ def claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool) -
     where = store.location(spec.name).uri
     saved = store.read_spec(spec.name)
     if resume:
-        return _claim_resume(store, spec, saved)
+        return _claim_resume(store, spec, saved, lease)
     if overwrite and store.exists(spec.name):
+        Lease(store, spec.name).check_free()  # never delete a sweep a live driver runs
         log.warning("overwriting sweep %s at %s", spec.name, where)
         store.delete_sweep(spec.name)
         studies.reset(spec.results, spec.name)
@@ -106,10 +124,149 @@ def claim_sweep(store: ResultStore, spec: Spec, resume: bool, overwrite: bool) -
         store.delete_file(spec.name, CLAIM_FILE)
         raise RaybenchError(f"sweep {spec.name!r} already exists at {where}; use --resume to "
                             "continue it, --overwrite to start again, or another name")
+    if lease is not None:
+        lease.acquire()
     return False
 
 
-def release_claim(store: ResultStore, spec: Spec) -> None:
+def release_claim(store: ResultStore, spec: Spec, lease: Optional["Lease"] = None) -> None:
     """Gives a fresh name back when the sweep could not start (nothing else was written)."""
-    if store.read_spec(spec.name) is None:
-        store.delete_file(spec.name, CLAIM_FILE)
+    if lease is not None:
+        lease.release()
+    if store.read_spec(spec.name) is None:  # only the claim and the lease are there: ours
+        store.delete_sweep(spec.name)
+
+
+# --- the live driver's lease ------------------------------------------------------------
+LEASE_DIR = "_lease"
+#: Seconds after its last heartbeat that a lease counts as stale (``RAYBENCH_LEASE_TIMEOUT_S``).
+LEASE_TIMEOUT_S = 60.0
+#: Seconds between the live driver's heartbeats.
+HEARTBEAT_S = 10.0
+
+
+def lease_timeout_s() -> float:
+    """The stale timeout: :data:`LEASE_TIMEOUT_S` unless ``RAYBENCH_LEASE_TIMEOUT_S`` is set."""
+    raw = os.environ.get("RAYBENCH_LEASE_TIMEOUT_S")
+    try:
+        return float(raw) if raw else LEASE_TIMEOUT_S
+    except ValueError:
+        raise RaybenchError(f"RAYBENCH_LEASE_TIMEOUT_S={raw!r} is not a number of "
+                            "seconds") from None
+
+
+def _pid_dead(record: dict[str, Any]) -> bool:
+    """The holder ran on this host and its process is gone (a crashed local driver)."""
+    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
+        return False
+    try:
+        os.kill(record["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _stale(record: dict[str, Any], now: float) -> bool:
+    if record.get("released") or _pid_dead(record):
+        return True
+    beat = record.get("heartbeat")
+    return not isinstance(beat, (int, float)) or now - beat > lease_timeout_s()
+
+
+class Lease:
+    """The live driver's lease on a sweep: ``<sweep>/_lease/<generation>.json``.
+
+    Each generation's file is created exclusively (atomic on local disk and on S3), so of two
+    drivers taking over the same stale generation exactly one wins. The holder rewrites its
+    own file with a fresh heartbeat every :data:`HEARTBEAT_S` seconds and marks it released
+    when it ends. A lease is stale when released, when its heartbeat is older than
+    :func:`lease_timeout_s`, or when its holder's process is gone from this host.
+    """
+
+    def __init__(self, store: ResultStore, sweep: str) -> None:
+        self.store, self.sweep = store, sweep
+        self.name: Optional[str] = None
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _record(self, released: bool = False) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "heartbeat": time.time(), "released": released}).encode()
+
+    def current(self) -> tuple[int, Optional[dict[str, Any]]]:
+        """The newest generation and its record (None when there is none)."""
+        names = self.store.file_names(self.sweep, LEASE_DIR, ".json")
+        gens = sorted(int(n[:-5]) for n in names if n[:-5].isdigit())
+        if not gens:
+            return -1, None
+        data = self.store.read_file(self.sweep, f"{LEASE_DIR}/{gens[-1]:08d}.json")
+        try:
+            record = json.loads(data) if data else {}
+        except ValueError:
+            record = {}  # cut short by a crash: no heartbeat, so stale
+        return gens[-1], record if isinstance(record, dict) else {}
+
+    def check_free(self) -> tuple[int, Optional[dict[str, Any]]]:
+        """The newest generation and record; raises when a live driver holds the lease."""
+        gen, record = self.current()
+        if record is not None and not _stale(record, time.time()):
+            age = time.time() - float(record.get("heartbeat", 0))
+            raise RaybenchError(
+                f"sweep {self.sweep!r} is being run by {record.get('host', '?')} pid "
+                f"{record.get('pid', '?')} (heartbeat {age:.0f} s ago); wait for it, or "
+                f"retry after {lease_timeout_s():.0f} s without a heartbeat")
+        return gen, record
+
+    def acquire(self) -> None:
+        """Takes the lease, or raises naming the live holder (one line, exit 2)."""
+        gen, record = self.check_free()
+        name = f"{LEASE_DIR}/{gen + 1:08d}.json"
+        if not self.store.create_file(self.sweep, name, self._record()):
+            raise RaybenchError(f"sweep {self.sweep!r} was taken over by another driver a "
+                                "moment ago")
+        if record is not None:
+            log.info("took over the lease of sweep %s from %s pid %s", self.sweep,
+                     record.get("host", "?"), record.get("pid", "?"))
+        self.name = name
+        if gen >= 1:  # the predecessor's file stays (who held it before); older ones go
+            self.store.delete_file(self.sweep, f"{LEASE_DIR}/{gen - 1:08d}.json")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self.renew()
+            except Exception as exc:  # a store that stopped answering: the sweep reports it
+                log.warning("cannot renew the lease of sweep %s: %s", self.sweep, exc)
+
+    def renew(self) -> None:
+        """A fresh heartbeat, unless another driver took the lease over meanwhile."""
+        gen, _ = self.current()
+        if self.name is None or f"{LEASE_DIR}/{gen:08d}.json" != self.name:
+            log.warning("sweep %s: another driver holds the lease now", self.sweep)
+            self._stop.set()
+            return
+        self.store.replace_file(self.sweep, self.name, self._record())
+
+    def __enter__(self) -> "Lease":
+        if self.name is None:
+            self.acquire()
+        self._thread = threading.Thread(target=self._beat, name="raybench-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.release()
+
+    def release(self) -> None:
+        """Marks the lease released: a ``--resume`` may follow at once."""
+        if self.name is not None:
+            try:
+                self.store.replace_file(self.sweep, self.name, self._record(released=True))
+            except RaybenchError as exc:  # the store is gone; the lease goes stale instead
+                log.warning("cannot release the lease of sweep %s: %s", self.sweep, exc)
+            self.name = None

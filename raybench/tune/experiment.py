@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Optional
 
 from raybench import schema as S
 from raybench.config import Spec
+from raybench.errors import SweepError
 from raybench.engine.trial import run_trial
 from raybench.storage import Location
 from raybench.store import ResultStore
@@ -82,35 +83,68 @@ def trial_dirname(trial: Any) -> str:
     return f"{trial.config.get(S.TRIAL_ID, 'trial')}_{trial.trial_id}"
 
 
-def plan_of(spec: Spec) -> Any:
-    """The searcher's plan: the sweep spec and its cells."""
+def plan_of(spec: Spec, batch_sizes: Optional[dict[str, tuple[int, ...]]] = None) -> Any:
+    """The searcher's plan: the sweep spec, its cells and (checked) batch sizes per cell."""
     from raybench.tune.search import SweepPlan
 
-    return SweepPlan(spec, tuple(cells(spec)))
+    return SweepPlan(spec, tuple(cells(spec)), batch_sizes or {})
 
 
-def tune_state_readable(loc: Location) -> bool:
-    """Whether Tune's experiment state can be restored (a full disk may have truncated it)."""
-    from ray import tune
+def unreadable_tune_state(loc: Location) -> Optional[str]:
+    """Why Tune's experiment state at ``loc`` cannot be restored, or None when it can.
 
-    if not tune.Tuner.can_restore(loc.path, storage_filesystem=loc.fs):
-        return False
+    The recognised signs (a crash or a full disk cut the files short): no ``tuner.pkl`` or
+    experiment state, an empty file, experiment state that is not JSON, or a ``tuner.pkl``
+    that does not unpickle to its end.
+    """
     import pyarrow.fs as pafs
 
-    states = [f for f in loc.fs.get_file_info(pafs.FileSelector(loc.path))
+    infos = [f for f in loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+             if f.type == pafs.FileType.File]
+    states = [f for f in infos
               if f.base_name.startswith("experiment_state") and f.base_name.endswith(".json")]
+    tuner = [f for f in infos if f.base_name == "tuner.pkl"]
+    if not tuner or not states:
+        return "no tuner.pkl" if not tuner else "no experiment_state-*.json"
+    for info in tuner + states:
+        with loc.fs.open_input_stream(info.path) as stream:
+            data = stream.read()
+        reason = _cut_short(info.base_name, data)
+        if reason:
+            return reason
+    return None
+
+
+def _cut_short(name: str, data: bytes) -> Optional[str]:
+    if not data:
+        return f"{name} is empty"
+    if name.endswith(".json"):
+        try:
+            json.loads(data)
+        except ValueError:
+            return f"{name} is not valid JSON"
+        return None
+    if not data.endswith(b"."):  # every pickle ends with the STOP opcode
+        return f"{name} is cut short"
+    return None
+
+
+def _restore(spec: Spec, path: Location) -> Any:
+    """``Tuner.restore``; any failure here is a sweep error, never a silent rebuild."""
+    from ray import tune
+
+    log.info("resuming %s from %s", spec.name, path.uri)
     try:
-        for info in states + [loc.fs.get_file_info(f"{loc.path}/tuner.pkl")]:
-            with loc.fs.open_input_stream(info.path) as stream:
-                data = stream.read()
-            if not data or (info.base_name.endswith(".json") and not json.loads(data)):
-                return False
-    except (OSError, ValueError):
-        return False
-    return bool(states)
+        return tune.Tuner.restore(path.path, trainable(spec), resume_unfinished=True,
+                                  resume_errored=False, storage_filesystem=path.fs)
+    except Exception as exc:
+        raise SweepError(f"cannot restore Tune's state at {path.uri}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}; --overwrite starts "
+                         "the sweep again") from exc
 
 
-def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) -> Any:
+def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
+               plan: Any = None) -> Any:
     """``Tuner.restore`` of the sweep's experiment when resuming and readable, else a new one."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -123,16 +157,13 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) ->
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     loc = tune_location(spec)
     path = loc.join(spec.name)
-    if resume and tune_state_readable(path):
-        log.info("resuming %s from %s", spec.name, path.uri)
-        try:
-            return tune.Tuner.restore(path.path, trainable(spec), resume_unfinished=True,
-                                      resume_errored=True, storage_filesystem=loc.fs)
-        except Exception as exc:  # an unpicklable or truncated tuner.pkl: rebuild below
-            log.warning("cannot restore Tune's state at %s (%s)", path.uri, exc)
-    if resume and ResultStore(spec.results).exists(spec.name, "_tune", spec.name):
-        log.warning("Tune's state at %s is unreadable; rebuilding the sweep from the Optuna "
-                    "studies and the per-trial result files", path.uri)
+    there = resume and ResultStore(spec.results).exists(spec.name, "_tune", spec.name)
+    reason = unreadable_tune_state(path) if there else None
+    if there and reason is None:
+        return _restore(spec, path)
+    if there:
+        log.warning("Tune's state at %s is unreadable (%s); rebuilding the sweep from the "
+                    "Optuna studies and the per-trial result files", path.uri, reason)
         loc.fs.delete_dir(path.path)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
@@ -140,5 +171,5 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False) ->
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable(spec), param_space={},
-                      tune_config=tune_config(spec, CellSearcher(plan_of(spec)), remote),
+                      tune_config=tune_config(spec, CellSearcher(plan or plan_of(spec)), remote),
                       run_config=run_config)

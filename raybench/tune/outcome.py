@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from raybench import schema as S
 from raybench.config import Spec
+from raybench.engine.worker import STATE_DIR
 from raybench.errors import RaybenchError, SweepError, SweepInterrupted
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig, searched_values
@@ -53,6 +54,8 @@ def finalize(spec: Spec, store: ResultStore, grid: Any,
         params = searched_values(tspec)
         error = error_text(result.error) if result.error else None
         summary.append({S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: error, **params})
+        if status == S.STATUS_STOPPED:  # stopped by ASHA: never continued, its state goes
+            store.delete_file(spec.name, f"{STATE_DIR}/{trial_id}.pt")
         if (not done and status != S.STATUS_INTERRUPTED) or result.error:
             store.write_table(spec.name, "runs", trial_id, [{
                 S.MODEL: tspec.model.name, S.SCENARIO: trial.cell.scenario,

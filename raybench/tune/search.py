@@ -20,19 +20,31 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
-from dataclasses import dataclass
-from typing import Any, Optional
+from collections import Counter
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from ray.tune.search import Searcher
 
 from raybench import schema as S
-from raybench.config import Spec
+from raybench.config import SearchSpace, Spec
 from raybench.store import ResultStore
 from raybench.tune import studies
 from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
 
 log = logging.getLogger(__name__)
+
+
+def startup_trials(num_samples: int) -> int:
+    """TPE's random start-up trials for a study of ``num_samples``: ``max(2, num_samples // 4)``.
+
+    Optuna's default (10) would make every study of 4-10 samples a random search; the paper's
+    defaults (trial 0) count as one of them. From trial ``startup_trials`` on, TPE samples from
+    its model of the finished trials.
+    """
+    return max(2, num_samples // 4)
 
 
 @dataclass(frozen=True)
@@ -48,10 +60,21 @@ class FixedPoint:
 
 @dataclass(frozen=True)
 class SweepPlan:
-    """What the searcher serves: the sweep spec (absolute paths), its cells and budgets."""
+    """What the searcher serves: the sweep spec (absolute paths), its cells and budgets.
+
+    ``batch_sizes`` holds, by cell name, the batch sizes the cell's training split can take
+    (:mod:`raybench.tune.feasible`); a cell not in it searches ``sweep.space`` as it is.
+    """
 
     spec: Spec
     cells: tuple[Cell, ...]
+    batch_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def space(self, cell: Cell) -> SearchSpace:
+        """The cell's search space: ``sweep.space`` less the batches its data cannot take."""
+        space = self.spec.sweep.space
+        allowed = self.batch_sizes.get(cell.name)
+        return dataclasses.replace(space, batch_sizes=allowed) if allowed else space
 
     @property
     def paper(self) -> bool:
@@ -80,32 +103,34 @@ class CellSearcher(Searcher):
         super().__init__(metric=sw.metric, mode=sw.metric_mode)
         self.plan = plan
         self._live: dict[str, tuple[str, int]] = {}     # Tune trial id -> (cell, number)
-        self._errored: dict[str, tuple[str, int]] = {}  # rerun by Tune's resume_errored
         self._reruns: dict[str, list[int]] = {}
         self._asked: dict[str, int] = {}
-        self._studies: dict[str, Any] = {}
+        self._by_name = {c.name: c for c in plan.cells}
+        self._flying: Counter[str] = Counter()           # cell -> trials in flight
+        self._studies: dict[str, Any] = {}  # open studies only: finished ones are dropped
         self._handles: dict[tuple[str, int], Any] = {}
+        self._storage: Any = None
         self._reconciled = False
 
     # --- state ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         # Optuna objects hold file handles and locks: they are reopened from the journal.
         state = dict(self.__dict__)
-        state.update(_studies={}, _handles={}, _reconciled=False)
+        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False)
         return state
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's experiment checkpoint: the trial map, and the journal's upload (S3)."""
         with open(checkpoint_path, "wb") as handle:
-            pickle.dump({"live": self._live, "errored": self._errored}, handle)
+            pickle.dump({"live": self._live}, handle)
         studies.upload(self.plan.spec.results, self.plan.spec.name)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restores the trial map; Tune's ``resume_errored`` reruns errored trials as live."""
+        """Restores the trial map of the trials in flight (errored trials are final)."""
         with open(checkpoint_path, "rb") as handle:
             state = pickle.load(handle)
-        self._live = {**state["errored"], **state["live"]}
-        self._errored = {}
+        self._live = dict(state["live"])
+        self._flying = Counter(cell for cell, _ in self._live.values())
         self._reconciled = False
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str],
@@ -113,26 +138,37 @@ class CellSearcher(Searcher):
         return True  # metric and mode come from the sweep spec
 
     # --- studies ----------------------------------------------------------------------
+    def storage(self) -> Any:
+        """The sweep's one Optuna ``JournalStorage``, shared by every cell's study.
+
+        One storage replays the journal once and then reads only what was appended; a storage
+        per study would replay the whole journal (every cell's trials) once per cell.
+        """
+        if self._storage is None:
+            self._storage = studies.open_storage(
+                studies.local_journal(self.plan.spec.results, self.plan.spec.name))
+        return self._storage
+
     def _study(self, cell: Cell) -> Any:
         import optuna
 
         if cell.name not in self._studies:
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line per study created
             sw = self.plan.spec.sweep
-            path = studies.local_journal(self.plan.spec.results, self.plan.spec.name)
             study = optuna.create_study(
-                study_name=cell.name, storage=studies.open_storage(path), load_if_exists=True,
+                study_name=cell.name, storage=self.storage(), load_if_exists=True,
                 direction="maximize" if sw.metric_mode == "max" else "minimize",
-                sampler=optuna.samplers.TPESampler(seed=cell.sampler_seed))
+                sampler=optuna.samplers.TPESampler(
+                    seed=cell.sampler_seed, n_startup_trials=startup_trials(sw.num_samples)))
             if not study.get_trials(deepcopy=False) and not self.plan.paper:
-                study.enqueue_trial(first_point(sw.space, cell.model))
+                study.enqueue_trial(first_point(self.plan.space(cell), cell.model))
             self._studies[cell.name] = study
         return self._studies[cell.name]
 
     def _space(self, cell: Cell) -> Any:
         if self.plan.paper:
             return FixedPoint(cell_spec(self.plan.spec, cell))
-        return SPACES.get("paper_neighbourhood")(self.plan.spec.sweep.space, cell.model)
+        return SPACES.get("paper_neighbourhood")(self.plan.space(cell), cell.model)
 
     def _handle(self, cell: Cell, number: int) -> Any:
         """The live ``optuna.Trial`` of a study trial (rebuilt after a restore)."""
@@ -146,25 +182,35 @@ class CellSearcher(Searcher):
         return self._handles[key]
 
     def _cell(self, name: str) -> Cell:
-        return next(c for c in self.plan.cells if c.name == name)
+        return self._by_name[name]
+
+    def _drop_if_done(self, cell: Cell) -> None:
+        """A cell with nothing left to ask or tell leaves memory; its study stays in storage."""
+        if self.left(cell) <= 0 and not self._flying[cell.name]:
+            self._studies.pop(cell.name, None)
+            for key in [k for k in self._handles if k[0] == cell.name]:
+                del self._handles[key]
 
     # --- reconciling with raybench's files ----------------------------------------------
     def _reconcile(self) -> None:
         """Counts each study's trials; a running one no Tune trial owns is told or rerun."""
         from optuna.trial import TrialState
 
-        owned = set(self._live.values()) | set(self._errored.values())
+        owned = set(self._live.values())
+        stored = {s.study_name for s in self.storage().get_all_studies()}
         for cell in self.plan.cells:
-            trials = self._study(cell).get_trials(deepcopy=False)
-            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
             self._reruns[cell.name] = []
+            if cell.name not in stored:  # not asked yet: its study is created when first picked
+                self._asked[cell.name] = 0
+                continue
+            study_id = self.storage().get_study_id_from_name(cell.name)
+            trials = self.storage().get_all_trials(study_id, deepcopy=False)
+            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
             for t in trials:
                 if t.state != TrialState.RUNNING:
                     continue
                 if (cell.name, t.number) not in owned:
                     self._recover(cell, t.number)
-                elif t.user_attrs.get("raybench_status") == S.STATUS_ERROR:  # Tune reruns it now
-                    self._handle(cell, t.number).set_user_attr("raybench_status", "running")
         self._reconciled = True
 
     def _recover(self, cell: Cell, number: int) -> None:
@@ -191,10 +237,14 @@ class CellSearcher(Searcher):
         cap = self.plan.spec.scaling.max_concurrent_trials
         if cap and len(self._live) >= cap:
             return None  # the explicit cap, here rather than in Tune's ConcurrencyLimiter
-        flying = [cell for cell, _ in self._live.values()]
-        open_ = [c for c in self.plan.cells
-                 if self.left(c) > 0 and flying.count(c.name) < self.plan.cap]
-        return min(open_, key=lambda c: flying.count(c.name)) if open_ else None
+        flying, best = self._flying, None
+        for c in self.plan.cells:  # the first open cell with the fewest trials in flight
+            if self.left(c) > 0 and flying[c.name] < self.plan.cap and (
+                    best is None or flying[c.name] < flying[best.name]):
+                best = c
+                if not flying[c.name]:
+                    break
+        return best
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         """The next trial: the open cell with the fewest trials in flight; FINISHED at the end."""
@@ -216,6 +266,7 @@ class CellSearcher(Searcher):
             self._handles[(cell.name, number)] = handle
             self._asked[cell.name] = self._asked.get(cell.name, 0) + 1
         self._live[trial_id] = (cell.name, number)
+        self._flying[cell.name] += 1
         trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, number),
                             params, number)
         return trial.to_ray()
@@ -232,21 +283,30 @@ class CellSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None,
                           error: bool = False) -> None:
-        """Tells the trial's study; an errored trial stays running there, for ``--resume``."""
+        """Tells the trial's study: COMPLETE with its final value, PRUNED when ASHA stopped it
+        (its last value stays in the intermediate values), FAIL when it errored."""
+        from optuna.trial import TrialState
+
         entry = self._live.pop(trial_id, None)
         if entry is None:
             return
         cell = self._cell(entry[0])
-        if error:
-            self._errored[trial_id] = entry
+        self._flying[cell.name] -= 1
+        if error:  # final: FAIL in the study as in the runs table (resume does not rerun it)
             self._handle(cell, entry[1]).set_user_attr("raybench_status", S.STATUS_ERROR)
-            return
-        self._tell(cell, entry[1], result or {})
+            self._study(cell).tell(entry[1], state=TrialState.FAIL)
+        else:
+            self._tell(cell, entry[1], result or {})
+        self._handles.pop(entry, None)
+        self._drop_if_done(cell)
 
     def _tell(self, cell: Cell, number: int, result: dict) -> None:
         from optuna.trial import TrialState
 
         study, value = self._study(cell), result.get(self.metric)
+        if value is None:  # a restored trial that had completed before reports nothing again
+            value = completed_value(self.plan.spec, self.plan.trial_id(cell, number))
+            result = {**result, S.EPOCH: self.plan.spec.train.epochs}
         if value is None:
             study.tell(number, state=TrialState.FAIL)
         elif int(result.get(S.EPOCH, 0)) < self.plan.spec.train.epochs:

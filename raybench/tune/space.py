@@ -1,7 +1,7 @@
 """Search spaces: Optuna define-by-run functions with the paper's defaults evaluated first.
 
 The space is conditional: besides lr and batch size it holds each *tunable option* the cell's
-model declares in the registry (:data:`raybench.models.names.MODEL_OPTIONS`, e.g. CNN-X's
+model declares in its model table entry (:mod:`raybench.models.table`, e.g. CNN-X's
 pooling stride); other models have none. Keys are flat (``lr``, ``batch_size``, the option
 names), one namespace per cell study.
 """

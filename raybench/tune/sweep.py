@@ -33,14 +33,14 @@ from typing import Any, Optional
 from raybench import cluster
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import outcome, studies
-from raybench.tune.claim import claim_sweep, release_claim
+from raybench.tune import feasible, outcome, studies
+from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
 log = logging.getLogger(__name__)
 
 
-def _prepare_data(spec: Spec, store: ResultStore, existed: bool) -> None:
+def _prepare_data(spec: Spec, store: ResultStore, lease: Lease, existed: bool) -> None:
     """Builds the decoded-cache entries every cell reads, over the whole cluster, before the
     first trial (instead of the first trial of each node building them while the others wait)."""
     from raybench.data.prepare import warm_decoded_cache
@@ -51,25 +51,41 @@ def _prepare_data(spec: Spec, store: ResultStore, existed: bool) -> None:
         n = warm_decoded_cache((s.data, image_size(s)) for s in specs)
     except BaseException:
         if not existed:
-            release_claim(store, spec)
+            release_claim(store, spec, lease)
         raise
     log.info("sweep %s: %d decoded-cache entr%s ready", spec.name, n, "y" if n == 1 else "ies")
 
 
-def _start(spec: Spec, store: ResultStore, address: Optional[str], num_cpus: Optional[int],
-           existed: bool) -> int:
-    """Ray up and one trial known to fit; returns the trial slots there are now."""
+def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
+           num_cpus: Optional[int], existed: bool) -> tuple[int, Any]:
+    """The space checked against the data, then Ray up and one trial known to fit.
+
+    Returns:
+        The trial slots there are now, and the searcher's plan.
+    """
     try:
-        return cluster.trial_slots(spec, address, num_cpus)
+        plan = plan_of(spec, feasible.batch_sizes(spec, feasible.train_sizes(spec)))
+        return cluster.trial_slots(spec, address, num_cpus), plan
     except BaseException:
         if not existed:
-            release_claim(store, spec)
+            release_claim(store, spec, lease)
         raise
 
 
-def _fit(spec: Spec, store: ResultStore, tuner: Any, pending: int) -> Any:
+#: Trials kept pending beyond the slots there are now: enough for an autoscaler to see demand
+#: (it adds nodes, then the next pending trials appear), few enough that Tune does not hold
+#: a placement group and a trial object for every cell before the first trial runs.
+PENDING_EXTRA = 16
+
+
+def pending_trials(slots: int, total: int, open_at_once: int) -> int:
+    """How many trials Tune keeps pending: the slots now plus :data:`PENDING_EXTRA`."""
+    return max(1, min(total, open_at_once, max(slots, 1) + PENDING_EXTRA))
+
+
+def _fit(store: ResultStore, tuner: Any, pending: int) -> Any:
     """``tuner.fit()``; a store that stopped answering becomes a resumable sweep error."""
-    with cluster.PendingTrials(pending):
+    with cluster.PendingTrials(pending), cluster.HeadWatch(cluster.head_address()):
         try:
             grid = tuner.fit()
         except Exception:
@@ -93,32 +109,40 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     Raises:
         SweepError: Errored trials (one line each) or storage lost mid-sweep (exit 1).
         SweepInterrupted: Stopped by Ctrl-C before it finished (exit 130).
-        RaybenchError: Claimed name, bad resources, unreachable Ray or storage (exit 2).
+        RaybenchError: Claimed name, a live driver's lease, bad resources, unreachable Ray
+            or storage (exit 2).
     """
-    from raybench.tune.progress import Progress
-
     spec = with_absolute_paths(spec)
     store = ResultStore(spec.results)
     store.check_writable()  # a bad store fails in seconds, before Ray starts
-    existed = claim_sweep(store, spec, resume, overwrite)
-    slots = _start(spec, store, address, num_cpus, existed)
+    lease = Lease(store, spec.name)
+    existed = claim_sweep(store, spec, resume, overwrite, lease)
+    with lease:  # heartbeats while this driver runs the sweep; released when it ends
+        return _run(spec, store, lease, existed, address, num_cpus)
+
+
+def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: Optional[str],
+         num_cpus: Optional[int]) -> list[dict[str, Any]]:
+    """The sweep once claimed: Ray, the studies, the Tune experiment, the outcome."""
+    from raybench.tune.progress import Progress
+
+    slots, plan = _start(spec, store, lease, address, num_cpus, existed)
+    _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
         studies.download(spec.results, spec.name)
     else:
         studies.reset(spec.results, spec.name)
-    _prepare_data(spec, store, existed)
-    plan = plan_of(spec)
     sw = spec.sweep
     total = plan.budget * len(plan.cells)
     log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,
              sw.mode, len(plan.cells), total, slots)
     progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
     cluster.quiet_tune()
-    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address))
+    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan)
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
-    grid = _fit(spec, store, tuner, max(slots, min(total, len(plan.cells) * plan.cap)))
+    grid = _fit(store, tuner, pending_trials(slots, total, len(plan.cells) * plan.cap))
     interrupted = outcome.was_interrupted(spec, time.monotonic() - start)
     summary = outcome.finalize(spec, store, grid, interrupted)
     studies.upload(spec.results, spec.name)

@@ -15,6 +15,7 @@ import pandas as pd
 from raybench import schema as S
 from raybench.data import manifest as mf
 from raybench.data.images import BadImage
+from raybench.data.importers.labels import parse_label_map  # noqa: F401 - re-exported
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,13 @@ DEFAULT_LABEL_MAP: dict[str, str] = {
 
 @dataclass
 class ImportResult:
-    """A manifest (paths relative to ``root``) and the files left out, with reasons."""
+    """A manifest (paths relative to ``root``), the files left out with reasons, and the rows
+    left out by the label rule / view filter (``dropped``: reason -> count)."""
 
     df: pd.DataFrame
     root: Path
     skipped: list[BadImage] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class ImportOptions:
         label: One label for every row (a CSV without a finding column, e.g. Hannover).
         label_map: Extra ``raw value -> label`` pairs, matched case-insensitively.
         unmapped: ``fail`` on a label value outside the map, or ``skip`` such rows.
+        views: Keep only these views (``PA``, ``AP``, ...; empty: all); see ``normalise_view``.
+        uncertain: CheXpert / MIMIC uncertain findings: ``ignore``, ``zeros`` or ``ones``
+            (required by those kinds: no default hides the choice).
         address: Ray cluster the files are hashed on (default: ``RAY_ADDRESS``, else a
             local Ray).
     """
@@ -75,6 +81,8 @@ class ImportOptions:
     label: Optional[str] = None
     label_map: tuple[tuple[str, str], ...] = ()
     unmapped: str = "fail"
+    views: tuple[str, ...] = ()
+    uncertain: Optional[str] = None
     address: Optional[str] = None
 
 
@@ -121,21 +129,6 @@ def subdirs(folder: Path) -> dict[str, Path]:
     """Visible sub-folders keyed by lower-case name."""
     return {p.name.lower(): p for p in sorted(folder.iterdir())
             if p.is_dir() and not p.name.startswith(".")}
-
-
-def parse_label_map(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """``["COVID-19=covid19", "No finding -> normal"]`` -> pairs; the target must be a label."""
-    pairs = []
-    for item in items:
-        raw, sep, label = item.partition("->") if "->" in item else item.partition("=")
-        label = label.strip()
-        if not sep or not raw.strip():
-            raise DataError(f"label map {item!r}: expected RAW=LABEL, e.g. 'COVID-19=covid19'")
-        if label not in S.MANIFEST_LABELS:
-            raise DataError(f"label map {item!r}: {label!r} is not a label; allowed: "
-                            f"{', '.join(S.MANIFEST_LABELS)}")
-        pairs.append((raw.strip(), label))
-    return tuple(pairs)
 
 
 class Labeler:
@@ -209,6 +202,11 @@ def log_dropped(labeler: Labeler) -> None:
     if labeler.dropped:
         log.info("left out rows with unmapped labels: %s",
                  ", ".join(f"{k!r} x{v}" for k, v in sorted(labeler.dropped.items())))
+
+
+def unmapped_counts(labeler: Labeler) -> dict[str, int]:
+    """The rows a labeler left out, as ``ImportResult.dropped``."""
+    return {f"unmapped label {k!r}": v for k, v in sorted(labeler.dropped.items())}
 
 
 def read_csv_tolerant(path: Path) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from raybench.data.importers.common import (
     ImportResult,
     Labeler,
     log_dropped,
+    unmapped_counts,
     require_dir,
 )
 from raybench.data.importers.rows import build_rows
@@ -50,7 +51,10 @@ def import_covidx(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Imp
     label, source) next to image folders ``train/``, ``val/``, ``test/`` (or one folder).
 
     3-class (normal / pneumonia / COVID-19) and 4-class (normal / bacteria / viral / COVID-19)
-    labels are both understood; other spellings go through ``label_map``.
+    labels are both understood, and CXR-3/4's ``positive`` / ``negative`` (COVID-19 positive
+    -> covid19, negative -> normal: CXR-3/4's negatives include non-COVID pneumonia, so map
+    them yourself when that matters); other spellings go through ``label_map``. Each line's
+    ``data_source`` is its row's source (COVIDx mixes many hospitals).
     """
     root = require_dir(Path(src), "COVIDx folder")
     images = Path(opts.images) if opts.images else root
@@ -70,6 +74,8 @@ def import_covidx(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Imp
                 entries.append(Entry(finder.find(name, where), label, patient,
                                       source or opts.source or "covidx", split, where))
     log_dropped(labeler)
-    return build_rows(images, opts.source or "covidx", entries, opts.on_bad_image)
+    result = build_rows(images, opts.source or "covidx", entries, opts.on_bad_image)
+    result.dropped = unmapped_counts(labeler)
+    return result
 
 

@@ -18,6 +18,7 @@ from raybench.data.importers.common import (
     ImportResult,
     Labeler,
     log_dropped,
+    unmapped_counts,
     pick_col,
     read_csv_tolerant,
     require_dir,
@@ -61,8 +62,11 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = DEFAULTS
     if cols["patient"] is None:
         log.warning("%s: no patient id column; each image is treated as its own patient", path)
     source = opts.source or path.parent.resolve().name
-    entries = _csv_entries(df, cols, path, FileFinder(images), Labeler(opts), opts, source)
-    return build_rows(images, source, entries, opts.on_bad_image)
+    labeler = Labeler(opts)
+    entries = _csv_entries(df, cols, path, FileFinder(images), labeler, opts, source)
+    result = build_rows(images, source, entries, opts.on_bad_image)
+    result.dropped = unmapped_counts(labeler)
+    return result
 
 
 def _source_col(df: pd.DataFrame, opts: ImportOptions, path: Path) -> Optional[str]:

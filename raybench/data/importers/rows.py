@@ -11,6 +11,7 @@ import pandas as pd
 from PIL import UnidentifiedImageError
 
 from raybench import schema as S
+from raybench.data import dicom
 from raybench.data import manifest as mf
 from raybench.data.images import BadImage, open_image
 from raybench.data.importers.common import EXIF_ORIENTATION, Entry, ImportResult
@@ -20,14 +21,33 @@ log = logging.getLogger(__name__)
 
 
 
+def measure(path: Path) -> tuple[int, int, Optional[str]]:
+    """``(width, height, view)`` of one file, decoding its pixels fully.
+
+    The view is the DICOM header's ``ViewPosition`` (normalised), None for other formats.
+    """
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    if dicom.is_dicom(path):
+        _, info = dicom.decode_dicom(path)  # the whole first frame: catches a corrupt stream
+        if info.frames > 1:
+            log.warning("%s: multi-frame DICOM (%d frames): raybench uses the first frame",
+                        path, info.frames)
+        return info.width, info.height, mf.normalise_view(info.view)
+    return (*displayed_size(path), None)
+
+
 def displayed_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` as displayed (EXIF rotation applied), decoding the pixels fully.
 
     A full decode is what catches truncated files; JPEGs decode at 1/8 scale (``draft``),
-    which still reads the whole stream but costs a quarter of the time.
+    which still reads the whole stream but costs a quarter of the time. DICOM files give
+    Columns x Rows of their first frame, decoded.
     """
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
+    if dicom.is_dicom(path):
+        return measure(path)[:2]
     try:
         with open_image(path) as img:
             width, height = img.size
@@ -46,18 +66,21 @@ def displayed_size(path: Path) -> tuple[int, int]:
 def entry_row(root: Path, dataset: str, e: Entry) -> dict:
     """The manifest row of one entry: reads the whole file (hash, displayed size).
 
+    A DICOM entry without a view takes the header's ``ViewPosition``: the only header value
+    that reaches the manifest.
+
     The per-image body of every import; :func:`build_rows` applies it to each entry.
 
     Raises:
         DataError, OSError: The file is missing, empty or not a readable image.
     """
     rel = e.file.relative_to(root).as_posix()
-    width, height = displayed_size(e.file)
+    width, height, header_view = measure(e.file)
     image_id = mf.make_image_id(dataset, rel)
     return {S.IMAGE_ID: image_id, S.PATH: rel, S.LABEL: e.label,
             S.PATIENT_ID: e.patient or image_id, S.SOURCE: e.source, S.SPLIT: e.split,
             S.SHA256: mf.sha256_file(e.file), S.WIDTH: width, S.HEIGHT: height,
-            S.VIEW: e.view}
+            S.VIEW: e.view or header_view}
 
 
 #: Entries per Ray task of an import (each reads and hashes one whole file).
