@@ -361,7 +361,10 @@ def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytes
     spec = load_spec(None, [f"results={tmp_path / 'r'}", "name=prep", "sweep.models=[cnnx, resnet18]",
                             "sweep.seeds=[0, 1]", f"data.manifest={synth_manifest}",
                             f"data.cache_dir={tmp_path / 'c'}", "model.image_size=40"])
-    sweep._prepare_data(spec, ResultStore(spec.results), existed=True)
+    from raybench.tune.claim import Lease
+
+    store = ResultStore(spec.results)
+    sweep._prepare_data(spec, store, Lease(store, spec.name), existed=True)
     df = mf.read_manifest(synth_manifest)
     entries = [p.name for p in (tmp_path / "c" / "decoded").iterdir()]
     assert entries == [cache.cache_key(df, 40)]  # 4 cells, one manifest at one size
