@@ -241,7 +241,8 @@ def test_bench_data_errors_are_one_line(tmp_path: Path, run_cli, bad: str, messa
 def test_runner_checks_default_targets_and_prints_only_sections_that_ran() -> None:
     from raybench.bench import EXTRA_SECTIONS, SECTIONS, check_targets, format_report
 
-    assert SECTIONS == ("train", "cache", "trials", "cam", "results") and EXTRA_SECTIONS == ("sweep",)
+    assert SECTIONS == ("train", "cache", "trials", "cam", "results")
+    assert EXTRA_SECTIONS == ("sweep", "data")
     report = {"machine": {"cpu": "x", "cores": 2, "gpu": None, "loadavg": [1.0, 1, 1],
                           "loadavg_end": [2.0, 1, 1], "torch": "t", "ray": "r"},
               "results": {"results_load_s": 0.5, "trials": 10}, "results_load_s": 0.5,
