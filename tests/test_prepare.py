@@ -361,7 +361,10 @@ def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytes
     spec = load_spec(None, [f"results={tmp_path / 'r'}", "name=prep", "sweep.models=[cnnx, resnet18]",
                             "sweep.seeds=[0, 1]", f"data.manifest={synth_manifest}",
                             f"data.cache_dir={tmp_path / 'c'}", "model.image_size=40"])
-    sweep._prepare_data(spec, ResultStore(spec.results), existed=True)
+    from raybench.tune.claim import Lease
+
+    store = ResultStore(spec.results)
+    sweep._prepare_data(spec, store, Lease(store, spec.name), existed=True)
     df = mf.read_manifest(synth_manifest)
     entries = [p.name for p in (tmp_path / "c" / "decoded").iterdir()]
     assert entries == [cache.cache_key(df, 40)]  # 4 cells, one manifest at one size
@@ -369,7 +372,11 @@ def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytes
     assert not cache.decoded_images(df, files, 40, tmp_path / "c").built  # trials only read
 
 
-def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path) -> None:
+def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh CLI process
     code, _, err = run_cli("data", "import", "folder", str(films), "--out",
                            str(tmp_path / "m.parquet"), "--address", "127.0.0.1:1")
     assert code == 2 and err.strip().count("\n") == 0 and "cannot reach Ray at 127.0.0.1:1" in err
@@ -389,3 +396,16 @@ def test_a_long_build_renews_its_claim(tmp_path: Path, monkeypatch: pytest.Monke
     assert renewed["token"] == "mine" and not cache._stale(renewed | {"host": "elsewhere"})
     names = cache._store_names(entry)
     assert cache.claim_shard(entry, 0, names, "other") is None  # still held
+
+
+def test_bench_projection_and_planted_hashes() -> None:
+    from raybench.bench import data as bench_data
+
+    table = bench_data.projection(per_core=86.0, efficiency=0.9)
+    nih = table["nih_chestxray14"]
+    assert nih["films"] == 112_120
+    assert nih["1x16_cores_h"] == pytest.approx(112_120 / (86.0 * 16 * 0.9) / 3600)
+    assert nih["4x16_cores_h"] == pytest.approx(nih["1x16_cores_h"] / 4)
+    hashes = bench_data.planted_hashes(3000, share=0.02)
+    pairs = audit.near_pairs(hashes, np.ones(3000, dtype=bool), 140)
+    assert len(pairs) >= 60  # the 60 planted copies (0-140 bits from their originals)

@@ -205,7 +205,7 @@ def near_dup_child(n: int) -> dict[str, Any]:
     pairs = near_pairs(hashes, np.ones(n, dtype=bool), NEAR_THRESHOLD)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"hashes": n, "pairs": len(pairs), "seconds": seconds, "peak_mib": peak}
+    return {"hashes": n, "pairs": len(pairs), "near_pairs_s": seconds, "peak_mib": peak}
 
 
 def bench_near_dup(n: int) -> dict[str, Any]:
@@ -214,7 +214,7 @@ def bench_near_dup(n: int) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     child = json.loads(out.stdout.strip().splitlines()[-1])
-    return {**child, "near_dup_200k_s": child["seconds"], "near_dup_peak_mib": child["peak_mib"]}
+    return {**child, "near_dup_200k_s": child["near_pairs_s"], "near_dup_peak_mib": child["peak_mib"]}
 
 
 def _node_read(manifest: str, size: int, store: str, local: str) -> bool:
@@ -233,11 +233,14 @@ def bench_two_nodes(root: Path, limit: int) -> dict[str, Any]:
     from ray.cluster_utils import Cluster
 
     from raybench.data import cache
-    from raybench.data.importers import import_dataset, write_import
+    from raybench.data.importers import build_rows, write_import
+    from raybench.data.importers.common import Entry
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = import_dataset("folder", root)
-        result.df = result.df.iloc[:limit].reset_index(drop=True)
+        files = sorted(root.rglob("*.png"))[:limit]
+        with _serial():  # in-process: no local Ray may run before the cluster starts
+            result = build_rows(root, "films", [Entry(f, f.parent.name, None, "films")
+                                                for f in files], "fail")
         manifest = Path(tmp, "m.parquet")
         write_import(result, manifest)
         log_dir = Path(tmp, "decodes")
@@ -279,9 +282,12 @@ def bench_data(opts: BenchOptions) -> dict[str, Any]:
     root = film_folder(data, n) if not quick else generate_films(
         Path(tempfile.mkdtemp(prefix="rb-films-")), n, procs=1)
     out: dict[str, Any] = {"films": str(root)}
-    out["prep"] = bench_prep(root, n)
     out["near_dup"] = bench_near_dup(20_000 if quick else NEAR_DUP_HASHES)
+    log.info("bench data: near_dup %s", json.dumps(out["near_dup"]))
     out["two_nodes"] = bench_two_nodes(root, 60 if quick else 300)
+    log.info("bench data: two_nodes %s", json.dumps(out["two_nodes"]))
+    out["prep"] = bench_prep(root, n)
+    log.info("bench data: prep %s", json.dumps(out["prep"]))
     for part in ("prep", "near_dup", "two_nodes"):
         out.update({k: v for k, v in out[part].items() if k in (
             "prep_images_per_s_serial", "prep_images_per_s_parallel", "prep_parallel_speedup",
@@ -306,7 +312,7 @@ def format_data(out: dict[str, Any]) -> list[str]:
              f"data prep peak RSS growth {out['prep_peak_rss_mib']:.0f} MiB for an entry of "
              f"{out['prep_entry_mib']:.0f} MiB",
              f"near duplicates: {out['near_dup']['hashes']} hashes, "
-             f"{out['near_dup']['pairs']} pairs in {out['near_dup']['seconds']:.1f} s, peak "
+             f"{out['near_dup']['pairs']} pairs in {out['near_dup']['near_pairs_s']:.1f} s, peak "
              f"{out['near_dup_peak_mib']:.0f} MiB",
              f"two nodes: {out['two_nodes']['decodes']} decodes for "
              f"{out['two_nodes']['images']} images"]

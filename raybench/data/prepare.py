@@ -84,7 +84,7 @@ class Progress:
             self.bar.update(n)
             return
         now = time.monotonic()
-        if now - self.last >= self.interval_s:
+        if now - self.last >= self.interval_s and self.done < self.total:  # close() says 100%
             self.last = now
             log.info("%s", self.line())
 
