@@ -117,7 +117,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     slots, plan = _start(spec, store, lease, address, num_cpus, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
-        studies.download(spec.results, spec.name)
+        studies.repair(studies.download(spec.results, spec.name))
     else:
         studies.reset(spec.results, spec.name)
     _prepare_data(spec)
