@@ -185,26 +185,29 @@ class Demo(Command):
 
 
 class ResultsTable(Command):
-    name, help = "results", "print a results table (runs, metrics, paper, significance)"
+    name, help = "results", "print a results table (runs, metrics, paper, significance, findings)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         _add_root(p, sweep_required=False)
         p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance"],
-                       default="runs")
+        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance",
+                                            "findings"], default="runs")
         p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
         p.add_argument("--baseline", help="significance: the model every other is compared with "
                        "(default: every pair)")
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
         p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+                       help="paper / significance: intervals across seeds from the two-level "
+                       "bootstrap (seeds x patients) or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.results import query, render
 
         frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
-                      skip_corrupt=args.skip_corrupt)
+                      skip_corrupt=args.skip_corrupt, interval=args.interval)
         print(render(frame, args.format))
 
 
@@ -353,7 +356,7 @@ class Bench(Command):
         p.add_argument("--quick", action="store_true", help="a smoke run of every part (~1 min)")
         p.add_argument("--only", metavar="PARTS",
                        help="comma-separated subset of train,cache,trials,cam,results; "
-                            "sweep (only when named)")
+                            "sweep, data (only when named)")
         p.add_argument("--data", metavar="DIR",
                        help="images of the cache benchmark: a manifest (.parquet) or a folder "
                             "of images (default: generated synthetic images)")
@@ -423,6 +426,8 @@ class Import(Command):
                        help="keep only these views, e.g. PA,AP (frontal); default: all")
         p.add_argument("--uncertain", choices=["ignore", "zeros", "ones"],
                        help="chexpert, mimic-cxr-jpg (required there): uncertain findings (-1.0)")
+        p.add_argument("--address", help="Ray cluster to hash the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.data.importers import (
@@ -441,7 +446,7 @@ class Import(Command):
             patient_col=args.patient_col, split_col=args.split_col, label=args.label,
             label_map=parse_label_map(args.label_map), unmapped=args.unmapped,
             views=tuple(v.strip() for v in (args.views or "").split(",") if v.strip()),
-            uncertain=args.uncertain)
+            uncertain=args.uncertain, address=args.address)
         result = import_dataset(args.kind, args.src, opts)
         df = write_import(result, args.out, append=args.append)
         counts = ", ".join(f"{k} {v}" for k, v in df[S.LABEL].value_counts().sort_index().items())
@@ -465,12 +470,29 @@ class Audit(Command):
         p.add_argument("--strict", action="store_true",
                        help="exit 1 when duplicates cross splits or manifests, labels conflict, "
                        "patients leak or a label is confounded with source / image properties")
+        p.add_argument("--address", help="Ray cluster to probe the files on "
+                       "(default: RAY_ADDRESS or local Ray)")
+        p.add_argument("--probe", action="store_true",
+                       help="also train a quick classifier to tell each image's source from its "
+                       "pixels (patient-disjoint folds) and report its AUC")
+        p.add_argument("--probe-size", type=int, default=224, metavar="PX",
+                       help="probe: side of the decoded images, as the models see them")
+        p.add_argument("--cache-dir", default=".raybench-cache",
+                       help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
         from raybench.data.audit import audit_manifest, format_report, strict_failures
 
-        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near)
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        report = audit_manifest(args.manifest, against=args.against, near_threshold=args.near,
+                                address=args.address)
+        probe = None
+        if args.probe:
+            from raybench.data.probe import format_probe, probe_manifest
+
+            probe = probe_manifest(args.manifest, args.probe_size, args.cache_dir)
+            report["source_probe"] = probe.to_dict()
+        text = format_report(report) + (f"\n{format_probe(probe)}" if probe else "")
+        print(json.dumps(report, indent=2) if args.json else text)
         failures = strict_failures(report)
         if args.strict and failures:
             print(f"raybench: audit failed (--strict): {'; '.join(failures)}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Iterator, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,17 @@ TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap"
                          "macro_auc": "bootstrap", "sensitivity": "bootstrap",
                          "specificity": "bootstrap", "auc": "delong"}
 SELECT_METRIC = "balanced_accuracy"
+TWO_LEVEL = "two-level bootstrap"
+#: The ``test`` column's values and what each means, for the prose of a table.
+TEST_NAMES: dict[str, str] = {
+    "mcnemar": "exact McNemar test (one seed)",
+    "bootstrap": "paired bootstrap (one seed)",
+    "delong": "DeLong's test (one seed)",
+    TWO_LEVEL: "two-level bootstrap over seeds, then patients (images without patient ids)",
+    "t over seeds": "Student t over the per-seed differences",
+}
+#: Interval methods across seeds: the two-level bootstrap (default) or today's t interval.
+INTERVALS: tuple[str, ...] = ("bootstrap", "t")
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class CompareOptions:
     n_boot: int = 2000
     seed: int = 0
     per_seed: bool = False
+    interval: str = "bootstrap"  # across seeds: "bootstrap" (two-level) or "t"
 
 
 def cells(res: Tables, scenario: Optional[str] = None) -> pd.DataFrame:
@@ -80,8 +92,24 @@ def split_predictions(res: Tables, split: str) -> pd.DataFrame:
     return out
 
 
-def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray], list[str]]:
+@dataclass(frozen=True)
+class Pair:
+    """Two trials on the images both scored: labels, both score matrices, patients."""
+
+    y: np.ndarray  # (N,) class indices into labels
+    prob_a: np.ndarray  # (N, K)
+    prob_b: np.ndarray
+    clusters: Optional[np.ndarray]  # patient id per image, None when any is unknown
+    labels: list[str]
+    image_ids: np.ndarray
+
+    @property
+    def units(self) -> np.ndarray:
+        """What a bootstrap resamples: patients when known, else images."""
+        return self.clusters if self.clusters is not None else self.image_ids
+
+
+def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str) -> Pair:
     """Labels, both probability matrices and clusters on the images both trials scored."""
     a = preds[preds[S.TRIAL_ID] == trial_a].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
     b = preds[preds[S.TRIAL_ID] == trial_b].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
@@ -98,13 +126,15 @@ def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str
     patients = a[S.PATIENT_ID][keep] if S.PATIENT_ID in a else None
     clusters = (patients.astype(str).to_numpy()
                 if patients is not None and patients.notna().all() else None)
-    return (y, a[cols].to_numpy(float)[keep], b[cols].to_numpy(float)[keep], clusters, labels)
+    return Pair(y, a[cols].to_numpy(float)[keep], b[cols].to_numpy(float)[keep], clusters,
+                labels, a.index[keep].astype(str).to_numpy())
 
 
 def _pair_rows(preds: pd.DataFrame, trial_a: str, trial_b: str,
                opts: CompareOptions) -> list[dict]:
     """Every metric of trial_b minus trial_a, with its interval and p-value."""
-    y, pa, pb, clusters, labels = _paired(preds, trial_a, trial_b)
+    pair = _paired(preds, trial_a, trial_b)
+    y, pa, pb, clusters, labels = pair.y, pair.prob_a, pair.prob_b, pair.clusters, pair.labels
     boot = stats.paired_bootstrap(y, pa, pb, clusters, opts.n_boot, opts.seed)
     base = {"n_images": int(y.size), "resampled": "patients" if clusters is not None else "images"}
     rows = []
@@ -136,20 +166,58 @@ def _pairs(values: Sequence[str], baseline: Optional[str]) -> list[tuple[str, st
     return [(baseline, v) for v in values if v != baseline] if baseline in values else []
 
 
-def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
-               opts: CompareOptions) -> list[dict]:
-    """Per-seed rows of every pair in every context (scenario and the other cell column)."""
+def _comparisons(runs: pd.DataFrame, baseline: Optional[str], opts: CompareOptions
+                 ) -> Iterator[tuple[dict, list[tuple[int, str, str]]]]:
+    """Every pair in every context (scenario and the other cell column): the row's identity
+    and the (seed, trial of the baseline, trial of the other) it pairs."""
     other = ROI if opts.by == S.MODEL else S.MODEL
-    rows = []
     for (scenario, ctx), group in runs.groupby([S.SCENARIO, other], sort=True):
         trial = {(r[opts.by], r[S.SEED]): r[S.TRIAL_ID] for _, r in group.iterrows()}
         for a, b in _pairs(group[opts.by].unique().tolist(), baseline):
             seeds = sorted({s for v, s in trial if v == a} & {s for v, s in trial if v == b})
-            for seed in seeds:
-                for row in _pair_rows(preds, trial[(a, seed)], trial[(b, seed)], opts):
-                    rows.append({S.SCENARIO: scenario, other: ctx, opts.by: b,
-                                 "baseline": a, S.SEED: seed, **row})
+            head = {S.SCENARIO: scenario, other: ctx, opts.by: b, "baseline": a}
+            yield head, [(seed, trial[(a, seed)], trial[(b, seed)]) for seed in seeds]
+
+
+def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
+               opts: CompareOptions) -> list[dict]:
+    """Per-seed rows of every pair in every context."""
+    return [{**head, S.SEED: seed, **row} for head, seeds in _comparisons(runs, baseline, opts)
+            for seed, ta, tb in seeds for row in _pair_rows(preds, ta, tb, opts)]
+
+
+def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
+                    opts: CompareOptions) -> list[dict]:
+    """One row per pair and metric over its seeds (two-level bootstrap); with one seed, that
+    seed's own tests (McNemar, paired bootstrap, DeLong)."""
+    rows: list[dict] = []
+    for head, seeds in _comparisons(runs, baseline, opts):
+        if len(seeds) == 1:
+            rows += [{**head, **row, "seeds": 1} for row in _pair_rows(preds, *seeds[0][1:], opts)]
+        elif seeds:
+            pairs = [_paired(preds, ta, tb) for _, ta, tb in seeds]
+            rows += [{**head, **row} for row in _pooled_rows(pairs, opts)]
     return rows
+
+
+def _pooled_rows(pairs: list[Pair], opts: CompareOptions) -> list[dict]:
+    """Every metric over the seeds' pairs, from :func:`raybench.stats.paired_over_seeds`."""
+    labels = pairs[0].labels
+    if any(p.labels != labels for p in pairs[1:]):
+        raise RaybenchError(f"the seeds of one comparison score different classes: "
+                            f"{sorted({tuple(p.labels) for p in pairs})}")
+    out = stats.paired_over_seeds([(p.y, p.prob_a, p.prob_b, p.units) for p in pairs],
+                                  opts.n_boot, opts.seed)
+    patients = all(p.clusters is not None for p in pairs)
+    base = {"n_images": len(set().union(*(p.image_ids.tolist() for p in pairs))),
+            "resampled": f"seeds x {'patients' if patients else 'images'}",
+            "seeds": len(pairs), "test": TWO_LEVEL}
+    names = [(m, "all", m) for m in stats.OVERALL_STATS] + [
+        (m, lab, f"{m}:{c}") for c, lab in enumerate(labels) for m in stats.CLASS_STATS]
+    return [{**base, S.METRIC: metric, S.CLASS: cls, S.VALUE: out[key].value_b,
+             "baseline_value": out[key].value_a, "diff": out[key].diff.value,
+             S.CI_LOW: out[key].diff.ci_low, S.CI_HIGH: out[key].diff.ci_high,
+             "p": out[key].diff.pvalue} for metric, cls, key in names]
 
 
 def _over_seeds(part: pd.DataFrame) -> pd.Series:
@@ -180,6 +248,8 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
     """The paired comparison table; see :meth:`raybench.results.Results.compare_models`."""
     if opts.by not in (S.MODEL, ROI):
         raise RaybenchError(f"compare by {opts.by!r}: use 'model' or 'roi'")
+    if opts.interval not in INTERVALS:
+        raise RaybenchError(f"interval {opts.interval!r}: use one of {list(INTERVALS)}")
     wanted = [metric] if isinstance(metric, str) else list(metric or TESTS)
     unknown = [m for m in wanted if m not in TESTS]
     if unknown:
@@ -190,7 +260,8 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
                             f"{sorted(runs[opts.by].dropna().unique())}")
     preds = split_predictions(res, opts.split)
     preds = preds[preds[S.TRIAL_ID].isin(runs[S.TRIAL_ID])]
-    rows = pd.DataFrame(_seed_rows(runs, preds, baseline, opts))
+    two_level = opts.interval == "bootstrap" and not opts.per_seed
+    rows = pd.DataFrame((_two_level_rows if two_level else _seed_rows)(runs, preds, baseline, opts))
     if rows.empty:
         raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
                             f"seed in one scenario")
@@ -199,7 +270,7 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
     keys = [S.SCENARIO, other, opts.by, "baseline", S.METRIC, S.CLASS]
     if opts.per_seed:
         rows = rows.assign(seeds=1)
-    else:
+    elif not two_level:
         grouped: Any = rows.groupby(keys, sort=False)  # pandas-stubs lack include_groups
         rows = grouped.apply(_over_seeds, include_groups=False)
         rows = rows.reset_index(level=keys).reset_index(drop=True)
@@ -207,6 +278,16 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
     family = [S.SCENARIO, other, S.METRIC, S.CLASS] + ([S.SEED] if opts.per_seed else [])
     rows["p_holm"] = rows.groupby(family, sort=False)["p"].transform(_holm_series)
     return rows.reset_index(drop=True)
+
+
+def describe_tests(table: pd.DataFrame) -> str:
+    """Which test gave each metric's p-value and interval, read from the table's ``test``
+    column (the prose of a table names what the table itself says)."""
+    parts = []
+    for test, part in table.groupby("test", sort=True):
+        metrics = ", ".join(dict.fromkeys(str(m) for m in part[S.METRIC]))
+        parts.append(f"{TEST_NAMES.get(str(test), str(test))} for {metrics}")
+    return "; ".join(parts)
 
 
 def rank_models(res: Tables, metric: str = "balanced_accuracy", split: str = "test",

@@ -28,6 +28,11 @@ KEYS: list[str] = [S.SWEEP, S.TRIAL_ID]
 #: Columns of :meth:`Results.paper_table` (besides the index).
 SENS, SPEC = "sensitivity", "specificity"
 LOW, HIGH, SEEDS = "_low", "_high", "seeds"
+SUPPORT, N_ALL = "support", "n"  # metrics rows: images of a class, images of the split
+N, N_REST, INTERVAL = "n", "n_rest", "interval"
+#: Interval methods of a paper table (``interval`` argument) and their labels in its rows.
+INTERVALS: tuple[str, ...] = ("bootstrap", "t")
+T_OVER_SEEDS, WILSON = "t over seeds", "wilson (one trial)"
 OVERALL: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "markdown")
 def whole_split(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -95,7 +100,8 @@ class Results:
     def compare_models(self, metric: Union[str, Sequence[str], None] = None,
                        scenario: Optional[str] = None, baseline: Optional[str] = None, *,
                        split: str = "test", by: str = S.MODEL, per_seed: bool = False,
-                       n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                       n_boot: int = 2000, seed: int = 0, interval: str = "bootstrap"
+                       ) -> pd.DataFrame:
         """Paired comparison of models (or of a model's ``roi`` variants) on the same images.
 
         For each model against ``baseline`` (default: every pair, the alphabetically first as
@@ -105,9 +111,12 @@ class Results:
         predictions carry patient ids (else images), the exact McNemar test for accuracy and
         DeLong's test for per-class AUC. ``p_holm`` adjusts p across the comparisons of one
         metric and class. With several seeds (matched by seed), one row per comparison holds
-        the mean difference, a Student t interval over the seeds and a t test
-        (``per_seed=True``: the per-seed rows instead). Each cell is represented by its trial
-        with the best validation balanced accuracy.
+        the mean difference over seeds with a two-level bootstrap interval and p-value
+        (seeds, then patients resampled; see :func:`raybench.stats.two_level_interval`), or
+        with ``interval="t"`` a Student t interval over the seeds and a t test
+        (``per_seed=True``: the per-seed rows instead). The ``test`` column names the test of
+        each row. Each cell is represented by its trial with the best validation balanced
+        accuracy.
 
         Args:
             metric: One of ``accuracy``, ``balanced_accuracy``, ``macro_auc``, ``sensitivity``,
@@ -120,6 +129,7 @@ class Results:
             per_seed: One row per seed instead of one across seeds.
             n_boot: Bootstrap replicates.
             seed: Seed of the bootstrap.
+            interval: ``bootstrap`` (two-level, the default) or ``t`` across seeds.
 
         Returns:
             Columns ``scenario``, ``roi`` (or ``model``), ``model`` (or ``roi``),
@@ -129,8 +139,22 @@ class Results:
         """
         from raybench.compare import CompareOptions, compare_models
 
-        opts = CompareOptions(by=by, split=split, n_boot=n_boot, seed=seed, per_seed=per_seed)
+        opts = CompareOptions(by=by, split=split, n_boot=n_boot, seed=seed, per_seed=per_seed,
+                              interval=interval)
         return compare_models(self, metric, scenario, baseline, opts)
+
+    def findings(self, n_boot: int = 1000) -> pd.DataFrame:
+        """What the study found, one row per verdict, most severe first.
+
+        Columns ``kind`` (best model, source gap, collapsed model, ROI focus, lungs-hidden
+        control, calibration, test origin, selection disagreement, few seeds), ``severity``,
+        ``scenario``, ``model``, ``finding`` (a sentence with the numbers), ``value``, ``n``
+        and ``section`` (the report section the numbers come from); see
+        :mod:`raybench.findings`.
+        """
+        from raybench.findings import findings
+
+        return findings(self, n_boot)
 
     def with_runs(self, frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame:
         """``frame`` joined with the runs table (all its columns, or ``columns``)."""
@@ -162,7 +186,9 @@ class Results:
 
     def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
                     split: str = "test", positive: Optional[str] = None,
-                    by_source: bool = False, roi: Optional[str] = "full") -> pd.DataFrame:
+                    by_source: bool = False, roi: Optional[str] = "full",
+                    interval: str = "bootstrap", n_boot: int = 2000,
+                    seed: int = 0) -> pd.DataFrame:
         """Sensitivity and specificity as in the paper, mean and 95% interval over seeds.
 
         Args:
@@ -172,50 +198,70 @@ class Results:
                 ``auto`` (table1 for two classes, else table2).
             split: The evaluated split.
             positive: Table 1's positive class (default ``covid19``, else the last class).
+            by_source: The same per source of the split's images (a ``source`` index level
+                after ``model``; only trials whose split held several sources).
+            roi: Only trials of this ``data.roi`` (a missing roi counts as ``full``); None
+                mixes them.
+            interval: ``bootstrap``: the two-level bootstrap over seeds and patients on the
+                predictions of one trial per seed (the best on validation); ``t``: a
+                Student t interval over the trials' values (one trial: its Wilson interval).
+                Without predictions the ``t`` interval is used.
+            n_boot: Bootstrap replicates; ``seed``: their seed.
 
         Returns:
             Indexed by ``model`` (table1) or ``model, class`` (table2); columns
             ``sensitivity``, ``sensitivity_low``, ``sensitivity_high``, the same for
-            ``specificity``, and ``seeds`` (completed trials averaged). With one seed the
-            interval is that run's Wilson interval; with more, a Student t interval.
-            With ``by_source=True``: the same per source of the split's images (a ``source``
-            index level after ``model``; only trials whose split held several sources).
-            ``roi``: only trials of this ``data.roi`` (a missing roi counts as ``full``);
-            None mixes them.
+            ``specificity``, ``seeds`` (trials averaged), ``n`` (images of the class, mean
+            over trials), ``n_rest`` (images of the other classes) and ``interval`` (the
+            method of that row's interval).
         """
+        if interval not in INTERVALS:
+            raise RaybenchError(f"interval {interval!r}: use one of {list(INTERVALS)}")
         scenarios = self.scenarios() if scenario is None else [scenario]
         if len(scenarios) != 1:
             raise RaybenchError(f"the results hold scenarios {scenarios}; pick one")
         runs = self.completed_runs(scenarios[0])
         if roi is not None and S.ROI in runs:
             runs = runs[runs[S.ROI].fillna("full") == roi]
+        rows = self._rate_rows(runs, split, by_source, scenarios[0])
+        classes = class_order(rows[S.CLASS].unique().tolist())
+        layout, keys = _layout(layout, classes, by_source)
+        if layout == "table1":
+            positive = positive or ("covid19" if "covid19" in classes else classes[-1])
+            rows = rows[rows[S.CLASS] == positive]
+        out = _aggregate(rows, keys)
+        if interval == "bootstrap":
+            from raybench.intervals import rate_table
+
+            boot = rate_table(self, scenarios[0], roi=roi, split=split, by_source=by_source,
+                              n_boot=n_boot, seed=seed)
+            if layout == "table1" and not boot.empty:
+                boot = boot[boot[S.CLASS] == positive]
+            out = _with_bootstrap(out, boot, keys)
+        if layout == "table2":
+            out = out.reindex(sorted(out.index, key=lambda k: (*k[:-1], classes.index(k[-1]))))
+        return out
+
+    def _rate_rows(self, runs: pd.DataFrame, split: str, by_source: bool,
+                   scenario: str) -> pd.DataFrame:
+        """Metrics rows (sensitivity, specificity, support, n) of ``runs`` on ``split``."""
         metrics = self.metrics
         if by_source:
             metrics = metrics[metrics[S.SOURCE].notna()] if S.SOURCE in metrics else metrics[:0]
         else:
             metrics = whole_split(metrics)
-        rows = metrics[(metrics[S.SPLIT] == split) & metrics[S.METRIC].isin([SENS, SPEC])]
+        wanted = metrics[S.METRIC].isin([SENS, SPEC, SUPPORT, N_ALL])
+        rows = metrics[(metrics[S.SPLIT] == split) & wanted]
         rows = rows.merge(runs[KEYS + [S.MODEL, S.SEED]], on=KEYS)
-        if rows.empty:
+        n_all = rows[rows[S.METRIC] == N_ALL]
+        rows = rows[rows[S.METRIC] != N_ALL]
+        if not rows[S.METRIC].isin([SENS, SPEC]).any():
             raise RaybenchError(f"no {split} sensitivity/specificity rows"
                                 f"{' per source' if by_source else ''} for scenario "
-                                f"{scenarios[0]!r}")
-        classes = class_order(rows[S.CLASS].unique().tolist())
-        if layout == "auto":
-            layout = "table1" if len(classes) == 2 else "table2"
-        if layout == "table1":
-            positive = positive or ("covid19" if "covid19" in classes else classes[-1])
-            rows = rows[rows[S.CLASS] == positive]
-            keys = [S.MODEL]
-        elif layout == "table2":
-            keys = [S.MODEL, S.CLASS]
-        else:
-            raise RaybenchError(f"unknown layout {layout!r}; use auto, table1 or table2")
-        keys = keys[:1] + [S.SOURCE] + keys[1:] if by_source else keys
-        out = _aggregate(rows, keys)
-        if layout == "table2":
-            out = out.reindex(sorted(out.index, key=lambda k: (*k[:-1], classes.index(k[-1]))))
-        return out
+                                f"{scenario!r}")
+        group = KEYS + ([S.SOURCE] if by_source else [])
+        n_all = n_all[group + [S.VALUE]].rename(columns={S.VALUE: "_n_all"})
+        return rows.merge(n_all, on=group, how="left")
 
     def leaderboard(self, metric: str = "balanced_accuracy", *, split: str = "test",
                     cls: str = "all", ascending: bool = False) -> pd.DataFrame:
@@ -257,12 +303,16 @@ class Results:
         out[f"n_{sweep_b}"] = b["count"].reindex(out.index).fillna(0).astype(int)
         return out
 
-    def confusion(self, model: str, scenario: Optional[str] = None) -> pd.DataFrame:
-        """Test confusion counts of ``model``, summed over its completed trials.
+    def confusion(self, model: str, scenario: Optional[str] = None,
+                  roi: Optional[str] = "full") -> pd.DataFrame:
+        """Test confusion counts of ``model``, summed over its completed trials of ``roi``
+        (a missing roi counts as ``full``; None: every roi).
 
         Rows are true labels, columns predicted labels, in :func:`class_order`.
         """
         runs = self.completed_runs(scenario)
+        if roi is not None and S.ROI in runs:
+            runs = runs[runs[S.ROI].fillna("full") == roi]
         preds = self.predictions
         if S.SPLIT in preds:  # test images only (val predictions are stored too)
             preds = preds[preds[S.SPLIT].fillna("test") == "test"]
@@ -349,22 +399,56 @@ def utilisation(timeline: pd.DataFrame, slots: Optional[int] = None) -> float:
     return float(timeline["duration_s"].sum() / (slots * span)) if span > 0 else math.nan
 
 
+def _layout(layout: str, classes: list[str], by_source: bool) -> tuple[str, list[str]]:
+    """(layout, index keys) of a paper table; ``auto`` picks table1 for two classes."""
+    if layout == "auto":
+        layout = "table1" if len(classes) == 2 else "table2"
+    if layout not in ("table1", "table2"):
+        raise RaybenchError(f"unknown layout {layout!r}; use auto, table1 or table2")
+    keys = [S.MODEL] if layout == "table1" else [S.MODEL, S.CLASS]
+    return layout, keys[:1] + [S.SOURCE] + keys[1:] if by_source else keys
+
+
 def _aggregate(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and t interval over trials (one trial: its Wilson interval), with the counts."""
     out = {}
     for key, group in rows.groupby(keys, sort=True):
-        entry = {}
+        entry: dict[str, object] = {}
         for metric in (SENS, SPEC):
             part = group[group[S.METRIC] == metric]
             mean, low, high = mean_interval(part[S.VALUE].tolist(), part[S.CI_LOW].tolist(),
                                             part[S.CI_HIGH].tolist(), bounds=(0.0, 1.0))
             entry.update({metric: mean, metric + LOW: low, metric + HIGH: high})
-        entry[SEEDS] = int(group[S.TRIAL_ID].nunique())
+        trials = int(group[S.TRIAL_ID].nunique())
+        support = group[group[S.METRIC] == SUPPORT]
+        entry.update({SEEDS: trials, N: _mean_count(support[S.VALUE]),
+                      N_REST: _mean_count(support["_n_all"] - support[S.VALUE]),
+                      INTERVAL: T_OVER_SEEDS if trials > 1 else WILSON})
         out[key] = entry
     frame = pd.DataFrame.from_dict(out, orient="index")
     frame.index = (pd.MultiIndex.from_tuples(frame.index, names=keys) if len(keys) > 1
                    else pd.Index([k[0] if isinstance(k, tuple) else k for k in frame.index],
                                  name=keys[0]))
     return frame
+
+
+def _mean_count(values: pd.Series) -> float:
+    """The mean image count over trials, rounded (NaN when no trial has one)."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return float(round(v.mean())) if len(v) else math.nan
+
+
+def _with_bootstrap(out: pd.DataFrame, boot: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``out`` with the means, intervals and seeds of the bootstrap rows that match it."""
+    if boot.empty:
+        return out
+    boot = boot.set_index(keys)
+    shared = out.index.intersection(boot.index)
+    cols = [m + suffix for m in (SENS, SPEC) for suffix in ("", LOW, HIGH)] + [SEEDS, INTERVAL]
+    out = out.copy()
+    for col in cols:
+        out.loc[shared, col] = boot.loc[shared, col]
+    return out
 
 
 def format_paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
@@ -377,9 +461,18 @@ def format_paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             return f"{mean:.{digits}f}"
         return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
-    return pd.DataFrame({"Sensitivity": table.apply(cell, axis=1, metric=SENS),
-                         "Specificity": table.apply(cell, axis=1, metric=SPEC),
-                         "Seeds": table[SEEDS]}, index=table.index)
+    def count(v: object) -> str:
+        return "" if pd.isna(v) else str(int(v))  # type: ignore[call-overload]
+
+    out = pd.DataFrame({"Sensitivity": table.apply(cell, axis=1, metric=SENS),
+                        "Specificity": table.apply(cell, axis=1, metric=SPEC),
+                        "Seeds": table[SEEDS]}, index=table.index)
+    if N in table:  # images of the class / of the other classes, per trial
+        out["n (class / rest)"] = [f"{count(a)} / {count(b)}" for a, b in
+                                   zip(table[N], table[N_REST], strict=True)]
+    if INTERVAL in table:
+        out["Interval"] = table[INTERVAL]
+    return out
 
 
 def format_significance(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
@@ -461,14 +554,18 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
 
 def query(uri: str, sweep: Optional[str], table: str, scenario: Optional[str] = None,
           baseline: Optional[str] = None, split: str = "test", *,
-          skip_corrupt: bool = False) -> pd.DataFrame:
-    """What ``raybench results`` prints: ``runs``, ``metrics``, the formatted ``paper`` table
-    or the ``significance`` table (:meth:`Results.compare_models`, rounded)."""
+          skip_corrupt: bool = False, interval: str = "bootstrap") -> pd.DataFrame:
+    """What ``raybench results`` prints: ``runs``, ``metrics``, the formatted ``paper`` table,
+    the ``significance`` table (:meth:`Results.compare_models`, rounded) or ``findings``."""
     res = load(uri, sweep, skip_corrupt=skip_corrupt)
     if table == "paper":
-        return format_paper_table(res.paper_table(scenario))
+        return format_paper_table(res.paper_table(scenario, interval=interval))
+    if table == "findings":
+        return res.findings()
     if table == "significance":
-        return format_significance(res.compare_models(None, scenario, baseline, split=split))
+        return format_significance(res.compare_models(None, scenario, baseline, split=split,
+                                                      interval=interval))
     if table not in S.TABLES:
-        raise RaybenchError(f"unknown table {table!r}; choose runs, metrics or paper")
+        raise RaybenchError(f"unknown table {table!r}; choose runs, metrics, paper, "
+                            "significance or findings")
     return res.table(table)

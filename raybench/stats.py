@@ -195,6 +195,19 @@ def _weighted_auc(pos: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndar
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
+def weighted_rates(y: np.ndarray, predicted: np.ndarray, k: int, w: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One-vs-rest sensitivity and specificity of ``k`` classes under weightings ``w`` (B, N):
+    two (B, K) arrays, NaN where a class has no positives (or no negatives)."""
+    onehot = np.eye(k, dtype=bool)[y]  # (N, K)
+    tp = w @ (onehot & (predicted == y)[:, None])
+    support = w @ onehot
+    called = w @ np.eye(k, dtype=bool)[predicted]
+    total = w.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tp / support, (total - support - (called - tp)) / (total - support)
+
+
 def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
     """Accuracy, balanced accuracy, macro AUC and per-class sensitivity / specificity / AUC.
 
@@ -213,12 +226,8 @@ def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str
     onehot = np.eye(k, dtype=bool)[y]  # (N, K)
     hit = prob.argmax(axis=1) == y
     support = w @ onehot  # (B, K)
-    tp = w @ (onehot & hit[:, None])
-    predicted = w @ np.eye(k, dtype=bool)[prob.argmax(axis=1)]
     total = w.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens = tp / support
-        spec = (total - support - (predicted - tp)) / (total - support)
+    sens, spec = weighted_rates(y, prob.argmax(axis=1), k, w)
     aucs = np.column_stack([_weighted_auc(onehot[:, c], prob[:, c], w) for c in range(k)])
     with warnings.catch_warnings():  # a replicate without any defined AUC is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -231,20 +240,30 @@ def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str
     return out
 
 
+def draw_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n): how often each of ``n`` units is drawn when a replicate draws ``n`` of
+    them with replacement."""
+    picks = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    return np.bincount(picks.reshape(-1), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def cluster_codes(clusters: "Optional[Sequence[str] | np.ndarray]", n: int
+                  ) -> tuple[np.ndarray, int]:
+    """(codes (n,), number of clusters): a cluster index per image, or one cluster per image
+    when ``clusters`` is None."""
+    if clusters is None:
+        return np.arange(n), n
+    _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+    codes = codes.reshape(-1)
+    return codes, int(codes.max()) + 1 if codes.size else 0
+
+
 def draw_weights(clusters: "Optional[Sequence[str] | np.ndarray]", n: int, n_boot: int,
                  rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n) draw counts: each replicate draws as many clusters as there are, with
     replacement, and every image of a drawn cluster counts once per draw."""
-    if clusters is None:
-        codes, n_clusters = np.arange(n), n
-    else:
-        _, codes = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
-        codes = codes.reshape(-1)
-        n_clusters = int(codes.max()) + 1
-    picks = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
-    counts = np.zeros((n_boot, n_clusters))
-    np.add.at(counts, (np.repeat(np.arange(n_boot), n_clusters), picks.reshape(-1)), 1.0)
-    return counts[:, codes]
+    codes, n_clusters = cluster_codes(clusters, n)
+    return draw_counts(n_clusters, n_boot, rng)[:, codes]
 
 
 @dataclass(frozen=True)
@@ -300,6 +319,163 @@ def paired_bootstrap(y: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray,
     boot_a, boot_b = weighted_metrics(y, pa, w), weighted_metrics(y, pb, w)
     return {name: _summarise(float(point_a[name][0]), float(point_b[name][0]),
                              boot_b[name] - boot_a[name]) for name in point_a}
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """The mean over seeds of a per-seed value with its two-level bootstrap 95% interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    pvalue: float  # two-sided, against a value of 0 (meaningful for differences)
+    seeds: int
+    dof: float  # Welch-Satterthwaite degrees of freedom of the t expansion (inf: none)
+    n_boot: int
+
+
+def _seed_deviation(rep: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(all-seed mean, seed deviation) per replicate from per-seed values ``rep`` (B, S).
+
+    The deviation is the mean over S seeds drawn with replacement minus the mean over all,
+    scaled by sqrt(S / (S - 1)) so that its variance estimates var(seed) / S without the
+    plug-in bias (half the variance at 2 seeds). Zero with one seed.
+    """
+    finite = np.isfinite(rep)
+    vals = np.where(finite, rep, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        every = vals.sum(axis=1) / finite.sum(axis=1)
+        s = rep.shape[1]
+        if s < 2:
+            return every, np.zeros_like(every)
+        c = draw_counts(s, rep.shape[0], rng) * finite
+        drawn = (vals * c).sum(axis=1) / c.sum(axis=1)
+    return every, math.sqrt(s / (s - 1)) * (drawn - every)
+
+
+def _t_expansion(every: np.ndarray, dev: np.ndarray, seeds: int) -> tuple[float, float]:
+    """(factor, dof): the Student t quantile over z for the Welch-Satterthwaite degrees of
+    freedom of var(patients) + var(seeds), the seed part estimated from ``seeds - 1`` dof."""
+    v_seed, v_patients = float(np.var(dev)), float(np.var(every))
+    if seeds < 2 or v_seed == 0.0:
+        return 1.0, math.inf
+    dof = (v_seed + v_patients) ** 2 / (v_seed ** 2 / (seeds - 1))
+    return float(sps.t.ppf(0.975, dof)) / Z_95, dof
+
+
+def two_level_interval(point: np.ndarray, per_seed: np.ndarray, rng: np.random.Generator,
+                       bounds: Optional[tuple[float, float]] = None) -> SeedInterval:
+    """Mean over seeds and its 95% interval from a two-level bootstrap (seeds, then patients).
+
+    Args:
+        point: Each seed's value (S,) on its own images; NaN seeds are left out.
+        per_seed: The same values on B patient draws (B, S), one draw shared by all seeds.
+        rng: Draws the seeds.
+        bounds: Clip the interval (a proportion stays within [0, 1]).
+
+    Returns:
+        A :class:`SeedInterval`: the percentile interval of (patient draw + bias-corrected
+        seed draw), widened about the mean by t(dof) / z, the Welch-Satterthwaite dof of the
+        two variance parts (a seed spread measured on 2 seeds has 1 dof).
+    """
+    keep = np.isfinite(np.asarray(point, float))
+    x, rep = np.asarray(point, float)[keep], np.asarray(per_seed, float)[:, keep]
+    if x.size == 0:
+        return SeedInterval(*(math.nan,) * 4, 0, math.nan, 0)
+    every, dev = _seed_deviation(rep, rng)
+    ok = np.isfinite(every) & np.isfinite(dev)
+    every, dev = every[ok], dev[ok]
+    est = float(x.mean())
+    if every.size == 0:
+        return SeedInterval(est, math.nan, math.nan, math.nan, int(x.size), math.nan, 0)
+    factor, dof = _t_expansion(every, dev, int(x.size))
+    spread = est + factor * (every + dev - est)  # the replicates, widened about the mean
+    low, high = (float(v) for v in np.percentile(spread, [2.5, 97.5]))
+    side = min(int((spread <= 0).sum()), int((spread >= 0).sum()))
+    p = min(1.0, 2 * (side + 1) / (spread.size + 1))
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return SeedInterval(est, low, high, p, int(x.size), dof, int(spread.size))
+
+
+def shared_weights(clusters: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
+                   ) -> list[np.ndarray]:
+    """One patient draw for every seed: per seed (n_boot, N_s) draw counts of its images.
+
+    ``clusters`` holds each seed's cluster ids (patient ids, else image ids); a patient scored
+    by several seeds is drawn as often in all of them, so what the seeds share cancels.
+    """
+    every = np.concatenate([np.asarray(c).astype(str) for c in clusters])
+    codes, n = cluster_codes(every, every.size)
+    counts = draw_counts(n, n_boot, rng)
+    ends = np.cumsum([len(c) for c in clusters])[:-1]
+    return [counts[:, part] for part in np.split(codes, ends)]
+
+
+def rates_over_seeds(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int,
+                     n_boot: int = 2000, seed: int = 0) -> dict[str, list[SeedInterval]]:
+    """Per-class sensitivity and specificity, mean over seeds, two-level bootstrap intervals.
+
+    Args:
+        seeds: Per seed ``(y, predicted, clusters)``: labels and predicted class indices (N_s,)
+            and each image's patient id (else image id).
+        k: Number of classes.
+        n_boot: Replicates.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``{"sensitivity": [one SeedInterval per class], "specificity": [...]}``.
+    """
+    rng = np.random.default_rng(seed)
+    ws = shared_weights([c for _, _, c in seeds], n_boot, rng)
+    point = [weighted_rates(y, p, k, np.ones((1, len(y)))) for y, p, _ in seeds]
+    boot = [weighted_rates(y, p, k, w) for (y, p, _), w in zip(seeds, ws, strict=True)]
+    out: dict[str, list[SeedInterval]] = {}
+    for i, name in enumerate(("sensitivity", "specificity")):
+        pt = np.stack([pp[i][0] for pp in point], axis=1)  # (K, S)
+        bt = np.stack([bb[i] for bb in boot], axis=2)  # (B, K, S)
+        out[name] = [two_level_interval(pt[c], bt[:, c, :], rng, (0.0, 1.0)) for c in range(k)]
+    return out
+
+
+@dataclass(frozen=True)
+class PairedSeeds:
+    """Model B minus model A over seeds: the mean of each, and the difference's interval."""
+
+    value_a: float
+    value_b: float
+    diff: SeedInterval
+
+
+def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                      n_boot: int = 2000, seed: int = 0) -> dict[str, PairedSeeds]:
+    """Every :func:`weighted_metrics` metric of B minus A, over seeds (two-level bootstrap).
+
+    Args:
+        pairs: Per seed ``(y, prob_a, prob_b, clusters)`` on the images both models scored
+            with that seed; the class columns are the same in every pair.
+        n_boot: Replicates.
+        seed: Seed of the resampling.
+    """
+    rng = np.random.default_rng(seed)
+    ws = shared_weights([p[3] for p in pairs], n_boot, rng)
+    a0: dict[str, list[float]] = {}
+    b0: dict[str, list[float]] = {}
+    boot: dict[str, list[np.ndarray]] = {}
+    for (y, pa, pb, _), w in zip(pairs, ws, strict=True):
+        ones = np.ones((1, len(y)))
+        pa0, pb0 = weighted_metrics(y, pa, ones), weighted_metrics(y, pb, ones)
+        ba, bb = weighted_metrics(y, pa, w), weighted_metrics(y, pb, w)
+        for name in pa0:
+            a0.setdefault(name, []).append(float(pa0[name][0]))
+            b0.setdefault(name, []).append(float(pb0[name][0]))
+            boot.setdefault(name, []).append(bb[name] - ba[name])
+    with warnings.catch_warnings():  # a metric undefined in every seed is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {name: PairedSeeds(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
+                                  two_level_interval(np.subtract(b0[name], a0[name]),
+                                                     np.column_stack(boot[name]), rng))
+                for name in a0}
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,10 @@ def test_built_once_then_reused(small, tmp_path: Path) -> None:
     for i, f in enumerate(files):
         assert np.array_equal(second.images[i], decode_image(f, 16))
     assert second.image_ids == df[S.IMAGE_ID].tolist() and second.ok.all()
-    names = sorted(p.name for p in (tmp_path / "c" / "decoded").iterdir())
     key = cache_key(df, 16)
-    assert names == [f"{key}.json", f"{key}.lock", f"{key}.npy"]  # no temporary files left
+    assert [p.name for p in (tmp_path / "c" / "decoded").iterdir()] == [key]
+    names = sorted(p.name for p in (tmp_path / "c" / "decoded" / key).iterdir())
+    assert names == ["shard-00000.json", "shard-00000.npy"]  # no claim or temporary file left
 
 
 def test_key_changes_with_content_size_and_mode(small) -> None:
@@ -72,7 +73,7 @@ def test_bad_images_fail_or_are_recorded(small, tmp_path: Path) -> None:
     files[3].write_bytes(b"")
     with pytest.raises(DataError, match=f"{files[3]}: empty file"):
         decoded_images(df, files, 16, tmp_path / "c")
-    assert not list((tmp_path / "c" / "decoded").glob("*.npy"))  # nothing half-built
+    assert not [p for p in (tmp_path / "c" / "decoded").rglob("*") if p.is_file()]  # nothing
     entry = decoded_images(df, files, 16, tmp_path / "c", on_bad_image="skip")
     assert entry.ok.tolist() == [True, True, True, False, True, True]
     assert [Path(b.path).name for b in entry.bad] == [files[3].name]
@@ -103,7 +104,7 @@ def test_prepare_data_same_with_and_without_cache(synth_manifest: Path, tmp_path
     cfg = DataConfig(manifest=str(synth_manifest), cache_dir=str(tmp_path), test_fraction=0.25)
     cached = prepare_data(cfg, 32)
     plain = prepare_data(dataclasses.replace(cfg, decoded_cache=False), 32)
-    assert list((tmp_path / "decoded").glob("*.npy"))
+    assert list((tmp_path / "decoded").rglob("shard-00000.npy"))
     for name in ("train", "val", "test"):
         a, b = getattr(cached, name), getattr(plain, name)
         assert a.image_ids == b.image_ids

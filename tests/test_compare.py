@@ -85,10 +85,16 @@ def test_several_seeds_give_per_seed_rows_and_an_across_seed_interval(tmp_path: 
     res = load(str(tmp_path), "s")
     per_seed = res.compare_models("balanced_accuracy", per_seed=True, n_boot=200)
     assert per_seed["seed"].tolist() == [0, 1, 2]
-    agg = res.compare_models("balanced_accuracy", n_boot=200).iloc[0]
+    t = res.compare_models("balanced_accuracy", n_boot=200, interval="t").iloc[0]
     mean, low, high = mean_interval(per_seed["diff"].tolist())
-    assert (agg["diff"], agg["ci_low"], agg["ci_high"]) == pytest.approx((mean, low, high))
-    assert agg["seeds"] == 3 and agg["test"] == "t over seeds" and 0 <= agg["p"] <= 1
+    assert (t["diff"], t["ci_low"], t["ci_high"]) == pytest.approx((mean, low, high))
+    assert t["seeds"] == 3 and t["test"] == "t over seeds" and 0 <= t["p"] <= 1
+    agg = res.compare_models("balanced_accuracy", n_boot=200).iloc[0]  # two-level bootstrap
+    assert agg["diff"] == pytest.approx(mean) and agg["ci_low"] < mean < agg["ci_high"]
+    assert agg["test"] == "two-level bootstrap" and agg["resampled"] == "seeds x images"
+    assert agg["seeds"] == 3 and agg["n_images"] == 90 and 0 < agg["p"] <= 1
+    with pytest.raises(RaybenchError, match="interval 'z'"):
+        res.compare_models(interval="z")
 
 
 def test_validation_split_and_selection_on_validation(tmp_path: Path, rng) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from raybench.camset import CamSet
 from raybench.report import cam_grid_figure
+from raybench.results import format_paper_table, load
 from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2
 
@@ -41,11 +42,15 @@ def test_report_writes_html_with_figures_and_numbers(tmp_path: Path, run_cli) ->
     embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(embedded) == len(figures) and 'src="figures/' not in page  # self-contained
     assert base64.b64decode(embedded[0]).startswith(PNG)
-    # The paper table's cells: cnnx covid19 and resnet18 normal (Table 2 layout).
-    assert "0.950 [0.315, 1.000]" in page and "0.833 [0.410, 1.000]" in page
+    # The paper table's cells as the API computes them (the report draws 1000 replicates).
+    table = format_paper_table(load(str(tmp_path / "runs"), "s2").paper_table(n_boot=1000))
+    cell = table.loc[("cnnx", "covid19")]
+    assert cell["Sensitivity"].startswith("0.950 [") and cell["Specificity"].startswith("0.833 [")
+    assert cell["Sensitivity"] in page and cell["Specificity"] in page
     assert "1.000 [1.000, 1.000]" in page and "Scenario: scenario2" in page
     md = (out / "report.md").read_text()
-    assert "| cnnx | covid19 | 0.950 [0.315, 1.000] | 0.833 [0.410, 1.000] | 2 |" in md
+    assert (f"| cnnx | covid19 | {cell['Sensitivity']} | {cell['Specificity']} | 2 | 10 / 30 | "
+            "two-level bootstrap |") in md
     assert "](figures/cams.png)" in md and "| resnet18-seed1 | resnet18 | scenario2 | 1 |" in md
     assert f"wrote {out / 'report.html'}" in stdout
 
@@ -95,13 +100,14 @@ def test_report_has_a_table_of_contents_linking_every_section(tmp_path: Path, ru
     out = _scenario2_report(tmp_path, run_cli)
     page = (out / "report.html").read_text()
     ids = re.findall(r'<h[23] id="([^"]+)">', page)
-    assert ids == ["scenario-scenario2", "per-class-sensitivity--specificity", "learning-curves",
-                   "confusion-matrices", "ranking-and-significance-scenario2", "trials"]
+    assert ids == ["findings", "scenario-scenario2", "per-class-sensitivity--specificity",
+                   "learning-curves", "confusion-matrices", "ranking-and-significance-scenario2",
+                   "trials"]
     nav = re.search(r'<nav class="toc">(.*?)</nav>', page).group(1)
     assert re.findall(r'href="#([^"]+)"', nav) == ids
-    assert page.index("<nav") < page.index('<h2 id="scenario-scenario2">')  # before section 1
+    assert page.index("<nav") < page.index('<h2 id="findings">')  # before section 1
     md = (out / "report.md").read_text()
-    assert "**Contents**\n\n- [Scenario: scenario2](#scenario-scenario2)\n" \
+    assert "**Contents**\n\n- [Findings](#findings)\n- [Scenario: scenario2](#scenario-scenario2)\n" \
            "  - [Per-class sensitivity / specificity](#per-class-sensitivity--specificity)" in md
     assert "- [Trials](#trials)" in md and md.index("**Contents**") < md.index("## Scenario")
 
@@ -196,8 +202,21 @@ def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
     claim = re.search(r"cnnx vs xception: balanced accuracy ([-+]\d\.\d{3}) "
                       r"\[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\], p = ([<\d. ]+) \(Holm; cnnx worse\)", md)
     assert claim and float(claim[1]) < float(claim[3]) < 0, md[:3000]
-    assert ("Flagged (sensitivity differs between sources beyond the Wilson intervals): cnnx "
-            "normal: sensitivity") in md and "(apart in 3 of 3 seed(s))" in md
+    assert ("Flagged (sensitivity or specificity differs between sources beyond both "
+            "intervals): cnnx normal sensitivity: 0.000 on hannover against") in md
+    assert "hannover: 0 of 20 normal films predicted normal (per seed, mean of 3)" in md
+    # The findings open the report (after the contents) and state what the sections show.
+    findings = md[md.index("## Findings"):md.index("## Test sets")]
+    assert md.index("## Findings") < md.index("## Test sets") < md.index("## Scenario: sc")
+    for kind in ("| source gap | sc | cnnx |", "| best model | sc | xception |",
+                 "| lungs-hidden control | sc | cnnx |", "| test origin | sc |"):
+        assert kind in findings
+    assert "it needs the lungs" in findings  # outside_lungs trials score at chance here
+    # Every table's prose names its tests, from the table's own `test` column.
+    assert "(the `test` column): two-level bootstrap over seeds, then patients" in md
+    assert "## Confusion matrices with other rois" in md and "cnnx (outside_lungs, sc)" in md
+    assert "| cnnx | hannover | normal | 0.000 [0.000, 0.000] |" in md  # per-source rows
+    assert re.search(r"\| cnnx \| hannover \| normal \| [^|]+ \| [^|]+ \| 3 \| 20 / 40 \|", md)
     # The paper table counts the 3 full-image trials only (not the 3 outside_lungs ones).
     assert re.search(r"\| cnnx \| normal \| [^|]+ \| [^|]+ \| 3 \|", md)
     assert re.search(r"\| sc \| outside_lungs \| cnnx \| full \| balanced_accuracy \| all \|", md)

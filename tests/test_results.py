@@ -10,7 +10,7 @@ import pytest
 
 from raybench.errors import RaybenchError
 from raybench.metrics import wilson_interval
-from raybench.results import load
+from raybench.results import format_paper_table, load
 from raybench.stats import mean_interval, t95
 from raybench.store import ResultStore
 from resultdata import FOUR, write_scenario2, write_trial
@@ -35,7 +35,7 @@ def test_tables_are_joinable_and_hold_hyperparameters(root: str) -> None:
 
 
 def test_table2_mean_and_t_interval_over_seeds(root: str) -> None:
-    table = load(root).paper_table("scenario2")
+    table = load(root).paper_table("scenario2", interval="t")
     assert list(table.index.names) == ["model", "class"]
     assert table.index.get_level_values("class")[:4].tolist() == list(FOUR)  # paper order
     row = table.loc[("cnnx", "covid19")]
@@ -46,8 +46,27 @@ def test_table2_mean_and_t_interval_over_seeds(root: str) -> None:
     # Viral images predicted wrong go to covid19: seed 0 has 4 FP, seed 1 has 6 of 30 negatives.
     assert row["specificity"] == pytest.approx((26 / 30 + 24 / 30) / 2)
     assert row["seeds"] == 2
+    assert (row["n"], row["n_rest"], row["interval"]) == (10, 30, "t over seeds")
     same = table.loc[("resnet18", "normal")]
     assert (same["sensitivity"], same["sensitivity_low"], same["sensitivity_high"]) == (1.0, 1.0, 1.0)
+
+
+def test_table2_default_is_the_two_level_bootstrap(root: str) -> None:
+    """Same means as the t table; the interval combines 2 seeds and 10 images per class."""
+    res = load(root)
+    boot, t = res.paper_table("scenario2"), res.paper_table("scenario2", interval="t")
+    assert set(boot["interval"]) == {"two-level bootstrap"}
+    assert boot[["sensitivity", "specificity", "seeds", "n", "n_rest"]].equals(
+        t[["sensitivity", "specificity", "seeds", "n", "n_rest"]])
+    row = boot.loc[("cnnx", "covid19")]  # seeds 10/10 and 9/10 right
+    assert 0.4 < row["sensitivity_low"] < 0.95 and row["sensitivity_high"] == 1.0
+    assert row["sensitivity_low"] > t.loc[("cnnx", "covid19"), "sensitivity_low"]
+    same = boot.loc[("resnet18", "normal")]  # 10 of 10 in both seeds: nothing varies
+    assert (same["sensitivity_low"], same["sensitivity_high"]) == (1.0, 1.0)
+    again = res.paper_table("scenario2")  # seeded: the same interval every time
+    assert again.equals(boot)
+    with pytest.raises(RaybenchError, match="interval 'wald'"):
+        res.paper_table("scenario2", interval="wald")
 
 
 def test_table1_single_seed_uses_wilson_and_ignores_unfinished(tmp_path: Path) -> None:
@@ -57,12 +76,18 @@ def test_table1_single_seed_uses_wilson_and_ignores_unfinished(tmp_path: Path) -
                 labels=two, n=20, correct={"normal": 18, "covid19": 15})
     write_trial(store, "s1", "vgg16-seed1", model="vgg16", seed=1, scenario="scenario1",
                 labels=two, n=20, correct={"normal": 1, "covid19": 1}, status="stopped")
-    table = load(str(tmp_path)).paper_table()
+    res = load(str(tmp_path))
+    table = res.paper_table(interval="t")
     assert table.index.tolist() == ["vgg16"]
     row = table.loc["vgg16"]
     assert row["sensitivity"] == pytest.approx(15 / 20)  # covid19 is Table 1's positive class
     assert (row["sensitivity_low"], row["sensitivity_high"]) == pytest.approx(wilson_interval(15, 20))
     assert row["specificity"] == pytest.approx(18 / 20) and row["seeds"] == 1
+    assert row["interval"] == "wilson (one trial)"
+    boot = res.paper_table().loc["vgg16"]  # one seed: the bootstrap over the 40 images
+    assert boot["sensitivity"] == pytest.approx(15 / 20) and boot["seeds"] == 1
+    assert (boot["sensitivity_low"], boot["sensitivity_high"]) == pytest.approx(
+        wilson_interval(15, 20), abs=0.08)
 
 
 def test_interval_helpers() -> None:
@@ -106,7 +131,16 @@ def test_cli_results_formats(root: str, run_cli) -> None:
     code, out, err = run_cli("results", root, "--sweep", "s2", "--table", "paper",
                              "--format", "markdown")
     assert code == 0, err
-    assert "| cnnx | covid19 | 0.950 [0.315, 1.000] | 0.833 [0.410, 1.000] | 2 |" in out
+    assert "| cnnx | covid19 | 0.950 [0.315, 1.000] | 0.833 [0.410, 1.000] | 2 | 10 / 30 | t over" \
+        not in out  # the default interval is the two-level bootstrap
+    cell = format_paper_table(load(root).paper_table()).loc[("cnnx", "covid19")]
+    assert f"| cnnx | covid19 | {cell['Sensitivity']} | {cell['Specificity']} | 2 | 10 / 30 | " \
+           "two-level bootstrap |" in out
+    code, out, err = run_cli("results", root, "--table", "paper", "--interval", "t",
+                             "--format", "markdown")
+    assert code == 0, err
+    assert "| cnnx | covid19 | 0.950 [0.315, 1.000] | 0.833 [0.410, 1.000] | 2 | 10 / 30 | " \
+           "t over seeds |" in out
     code, out, _ = run_cli("results", root, "--table", "runs", "--format", "json")
     rows = json.loads(out)
     assert sorted(r["trial_id"] for r in rows) == ["cnnx-seed0", "cnnx-seed1",
@@ -114,7 +148,7 @@ def test_cli_results_formats(root: str, run_cli) -> None:
     code, out, _ = run_cli("results", root, "--table", "metrics", "--format", "csv")
     assert out.splitlines()[0] == "sweep,trial_id,split,source,class,metric,value,ci_low,ci_high"
     assert len(out.splitlines()) == 1 + 96
-    code, out, _ = run_cli("results", root, "--table", "paper")
+    code, out, _ = run_cli("results", root, "--table", "paper", "--interval", "t")
     assert "0.950 [0.315, 1.000]" in out
     code, _, err = run_cli("results", root, "--sweep", "nope")
     assert code == 2 and err.count("\n") == 1 and "no sweep 'nope'" in err and "s2" in err

@@ -8,7 +8,9 @@
 * :mod:`~raybench.bench.trials`: ``trial_overhead_s`` on local Ray;
 * :mod:`~raybench.bench.cam`: CAM images/s per model;
 * :mod:`~raybench.bench.results`: ``results_load_s`` of a sweep of 10,000 trials;
-* :mod:`~raybench.bench.sweep` (only when named): ``sweep_wall_ratio`` and ``sweep_utilisation``.
+* :mod:`~raybench.bench.sweep` (only when named): ``sweep_wall_ratio`` and ``sweep_utilisation``;
+* :mod:`~raybench.bench.data` (only when named): preparation on Ray (``prep_*``),
+  ``near_dup_200k_s`` and ``decodes_per_image``.
 
 :mod:`~raybench.bench.runner` runs them; its docstring says how to add a section. Performance
 claims live here and in ``benchmarks/RESULTS.md``, never in timed tests.

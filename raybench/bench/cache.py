@@ -40,7 +40,7 @@ def epoch_decode(files: Sequence[Path], order: np.ndarray, size: int) -> int:
     return n
 
 
-def epoch_cache(images: np.ndarray, order: np.ndarray) -> int:
+def epoch_cache(images: Any, order: np.ndarray) -> int:
     """One epoch gathered from the memory-mapped cache entry in the same mini-batches."""
     import torch
 
@@ -122,7 +122,7 @@ def _time_cache(df: Any, files: list[Path], size: int, decode_epochs: int,
                     start = time.perf_counter()
                     epoch_cache(entry.images, order)
                     cache.append(time.perf_counter() - start)
-            entry_bytes = os.path.getsize(entry.path)
+            entry_bytes = entry.disk_bytes
     d, c = statistics.median(dec), statistics.median(cache)
     return {"images": len(files), "size": size, "build_s": build, "reopen_s": reopen,
             "decode_epoch_s": d, "cache_epoch_s": c, "decode_images_per_s": len(files) / d,

@@ -135,7 +135,11 @@ class DataConfig(Checked):
         split_seed: Seed of the patient-level split.
         on_bad_image: ``fail`` stops at the first unreadable image; ``skip`` drops it and
             records it with the run.
-        cache_dir: Folder for synthetic sets and decoded-image caches.
+        cache_dir: Folder for synthetic sets and decoded-image caches: a local folder, a
+            folder every node mounts, or an ``s3://`` prefix the cluster's nodes share (each
+            image is then decoded once per cluster).
+        local_cache_dir: Node-local folder for decoded shards downloaded from an ``s3://``
+            ``cache_dir`` (and for synthetic sets); ``None``: ``~/.cache/raybench``.
         scenario: A registered scenario (``paper-1``, ``paper-2``, ``paper-3``) or a scenario
             YAML file; ``None`` uses the manifest as it is. A scenario's classes replace
             ``labels``.
@@ -158,6 +162,7 @@ class DataConfig(Checked):
     split_seed: int = non_negative(0)
     on_bad_image: Literal["fail", "skip"] = "fail"
     cache_dir: str = ".raybench-cache"
+    local_cache_dir: Optional[str] = None
     scenario: Optional[str] = None
     test_from: Optional[str] = None
     allow_overlap: bool = False
@@ -399,6 +404,7 @@ def with_absolute_paths(spec: Spec) -> Spec:
         test_from = _absolute(test_from)
     data = dataclasses.replace(data, manifest=_absolute(data.manifest), scenario=scenario,
                                cache_dir=_absolute(data.cache_dir) or data.cache_dir,
+                               local_cache_dir=_absolute(data.local_cache_dir),
                                test_from=test_from)
     model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir))
     return dataclasses.replace(spec, results=_absolute(spec.results) or spec.results, data=data,

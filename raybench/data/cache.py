@@ -1,54 +1,147 @@
-"""A decoded-image cache: each manifest's images decoded and resized once, memory-mapped after.
+"""A decoded-image cache: each manifest's images decoded and resized once per cluster.
 
-One cache entry per (manifest content, size, colour mode) under ``<cache_dir>/decoded/``:
-``<key>.npy`` holds uint8 ``(N, size, size)`` images in manifest row order, ``<key>.json`` the
-image ids, which rows decoded and the bad files. The key hashes every row's image id and
-content hash, so an edited manifest gets a new entry (the cache is rebuilt, never patched).
+One cache entry per (manifest content, size, colour mode), stored as **shards** of
+:data:`SHARD_ROWS` images under ``<cache_dir>/decoded/<key>/``: ``shard-00000.npy`` holds
+uint8 ``(n, size, size)`` images of consecutive manifest rows, ``shard-00000.json`` which of
+them decoded and the bad files. The key hashes every row's image id and content hash, so an
+edited manifest gets a new entry (the cache is rebuilt, never patched).
 
-Creation is atomic: the array and then the metadata are written under temporary names and
-moved into place, the metadata last, so an entry exists only once complete; an exclusive file
-lock makes concurrent builders on one node wait for the first instead of decoding twice. Readers
-open the array read-only with ``mmap``; files are never modified in place, so any number of
-trials and workers can share one entry.
+``cache_dir`` is a local folder, a folder every node mounts, or an ``s3://`` prefix. With
+``s3://`` a node keeps what it downloads in a node-local folder (``local_dir``) and
+memory-maps it from there; with a folder the shards are memory-mapped where they lie.
+
+Who decodes: a missing shard is claimed with an atomic create-if-absent of
+``shard-00000.claim-<generation>`` (:func:`raybench.storage.create_exclusive`, the sweep
+claim's primitive: ``O_EXCL`` locally, ``If-None-Match: *`` on S3). Exactly one builder wins;
+the others build other shards, or wait for it and download its shard. The builder renews its
+claims every :data:`CLAIM_RENEW_S` while it decodes; a claim whose builder died (same host and
+its process gone, or not renewed for :data:`CLAIM_STALE_S`) is taken over by creating the next
+generation, again atomically. The builder decodes its shards'
+images over the Ray cluster in chunks (:mod:`raybench.data.prepare`) and streams each chunk
+into a temporary file on disk, in row order: memory holds a few chunks, never the entry.
+
+Readers never see a partial shard: the array and then its metadata are moved into place (or
+uploaded in one request) only once complete, the metadata last, and a shard counts only once
+its metadata exists. Nothing is published until every shard the builder claimed is complete,
+so under ``on_bad_image=fail`` a bad image (or a full disk) leaves no trace but the error.
+
+Diagnostics: with ``RAYBENCH_DECODE_LOG=<folder>`` every decode also creates one empty file
+there (named by process id), which is how the tests count decodes across processes and nodes.
 """
 from __future__ import annotations
 
-import fcntl
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
-from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Any, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 from raybench import schema as S
+from raybench import storage
 from raybench.data.images import BadImage, decode_image
-from raybench.errors import DataError
+from raybench.errors import DataError, RaybenchError
 
 log = logging.getLogger(__name__)
 
 #: Colour modes the decoder produces (one grayscale channel; see ``images.decode_image``).
 MODES: tuple[str, ...] = ("L",)
-#: Bump when decoding changes, so old entries are not reused.
-DECODER_VERSION = 1
+#: Bump when decoding or the entry layout changes, so old entries are not reused.
+DECODER_VERSION = 2
+#: Images per shard: 2,048 images are 103 MB at 224 px, 183 MB at 299 px.
+SHARD_ROWS = 2048
+#: Images per Ray task: about 0.4 s of work for a 1024 px PNG on one core.
+DECODE_CHUNK = 32
+#: A claim not renewed for this long is taken to be a dead builder's (seconds).
+CLAIM_STALE_S = 900.0
+#: A builder renews its claims this often while it decodes (seconds).
+CLAIM_RENEW_S = 60.0
+#: Seconds between two looks at the store while another builder holds a shard.
+POLL_S = 0.5
+#: Node-local folder for downloaded shards when ``cache_dir`` is ``s3://`` and none is given.
+DEFAULT_LOCAL_DIR = "~/.cache/raybench"
+DECODE_LOG_ENV = "RAYBENCH_DECODE_LOG"
+
+
+class ShardedImages:
+    """``(N, size, size)`` uint8 images over several memory-mapped shards, indexed like an array
+    along the first axis (an int, a slice, an int array or a boolean mask)."""
+
+    def __init__(self, shards: list[np.ndarray]) -> None:
+        self.shards = shards
+        self.starts = np.cumsum([0] + [len(s) for s in shards])
+        self.shape: tuple[int, ...] = (int(self.starts[-1]),) + tuple(shards[0].shape[1:])
+        self.dtype = shards[0].dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx),) + self.shape[1:], dtype=self.dtype)
+        which = np.searchsorted(self.starts, idx, side="right") - 1
+        for k in np.unique(which):
+            sel = which == k
+            out[sel] = self.shards[k][idx[sel] - self.starts[k]]
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            head = self[key[0]]
+            rest = key[1:] if np.ndim(key[0]) == 0 else (slice(None),) + key[1:]
+            return head[rest]
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + (len(self) if key < 0 else 0)
+            if not 0 <= i < len(self):
+                raise IndexError(f"index {key} out of range for {len(self)} images")
+            k = int(np.searchsorted(self.starts, i, side="right") - 1)
+            return self.shards[k][i - self.starts[k]]
+        if isinstance(key, slice):
+            return self._rows(np.arange(len(self))[key])
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            idx = np.nonzero(idx)[0]
+        idx = np.where(idx < 0, idx + len(self), idx).astype(np.int64)
+        return self._rows(idx)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self._rows(np.arange(len(self)))
+        return arr if dtype is None else arr.astype(dtype)
+
+
+Images = Union[np.ndarray, ShardedImages]
 
 
 @dataclass
 class DecodedImages:
-    """A cache entry: ``images[i]`` is row ``i`` of the manifest (valid where ``ok[i]``)."""
+    """A cache entry: ``images[i]`` is row ``i`` of the manifest (valid where ``ok[i]``).
 
-    images: np.ndarray  # (N, size, size) uint8, memory-mapped read-only
+    ``images`` is the shard's read-only ``np.memmap`` when the entry has one shard, else a
+    :class:`ShardedImages` over the shards' memory maps.
+    """
+
+    images: Images  # (N, size, size) uint8, memory-mapped read-only
     ok: np.ndarray  # (N,) bool
     image_ids: list[str]
     bad: list[BadImage]
-    path: Path
-    built: bool  # True when this call decoded the images, False when it reused them
+    path: Path  # the node-local folder holding the shards
+    built: bool  # True when this call decoded images, False when it reused them
+    files: list[Path] = field(default_factory=list)  # the shard arrays, in row order
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the shard arrays on this node."""
+        return sum(f.stat().st_size for f in self.files)
 
 
 def cache_key(df: pd.DataFrame, size: int, mode: str = "L") -> str:
@@ -59,74 +152,319 @@ def cache_key(df: pd.DataFrame, size: int, mode: str = "L") -> str:
     return digest.hexdigest()[:32]
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _atomic_target(folder: Path, name: str) -> str:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return tmp
-
-
-def _open(npy: Path, meta: Path) -> DecodedImages:
-    info = json.loads(meta.read_text(encoding="utf-8"))
-    images = np.load(npy, mmap_mode="r")
-    bad = [BadImage(b["path"], b["reason"]) for b in info["bad"]]
-    return DecodedImages(images, np.array(info["ok"], dtype=bool), info["image_ids"], bad, npy,
-                         built=False)
-
-
-def _build(files: Sequence[Path], image_ids: list[str], size: int, npy: Path, meta: Path,
-           on_bad_image: str) -> None:
-    """Decodes every file into a temporary ``.npy`` and moves it, then its metadata, in place.
-
-    Under ``fail`` the first bad image raises and nothing is written.
-    """
-    tmp = _atomic_target(npy.parent, npy.name)
+def decode_or_error(size: int, path: str) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """:func:`decode_image`, or the reason it failed: the per-image body of a cache build."""
+    log_dir = os.environ.get(DECODE_LOG_ENV)
+    if log_dir:
+        Path(log_dir, f"{os.getpid()}-{uuid.uuid4().hex}").touch()
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(files), size, size))
-        ok, bad = np.ones(len(files), dtype=bool), []
-        for i, file in enumerate(files):
+        return decode_image(path, size), None
+    except DataError as exc:
+        return None, str(exc)
+
+
+# --- where an entry lives ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An entry's shared location, its node-local folder and its shard layout."""
+
+    store: storage.Location
+    local: Path
+    n: int
+    size: int
+
+    @property
+    def n_shards(self) -> int:
+        return max(1, -(-self.n // SHARD_ROWS))
+
+    def rows(self, k: int) -> range:
+        return range(k * SHARD_ROWS, min(self.n, (k + 1) * SHARD_ROWS))
+
+    @staticmethod
+    def stem(k: int) -> str:
+        return f"shard-{k:05d}"
+
+
+def _locate(cache_dir: str | os.PathLike, key: str, n: int, size: int,
+            local_dir: Optional[str | os.PathLike]) -> _Entry:
+    store = storage.resolve(os.fspath(cache_dir)).join("decoded", key)
+    if store.is_local:
+        local = Path(store.path)
+    else:
+        base = Path(os.path.expanduser(os.fspath(local_dir or DEFAULT_LOCAL_DIR)))
+        local = base / "decoded" / key
+    local.mkdir(parents=True, exist_ok=True)
+    return _Entry(store, local, n, size)
+
+
+def _store_names(entry: _Entry) -> set[str]:
+    if entry.store.is_local:
+        return {p.name for p in entry.local.iterdir() if not p.name.startswith(".")}
+    return {f.base_name for f in storage.list_files(entry.store)}
+
+
+# --- claims ---------------------------------------------------------------------------------
+
+
+def _claim_body(token: str) -> bytes:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                       "token": token}).encode()
+
+
+def _stale(info: dict[str, Any]) -> bool:
+    """Whether a claim's builder is gone: its process on this host, or too old."""
+    if time.time() - float(info.get("time", 0)) > CLAIM_STALE_S:
+        return True
+    if info.get("host") != socket.gethostname() or info.get("pid") == os.getpid():
+        return False
+    try:
+        os.kill(int(info["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError, TypeError):
+        return False
+    return False
+
+
+def claim_shard(entry: _Entry, k: int, names: set[str], token: str
+                ) -> Optional[storage.Location]:
+    """Claims shard ``k`` for this builder; returns the claim's location, or None when taken.
+
+    Generation ``g + 1`` of the claim is created only over a stale generation ``g``; the
+    create is atomic, so of any number of racing builders exactly one wins each generation.
+    """
+    prefix = f"{entry.stem(k)}.claim-"
+    gens = sorted(int(n[len(prefix):]) for n in names
+                  if n.startswith(prefix) and n[len(prefix):].isdigit())
+    if gens:
+        try:
+            info = json.loads(storage.read_bytes(entry.store.join(f"{prefix}{gens[-1]}")))
+        except (RaybenchError, ValueError):
+            return None  # being written, or gone: look again next round
+        if not _stale(info):
+            return None
+    loc = entry.store.join(f"{prefix}{gens[-1] + 1 if gens else 0}")
+    if not storage.create_exclusive(loc, _claim_body(token)):
+        return None
+    if gens:
+        log.warning("shard %s: took over the claim of a builder that is gone (%s pid %s)",
+                    entry.stem(k), info.get("host"), info.get("pid"))
+        for tmp in entry.local.glob(f".{entry.stem(k)}.*.tmp"):  # its half-written file
+            tmp.unlink(missing_ok=True)
+    return loc
+
+
+def _claims_of(entry: _Entry, k: int, names: set[str]) -> list[storage.Location]:
+    """Every generation of shard ``k``'s claim (stale ones included)."""
+    prefix = f"{entry.stem(k)}.claim-"
+    return [entry.store.join(n) for n in sorted(names) if n.startswith(prefix)]
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+class _ShardWriter:
+    """A shard's ``.npy`` written front to back into a hidden temporary file."""
+
+    def __init__(self, entry: _Entry, k: int) -> None:
+        self.k, self.rows = k, entry.rows(k)
+        fd, name = tempfile.mkstemp(prefix=f".{entry.stem(k)}.", suffix=".tmp", dir=entry.local)
+        self.tmp = Path(name)
+        storage.follow_umask(fd)
+        self.fh: IO[bytes] = os.fdopen(fd, "wb")
+        header = {"descr": "|u1", "fortran_order": False,
+                  "shape": (len(self.rows), entry.size, entry.size)}
+        np.lib.format.write_array_header_1_0(self.fh, header)
+        self.ok: list[bool] = []
+        self.bad: list[dict[str, str]] = []
+        self.blank = np.zeros((entry.size, entry.size), dtype=np.uint8)
+
+    def add(self, path: str, arr: Optional[np.ndarray], error: Optional[str]) -> None:
+        self.fh.write((self.blank if arr is None else np.ascontiguousarray(arr)).tobytes())
+        self.ok.append(arr is not None)
+        if error is not None:
+            self.bad.append({"path": path, "reason": error})
+
+    def close(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+
+    def meta(self) -> bytes:
+        return json.dumps({"rows": [self.rows.start, self.rows.stop], "ok": self.ok,
+                           "bad": self.bad}).encode()
+
+
+class _Renewal:
+    """Rewrites a builder's claims with the current time every :data:`CLAIM_RENEW_S`, so a
+    long build is never taken for a dead one."""
+
+    def __init__(self, claims: Sequence[storage.Location], token: str) -> None:
+        self.claims, self.token, self.last = list(claims), token, time.time()
+
+    def __call__(self) -> None:
+        if time.time() - self.last >= CLAIM_RENEW_S:
+            self.last = time.time()
+            for loc in self.claims:
+                storage.write_bytes_atomic(loc, _claim_body(self.token))
+
+
+def _decode_into(entry: _Entry, writers: list[_ShardWriter], files: Sequence[Path],
+                 on_bad_image: str, address: Optional[str], renew: _Renewal) -> None:
+    """Decodes the writers' rows over Ray, in row order, into their files."""
+    from raybench.data.prepare import imap_chunks
+
+    rows = [r for w in writers for r in w.rows]
+    paths = [str(files[r]) for r in rows]
+    owner = iter(w for w in writers for _ in w.rows)
+    body = functools.partial(decode_or_error, entry.size)
+    chunks = imap_chunks(body, paths, chunk_size=DECODE_CHUNK, address=address,
+                         what=f"decode {entry.size} px")
+    pos = 0
+    for chunk in chunks:
+        renew()
+        for arr, error in chunk:
+            if error is not None and on_bad_image == "fail":
+                raise DataError(error)
+            next(owner).add(paths[pos], arr, error)
+            pos += 1
+
+
+def _publish(entry: _Entry, w: _ShardWriter) -> None:
+    """Moves a complete shard into the store (and the node-local folder), metadata last."""
+    stem = entry.stem(w.k)
+    if entry.store.is_local:
+        os.replace(w.tmp, entry.local / f"{stem}.npy")
+        storage.write_bytes_atomic(entry.store.join(f"{stem}.json"), w.meta())
+        return
+    with open(w.tmp, "rb") as src, storage.atomic_writer(entry.store.join(f"{stem}.npy")) as dst:
+        while block := src.read(1 << 24):
+            dst.write(block)
+    storage.write_bytes_atomic(entry.store.join(f"{stem}.json"), w.meta())
+    os.replace(w.tmp, entry.local / f"{stem}.npy")
+    storage.write_bytes_atomic(storage.resolve(str(entry.local / f"{stem}.json")), w.meta())
+
+
+def _build(entry: _Entry, shards: list[int], files: Sequence[Path], on_bad_image: str,
+           address: Optional[str], renew: _Renewal) -> None:
+    """Decodes the claimed shards; publishes them only once all are complete.
+
+    Raises:
+        DataError: A bad image under ``fail`` (nothing published), or the disk is full.
+    """
+    writers: list[_ShardWriter] = []
+    try:
+        writers = [_ShardWriter(entry, k) for k in shards]
+        log.info("decoding %d images at %d px into %d shard(s) of %s", sum(len(w.rows)
+                 for w in writers), entry.size, len(writers), entry.store.uri)
+        _decode_into(entry, writers, files, on_bad_image, address, renew)
+        for w in writers:
+            w.close()
+        for w in writers:
+            _publish(entry, w)
+    except OSError as exc:
+        raise DataError(f"cannot write the decoded cache in {entry.local}: "
+                        f"{exc.strerror or exc}") from None
+    finally:
+        for w in writers:
+            with contextlib.suppress(OSError):
+                w.fh.close()
+            w.tmp.unlink(missing_ok=True)
+
+
+# --- fetching and opening -------------------------------------------------------------------
+
+
+def _have_local(entry: _Entry, k: int) -> bool:
+    return (entry.local / f"{entry.stem(k)}.json").is_file()
+
+
+def _download(entry: _Entry, k: int) -> None:
+    """Copies a complete shard from the store into the node-local folder (array, then meta)."""
+    stem = entry.stem(k)
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".dl", dir=entry.local)
+    try:
+        with os.fdopen(fd, "wb") as dst, storage.io_errors(entry.store), \
+                entry.store.fs.open_input_stream(entry.store.join(f"{stem}.npy").path) as src:
+            while block := src.read(1 << 24):
+                dst.write(block)
+        os.replace(name, entry.local / f"{stem}.npy")
+    except OSError as exc:  # the node-local folder is full or read-only
+        raise DataError(f"cannot write the decoded cache in {entry.local}: "
+                        f"{exc.strerror or exc}") from None
+    finally:
+        Path(name).unlink(missing_ok=True)
+    meta = storage.read_bytes(entry.store.join(f"{stem}.json"))
+    storage.write_bytes_atomic(storage.resolve(str(entry.local / f"{stem}.json")), meta)
+
+
+def _release(claims: list[storage.Location]) -> None:
+    for loc in claims:
+        with contextlib.suppress(RaybenchError, OSError):
+            storage.delete_file(loc)
+
+
+def _ensure(entry: _Entry, files: Sequence[Path], on_bad_image: str,
+            address: Optional[str]) -> bool:
+    """Makes every shard present locally: fetch what the store has, build what we claim,
+    wait for the rest. Returns whether this call decoded any."""
+    missing = [k for k in range(entry.n_shards) if not _have_local(entry, k)]
+    built, token = False, uuid.uuid4().hex
+    while missing:
+        names = _store_names(entry)
+        for k in [k for k in missing if f"{entry.stem(k)}.json" in names]:
+            if not entry.store.is_local:
+                _download(entry, k)
+            missing.remove(k)
+        claims = {k: c for k in missing if (c := claim_shard(entry, k, names, token))}
+        if claims:
             try:
-                arr[i] = decode_image(file, size)
-            except DataError as exc:
-                if on_bad_image == "fail":
-                    raise
-                arr[i] = 0
-                ok[i] = False
-                bad.append({"path": str(file), "reason": str(exc)})
-        arr.flush()
-        del arr
-        os.replace(tmp, npy)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    info = {"image_ids": image_ids, "ok": ok.tolist(), "bad": bad, "size": size}
-    tmp = _atomic_target(meta.parent, meta.name)
-    Path(tmp).write_text(json.dumps(info), encoding="utf-8")
-    os.replace(tmp, meta)
+                _build(entry, sorted(claims), files, on_bad_image, address,
+                       _Renewal([claims[k] for k in sorted(claims)], token))
+            finally:  # published shards need no claim; failed ones are free to rebuild
+                _release(list(claims.values()))
+            _release([c for k in claims for c in _claims_of(entry, k, names)])
+            built = True
+            missing = [k for k in missing if k not in claims]
+        elif missing:
+            time.sleep(POLL_S)
+    return built
+
+
+def _open(entry: _Entry, image_ids: list[str], built: bool) -> DecodedImages:
+    shards, ok, bad, paths = [], [], [], []
+    for k in range(entry.n_shards):
+        npy = entry.local / f"{entry.stem(k)}.npy"
+        info = json.loads((entry.local / f"{entry.stem(k)}.json").read_text(encoding="utf-8"))
+        shards.append(np.load(npy, mmap_mode="r"))
+        ok += info["ok"]
+        bad += [BadImage(b["path"], b["reason"]) for b in info["bad"]]
+        paths.append(npy)
+    images: Images = shards[0] if len(shards) == 1 else ShardedImages(shards)
+    return DecodedImages(images, np.array(ok, dtype=bool), image_ids, bad, entry.local, built,
+                         paths)
 
 
 def decoded_images(df: pd.DataFrame, files: Sequence[Path], size: int, cache_dir: str | os.PathLike,
-                   mode: str = "L", on_bad_image: str = "fail") -> DecodedImages:
-    """Returns the decoded images of a manifest, building the cache entry on first use.
+                   mode: str = "L", on_bad_image: str = "fail", *,
+                   local_dir: Optional[str | os.PathLike] = None,
+                   address: Optional[str] = None) -> DecodedImages:
+    """Returns the decoded images of a manifest, building the missing shards on first use.
 
     Args:
         df: The manifest (its ``image_id`` and ``sha256`` columns form the key).
-        files: Local image file of each row.
+        files: Local image file of each row (readable at that path on every node that decodes).
         size: Side in pixels.
-        cache_dir: ``DataConfig.cache_dir``.
+        cache_dir: ``DataConfig.cache_dir``: a folder (local or shared) or an ``s3://`` prefix.
         mode: Colour mode; only ``L`` (grayscale) today.
         on_bad_image: ``fail`` raises naming the first bad file; ``skip`` returns ``ok`` False
             for it and lists it in ``bad``. Bad files are recorded in the entry either way.
+        local_dir: Node-local folder for shards downloaded from an ``s3://`` ``cache_dir``
+            (``DataConfig.local_cache_dir``; default ``~/.cache/raybench``).
+        address: Ray cluster to decode on (default: the connected Ray, ``RAY_ADDRESS``, or a
+            local Ray; in-process inside a Ray task).
 
     Raises:
         DataError: A bad image under ``fail``, or an unknown mode / policy.
@@ -137,20 +475,10 @@ def decoded_images(df: pd.DataFrame, files: Sequence[Path], size: int, cache_dir
         raise DataError(f"on_bad_image={on_bad_image!r}; allowed: fail, skip")
     if len(files) != len(df):
         raise ValueError(f"{len(files)} files for {len(df)} manifest rows")
-    folder = Path(cache_dir) / "decoded"
-    folder.mkdir(parents=True, exist_ok=True)
-    key = cache_key(df, size, mode)
-    npy, meta = folder / f"{key}.npy", folder / f"{key}.json"
-    built = False
-    if not meta.is_file():
-        with _locked(folder / f"{key}.lock"):
-            if not meta.is_file():  # another process may have built it while we waited
-                log.info("decoding %d images at %d px into %s", len(files), size, npy)
-                _build(files, df[S.IMAGE_ID].tolist(), size, npy, meta, on_bad_image)
-                built = True
-    entry = _open(npy, meta)
-    entry.built = built
-    if entry.bad and on_bad_image == "fail":
-        raise DataError(f"{entry.bad[0].reason} (on_bad_image=fail; "
-                        f"{len(entry.bad)} bad image(s) in all)")
-    return entry
+    entry = _locate(cache_dir, cache_key(df, size, mode), len(df), size, local_dir)
+    built = _ensure(entry, files, on_bad_image, address)
+    out = _open(entry, df[S.IMAGE_ID].tolist(), built)
+    if out.bad and on_bad_image == "fail":
+        raise DataError(f"{out.bad[0].reason} (on_bad_image=fail; "
+                        f"{len(out.bad)} bad image(s) in all)")
+    return out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,20 @@ class PreparedData:
     scenario: dict = field(default_factory=dict)  # what the scenario used (counts, caps, seed)
 
 
+def local_folder(cfg: DataConfig) -> str:
+    """This node's cache folder: ``cache_dir``, or ``local_cache_dir`` when that is a URI."""
+    if "://" not in cfg.cache_dir:
+        return cfg.cache_dir
+    from raybench.data.cache import DEFAULT_LOCAL_DIR
+
+    return os.path.expanduser(cfg.local_cache_dir or DEFAULT_LOCAL_DIR)
+
+
+def decoded_manifests(cfg: DataConfig) -> tuple[Path, ...]:
+    """The manifests whose decoded-cache entries a run of ``cfg`` reads."""
+    return _plan(cfg, resolve_manifest(cfg)).manifests
+
+
 def resolve_manifest(cfg: DataConfig) -> Path:
     """The manifest to read: ``cfg.manifest``, or a synthetic set generated once into the cache."""
     if cfg.manifest:
@@ -54,7 +69,7 @@ def resolve_manifest(cfg: DataConfig) -> Path:
     from raybench.data.synth import synthesize
 
     syn = cfg.synthetic
-    folder = Path(cfg.cache_dir) / (
+    folder = Path(local_folder(cfg)) / (
         f"synth-n{syn.per_class}-px{syn.size}-seed{syn.seed}-leak{syn.marker_leak:g}"
     )
     path = folder / "manifest.parquet"
@@ -143,7 +158,8 @@ def _decode_cached(cfg: DataConfig, plan: _Plan, size: int
     for k, mpath in enumerate(plan.manifests):
         full = mf.read_manifest(mpath)
         entry = decoded_images(full, mf.image_files(mpath, list(full[S.PATH]), cfg.allow_outside_root),
-                               size, cfg.cache_dir, on_bad_image=cfg.on_bad_image)
+                               size, cfg.cache_dir, on_bad_image=cfg.on_bad_image,
+                               local_dir=cfg.local_cache_dir)
         pos = {image_id: i for i, image_id in enumerate(entry.image_ids)}
         rows = np.nonzero(plan.origins == k)[0]
         idx = np.array([pos[i] for i in plan.df[S.IMAGE_ID].iloc[rows]], dtype=np.int64)

@@ -18,12 +18,12 @@ import pandas as pd
 
 from raybench import schema as S
 from raybench import stats
-from raybench.compare import ROI, cells, rank_models, split_predictions
+from raybench.compare import ROI, cells, describe_tests, rank_models, split_predictions
 from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
 from raybench.models.names import PAPER_MODEL
-from raybench.report.blocks import Figure, Table, fmt as _fmt, fmt_p as _p
-from raybench.report.figures import new_figure, save_figure
+from raybench.report.blocks import Figure, Grid, Table, fmt as _fmt, fmt_p as _p
+from raybench.report.figures import confusion_figure, new_figure, save_figure
 from raybench.results import Results, format_paper_table, format_significance, whole_split
 
 log = logging.getLogger(__name__)
@@ -137,48 +137,45 @@ def ranking_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list:
     if claim:
         blocks.append(f"**The paper's claim, tested:** {claim}")
     blocks += [f"Paired comparison against {baseline or 'each other model'} on the same test "
-               "images (model minus baseline): 95% interval from a paired bootstrap "
-               f"({table['resampled'].iloc[0]} resampled), exact McNemar for accuracy, Holm "
-               "across the comparisons of one metric.", Table(format_significance(table))]
+               f"images (model minus baseline), {table['resampled'].iloc[0]} resampled; "
+               f"p-values and 95% intervals (the `test` column): {describe_tests(table)}; "
+               "`p_holm`: Holm across the comparisons of one metric.",
+               Table(format_significance(table))]
     return blocks
 
 
-def _flags(res: Results, scenario: str) -> list[str]:
-    """Classes whose test sensitivity on two sources has non-overlapping Wilson intervals in
-    at least half of a model's seeds (full-image trials of the scenario)."""
-    runs = cells(res, scenario)
-    runs = runs[runs[ROI] == "full"]
-    m = res.metrics
-    m = m[m[S.SOURCE].notna() & (m[S.SPLIT] == "test") & (m[S.METRIC] == "sensitivity")]
-    rows = runs[[S.SWEEP, S.TRIAL_ID, S.MODEL]].merge(m, on=[S.SWEEP, S.TRIAL_ID]).dropna(
-        subset=[S.VALUE])
-    out = []
-    for (model, cls), part in rows.groupby([S.MODEL, S.CLASS], sort=True):
-        seeds = part.groupby(S.TRIAL_ID)
-        apart = sum(int(g[S.CI_LOW].max() > g[S.CI_HIGH].min()) for _, g in seeds if len(g) > 1)
-        if apart and 2 * apart >= seeds.ngroups:
-            mean = part.groupby(S.SOURCE)[S.VALUE].mean()
-            out.append(f"{model} {cls}: sensitivity {mean.max():.3f} on {mean.idxmax()} vs "
-                       f"{mean.min():.3f} on {mean.idxmin()} (apart in {apart} of "
-                       f"{seeds.ngroups} seed(s))")
-    return out
-
-
-def source_blocks(res: Results, scenario: str) -> list:
-    """Per-source sensitivity / specificity and the classes flagged as differing."""
+def source_blocks(res: Results, scenario: str, found: pd.DataFrame) -> list:
+    """Per-source sensitivity / specificity with n, and the source gaps among ``found``."""
     try:
-        table = res.paper_table(scenario, layout="table2", by_source=True)
+        table = res.paper_table(scenario, layout="table2", by_source=True, n_boot=N_BOOT)
     except RaybenchError:
         return []
     blocks: list = [f"### Per source: {scenario}",
                     "Test sensitivity and specificity per source of the test images, mean "
-                    "[95% interval]; a model that works on one hospital's images only shows "
-                    "here.", Table(format_paper_table(table))]
-    flags = _flags(res, scenario)
-    blocks.append("Flagged (sensitivity differs between sources beyond the Wilson intervals): "
-                  + "; ".join(flags) + "." if flags else
-                  "No class's sensitivity differs between sources beyond its intervals.")
+                    f"[95% interval] ({interval_names(table)}); n: the images of the class / "
+                    "of the other classes per trial. A model that works on one hospital's "
+                    "images only shows here.", Table(format_paper_table(table))]
+    gaps = found[(found["kind"] == "source gap") & (found[S.SCENARIO] == scenario)]
+    blocks.append("Flagged (sensitivity or specificity differs between sources beyond both "
+                  "intervals): " + " ".join(gaps["finding"]) if len(gaps) else
+                  "No class's sensitivity or specificity differs between sources beyond both "
+                  "intervals.")
     return blocks
+
+
+def interval_names(table: pd.DataFrame) -> str:
+    """The interval methods of a paper table's rows, from its ``interval`` column."""
+    return "intervals: " + ", ".join(sorted({str(v) for v in table["interval"].dropna()}))
+
+
+def findings_blocks(found: pd.DataFrame) -> list:
+    """The report's first section: every finding, most severe first."""
+    if found.empty:
+        return []
+    cols = ["severity", "kind", S.SCENARIO, S.MODEL, "finding", "section"]
+    return ["## Findings",
+            "What the study found, most severe first. Each row names the section below whose "
+            "numbers it states.", Table(found[cols].fillna("").reset_index(drop=True))]
 
 
 def shortcut_blocks(res: Results) -> list:
@@ -205,11 +202,34 @@ def shortcut_blocks(res: Results) -> list:
                       f"{_fmt(float(acc['full'].iloc[0]))}).")
     try:
         table = res.compare_models([HEADLINE, "accuracy"], None, "full", by=ROI, n_boot=N_BOOT)
-        blocks += ["Paired comparison with `full` (roi minus full, same test images).",
+        blocks += ["Paired comparison with `full` (roi minus full, same test images); "
+                   f"p-values and 95% intervals: {describe_tests(table)}.",
                    Table(format_significance(table))]
     except RaybenchError as exc:
         log.info("no shortcut comparison: %s", exc)
     return blocks
+
+
+def roi_confusion_blocks(res: Results, figs: Path) -> list:
+    """Confusion matrices of the trials with another roi than ``full`` (the main ones are
+    full images only), one per scenario, model and roi."""
+    runs = cells(res)
+    others = runs[runs[ROI] != "full"][[S.SCENARIO, S.MODEL, ROI]].drop_duplicates()
+    figures = []
+    for i, (scenario, model, roi) in enumerate(others.sort_values([S.SCENARIO, S.MODEL, ROI])
+                                               .itertuples(index=False)):
+        try:
+            counts = res.confusion(str(model), str(scenario), roi=str(roi))
+        except RaybenchError as exc:
+            log.info("no %s confusion matrix for %s: %s", roi, model, exc)
+            continue
+        figures.append(confusion_figure(counts, f"{model} ({roi}, {scenario})",
+                                        figs / f"confusion-roi{i}.png"))
+    if not figures:
+        return []
+    return ["## Confusion matrices with other rois",
+            "Test confusion matrices of the trials trained and tested with part of the image "
+            "blanked, summed over seeds; rows are true labels.", Grid(tuple(figures))]
 
 
 def reliability_figure(res: Results, path: Path) -> Optional[Figure]:

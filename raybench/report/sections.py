@@ -14,12 +14,13 @@ from raybench import schema as S
 from raybench.camset import CamSet
 from raybench.report.blocks import FIGURES, Block, Grid, Table, slug
 from raybench.report.evidence import (
-    calibration_blocks, origin_blocks, ranking_blocks, roi_chance_note, shortcut_blocks,
-    source_blocks,
+    N_BOOT, calibration_blocks, findings_blocks, interval_names, origin_blocks, ranking_blocks,
+    roi_chance_note, roi_confusion_blocks, shortcut_blocks, source_blocks,
 )
 from raybench.report.figures import (
     cam_grid_figure, confusion_figure, gantt_figure, learning_curves_figure, sens_spec_figure,
 )
+from raybench.report.probe import probe_blocks
 from raybench.results import OVERALL, Results, format_paper_table, whole_split
 from raybench.storage import redact
 
@@ -73,10 +74,12 @@ def _summary(res: Results) -> pd.DataFrame:
 
 def _scenario_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list[Block]:
     blocks: list[Block] = [f"## Scenario: {scenario}"]
-    table = res.paper_table(scenario)  # full images (roi variants: the shortcut section)
+    table = res.paper_table(scenario, n_boot=N_BOOT)  # full images (other rois: shortcut)
     layout = "Table 1 layout (positive class one-vs-rest)" if not isinstance(
         table.index, pd.MultiIndex) else "Table 2 layout (per model and class)"
-    blocks += [f"Test sensitivity and specificity, mean [95% interval] over seeds; {layout}.",
+    blocks += [f"Test sensitivity and specificity, mean [95% interval] over seeds "
+               f"({interval_names(table)}; see the README's statistics section); {layout}. "
+               "n: the images of the class / of the other classes per trial.",
                Table(format_paper_table(table))]
     runs = res.completed_runs(scenario)
     models = sorted(runs[S.MODEL].unique())
@@ -96,7 +99,8 @@ def _scenario_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list[
             log.warning("no confusion matrix for %s: %s", m, exc)
             continue
         matrices.append(confusion_figure(counts, m, figs / f"confusion-{tag}-{slug(m)}.png"))
-    blocks += ["### Confusion matrices", Grid(tuple(matrices))]
+    blocks += ["### Confusion matrices", "Full images only (other rois: their own section), "
+               "summed over seeds; rows are true labels.", Grid(tuple(matrices))]
     return blocks
 
 
@@ -115,12 +119,15 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
         f"ray {first.get(S.RAY_VERSION)}, timm {first.get(S.TIMM_VERSION)}; "
         f"device {first.get(S.DEVICE)}, precision {first.get(S.PRECISION)}.",
     ]
-    blocks += origin_blocks(res)
+    found = res.findings(n_boot=N_BOOT)
+    blocks += findings_blocks(found)
+    blocks += origin_blocks(res) + probe_blocks(res, sweep, N_BOOT)
     for i, scenario in enumerate(res.scenarios()):
         blocks += _scenario_blocks(res, scenario, figs, f"s{i}")
         blocks += ranking_blocks(res, scenario, figs, f"s{i}")
-        blocks += source_blocks(res, scenario)
-    blocks += shortcut_blocks(res) + calibration_blocks(res, figs)
+        blocks += source_blocks(res, scenario, found)
+    blocks += shortcut_blocks(res) + roi_confusion_blocks(res, figs)
+    blocks += calibration_blocks(res, figs)
     blocks += ["## Trials", Table(_summary(res))]
     blocks += _timeline_blocks(res, figs)
     cams = _cam_sets(res, sweep)

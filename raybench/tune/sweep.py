@@ -40,8 +40,20 @@ from raybench.tune.experiment import make_tuner, plan_of
 log = logging.getLogger(__name__)
 
 
-def _prepare_data(spec: Spec) -> None:
-    """Start-up step for the data the cells read, before the Tuner is built (issue 19's hook)."""
+def _prepare_data(spec: Spec, store: ResultStore, lease: Lease, existed: bool) -> None:
+    """Builds the decoded-cache entries every cell reads, over the whole cluster, before the
+    first trial (instead of the first trial of each node building them while the others wait)."""
+    from raybench.data.prepare import warm_decoded_cache
+    from raybench.trial import cell_spec, cells, image_size
+
+    specs = [cell_spec(spec, c) for c in cells(spec)]
+    try:
+        n = warm_decoded_cache((s.data, image_size(s)) for s in specs)
+    except BaseException:
+        if not existed:
+            release_claim(store, spec, lease)
+        raise
+    log.info("sweep %s: %d decoded-cache entr%s ready", spec.name, n, "y" if n == 1 else "ies")
 
 
 def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
@@ -115,12 +127,12 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     from raybench.tune.progress import Progress
 
     slots, plan = _start(spec, store, lease, address, num_cpus, existed)
+    _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
         studies.repair(studies.download(spec.results, spec.name))
     else:
         studies.reset(spec.results, spec.name)
-    _prepare_data(spec)
     sw = spec.sweep
     total = plan.budget * len(plan.cells)
     log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,

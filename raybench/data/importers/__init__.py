@@ -144,6 +144,10 @@ def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFA
                    ) -> ImportResult:
     """Runs the importer registered as ``kind`` (``metadata-csv`` == ``metadata_csv``), then
     keeps only ``opts.views`` (views read from DICOM headers included)."""
+    if opts.address:
+        from raybench.data.prepare import ensure_ray
+
+        ensure_ray(opts.address)
     result = IMPORTERS.get(kind.replace("-", "_"))(src, opts)
     return filter_views(result, opts.views) if opts.views else result
 

@@ -66,6 +66,8 @@ class ImportOptions:
         views: Keep only these views (``PA``, ``AP``, ...; empty: all); see ``normalise_view``.
         uncertain: CheXpert / MIMIC uncertain findings: ``ignore``, ``zeros`` or ``ones``
             (required by those kinds: no default hides the choice).
+        address: Ray cluster the files are hashed on (default: ``RAY_ADDRESS``, else a
+            local Ray).
     """
 
     source: Optional[str] = None
@@ -79,9 +81,9 @@ class ImportOptions:
     label: Optional[str] = None
     label_map: tuple[tuple[str, str], ...] = ()
     unmapped: str = "fail"
-    # issue 20: public multi-label sets
     views: tuple[str, ...] = ()
     uncertain: Optional[str] = None
+    address: Optional[str] = None
 
 
 #: The options every importer defaults to.

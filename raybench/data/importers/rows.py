@@ -3,6 +3,7 @@ loop that applies it to an importer's entries."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -82,20 +83,41 @@ def entry_row(root: Path, dataset: str, e: Entry) -> dict:
             S.VIEW: e.view or header_view}
 
 
+#: Entries per Ray task of an import (each reads and hashes one whole file).
+ROWS_CHUNK = 64
+
+
+def row_or_error(root: Path, dataset: str, e: Entry) -> tuple[Optional[dict], Optional[str]]:
+    """:func:`entry_row`, or the reason the entry is bad (so one bad file does not fail a chunk)."""
+    try:
+        return entry_row(root, dataset, e), None
+    except (DataError, OSError) as exc:
+        return None, str(exc)
+
+
 def build_rows(root: Path, dataset: str, entries: Iterable[Entry], on_bad_image: str
                ) -> ImportResult:
-    """Hash and measure each entry; bad images raise or are skipped by ``on_bad_image``."""
+    """Hash and measure each entry; bad images raise or are skipped by ``on_bad_image``.
+
+    :func:`entry_row` runs over the Ray cluster in chunks (``raybench.data.prepare``); the
+    results come back in entry order, so the manifest is the one the serial loop builds.
+    """
+    from raybench.data.prepare import map_chunks
+
     if on_bad_image not in ("fail", "skip"):
         raise DataError(f"on_bad_image={on_bad_image!r}; allowed: fail, skip")
+    items = list(entries)
+    results = map_chunks(partial(row_or_error, root, dataset), items, chunk_size=ROWS_CHUNK,
+                         what="import")
     rows, skipped = [], []
-    for e in entries:
-        try:
-            rows.append(entry_row(root, dataset, e))
-        except (DataError, OSError) as exc:
-            if on_bad_image == "fail":
-                raise DataError(f"{e.where + ': ' if e.where else ''}{exc}") from None
-            log.warning("skipping %s", exc)
-            skipped.append(BadImage(str(e.file), str(exc)))
+    for e, (row, error) in zip(items, results, strict=True):
+        if row is not None:
+            rows.append(row)
+            continue
+        if on_bad_image == "fail":
+            raise DataError(f"{e.where + ': ' if e.where else ''}{error}") from None
+        log.warning("skipping %s", error)
+        skipped.append(BadImage(str(e.file), str(error)))
     if not rows:
         raise DataError(f"{root}: no usable images ({len(skipped)} skipped)")
     df = pd.DataFrame(rows).sort_values(S.PATH, kind="stable").reset_index(drop=True)

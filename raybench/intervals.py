@@ -1,0 +1,81 @@
+"""Per-model sensitivity and specificity over seeds with two-level bootstrap intervals.
+
+:meth:`raybench.results.Results.paper_table` calls :func:`rate_table`: one trial stands for
+each seed (the best by validation balanced accuracy, as in :func:`raybench.compare.cells`),
+its predictions are pooled with the other seeds', and :func:`raybench.stats.rates_over_seeds`
+resamples seeds, then patients (images when patient ids are unknown).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from raybench import schema as S
+from raybench import stats
+from raybench.compare import ROI, TWO_LEVEL, Tables, cells, split_predictions
+from raybench.errors import RaybenchError
+
+RATES = ("sensitivity", "specificity")
+
+
+def prob_labels(preds: pd.DataFrame) -> list[str]:
+    """The classes the predictions score (their ``p_<class>`` columns with values)."""
+    return [str(c)[len(S.PROB_PREFIX):] for c in preds.columns
+            if str(c).startswith(S.PROB_PREFIX) and preds[c].notna().any()]
+
+
+def _seed_arrays(trial: pd.DataFrame, labels: list[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                   np.ndarray]:
+    """(y, predicted, units) of one trial's images: class indices and patient (else image) ids."""
+    index = {lab: i for i, lab in enumerate(labels)}
+    trial = trial[trial[S.LABEL].isin(index) & trial[S.PREDICTED].isin(index)]
+    y = trial[S.LABEL].map(index).to_numpy(np.int64)
+    pred = trial[S.PREDICTED].map(index).to_numpy(np.int64)
+    patients = trial[S.PATIENT_ID] if S.PATIENT_ID in trial else None
+    units = patients if patients is not None and patients.notna().all() else trial[S.IMAGE_ID]
+    return y, pred, units.astype(str).to_numpy()
+
+
+def _selected_predictions(res: Tables, scenario: str, roi: Optional[str], split: str,
+                          by_source: bool) -> pd.DataFrame:
+    """The split's predictions of one trial per model and seed (several sources only, when
+    ``by_source``); empty when the results hold none."""
+    runs = cells(res, scenario)
+    if roi is not None:
+        runs = runs[runs[ROI] == roi]
+    try:
+        preds = split_predictions(res, split)
+    except RaybenchError:
+        return pd.DataFrame()
+    preds = preds.merge(runs[[S.SWEEP, S.TRIAL_ID, S.MODEL]], on=[S.SWEEP, S.TRIAL_ID])
+    if by_source:
+        if S.SOURCE not in preds:
+            return preds[:0]
+        several = preds.groupby(S.TRIAL_ID)[S.SOURCE].transform("nunique") > 1
+        preds = preds[several & preds[S.SOURCE].notna()]
+    return preds
+
+
+def rate_table(res: Tables, scenario: str, *, roi: Optional[str] = "full", split: str = "test",
+               by_source: bool = False, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """One row per model (and source) and class: ``sensitivity``, ``sensitivity_low``,
+    ``sensitivity_high``, the same for ``specificity``, ``seeds`` and ``interval``."""
+    preds = _selected_predictions(res, scenario, roi, split, by_source)
+    if preds.empty:
+        return pd.DataFrame()
+    labels = prob_labels(preds)
+    rows = []
+    groups = [S.MODEL, S.SOURCE] if by_source else [S.MODEL]
+    for key, part in preds.groupby(groups, sort=True):
+        seeds = [_seed_arrays(t, labels) for _, t in part.groupby(S.TRIAL_ID, sort=True)]
+        out = stats.rates_over_seeds(seeds, len(labels), n_boot, seed)
+        ident = dict(zip(groups, key, strict=True))
+        for c, label in enumerate(labels):
+            row: dict = {**ident, S.CLASS: label, "seeds": len(seeds), "interval": TWO_LEVEL}
+            for name in RATES:
+                iv = out[name][c]
+                row.update({name: iv.value, f"{name}_low": iv.ci_low, f"{name}_high": iv.ci_high})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,74 @@
+"""Findings: a known-answer test with every kind planted, and none on clean results."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from findingsdata import write_clean, write_planted
+from raybench.findings import KINDS
+from raybench.results import load
+from raybench.store import ResultStore
+
+PROBLEMS = set(KINDS) - {"best model", "test origin"}  # verdicts every study gets
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("findings")
+    store = ResultStore(str(path))
+    write_planted(store)
+    write_clean(store)
+    return str(path)
+
+
+def test_every_planted_kind_is_found_with_its_numbers(root: str) -> None:
+    res = load(root, "planted")
+    found = res.findings(n_boot=200)
+    assert set(found["kind"]) == set(KINDS)
+    assert found["severity"].tolist() == sorted(
+        found["severity"], key=["critical", "warning", "info"].index)  # most severe first
+    by = {(k, m): r for k, m, r in zip(found["kind"], found["model"], found.to_dict("records"),
+                                       strict=True)}
+    assert by[("collapsed model", "flat")]["value"] == 1.0
+    assert "bacteria for 100% of its 240 test images" in by[("collapsed model", "flat")]["finding"]
+    gap = found[(found["kind"] == "source gap")].set_index("finding")
+    cov = next(t for t in gap.index if "covid19 specificity" in t)
+    assert "hospB: 30 of 40 normal films predicted covid19" in cov
+    table = res.paper_table("sc", by_source=True, n_boot=200)
+    assert gap.loc[cov, "value"] == pytest.approx(table.loc[("good", "hospB", "covid19"),
+                                                            "specificity"])
+    assert by[("ROI focus", "good")]["value"] == pytest.approx(0.2)
+    ece = res.metrics.query("metric == 'ece' and split == 'test' and source.isna()")
+    flat_ece = ece[ece["trial_id"].str.startswith("flat")]["value"].mean()
+    assert by[("calibration", "flat")]["value"] == pytest.approx(flat_ece)
+    assert by[("lungs-hidden control", "good")]["severity"] == "critical"
+    assert by[("selection disagreement", "good")]["finding"].startswith("shaky ranks first on "
+                                                                        "validation")
+    assert "significantly worse on test than the runner-up good" in by[("best model", "shaky")][
+        "finding"]
+    assert "external.parquet" in found[found["kind"] == "test origin"]["finding"].iloc[0]
+    assert set(found["section"]) >= {"Per source: sc", "Calibration", "ROI focus", "Test sets",
+                                     "Shortcut control: the lungs hidden", "Trials"}
+
+
+def test_clean_results_carry_no_problem(root: str) -> None:
+    found = load(root, "clean").findings(n_boot=200)
+    assert set(found["kind"]) == {"best model", "test origin"}
+    assert not PROBLEMS & set(found["kind"])
+    best = found[found["kind"] == "best model"].iloc[0]
+    assert best["model"] == "a" and "not significantly better than the runner-up b" in best[
+        "finding"]
+    assert "in-distribution" in found[found["kind"] == "test origin"]["finding"].iloc[0]
+
+
+def test_cli_prints_the_findings_table(root: str, run_cli) -> None:
+    code, out, err = run_cli("results", root, "--sweep", "clean", "--table", "findings",
+                             "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["kind"] for r in rows] == ["best model", "test origin"]
+    assert {"kind", "severity", "scenario", "model", "finding", "value", "n", "section"} <= set(
+        rows[0])
+    assert Path(root, "clean").is_dir()
