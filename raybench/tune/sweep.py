@@ -130,7 +130,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
-        studies.download(spec.results, spec.name)
+        studies.repair(studies.download(spec.results, spec.name))
     else:
         studies.reset(spec.results, spec.name)
     sw = spec.sweep
