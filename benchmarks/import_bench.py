@@ -7,15 +7,14 @@ The set is generated first (not timed): ``--rows`` small random grayscale PNGs s
 ``images_001/images`` .. ``images_012/images`` as NIH ships them, the CSV with the official
 header and ``|``-joined findings, and the official split lists. Then, timed separately:
 entry building (``nih.nih_entries``: no file is read), the per-image rows (``finish`` ->
-``build_rows``: hash + full decode of every kept file; parallel on Ray when the data-preparation
-path is there and ``--address`` / ``RAY_ADDRESS`` name a cluster), and writing the manifest.
+``build_rows``: hash + full decode of every kept file, fanned out over Ray: ``--address`` /
+``RAY_ADDRESS``, else an embedded local Ray), and writing the manifest.
 Not a timed test: it prints the numbers recorded in benchmarks/RESULTS.md.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
-import dataclasses
 import io
 import os
 import platform
@@ -30,7 +29,9 @@ from PIL import Image
 
 from raybench.data.importers import ImportOptions, write_import
 from raybench.data.importers import nih
+from raybench.data.importers.rows import entry_row
 from raybench.data.importers.tables import finish
+from raybench.data.prepare import ensure_ray
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
           "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
@@ -57,13 +58,6 @@ def generate(root: Path, rows: int, side: int, seed: int = 0) -> None:
     (root / "test_list.txt").write_text("\n".join(test) + "\n")
 
 
-def _options(address: str | None) -> ImportOptions:
-    opts = ImportOptions(views=("PA", "AP"))
-    if address and "address" in {f.name for f in dataclasses.fields(ImportOptions)}:
-        opts = dataclasses.replace(opts, address=address)  # type: ignore[call-arg]
-    return opts
-
-
 def _profile_entries(root: Path, opts: ImportOptions) -> str:
     prof = cProfile.Profile()
     prof.enable()
@@ -81,6 +75,8 @@ def main() -> None:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"))
     parser.add_argument("--profile", action="store_true", help="cProfile the entry building")
     parser.add_argument("--keep", help="generate into this folder and keep it")
+    parser.add_argument("--serial-too", action="store_true",
+                        help="also time the serial loop of the same per-image body, side by side")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="nih-bench-"))
     try:
@@ -88,7 +84,9 @@ def main() -> None:
         if not (root / "Data_Entry_2017.csv").is_file():
             generate(root, args.rows, args.side)
         print(f"generated {args.rows} rows + PNGs in {time.perf_counter() - t:.1f} s")
-        opts = _options(args.address)
+        opts = ImportOptions(views=("PA", "AP"), address=args.address)
+        if args.address:
+            ensure_ray(args.address)
         t0 = time.perf_counter()
         entries, missing, classify = nih.nih_entries(root, opts)
         t1 = time.perf_counter()
@@ -107,6 +105,14 @@ def main() -> None:
         print(f"manifest  {t3 - t2:8.2f} s")
         print(f"total     {total:8.2f} s  {args.rows / total:10,.0f} CSV rows/s, "
               f"{len(result.df) / total:,.0f} imported rows/s")
+        if args.serial_too:
+            t4 = time.perf_counter()
+            for e in entries:
+                entry_row(root, "nih", e)
+            serial = time.perf_counter() - t4
+            print(f"rows, serial loop of entry_row in this process: {serial:.2f} s "
+                  f"({len(entries) / serial:,.0f} images/s; build_rows / serial = "
+                  f"{(t2 - t1) / serial:.2f})")
         if args.profile:
             print(_profile_entries(root, opts))
     finally:

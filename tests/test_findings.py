@@ -72,3 +72,16 @@ def test_cli_prints_the_findings_table(root: str, run_cli) -> None:
     assert {"kind", "severity", "scenario", "model", "finding", "value", "n", "section"} <= set(
         rows[0])
     assert Path(root, "clean").is_dir()
+
+
+def test_report_opens_with_every_planted_finding(root: str, tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "report"
+    code, _, err = run_cli("report", root, "--sweep", "planted", "--out", str(out))
+    assert code == 0, err
+    md = (out / "report.md").read_text()
+    first = md.index("\n## ")
+    assert md[first:].startswith("\n## Findings")  # the first section, after the contents
+    section = md[first:md.index("\n## ", first + 1)]
+    for kind in KINDS:
+        assert f"| {kind} |" in section, kind
+    assert "hospB: 30 of 40 normal films predicted covid19" in section

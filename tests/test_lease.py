@@ -124,3 +124,14 @@ def test_second_resume_while_the_lease_is_fresh_is_one_line_exit_2(tmp_path: Pat
     assert lines[0].startswith("raybench: error: sweep 'sw' is being run by other-host pid 4242")
     with pytest.raises(RaybenchError, match="is being run by other-host"):  # nor --overwrite
         claim_sweep(store, spec, resume=False, overwrite=True)
+
+
+def test_a_cut_short_claim_is_taken_over_by_a_resume_with_the_same_spec(tmp_path: Path) -> None:
+    spec = with_absolute_paths(load_spec(REPO / "jobs" / "smoke.yaml",
+                                         [f"results={tmp_path}", "name=sw"]))
+    store = ResultStore(str(tmp_path))
+    claim_sweep(store, spec, resume=False, overwrite=False)
+    store.write_spec("sw", dump_yaml(spec))
+    (tmp_path / "sw" / "_claim.json").write_bytes(b'{"spec_sha2')  # a crash mid-write
+    assert claim_sweep(store, spec, resume=True, overwrite=False, lease=Lease(store, "sw"))
+    assert json.loads((tmp_path / "sw" / "_claim.json").read_bytes())["pid"] == os.getpid()

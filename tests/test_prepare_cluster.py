@@ -85,7 +85,7 @@ def _both_nodes(manifest: Path, size: int, store: str, tmp_path: Path) -> list[d
 def test_decoded_once_across_two_nodes(two_nodes: Path, s3_bucket: str, tmp_path: Path) -> None:
     from raybench.config import DataConfig
     from raybench.data.importers import import_dataset, write_import
-    from raybench.data.prepare import warm_decoded_cache
+    from raybench.data.dataset import warm_decoded_cache
 
     log_dir = two_nodes
     root = _films(tmp_path / "films")

@@ -411,3 +411,26 @@ def test_default_space_is_trimmed_to_the_data_not_refused(tmp_path: Path, caplog
     assert feasible.batch_sizes(spec, {"cnnx-synthetic-s0": 32}) == {
         "cnnx-synthetic-s0": (8, 15, 16, 32)}
     assert "64 left out of 1 cell(s) whose training split is smaller" in caplog.text
+
+
+def test_cut_short_journal_and_result_files_are_rebuilt_on_resume(tmp_path: Path) -> None:
+    """A crash cut the journal's last line and a trial's run row: resume drops the half line
+    (Optuna's next append would otherwise corrupt the journal) and reruns that trial."""
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=1")
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    path = studies.local_journal(spec.results, spec.name)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 5, "trial_id": 0, "param_na')  # cut mid-append
+    store = ResultStore(spec.results)
+    store.write_table("unit", "epochs", first["trial_id"], [{"epoch": 1, "val_balanced_accuracy": 0.5}])
+    run = tmp_path / "unit" / "runs" / f"{first['trial_id']}.parquet"
+    run.parent.mkdir(parents=True, exist_ok=True)
+    run.write_bytes(b"PAR1 cut short")
+    assert studies.repair(path) and path.read_bytes() == whole
+    assert not studies.repair(path)
+    fresh, _ = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=1")  # a resume
+    again = [fresh.suggest("c")["trial_id"], fresh.suggest("d")["trial_id"]]
+    assert again == [first["trial_id"], second["trial_id"]]  # both rerun under their ids
+    fresh.on_trial_complete("c", {"val_balanced_accuracy": 0.7, "epoch": 1})
+    study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=studies.open_storage(path))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]

@@ -31,7 +31,7 @@ def validate(spec: Spec, where: str = "spec") -> None:
 
 
 def _check_scenario(name: str, where: str, key: str) -> None:
-    from raybench.data.scenarios import get_scenario  # pandas, not torch
+    from raybench.data.scenario_table import get_scenario  # no pandas, no torch
 
     try:
         get_scenario(name)  # an unknown name fails here, listing the valid ones

@@ -5,6 +5,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Optional
 
 import numpy as np
 import pandas as pd
@@ -230,3 +231,37 @@ def split_sizes(cfg: DataConfig) -> dict[str, int]:
     """
     plan = _plan(cfg, resolve_manifest(cfg))
     return {name: int((plan.df[S.SPLIT] == name).sum()) for name in S.SPLITS}
+
+
+def warm_decoded_cache(jobs: Iterable[tuple[DataConfig, int]], address: Optional[str] = None
+                       ) -> int:
+    """Makes sure the decoded-cache entry of every (manifest, input size) the jobs read exists,
+    building the missing ones over the cluster now instead of in the first trial of each node.
+
+    Args:
+        jobs: ``(data config, image size)`` of each cell; configs without ``decoded_cache``
+            are ignored, and one manifest at one size is prepared once.
+        address: Ray cluster to decode on (default: the connected Ray).
+
+    Returns:
+        How many entries were prepared (built or found).
+
+    Raises:
+        DataError: A bad image under ``on_bad_image: fail`` (named), an unreadable manifest.
+    """
+    from raybench.data.cache import decoded_images
+
+    done: set[tuple[str, str, int]] = set()
+    for cfg, size in jobs:
+        if not cfg.decoded_cache:
+            continue
+        for mpath in decoded_manifests(cfg):
+            key = (str(mpath), cfg.cache_dir, size)
+            if key in done:
+                continue
+            df = mf.read_manifest(mpath)
+            files = mf.image_files(mpath, list(df[S.PATH]), cfg.allow_outside_root)
+            decoded_images(df, files, size, cfg.cache_dir, on_bad_image=cfg.on_bad_image,
+                           local_dir=cfg.local_cache_dir, address=address)
+            done.add(key)
+    return len(done)

@@ -24,6 +24,10 @@ from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
 
+#: Largest image decoded (PNG, JPEG or DICOM), in pixels (8192 x 8192). Chest radiographs are at
+#: most about 4,900 x 4,900 (24 M px); a file declaring more is refused before its pixels are
+#: decoded, so a "decompression bomb" (a small file that inflates to gigabytes) costs nothing.
+MAX_IMAGE_PIXELS = 8192 * 8192
 #: File name suffixes taken as DICOM without looking inside (compared lower-case).
 DICOM_SUFFIXES: tuple[str, ...] = (".dcm", ".dicom")
 #: Where the DICOM Part 10 magic ``DICM`` sits (after the 128-byte preamble).
@@ -95,7 +99,6 @@ def _info(ds: Any, name: object) -> DicomInfo:
         rows, cols = int(ds.Rows), int(ds.Columns)
     except (AttributeError, TypeError, ValueError):
         raise DataError(f"{name}: unreadable DICOM (no Rows / Columns: not an image)") from None
-    from raybench.data.images import MAX_IMAGE_PIXELS  # the limit every decoder keeps
 
     if rows * cols > MAX_IMAGE_PIXELS:
         raise DataError(f"{name}: image of {cols} x {rows} = {rows * cols:,} pixels exceeds the "

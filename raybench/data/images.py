@@ -23,10 +23,9 @@ from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
 
-#: Largest image decoded, in pixels (8192 x 8192). Chest radiographs are at most about
-#: 4,900 x 4,900 (24 M px); a file declaring more is refused before its pixels are decoded, so a
-#: "decompression bomb" (a small file that inflates to gigabytes) costs nothing.
-MAX_IMAGE_PIXELS = 8192 * 8192
+#: Largest image decoded, in pixels (:data:`raybench.data.dicom.MAX_IMAGE_PIXELS`: every
+#: decoder keeps the same limit).
+MAX_IMAGE_PIXELS = dicom.MAX_IMAGE_PIXELS
 
 
 @contextlib.contextmanager

@@ -25,10 +25,7 @@ import os
 import sys
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
-
-if TYPE_CHECKING:
-    from raybench.config import DataConfig
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -222,40 +219,3 @@ def map_chunks(fn: Callable[[T], R], items: Sequence[T], *, chunk_size: int, wha
                               parallel=parallel):
         out.extend(result)
     return out
-
-
-def warm_decoded_cache(jobs: Iterable[tuple["DataConfig", int]], address: Optional[str] = None
-                       ) -> int:
-    """Makes sure the decoded-cache entry of every (manifest, input size) the jobs read exists,
-    building the missing ones over the cluster now instead of in the first trial of each node.
-
-    Args:
-        jobs: ``(data config, image size)`` of each cell; configs without ``decoded_cache``
-            are ignored, and one manifest at one size is prepared once.
-        address: Ray cluster to decode on (default: the connected Ray).
-
-    Returns:
-        How many entries were prepared (built or found).
-
-    Raises:
-        DataError: A bad image under ``on_bad_image: fail`` (named), an unreadable manifest.
-    """
-    from raybench import schema as S
-    from raybench.data import manifest as mf
-    from raybench.data.cache import decoded_images
-    from raybench.data.dataset import decoded_manifests
-
-    done: set[tuple[str, str, int]] = set()
-    for cfg, size in jobs:
-        if not cfg.decoded_cache:
-            continue
-        for mpath in decoded_manifests(cfg):
-            key = (str(mpath), cfg.cache_dir, size)
-            if key in done:
-                continue
-            df = mf.read_manifest(mpath)
-            files = mf.image_files(mpath, list(df[S.PATH]), cfg.allow_outside_root)
-            decoded_images(df, files, size, cfg.cache_dir, on_bad_image=cfg.on_bad_image,
-                           local_dir=cfg.local_cache_dir, address=address)
-            done.add(key)
-    return len(done)

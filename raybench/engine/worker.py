@@ -161,7 +161,12 @@ def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     loc = store.location(spec.name, "runs", f"{trial_id}.parquet")
     if not storage.exists(loc):
         return False
-    row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
+    try:
+        row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
+    except (OSError, ValueError, IndexError):  # cut short by a crash: train it again
+        log.warning("trial %s: its run row %s is unreadable; training it again", trial_id,
+                    loc.uri)
+        return False
     same = row.get(S.EPOCHS) == spec.train.epochs and all(
         row.get(key) == value for key, value in searched_values(spec).items())
     return (same and row.get(S.STATUS) == S.STATUS_COMPLETED

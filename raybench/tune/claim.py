@@ -78,7 +78,10 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
         if saved is None:
             log.info("no sweep %s at %s yet: starting it", spec.name, where)
         return saved is not None
-    if held.get("spec_sha256") != spec_hash(spec):
+    if not held and saved is not None:  # the claim was cut short; spec.yaml says it is ours
+        log.warning("the claim %s was cut short; the saved spec matches, taking it over",
+                    store.location(spec.name, CLAIM_FILE).uri)
+    elif held.get("spec_sha256") != spec_hash(spec):
         raise RaybenchError(f"sweep {spec.name!r} at {where} is {holder(held)} with another "
                             "spec; resume it with the same spec and --set values")
     # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues
@@ -143,6 +146,8 @@ LEASE_DIR = "_lease"
 LEASE_TIMEOUT_S = 60.0
 #: Seconds between the live driver's heartbeats.
 HEARTBEAT_S = 10.0
+#: Seconds a lease file may read empty or partial (being written) before it counts as cut short.
+UNREADABLE_S = 2.0
 
 
 def lease_timeout_s() -> float:
@@ -201,12 +206,24 @@ class Lease:
         gens = sorted(int(n[:-5]) for n in names if n[:-5].isdigit())
         if not gens:
             return -1, None
-        data = self.store.read_file(self.sweep, f"{LEASE_DIR}/{gens[-1]:08d}.json")
-        try:
-            record = json.loads(data) if data else {}
-        except ValueError:
-            record = {}  # cut short by a crash: no heartbeat, so stale
-        return gens[-1], record if isinstance(record, dict) else {}
+        return gens[-1], self._read(f"{LEASE_DIR}/{gens[-1]:08d}.json")
+
+    def _read(self, name: str) -> dict[str, Any]:
+        """A lease record. A file another driver is writing right now (locally, created before
+        its bytes land) reads empty for a moment; one still unreadable after
+        :data:`UNREADABLE_S` seconds was cut short by a crash: ``{}``, which is stale."""
+        deadline = time.monotonic() + UNREADABLE_S
+        while True:
+            data = self.store.read_file(self.sweep, name)
+            try:
+                record = json.loads(data) if data else None
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                return record
+            if time.monotonic() >= deadline:
+                return {}
+            time.sleep(0.05)
 
     def check_free(self) -> tuple[int, Optional[dict[str, Any]]]:
         """The newest generation and record; raises when a live driver holds the lease."""

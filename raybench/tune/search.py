@@ -330,8 +330,14 @@ def completed_value(spec: Spec, trial_id: str) -> Optional[float]:
     epochs = store.location(spec.name, S.EPOCHS_TABLE, f"{trial_id}.parquet")
     if not (storage.exists(run) and storage.exists(epochs)):
         return None
-    if pq.read_table(run.path, filesystem=run.fs).column(S.STATUS)[0].as_py() != S.STATUS_COMPLETED:
+    try:
+        status = pq.read_table(run.path, filesystem=run.fs).column(S.STATUS)[0].as_py()
+        rows = pq.read_table(epochs.path, filesystem=epochs.fs).to_pylist()
+    except (OSError, ValueError, KeyError, IndexError) as exc:  # cut short by a crash
+        log.warning("trial %s: its result files are unreadable (%s); running it again",
+                    trial_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return None
-    rows = pq.read_table(epochs.path, filesystem=epochs.fs).to_pylist()
+    if status != S.STATUS_COMPLETED:
+        return None
     value = rows[-1].get(spec.sweep.metric) if rows else None
     return None if value is None else float(value)

@@ -73,6 +73,26 @@ def download(results: str, sweep: str) -> Path:
     return path
 
 
+def repair(path: Path) -> bool:
+    """Cuts a journal's last line when a crash or a full disk cut it short; True if it did.
+
+    Optuna's journal only appends, so only its last line can be cut short. Optuna skips such a
+    line when reading, but its next append would continue that line and make the journal
+    unreadable; dropping the half-written operation loses at most that one operation.
+    """
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return False
+        handle.seek(0)
+        data = handle.read()
+        handle.truncate(data.rfind(b"\n") + 1)
+    log.warning("the Optuna journal %s ended in a cut-short line; dropped it", path)
+    return True
+
+
 def upload(results: str, sweep: str) -> None:
     """Copies the local journal to the store (S3 roots; a no-op for local roots)."""
     loc = journal_location(results, sweep)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 def _prepare_data(spec: Spec, store: ResultStore, lease: Lease, existed: bool) -> None:
     """Builds the decoded-cache entries every cell reads, over the whole cluster, before the
     first trial (instead of the first trial of each node building them while the others wait)."""
-    from raybench.data.prepare import warm_decoded_cache
+    from raybench.data.dataset import warm_decoded_cache
     from raybench.trial import cell_spec, cells, image_size
 
     specs = [cell_spec(spec, c) for c in cells(spec)]
@@ -130,7 +130,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
-        studies.download(spec.results, spec.name)
+        studies.repair(studies.download(spec.results, spec.name))
     else:
         studies.reset(spec.results, spec.name)
     sw = spec.sweep
