@@ -41,7 +41,7 @@ def ray_cluster(s3_endpoint: str):
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=S3_BUCKET)
-    ray.init(num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
     for key, value in saved.items():
