@@ -24,7 +24,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("bench/runner.py", "value"): "a bench target's measured value (bench JSON key)",
     ("bench/sweep.py", "wall_s"): "a bench sweep's wall time (bench JSON key)",
     ("bench/runner.py", "seconds"): "the whole bench run's duration (bench JSON key)",
-    ("bench/data.py", "seconds"): "the near-duplicate search's duration (bench JSON key)",
     ("submit.py", "value"): "the `.value` attribute of an enum (KubeRay job status)",
     ("data/audit.py", "value"): "the top value of an image property in a confound summary",
     ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
