@@ -94,6 +94,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_behind():
+    """Shuts down a Ray that a module's tests started implicitly (an import or audit of enough
+    images fans out on an embedded local Ray, as the CLI does), so the next module's own
+    ``ray.init`` starts clean instead of failing with "called ray.init twice"."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 _SESSION: dict[str, int] = {}
 
 

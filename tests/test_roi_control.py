@@ -48,7 +48,7 @@ def test_prepare_data_masks_every_split_from_mask_files(synth_manifest: Path,
     hidden = prepare_data(_cfg(synth_manifest, tmp_path, "outside_lungs"), 64)
     only = prepare_data(_cfg(synth_manifest, tmp_path, "lungs_only"), 64)
     assert hidden.scenario["roi"]["masks_from_file"] == 160
-    assert len(list((tmp_path / "cache" / "decoded").glob("*.npy"))) == 1  # one unmasked entry
+    assert len(list((tmp_path / "cache" / "decoded").glob("*/shard-*.npy"))) == 1  # one unmasked entry
     for name in ("train", "val", "test"):
         a, h, o = (getattr(d, name).images.numpy() for d in (full, hidden, only))
         blank_h, blank_o = h == ROI_FILL, o == ROI_FILL
