@@ -259,3 +259,24 @@ def test_runner_checks_default_targets_and_prints_only_sections_that_ran() -> No
     lines = format_report({**report, "targets": targets}).splitlines()
     assert lines[1] == "results_load_s                      0.5  (10 trials)"
     assert not any(line.startswith(("train ", "cache:", "trials:")) for line in lines)
+
+
+def test_machine_needs_no_ray(monkeypatch) -> None:
+    """The GPU bench's machine line works where Ray is not installed (the device image)."""
+    import sys
+    from importlib import metadata
+
+    from raybench.bench.options import machine
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        if name == "ray":
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` would raise ImportError
+    info = machine()
+    assert info["ray"] is None
+    assert info["cores"] == os.cpu_count()

@@ -92,12 +92,20 @@ def machine() -> dict[str, Any]:
                 cpu = line.split(":", 1)[1].strip()
                 break
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    import ray
-
     return {"cpu": cpu, "cores": os.cpu_count(), "loadavg": [round(v, 2) for v in os.getloadavg()],
             "gpu": gpu, "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__,
+            "torch": torch.__version__, "ray": _version("ray"),
             "torch_threads": torch.get_num_threads()}
+
+
+def _version(package: str) -> Optional[str]:
+    """An installed package's version, None where it is absent (the GPU bench needs no Ray)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @contextlib.contextmanager
