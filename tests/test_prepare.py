@@ -17,6 +17,7 @@ from PIL import Image
 
 from raybench import schema as S
 from raybench import storage
+from raybench.bench.data import planted_hashes
 from raybench.data import audit, cache, prepare
 from raybench.data.importers import import_dataset, rows, write_import
 from raybench.errors import DataError
@@ -300,19 +301,6 @@ def test_map_chunks_keeps_order_without_ray() -> None:
     assert out == [abs(i) for i in range(-50, 50)]
 
 
-def _planted(n: int, seed: int, copies: int) -> np.ndarray:
-    """Random 1024-bit hashes; ``copies`` of them re-planted with 0-140 bits flipped."""
-    rng = np.random.default_rng(seed)
-    h = rng.integers(0, 256, (n, 128), dtype=np.uint8)
-    src = rng.choice(n, copies, replace=False)
-    dst = rng.choice(np.setdiff1d(np.arange(n), src), copies, replace=False)
-    bits = np.unpackbits(h[src], axis=1)
-    for r in range(copies):
-        bits[r, rng.choice(1024, rng.integers(0, 141), replace=False)] ^= 1
-    h[dst] = np.packbits(bits, axis=1)
-    return h
-
-
 def _faiss_pairs(a: np.ndarray, threshold: int, b: np.ndarray | None = None) -> list:
     """The brute force of an independent implementation: faiss's exhaustive binary index."""
     faiss = pytest.importorskip("faiss")
@@ -324,7 +312,7 @@ def _faiss_pairs(a: np.ndarray, threshold: int, b: np.ndarray | None = None) -> 
 
 
 def test_near_pairs_index_equals_brute_force() -> None:
-    hashes = _planted(20_000, 1, 400)
+    hashes = planted_hashes(20_000, 1, copies=400)
     valid = np.ones(len(hashes), dtype=bool)
     valid[::997] = False
     found = audit.near_pairs(hashes, valid, audit.NEAR_THRESHOLD)
@@ -335,7 +323,7 @@ def test_near_pairs_index_equals_brute_force() -> None:
 
 
 def test_near_pairs_index_across_two_sets() -> None:
-    both = _planted(16_000, 2, 300)
+    both = planted_hashes(16_000, 2, copies=300)
     a, b = both[:9000], both[9000:]
     va, vb = np.ones(len(a), dtype=bool), np.ones(len(b), dtype=bool)
     found = audit.near_pairs(a, va, 100, b, vb)

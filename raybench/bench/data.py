@@ -182,11 +182,13 @@ def bench_prep(root: Path, limit: int) -> dict[str, Any]:
             "prep_entry_mib": parallel["entry_mib"]}
 
 
-def planted_hashes(n: int, seed: int = 0, share: float = 0.02) -> np.ndarray:
-    """``n`` random 1024-bit hashes; ``share`` of them copies of others with 0-140 bits flipped."""
+def planted_hashes(n: int, seed: int = 0, share: float = 0.02,
+                   copies: Optional[int] = None) -> np.ndarray:
+    """``n`` random 1024-bit hashes; ``copies`` of them (default ``share`` of ``n``) copies of
+    others with 0-140 bits flipped."""
     rng = np.random.default_rng(seed)
     hashes = rng.integers(0, 256, (n, 128), dtype=np.uint8)
-    m = int(n * share)
+    m = int(n * share) if copies is None else copies
     src = rng.choice(n, m, replace=False)
     dst = rng.choice(np.setdiff1d(np.arange(n), src), m, replace=False)
     bits = np.unpackbits(hashes[src], axis=1)
