@@ -73,7 +73,10 @@ def test_optuna_sweep_uses_per_cell_asha_on_the_configured_metric(tmp_path) -> N
     capped = CellSearcher(plan_of(_spec("scaling.max_concurrent_trials=3", "sweep.seeds=[0, 1, 2, 3]",
                                         f"results={tmp_path}")))
     assert [capped.suggest(str(i)) is None for i in range(4)] == [False] * 3 + [True]
-    assert _scheduler(_spec("sweep.models=[cnnx]")) is None  # paper mode: no early stopping
+    from raybench.tune.ledger import Forgetful
+
+    plain = _scheduler(_spec("sweep.models=[cnnx]"))  # paper mode: no early stopping
+    assert type(plain) is Forgetful and plain.sweep == "train"
 
 
 @pytest.mark.parametrize("sets,resources,expected", [

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from raybench import schema as S
 from raybench.config import Spec
@@ -37,25 +37,28 @@ def trainable(spec: Spec) -> Any:
     return run_trial
 
 
-def scheduler(spec: Spec) -> Any:
-    """Per-cell ASHA over epochs (optuna mode with ``sweep.asha``), else None."""
+def scheduler(spec: Spec, record: Optional[Callable[[Any], Any]] = None) -> Any:
+    """Per-cell ASHA over epochs (optuna mode with ``sweep.asha``), else FIFO; either one hands
+    each ended trial to ``record`` and Tune forgets it (:mod:`raybench.tune.ledger`)."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
+    from raybench.tune.ledger import Forgetful
     from raybench.tune.schedule import CellASHA
 
     sw = spec.sweep
     if sw.mode == "paper" or not sw.asha:
-        return None
+        return Forgetful(spec.name, record)
     return CellASHA(lambda: AsyncHyperBandScheduler(
         time_attr="training_iteration", metric=sw.metric, mode=sw.metric_mode,
         max_t=spec.train.epochs, grace_period=sw.grace_period,
         reduction_factor=sw.reduction_factor,
         # A trial at its last epoch finishes itself: stopping it there would kill it before it
         # writes its results.
-        stop_last_trials=False))
+        stop_last_trials=False), spec.name, record)
 
 
-def tune_config(spec: Spec, searcher: Any, remote: bool = False) -> Any:
+def tune_config(spec: Spec, searcher: Any, remote: bool = False,
+                record: Optional[Callable[[Any], Any]] = None) -> Any:
     """The experiment's ``TuneConfig``: the cell searcher, per-cell ASHA, no fixed trial count.
 
     On the embedded local Ray, in-process trials reuse their actor (process) for the next
@@ -68,7 +71,8 @@ def tune_config(spec: Spec, searcher: Any, remote: bool = False) -> Any:
 
     sw = spec.sweep
     reuse = spec.scaling.single_in_process and not remote
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler(spec), metric=sw.metric,
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler(spec, record),
+                           metric=sw.metric,
                            mode=sw.metric_mode, num_samples=-1,
                            # scaling.max_concurrent_trials is applied by the searcher: Tune's
                            # ConcurrencyLimiter forgets its trials on restore and would then
@@ -144,11 +148,16 @@ def _restore(spec: Spec, path: Location) -> Any:
 
 
 def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
-               plan: Any = None) -> Any:
-    """``Tuner.restore`` of the sweep's experiment when resuming and readable, else a new one."""
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
+               plan: Any = None, record: Optional[Callable[[Any], Any]] = None) -> Any:
+    """``Tuner.restore`` of the sweep's experiment when resuming and readable, else a new one.
 
+    ``record(trial)`` takes each trial that ended (its Tune status, its summary row) before
+    Tune forgets it (:mod:`raybench.tune.ledger`); a restored experiment keeps the ``record``
+    of the session that built it (Tune unpickles its scheduler).
+    """
+    from ray import tune
+
+    from raybench.tune.ledger import JsonLog
     from raybench.tune.search import CellSearcher
 
     # Tune's automatic CSV and TensorBoard loggers stay off (read when fit starts): raybench
@@ -167,9 +176,10 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
         loc.fs.delete_dir(path.path)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
-        callbacks=[progress, JsonLoggerCallback()],
+        callbacks=[progress, JsonLog()],
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable(spec), param_space={},
-                      tune_config=tune_config(spec, CellSearcher(plan or plan_of(spec)), remote),
+                      tune_config=tune_config(spec, CellSearcher(plan or plan_of(spec)), remote,
+                                              record),
                       run_config=run_config)

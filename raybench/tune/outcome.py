@@ -7,7 +7,7 @@ Trials that wrote no results (stopped by ASHA, errored) get a run row here, afte
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from raybench import schema as S
 from raybench.config import Spec
@@ -32,36 +32,70 @@ def error_text(error: BaseException) -> str:
     return exception_line(str(error)) or type(cause).__name__
 
 
-def finalize(spec: Spec, store: ResultStore, grid: Any,
-             interrupted: bool = False) -> list[dict[str, Any]]:
-    """Records trials that ended without results (stopped by ASHA, errored) in the runs table.
+def trial_outcome(spec: Spec, store: ResultStore, config: dict[str, Any],
+                  error: Optional[BaseException], metrics: dict[str, Any],
+                  interrupted: bool = False) -> Optional[dict[str, Any]]:
+    """One trial's summary row; writes its run row when it ended without writing one.
 
-    After an interrupt, a trial without results was cut short, not stopped: it gets no row
-    (``--resume`` continues it).
+    A trial that ended without results was stopped by ASHA or errored; after an interrupt, a
+    trial without results was cut short, not stopped: it gets no row (``--resume`` continues
+    it). Returns None for a Tune trial that is not one of raybench's.
     """
-    summary = []
+    if "spec" not in config:
+        return None
+    trial = TrialConfig.from_ray(config)
+    tspec, trial_id = trial.trial_spec, trial.trial_id
+    # A trial writes its run row last: its file exists only once the trial completed.
+    done = store.has_trial_file(spec.name, "runs", trial_id)
+    status = S.STATUS_ERROR if error else (
+        S.STATUS_COMPLETED if done else S.STATUS_INTERRUPTED if interrupted
+        else S.STATUS_STOPPED)
+    params = searched_values(tspec)
+    text = error_text(error) if error else None
+    if status == S.STATUS_STOPPED:  # stopped by ASHA: never continued, its state goes
+        store.delete_file(spec.name, f"{STATE_DIR}/{trial_id}.pt")
+    if (not done and status != S.STATUS_INTERRUPTED) or error:
+        store.write_table(spec.name, "runs", trial_id, [{
+            S.MODEL: tspec.model.name, S.SCENARIO: trial.cell.scenario,
+            S.SEED: tspec.train.seed, **params, S.EPOCHS: tspec.train.epochs,
+            S.EPOCHS_RUN: metrics.get(S.EPOCH, 0), S.STATUS: status, S.ERROR: text,
+            S.ROI: tspec.data.roi}])
+    return {S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: text, **params}
+
+
+def trial_error(trial: Any) -> Optional[BaseException]:
+    """The exception an ended Tune trial errored with (read back from its error files)."""
+    if trial.status != "ERROR":
+        return None
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception as exc:  # an error file that cannot be read back still is an error
+        return RuntimeError(f"failed; its error file is unreadable ({type(exc).__name__})")
+    return error or RuntimeError("failed (no error message recorded)")
+
+
+def ended_trial(spec: Spec, trial: Any) -> tuple[str, Optional[dict[str, Any]]]:
+    """What :class:`raybench.tune.ledger.Forgetful` records of a trial that ended: its Tune
+    status and its summary row (its run row written first when it wrote none)."""
+    row = trial_outcome(spec, ResultStore(spec.results), trial.config or {}, trial_error(trial),
+                        trial.last_result or {})
+    return trial.status, row
+
+
+def finalize(spec: Spec, store: ResultStore, grid: Any, interrupted: bool = False,
+             ended: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The session's summary: the trials recorded as they ended (``ended``, see
+    :mod:`raybench.tune.ledger`), then those still in Tune's ``grid`` at the end.
+
+    Trials of the grid that ended without results (stopped by ASHA, errored) get their run row
+    here; after an interrupt, a trial without results was cut short and gets none.
+    """
+    summary = list(ended)
     for result in grid:
-        config = result.config or {}
-        if "spec" not in config:
-            continue
-        trial = TrialConfig.from_ray(config)
-        tspec, trial_id, metrics = trial.trial_spec, trial.trial_id, result.metrics or {}
-        # A trial writes its run row last: its file exists only once the trial completed.
-        done = store.has_trial_file(spec.name, "runs", trial_id)
-        status = S.STATUS_ERROR if result.error else (
-            S.STATUS_COMPLETED if done else S.STATUS_INTERRUPTED if interrupted
-            else S.STATUS_STOPPED)
-        params = searched_values(tspec)
-        error = error_text(result.error) if result.error else None
-        summary.append({S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: error, **params})
-        if status == S.STATUS_STOPPED:  # stopped by ASHA: never continued, its state goes
-            store.delete_file(spec.name, f"{STATE_DIR}/{trial_id}.pt")
-        if (not done and status != S.STATUS_INTERRUPTED) or result.error:
-            store.write_table(spec.name, "runs", trial_id, [{
-                S.MODEL: tspec.model.name, S.SCENARIO: trial.cell.scenario,
-                S.SEED: tspec.train.seed, **params, S.EPOCHS: tspec.train.epochs,
-                S.EPOCHS_RUN: metrics.get(S.EPOCH, 0), S.STATUS: status, S.ERROR: error,
-                S.ROI: tspec.data.roi}])
+        row = trial_outcome(spec, store, result.config or {}, result.error,
+                            result.metrics or {}, interrupted)
+        if row is not None:
+            summary.append(row)
     return summary
 
 

@@ -121,12 +121,16 @@ class Progress(tune.Callback):
         self.emit(trials)
 
     def emit(self, trials: list) -> None:
-        """Counts the trials by status and logs the summary line."""
+        """Counts the trials by status (Tune's, plus those it forgot) and logs the summary."""
+        from raybench.tune.ledger import ledger_of
+
         status = [t.status for t in trials]
+        forgotten = ledger_of(self.name).statuses
         c = self.counts
-        c.done, c.running = status.count("TERMINATED"), status.count("RUNNING")
+        c.done = status.count("TERMINATED") + forgotten["TERMINATED"]
+        c.running = status.count("RUNNING")
         c.pending = status.count("PENDING") + status.count("PAUSED")
-        c.errored = status.count("ERROR")
+        c.errored = status.count("ERROR") + forgotten["ERROR"]
         self._last = time.monotonic()
         log.info(summary_line(self.name, self.metric, self.mode, c, self._last - self._t0))
 

@@ -8,20 +8,26 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
 from raybench.trial import cell_name_of
+from raybench.tune.ledger import Forgetful
 
 
-class CellASHA(FIFOScheduler):
+class CellASHA(Forgetful):
     """A ``TrialScheduler`` that delegates to one ASHA scheduler per cell.
+
+    Ended trials are recorded and forgotten as in :class:`~raybench.tune.ledger.Forgetful`.
 
     Args:
         make: Builds a fresh ASHA scheduler (metric and mode set) for a new cell.
+        sweep: The sweep's name.
+        record: What to record of an ended trial (see ``Forgetful``; by default its status).
     """
 
-    def __init__(self, make: Callable[[], AsyncHyperBandScheduler]) -> None:
-        super().__init__()
+    def __init__(self, make: Callable[[], AsyncHyperBandScheduler], sweep: str = "",
+                 record: Optional[Callable[[Any], Any]] = None) -> None:
+        super().__init__(sweep, record)
         self._make = make
         self.cells: dict[str, AsyncHyperBandScheduler] = {}
 

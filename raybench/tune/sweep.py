@@ -26,6 +26,7 @@ Exit status (:func:`run_sweep` raises, the CLI maps): errored trials or lost sto
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Optional
@@ -33,7 +34,7 @@ from typing import Any, Optional
 from raybench import cluster
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import feasible, outcome, studies
+from raybench.tune import feasible, ledger, outcome, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -139,12 +140,14 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
              sw.mode, len(plan.cells), total, slots)
     progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
     cluster.quiet_tune()
-    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan)
+    ended = ledger.open_ledger(spec.name)
+    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan,
+                       functools.partial(outcome.ended_trial, spec))
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
     grid = _fit(store, tuner, pending_trials(slots, total, len(plan.cells) * plan.cap))
     interrupted = outcome.was_interrupted(spec, time.monotonic() - start)
-    summary = outcome.finalize(spec, store, grid, interrupted)
+    summary = outcome.finalize(spec, store, grid, interrupted, ended.rows)
     studies.upload(spec.results, spec.name)
     store.compact(spec.name)  # a snapshot makes results.load fast on large sweeps
     outcome.check_outcome(summary, interrupted)
