@@ -157,7 +157,7 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
     """
     from ray import tune
 
-    from raybench.tune.ledger import JsonLog
+    from raybench.tune.ledger import JsonLog, TrialProgress
     from raybench.tune.search import CellSearcher
 
     # Tune's automatic CSV and TensorBoard loggers stay off (read when fit starts): raybench
@@ -176,7 +176,7 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
         loc.fs.delete_dir(path.path)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
-        callbacks=[progress, JsonLog()],
+        callbacks=[progress, JsonLog(), TrialProgress(metric=spec.sweep.metric)],
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable(spec), param_space={},
