@@ -81,3 +81,11 @@ def test_a_sweep_summarises_every_trial_while_tune_keeps_few(local_ray, tmp_path
     runs = pd.read_parquet(tmp_path / "r" / "led" / "runs")
     assert sorted(runs["trial_id"]) == ids and (runs["status"] == "completed").all()
     assert len(_state_trials(tmp_path / "r" / "led" / "_tune" / "led")) <= 2
+
+
+def test_the_driver_can_trim_its_heap_on_glibc() -> None:
+    import platform
+
+    from raybench.tune.ledger import release_free_memory
+
+    assert release_free_memory() is (platform.libc_ver()[0] == "glibc")
