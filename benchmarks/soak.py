@@ -121,10 +121,14 @@ def time_checkpoints() -> None:
 
 def leaks() -> dict[str, int]:
     """Placement groups not removed and actors alive, from Ray's State API."""
+    import ray
     from ray.util.state import list_actors, list_placement_groups
 
-    groups = [g for g in list_placement_groups(limit=10_000) if g.state != "REMOVED"]
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000)
+    # This session's dashboard, by address: other Ray instances may run on the same machine.
+    address = "http://" + ray._private.worker._global_node.address_info["webui_url"]
+    groups = [g for g in list_placement_groups(address=address, limit=10_000)
+              if g.state != "REMOVED"]
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=10_000)
     return {"placement_groups_alive": len(groups), "actors_alive": len(actors)}
 
 
