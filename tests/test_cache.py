@@ -110,3 +110,21 @@ def test_prepare_data_same_with_and_without_cache(synth_manifest: Path, tmp_path
         assert a.image_ids == b.image_ids
         assert np.array_equal(a.images.numpy(), b.images.numpy())
         assert np.array_equal(a.targets.numpy(), b.targets.numpy())
+
+
+def test_warming_splits_each_data_config_once(synth_manifest: Path, tmp_path: Path,
+                                              monkeypatch) -> None:
+    """A 2,000-cell grid of seeds shares one data config: its split is planned once, not once
+    a cell (the driver's start-up grew with cells x manifest rows)."""
+    from raybench.data import dataset
+
+    planned: list[DataConfig] = []
+    real = dataset.decoded_manifests
+    monkeypatch.setattr(dataset, "decoded_manifests", lambda c: planned.append(c) or real(c))
+    cfg = DataConfig(manifest=str(synth_manifest), cache_dir=str(tmp_path), test_fraction=0.25)
+    other = dataclasses.replace(cfg, split_seed=cfg.split_seed + 1)
+    jobs = [(cfg, 32)] * 50 + [(other, 32)] * 50 + [(cfg, 24)]
+    assert dataset.warm_decoded_cache(jobs) == 2  # one manifest at two sizes
+    assert planned == [cfg, other]
+    assert {p.name for p in (tmp_path / "decoded").iterdir()} == {
+        cache_key(pd.read_parquet(synth_manifest), 32), cache_key(pd.read_parquet(synth_manifest), 24)}

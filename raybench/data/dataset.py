@@ -252,10 +252,13 @@ def warm_decoded_cache(jobs: Iterable[tuple[DataConfig, int]], address: Optional
     from raybench.data.cache import decoded_images
 
     done: set[tuple[str, str, int]] = set()
+    planned: dict[DataConfig, tuple[Path, ...]] = {}  # cells sharing a data config: one split
     for cfg, size in jobs:
         if not cfg.decoded_cache:
             continue
-        for mpath in decoded_manifests(cfg):
+        if cfg not in planned:
+            planned[cfg] = decoded_manifests(cfg)
+        for mpath in planned[cfg]:
             key = (str(mpath), cfg.cache_dir, size)
             if key in done:
                 continue
