@@ -142,16 +142,32 @@ def _epoch_rows(path: Path) -> list[dict]:
         return []
 
 
+def _in_tune_snapshot(sweep: Path, trial_id: str) -> bool:
+    """Tune's last experiment snapshot (``experiment_state-*.json``) names the trial."""
+    for path in (sweep / "_tune" / sweep.name).glob("experiment_state-*.json"):
+        try:
+            if trial_id in path.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:  # being replaced right now
+            pass
+    return False
+
+
 def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> None:
     """The resume restores Tune's experiment: finished trials keep their Tune trials and are
     not rerun, the in-flight trial continues from its last checkpoint epoch."""
     results, cache = tmp_path / "r", tmp_path / "cache"
     runs_dir, flying = results / "res" / "runs", results / "res" / "epochs" / "cnnx-synthetic-s1.parquet"
+    # Tune snapshots its experiment every 10 s or more ("auto"); every second here, and the
+    # kill waits for a snapshot that holds s1, so that s1 is one of the trials Tune restores
+    # (a trial started after the last snapshot resumes as a new Tune trial, from its state).
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1")
     proc = subprocess.Popen(_sweep_cmd(results, cache, ray_cluster, epochs=KILL_EPOCHS),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     deadline = time.time() + 300
-    while time.time() < deadline and len(_epoch_rows(flying)) < 2:  # s1 is in its 3rd epoch
+    while time.time() < deadline and (len(_epoch_rows(flying)) < 2  # s1 in its 3rd epoch
+                                      or not _in_tune_snapshot(results / "res", "cnnx-synthetic-s1")):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)

@@ -434,3 +434,39 @@ def test_cut_short_journal_and_result_files_are_rebuilt_on_resume(tmp_path: Path
     fresh.on_trial_complete("c", {"val_balanced_accuracy": 0.7, "epoch": 1})
     study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=studies.open_storage(path))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+
+
+def test_a_completed_trial_restored_by_tune_reports_its_last_epoch_again(tmp_path: Path) -> None:
+    """Tune restores a trial from a snapshot taken before its first report; the trial finds
+    its run row and does not train, but must end with its metric (Tune refuses a trial that
+    ends without it): it reports its last stored epoch."""
+    import dataclasses
+
+    import torch
+
+    from raybench import schema as S
+    from raybench.engine.loop import EpochStats
+    from raybench.engine.worker import WorkerContext, run_worker
+    from raybench.trial import searched_values
+
+    spec = _spec(tmp_path, "train.epochs=2")
+    cell = cells(spec)[0]
+    trial = TrialConfig(spec, cell, cell.name, {}, 0)
+    tspec, store = trial.trial_spec, ResultStore(str(tmp_path))
+    epochs = [dataclasses.asdict(EpochStats(e, 1.0 / e, 0.9, 0.5, 0.25 * e, 0.6, 3e-4, 1.0, 10.0))
+              for e in (1, 2)]
+    store.write_table("unit", S.EPOCHS_TABLE, trial.trial_id, epochs)
+    row = {S.MODEL: "cnnx", S.SCENARIO: cell.scenario, S.SEED: 0, **searched_values(tspec),
+           S.EPOCHS: 2, S.EPOCHS_RUN: 2, S.STATUS: S.STATUS_COMPLETED}
+    reported: list[dict] = []
+
+    def ctx() -> WorkerContext:
+        return WorkerContext(rank=0, world=1, device=torch.device("cpu"), report=reported.append,
+                             checkpoint=None, checkpoint_cls=None, prepare_model=lambda m: m,
+                             own_state=True)
+
+    store.write_table("unit", "runs", trial.trial_id, [row])
+    assert run_worker(trial, ctx()) is None
+    assert reported == [{**epochs[1], S.MODEL: "cnnx", S.SCENARIO: cell.scenario,
+                         "raybench_trial": trial.trial_id}]
+    assert reported[0][S.VAL_BALANCED_ACCURACY] == 0.5

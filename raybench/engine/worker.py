@@ -173,6 +173,25 @@ def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
             and row.get(S.EPOCHS_RUN) == spec.train.epochs)
 
 
+def _report_last_epoch(store: ResultStore, trial: TrialConfig, ctx: WorkerContext) -> None:
+    """Reports a completed trial's last epoch again, so that a Tune trial restored from a
+    snapshot taken before its first report ends with its metric (Tune refuses a trial that
+    ends without the metric it optimises)."""
+    import pyarrow.parquet as pq
+
+    spec = trial.trial_spec
+    loc = store.location(spec.name, S.EPOCHS_TABLE, f"{trial.trial_id}.parquet")
+    try:
+        rows = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()
+    except (OSError, ValueError):  # its epochs file is gone or unreadable: nothing to report
+        rows = []
+    fields = {f.name for f in dataclasses.fields(EpochStats)}
+    last = max(rows, key=lambda r: r.get(S.EPOCH) or 0, default=None)
+    if ctx.rank == 0 and last is not None:
+        ctx.report({**{k: v for k, v in last.items() if k in fields}, S.MODEL: spec.model.name,
+                    S.SCENARIO: trial.cell.scenario, "raybench_trial": trial.trial_id})
+
+
 def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
     started_at = datetime.now(timezone.utc)
@@ -181,6 +200,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
     if completed_before(store, spec, trial_id):
         log.info("trial %s already completed; not training it again", trial_id)
+        _report_last_epoch(store, trial, ctx)
         return None
     data = prepared_data(spec.data, image_size(spec))
     check_batch_size(data, spec.train.batch_size)
