@@ -196,6 +196,17 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
     assert rows[0] == before[0], (before, rows)
     epochs = pd.read_parquet(results / "res" / "epochs")
     assert epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [list(range(1, KILL_EPOCHS + 1))] * 3
+    # The studies match the runs table trial for trial: one COMPLETE trial per cell, its value
+    # the trial's last epoch's metric (s1's study trial was RUNNING when the driver died).
+    import optuna
+
+    from raybench.tune import studies
+
+    storage = studies.open_storage(results / "res" / "optuna" / "journal.log")
+    last = epochs.sort_values("epoch").groupby("trial_id")["val_balanced_accuracy"].last()
+    for trial_id in runs["trial_id"]:
+        trials = optuna.load_study(study_name=trial_id, storage=storage).trials
+        assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", last[trial_id])], trial_id
 
 
 def test_demo_sweep_and_report(ray_cluster: str, tmp_path: Path, run_cli) -> None:
