@@ -41,3 +41,29 @@ class SweepInterrupted(SweepError):
     """The sweep was stopped (Ctrl-C / SIGINT) before it finished (exit 130)."""
 
     exit_code = 130
+
+
+#: The errors a trial fails with that a rerun would repeat: its spec or its data is wrong.
+FINAL_ERRORS = (ConfigError, DataError)
+
+
+def final_error(error: BaseException) -> "BaseException | None":
+    """The :data:`FINAL_ERRORS` instance ``error`` is or wraps, else None.
+
+    Looks through the chain (``__cause__``, ``__context__``) and the wrappers Ray puts around
+    a trial's exception (``RayTaskError.cause``, a Train run's per-worker failures).
+    """
+    seen: set[int] = set()
+    todo: list[Any] = [error]
+    while todo:
+        exc = todo.pop()
+        if not isinstance(exc, BaseException) or id(exc) in seen or len(seen) > 50:
+            continue
+        seen.add(id(exc))
+        if isinstance(exc, FINAL_ERRORS):
+            return exc
+        failures = getattr(exc, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo.extend(failures.values())
+        todo.extend([getattr(exc, "cause", None), exc.__cause__, exc.__context__])
+    return None

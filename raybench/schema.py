@@ -110,7 +110,11 @@ PROB_PREFIX = "p_"
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped"
 STATUS_INTERRUPTED = "interrupted"
+#: The trial failed on its spec or its data (``ConfigError``, ``DataError``): final.
 STATUS_ERROR = "error"
+#: The trial failed for any other reason (a lost node beyond ``scaling.max_failures``, a
+#: killed process, out of memory): ``--resume`` retries it under the same trial id.
+STATUS_CRASHED = "crashed"
 
 
 def prob_column(label: str) -> str:

@@ -230,6 +230,16 @@ class ResultStore:
         """Whether the trial wrote its file of ``table`` (a run row exists once it completed)."""
         return storage.exists(self.location(sweep, table, f"{trial_id}.parquet"))
 
+    def trial_row(self, sweep: str, table: str, trial_id: str) -> Optional[dict[str, Any]]:
+        """The first row of the trial's file of ``table``; None when it is missing or unreadable
+        (cut short by a crash)."""
+        loc = self.location(sweep, table, f"{trial_id}.parquet")
+        try:
+            rows = pq.read_table(loc.path, filesystem=loc.fs).slice(0, 1).to_pylist()
+        except (OSError, ValueError):
+            return None
+        return rows[0] if rows else None
+
     def check_writable(self) -> None:
         """Fails in seconds, with one line, when the root cannot be written."""
         storage.check_writable(self.root.uri)

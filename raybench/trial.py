@@ -151,6 +151,14 @@ class TrialConfig:
         """The spec this trial trains: the cell's spec with the searched params applied."""
         return apply_params(self.spec, self.params)
 
+    def run_row(self, status: str, error: Optional[str] = None,
+                epochs_run: int = 0) -> dict[str, Any]:
+        """The runs-table row of a trial that ended without completing (stopped, failed)."""
+        tspec = self.trial_spec
+        return {S.MODEL: tspec.model.name, S.SCENARIO: self.cell.scenario,
+                S.SEED: tspec.train.seed, **searched_values(tspec), S.EPOCHS: tspec.train.epochs,
+                S.EPOCHS_RUN: epochs_run, S.STATUS: status, S.ERROR: error, S.ROI: tspec.data.roi}
+
     def to_ray(self) -> dict[str, Any]:
         """The plain dict that crosses into Ray (Tune's trial config)."""
         return {"spec": to_dict(self.spec), "cell": dataclasses.asdict(self.cell),

@@ -63,10 +63,6 @@ def test_a_worker_node_lost_mid_sweep_retries_its_trials(tmp_path: Path) -> None
     _once_each(tmp_path / "r" / "lose", [f"cnnx-synthetic-s{s}" for s in range(4)], 4)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known intermittent bug (issue 23, open): once in .ci/run on an idle machine the resumed "
-    "sweep exited 1 because the trial in flight when the head was lost errored, and errored "
-    "trials are final on --resume; it passed in every other run"))
 def test_the_head_lost_mid_sweep_is_one_line_then_resume_on_a_new_cluster(tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
 

@@ -112,24 +112,37 @@ def test_errored_trials_exit_1_and_are_fail_in_their_studies(ray_address: str, t
     assert re.fullmatch(r"raybench: error: train\.batch_size=500 is larger than the training "
                         r"split of cell cnnx-synthetic-s0 \(\d+ images\); use at most \d+", lines[0])
     assert not (tmp_path / "r" / "bad").exists()
-    # ... a trial that dies at run time errors: exit 1, its own line, FAIL in its study.
+    # ... a trial whose process dies at run time crashed: exit 1, its own line, FAIL in its
+    # study; --resume retries it under its own id, as a new study trial.
     marker = tmp_path / "died-once"
     monkeypatch.setenv("RAYBENCH_INJECT_FAILURE", json.dumps({"epoch": 1, "marker": str(marker)}))
-    code, out, err = run_cli(*_args(tmp_path, "bad", "sweep.mode=paper", "sweep.models=[cnnx]",
-                                    "sweep.seeds=[0, 1]", "scaling.max_failures=0",
-                                    "scaling.max_concurrent_trials=1"))
+    args = _args(tmp_path, "bad", "sweep.mode=paper", "sweep.models=[cnnx]", "sweep.seeds=[0, 1]",
+                 "scaling.max_failures=0", "scaling.max_concurrent_trials=1")
+    code, out, err = run_cli(*args)
     lines = [ln for ln in err.splitlines() if ln.startswith("raybench: error:")]
     assert code == 1 and marker.exists(), err[-3000:]
     assert len(lines) == 1 and lines[0].startswith("raybench: error: trial cnnx-synthetic-s0 "
-                                                   "failed: "), err[-3000:]
+                                                   "crashed: "), err[-3000:]
+    assert lines[0].endswith("; --resume retries it"), lines[0]
     runs = pd.read_parquet(tmp_path / "r" / "bad" / "runs").sort_values("trial_id")
-    assert runs["status"].tolist() == ["error", "completed"]
+    assert runs["status"].tolist() == ["crashed", "completed"]
     from raybench.tune import studies
 
     storage = studies.open_storage(tmp_path / "r" / "bad" / "optuna" / "journal.log")
-    states = [optuna.load_study(study_name=f"cnnx-synthetic-s{seed}", storage=storage).trials
-              for seed in (0, 1)]
-    assert [[t.state.name for t in trials] for trials in states] == [["FAIL"], ["COMPLETE"]]
+
+    def states() -> list[list[str]]:
+        return [[t.state.name for t in optuna.load_study(
+            study_name=f"cnnx-synthetic-s{seed}", storage=storage).trials] for seed in (0, 1)]
+
+    assert states() == [["FAIL"], ["COMPLETE"]]
+    code, out, err = run_cli(*args, "--resume")
+    assert code == 0, err[-3000:]
+    runs = pd.read_parquet(tmp_path / "r" / "bad" / "runs").sort_values("trial_id")
+    assert runs["status"].tolist() == ["completed", "completed"]
+    assert runs["trial_id"].tolist() == ["cnnx-synthetic-s0", "cnnx-synthetic-s1"]
+    assert states() == [["FAIL", "COMPLETE"], ["COMPLETE"]]
+    retry = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage).trials[1]
+    assert retry.user_attrs["raybench_retry_of"] == 0
 
 
 def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_address: str,

@@ -383,11 +383,19 @@ def test_space_no_cell_can_take_is_exit_2_with_nothing_trained(tmp_path: Path, r
     assert not (tmp_path / "r" / "big").exists()  # no claim, no spec, no trial
 
 
+def _error_row(spec, trial_id: str, status: str = "error") -> None:
+    """The run row a trial that failed on its spec writes before it raises (engine.trial)."""
+    ResultStore(spec.results).write_table(spec.name, "runs", trial_id, [
+        {"model": "cnnx", "scenario": "synthetic", "seed": 0, "status": status,
+         "error": "ConfigError: bad"}])
+
+
 def test_errored_is_fail_pruned_keeps_its_value_and_resume_does_not_rerun(tmp_path: Path) -> None:
     searcher, spec = _searcher(tmp_path, "sweep.num_samples=3", "train.epochs=4")
     for i in range(2):
         searcher.suggest(f"t{i}")
     searcher.on_trial_result("t1", {"val_balanced_accuracy": 0.6, "epoch": 2})
+    _error_row(spec, "cnnx-synthetic-s0-t000")
     searcher.on_trial_complete("t0", error=True)
     searcher.on_trial_complete("t1", {"val_balanced_accuracy": 0.6, "epoch": 2})  # ASHA stop
     storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
@@ -470,3 +478,100 @@ def test_a_completed_trial_restored_by_tune_reports_its_last_epoch_again(tmp_pat
     assert reported == [{**epochs[1], S.MODEL: "cnnx", S.SCENARIO: cell.scenario,
                          "raybench_trial": trial.trial_id}]
     assert reported[0][S.VAL_BALANCED_ACCURACY] == 0.5
+
+
+def test_a_crashed_trial_is_retried_under_its_own_id_and_counted_once(tmp_path: Path) -> None:
+    """A trial that failed for a reason other than its spec or data (its node lost) is
+    ``crashed``: exit 1 naming it, and ``--resume`` retries it under the same trial id as a
+    new study trial with the same params; the study's budget counts trial ids."""
+    from raybench.errors import SweepError
+    from raybench.tune import outcome
+
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")
+    first = searcher.suggest("t0")
+    searcher.suggest("t1")
+    store = ResultStore(spec.results)
+    row = outcome.trial_outcome(spec, store, first, RuntimeError("the node died"), {"epoch": 2})
+    assert (row["status"], row["error"]) == ("crashed", "RuntimeError: the node died")
+    run = store.trial_row("unit", "runs", first["trial_id"])
+    assert (run["status"], run["epochs_run"]) == ("crashed", 2)
+    searcher.on_trial_complete("t0", error=True)
+    searcher.on_trial_complete("t1", {"val_balanced_accuracy": 0.6, "epoch": 4})
+    assert outcome.unfinished_cells(spec) == ["cnnx-synthetic-s0"]
+    assert outcome.unfinished_cells(spec, crashed_done=True) == []  # exit 1, not 130
+    with pytest.raises(SweepError) as err:
+        outcome.check_outcome([row], interrupted=False)
+    assert str(err.value) == ("trial cnnx-synthetic-s0-t000 crashed: RuntimeError: the node "
+                              "died; --resume retries it")
+
+    fresh, _ = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")  # the resume
+    retry = fresh.suggest("r0")
+    assert (retry["trial_id"], retry["params"], retry["number"]) == (
+        first["trial_id"], first["params"], 0)
+    assert store.trial_row("unit", "runs", first["trial_id"]) is None  # the crash's row went
+    assert fresh.suggest("r1") == "FINISHED"  # t001 completed: two trial ids, budget spent
+    fresh.on_trial_result("r0", {"val_balanced_accuracy": 0.7, "epoch": 3})
+    fresh.on_trial_complete("r0", {"val_balanced_accuracy": 0.7, "epoch": 4})
+    storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
+    study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[0].user_attrs["raybench_status"] == "crashed"
+    assert study.trials[2].user_attrs["raybench_retry_of"] == 0
+    assert study.trials[2].params == study.trials[0].params and study.trials[2].value == 0.7
+    assert outcome.unfinished_cells(spec) == []
+    again, _ = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")
+    assert again.suggest("s0") == "FINISHED"  # the retry completed: nothing left
+
+
+def test_a_retry_queued_by_a_driver_that_died_is_taken_not_queued_twice(tmp_path: Path) -> None:
+    searcher, spec = _searcher(tmp_path, "sweep.num_samples=1", "sweep.seeds=[0]")
+    first = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", error=True)  # no error row: crashed
+    study = searcher._study(searcher.plan.cells[0])
+    study.enqueue_trial(first["params"], user_attrs={"raybench_retry_of": 0})  # then it died
+    fresh, _ = _searcher(tmp_path, "sweep.num_samples=1", "sweep.seeds=[0]")
+    assert fresh.suggest("r0")["trial_id"] == first["trial_id"]
+    assert fresh.suggest("r1") == "FINISHED"
+    states = [t.state.name for t in fresh._study(fresh.plan.cells[0]).trials]
+    assert states == ["FAIL", "RUNNING"]
+
+
+def test_a_spec_or_data_error_is_final_whatever_ray_wraps_it_in(tmp_path: Path) -> None:
+    """The trial writes its run row as ``error`` before it raises; the driver classifies a
+    wrapped ConfigError / DataError as final without it too."""
+    from raybench.engine.trial import run_trial
+    from raybench.errors import ConfigError, DataError, final_error
+    from raybench.tune import outcome
+    from raybench.tune.experiment import plan_of
+    from raybench.tune.search import CellSearcher
+
+    spec = _spec(tmp_path, "train.batch_size=500", "train.epochs=1")
+    config = CellSearcher(plan_of(spec)).suggest("t0")
+    with pytest.raises(ConfigError, match="batch_size=500 is larger than the training split"):
+        run_trial(config)
+    store = ResultStore(spec.results)
+    row = store.trial_row("unit", "runs", "cnnx-synthetic-s0")
+    assert row["status"] == "error" and row["error"].startswith("ConfigError: train.batch_size=500")
+    # Ray hands the driver a wrapper; the trial's own row says it is final.
+    wrapper = RuntimeError("ray::run_trial() failed")
+    summary = outcome.trial_outcome(spec, store, config, wrapper, {})
+    assert summary["status"] == "error" and summary["error"] == row["error"]
+
+    class TrainingFailed(Exception):  # Ray Train's shape: the workers' own exceptions
+        def __init__(self, failures: dict) -> None:
+            super().__init__("training failed")
+            self.worker_failures = failures
+
+    data = DataError("image x.png is not a PNG")
+    assert final_error(TrainingFailed({0: RuntimeError("x"), 1: data})) is data
+    chained = RuntimeError("wrapped")  # RayTaskError keeps the exception as .cause
+    chained.cause = ConfigError("bad lr")  # type: ignore[attr-defined]
+    assert isinstance(final_error(chained), ConfigError)
+    try:
+        try:
+            raise DataError("manifest.csv: no label column")
+        except DataError as inner:
+            raise RuntimeError("outer") from inner
+    except RuntimeError as outer:
+        assert isinstance(final_error(outer), DataError)
+    assert final_error(RuntimeError("out of memory")) is None

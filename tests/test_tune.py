@@ -97,7 +97,8 @@ def test_trial_too_big_for_the_cluster() -> None:
 
 
 def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:
-    """ASHA-stopped and failed trials get a runs row; completed ones keep theirs."""
+    """ASHA-stopped and failed trials get a runs row (``error`` when the spec or data is at
+    fault, else ``crashed``); completed ones keep theirs."""
     from types import SimpleNamespace
 
     from raybench.store import ResultStore
@@ -117,8 +118,14 @@ def test_finalize_records_stopped_and_errored_trials(tmp_path) -> None:
                                metrics={"raybench_trial": trial.trial_id, "epoch": epoch},
                                error=error)
 
-    summary = _finalize(spec, store, [result(0, 5), result(1, 2), result(2, 1, RuntimeError("boom"))])
-    assert [s["status"] for s in summary] == ["completed", "stopped", "error"]
+    from raybench.errors import ConfigError
+
+    wrapped = RuntimeError("ray::run_trial failed")  # as Ray wraps a trial's exception
+    wrapped.cause = ConfigError("train.lr=-1 must be > 0")  # type: ignore[attr-defined]
+    summary = _finalize(spec, store, [result(0, 5), result(1, 2), result(2, 1, RuntimeError("boom")),
+                                      result(3, 0, wrapped)])
+    assert [s["status"] for s in summary] == ["completed", "stopped", "crashed", "error"]
+    assert summary[3]["error"] == "ConfigError: train.lr=-1 must be > 0"
     runs = store.read_table("fin", "runs").set_index("trial_id")
     assert runs.loc["cnnx-synthetic-s0-t001", "epochs_run"] == 2
     assert runs.loc["cnnx-synthetic-s0-t001", "lr"] == pytest.approx(2e-3)

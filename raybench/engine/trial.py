@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from raybench import schema as S
 from raybench.engine.loop import resolve_device
 from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker
+from raybench.errors import final_error
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig
 
@@ -52,9 +54,30 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: trains the trial that ``config`` (a ``TrialConfig`` dict) is."""
+    """Tune function trainable: trains the trial that ``config`` (a ``TrialConfig`` dict) is.
+
+    A trial that fails on its spec or its data (:data:`raybench.errors.FINAL_ERRORS`) writes
+    its run row with status ``error`` before it raises: the driver then knows it is final
+    (``--resume`` does not retry it), whatever Ray makes of the exception on its way.
+    """
     trial = TrialConfig.from_ray(config)
-    if trial.spec.scaling.single_in_process:
-        _run_in_process(trial)
-    else:
-        _run_trainer(trial, config)
+    try:
+        if trial.spec.scaling.single_in_process:
+            _run_in_process(trial)
+        else:
+            _run_trainer(trial, config)
+    except Exception as exc:
+        final = final_error(exc)
+        if final is not None:
+            _write_error_row(trial, final)
+        raise
+
+
+def _write_error_row(trial: TrialConfig, error: BaseException) -> None:
+    spec = trial.trial_spec
+    text = f"{type(error).__name__}: {str(error).strip()}"[:500]
+    try:
+        ResultStore(spec.results).write_table(spec.name, "runs", trial.trial_id,
+                                              [trial.run_row(S.STATUS_ERROR, text)])
+    except Exception as exc:  # the trial's own error is what the driver must see
+        log.warning("trial %s: could not write its error row (%s)", trial.trial_id, exc)

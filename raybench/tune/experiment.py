@@ -69,9 +69,11 @@ def tune_config(spec: Spec, searcher: Any, remote: bool = False,
     """
     from ray import tune
 
+    from raybench.tune.search import CellSearch
+
     sw = spec.sweep
     reuse = spec.scaling.single_in_process and not remote
-    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler(spec, record),
+    return tune.TuneConfig(search_alg=CellSearch(searcher), scheduler=scheduler(spec, record),
                            metric=sw.metric,
                            mode=sw.metric_mode, num_samples=-1,
                            # scaling.max_concurrent_trials is applied by the searcher: Tune's

@@ -1,18 +1,24 @@
 """How a sweep session ended: run rows for trials without results, and the exit it maps to.
 
-Trials that wrote no results (stopped by ASHA, errored) get a run row here, after ``fit``;
-:func:`check_outcome` turns the session's end into the CLI's exit status (errored trials ->
+Trials that wrote no results (stopped by ASHA, failed) get a run row here, as they end;
+:func:`check_outcome` turns the session's end into the CLI's exit status (failed trials ->
 :class:`~raybench.errors.SweepError`, unfinished cells -> :class:`~raybench.errors.SweepInterrupted`).
+
+A failed trial is either ``error`` or ``crashed``. ``error``: it failed on its spec or its data
+(:data:`raybench.errors.FINAL_ERRORS`; the trial wrote that run row itself before it raised);
+a rerun would fail the same way, so it is final. ``crashed``: anything else (its node lost
+beyond ``scaling.max_failures``, a killed process, out of memory); ``--resume`` retries it.
 """
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Optional, Sequence
 
 from raybench import schema as S
 from raybench.config import Spec
 from raybench.engine.worker import STATE_DIR
-from raybench.errors import RaybenchError, SweepError, SweepInterrupted
+from raybench.errors import RaybenchError, SweepError, SweepInterrupted, final_error
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig, searched_values
 from raybench.tune import studies
@@ -37,29 +43,34 @@ def trial_outcome(spec: Spec, store: ResultStore, config: dict[str, Any],
                   interrupted: bool = False) -> Optional[dict[str, Any]]:
     """One trial's summary row; writes its run row when it ended without writing one.
 
-    A trial that ended without results was stopped by ASHA or errored; after an interrupt, a
-    trial without results was cut short, not stopped: it gets no row (``--resume`` continues
-    it). Returns None for a Tune trial that is not one of raybench's.
+    A trial that ended without results was stopped by ASHA or failed (``error`` when it failed
+    on its spec or data, else ``crashed``); after an interrupt, a trial without results was cut
+    short, not stopped: it gets no row (``--resume`` continues it). Returns None for a Tune
+    trial that is not one of raybench's.
     """
     if "spec" not in config:
         return None
     trial = TrialConfig.from_ray(config)
     tspec, trial_id = trial.trial_spec, trial.trial_id
-    # A trial writes its run row last: its file exists only once the trial completed.
-    done = store.has_trial_file(spec.name, "runs", trial_id)
-    status = S.STATUS_ERROR if error else (
-        S.STATUS_COMPLETED if done else S.STATUS_INTERRUPTED if interrupted
-        else S.STATUS_STOPPED)
     params = searched_values(tspec)
     text = error_text(error) if error else None
+    if error:
+        row = store.trial_row(spec.name, "runs", trial_id)  # the trial's own, if it wrote one
+        final = (row or {}).get(S.STATUS) == S.STATUS_ERROR or final_error(error) is not None
+        status = S.STATUS_ERROR if final else S.STATUS_CRASHED
+        if final:
+            text = (row or {}).get(S.ERROR) or text
+    # Otherwise a trial writes its run row last: its file exists only once it completed (a
+    # retried crash's old row is removed when the retry starts).
+    elif store.has_trial_file(spec.name, "runs", trial_id):
+        return {S.TRIAL_ID: trial_id, S.STATUS: S.STATUS_COMPLETED, S.ERROR: None, **params}
+    else:
+        status = S.STATUS_INTERRUPTED if interrupted else S.STATUS_STOPPED
     if status == S.STATUS_STOPPED:  # stopped by ASHA: never continued, its state goes
         store.delete_file(spec.name, f"{STATE_DIR}/{trial_id}.pt")
-    if (not done and status != S.STATUS_INTERRUPTED) or error:
-        store.write_table(spec.name, "runs", trial_id, [{
-            S.MODEL: tspec.model.name, S.SCENARIO: trial.cell.scenario,
-            S.SEED: tspec.train.seed, **params, S.EPOCHS: tspec.train.epochs,
-            S.EPOCHS_RUN: metrics.get(S.EPOCH, 0), S.STATUS: status, S.ERROR: text,
-            S.ROI: tspec.data.roi}])
+    if status != S.STATUS_INTERRUPTED:
+        store.write_table(spec.name, "runs", trial_id, [
+            trial.run_row(status, text, metrics.get(S.EPOCH, 0))])
     return {S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: text, **params}
 
 
@@ -68,10 +79,27 @@ def trial_error(trial: Any) -> Optional[BaseException]:
     if trial.status != "ERROR":
         return None
     try:
-        error = trial.get_pickled_error() or trial.get_error()
+        error = _staged_error(trial) or trial.get_pickled_error() or trial.get_error()
     except Exception as exc:  # an error file that cannot be read back still is an error
         return RuntimeError(f"failed; its error file is unreadable ({type(exc).__name__})")
     return error or RuntimeError("failed (no error message recorded)")
+
+
+def _staged_error(trial: Any) -> Optional[BaseException]:
+    """The error Tune has just written into the trial's local folder (Ray 2.60 copies it to
+    the storage path only at its next sync, after the trial has ended here)."""
+    import pickle
+
+    path = getattr(trial, "pickled_error_file", None)
+    if path and os.path.exists(path):
+        with open(path, "rb") as handle:
+            error = pickle.load(handle)  # Tune's own file, written by this driver
+        return error if isinstance(error, BaseException) else None
+    text = getattr(trial, "error_file", None)
+    if text and os.path.exists(text):
+        with open(text, encoding="utf-8", errors="replace") as handle:
+            return RuntimeError(handle.read().strip() or "failed (no error message recorded)")
+    return None
 
 
 def ended_trial(spec: Spec, trial: Any) -> tuple[str, Optional[dict[str, Any]]]:
@@ -87,8 +115,9 @@ def finalize(spec: Spec, store: ResultStore, grid: Any, interrupted: bool = Fals
     """The session's summary: the trials recorded as they ended (``ended``, see
     :mod:`raybench.tune.ledger`), then those still in Tune's ``grid`` at the end.
 
-    Trials of the grid that ended without results (stopped by ASHA, errored) get their run row
-    here; after an interrupt, a trial without results was cut short and gets none.
+    Trials of the grid that ended without results (stopped by ASHA, failed) get their run row
+    here; after an interrupt, a trial without results was cut short and gets none. A trial id
+    seen twice (a Tune trial restored as ended, then its retry) keeps its latest row.
     """
     summary = list(ended)
     for result in grid:
@@ -96,7 +125,8 @@ def finalize(spec: Spec, store: ResultStore, grid: Any, interrupted: bool = Fals
                             result.metrics or {}, interrupted)
         if row is not None:
             summary.append(row)
-    return summary
+    latest = {row[S.TRIAL_ID]: row for row in summary}
+    return list(latest.values())
 
 
 def storage_lost(store: ResultStore) -> Optional[SweepError]:
@@ -109,11 +139,13 @@ def storage_lost(store: ResultStore) -> Optional[SweepError]:
     return None
 
 
-def unfinished_cells(spec: Spec) -> list[str]:
-    """Cells whose study has fewer finished trials than the budget (an errored trial counts)."""
-    import optuna
-    from optuna.trial import TrialState
+def unfinished_cells(spec: Spec, crashed_done: bool = False) -> list[str]:
+    """Cells whose study has fewer finished trial ids than the budget.
 
+    A trial id counts by its latest attempt: finished (an ``error`` trial included) counts, a
+    crashed one counts only with ``crashed_done`` (it ended this session; ``--resume`` retries
+    it).
+    """
     plan = plan_of(spec)
     storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
     names = {s.study_name for s in storage.get_all_studies()}
@@ -121,20 +153,27 @@ def unfinished_cells(spec: Spec) -> list[str]:
     for cell in plan.cells:
         finished = 0
         if cell.name in names:
-            study = optuna.load_study(study_name=cell.name, storage=storage)
-            finished = sum(t.state.is_finished()
-                           or t.user_attrs.get("raybench_status") == S.STATUS_ERROR
-                           for t in study.get_trials(deepcopy=False)
-                           if t.state != TrialState.WAITING)
+            study_id = storage.get_study_id_from_name(cell.name)
+            latest = studies.latest_attempts(storage.get_all_trials(study_id, deepcopy=False))
+            for t in latest.values():
+                status = t.user_attrs.get(studies.STATUS_ATTR)
+                if status == S.STATUS_CRASHED:
+                    finished += crashed_done
+                else:
+                    finished += t.state.is_finished() or status == S.STATUS_ERROR
         if finished < plan.budget:
             out.append(cell.name)
     return out
 
 
 def was_interrupted(spec: Spec, elapsed: float) -> bool:
-    """Cells are unfinished and the time budget (if any) was not what ended the sweep."""
+    """Cells are unfinished and the time budget (if any) was not what ended the sweep.
+
+    A cell left unfinished only by trials that crashed was not interrupted: the session ends
+    with those trials' errors (exit 1), and ``--resume`` retries them.
+    """
     budget = spec.sweep.time_budget_s
-    unfinished = unfinished_cells(spec)
+    unfinished = unfinished_cells(spec, crashed_done=True)
     if unfinished and budget and elapsed >= budget:
         log.info("time budget of %.0f s reached; %d cell(s) not finished", budget, len(unfinished))
         return False
@@ -145,7 +184,8 @@ def check_outcome(summary: list[dict[str, Any]], interrupted: bool) -> None:
     """Raises unless every trial completed or was stopped by the scheduler by design."""
     if interrupted:
         raise SweepInterrupted("interrupted; continue with --resume", summary)
-    failed = [s for s in summary if s[S.STATUS] == S.STATUS_ERROR]
-    if failed:
-        raise SweepError("\n".join(f"trial {s[S.TRIAL_ID]} failed: {s[S.ERROR]}" for s in failed),
-                         summary)
+    lines = [f"trial {s[S.TRIAL_ID]} failed: {s[S.ERROR]}" if s[S.STATUS] == S.STATUS_ERROR
+             else f"trial {s[S.TRIAL_ID]} crashed: {s[S.ERROR]}; --resume retries it"
+             for s in summary if s[S.STATUS] in (S.STATUS_ERROR, S.STATUS_CRASHED)]
+    if lines:
+        raise SweepError("\n".join(lines), summary)

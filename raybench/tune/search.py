@@ -13,7 +13,11 @@ as trials are asked and told; the searcher's own state (which Tune trial is whic
 is saved with each experiment checkpoint. When a session starts, :meth:`CellSearcher._reconcile`
 compares the studies with raybench's per-trial files: a study trial left running by a dead
 driver is told from its completed run row, or asked again under the same number (so the rerun
-keeps its trial id and replaces its own files).
+keeps its trial id and replaces its own files). A trial that crashed (``FAIL`` with
+``raybench_status=crashed``) is retried as a new study trial with the same params and the
+user attribute ``raybench_retry_of`` (:data:`raybench.tune.studies.RETRY_OF`), under its own
+trial id; a study's budget counts trial ids, not attempts. A trial that failed on its spec or
+data (``raybench_status=error``) is final.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-from ray.tune.search import Searcher
+from ray.tune.search import SearchGenerator, Searcher
 
 from raybench import schema as S
 from raybench.config import SearchSpace, Spec
@@ -104,6 +108,8 @@ class CellSearcher(Searcher):
         self.plan = plan
         self._live: dict[str, tuple[str, int]] = {}     # Tune trial id -> (cell, number)
         self._reruns: dict[str, list[int]] = {}
+        self._retries: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # (first number, params)
+        self._firsts: dict[tuple[str, int], int] = {}   # a retry's (cell, number) -> first number
         self._asked: dict[str, int] = {}
         self._by_name = {c.name: c for c in plan.cells}
         self._flying: Counter[str] = Counter()           # cell -> trials in flight
@@ -193,28 +199,44 @@ class CellSearcher(Searcher):
 
     # --- reconciling with raybench's files ----------------------------------------------
     def _reconcile(self) -> None:
-        """Counts each study's trials; a running one no Tune trial owns is told or rerun."""
+        """Counts each study's trial ids; the latest attempt of each decides what is left:
+        running and owned by no Tune trial -> told or rerun; crashed -> retried."""
         from optuna.trial import TrialState
 
         owned = set(self._live.values())
         stored = {s.study_name for s in self.storage().get_all_studies()}
         for cell in self.plan.cells:
-            self._reruns[cell.name] = []
+            self._reruns[cell.name], self._retries[cell.name] = [], []
             if cell.name not in stored:  # not asked yet: its study is created when first picked
                 self._asked[cell.name] = 0
                 continue
             study_id = self.storage().get_study_id_from_name(cell.name)
             trials = self.storage().get_all_trials(study_id, deepcopy=False)
-            self._asked[cell.name] = sum(t.state != TrialState.WAITING for t in trials)
+            latest = studies.latest_attempts(trials)
+            self._asked[cell.name] = len(latest)
             for t in trials:
-                if t.state != TrialState.RUNNING:
+                if studies.RETRY_OF in t.user_attrs:
+                    self._firsts[(cell.name, t.number)] = studies.first_number(t)
+            for first, t in latest.items():
+                if (cell.name, t.number) in owned:
                     continue
-                if (cell.name, t.number) not in owned:
+                if t.state == TrialState.RUNNING:
                     self._recover(cell, t.number)
+                elif t.state == TrialState.WAITING:  # a retry queued by a driver that died
+                    self._retries[cell.name].append((first, dict(t.params)))
+                elif (t.state == TrialState.FAIL
+                      and t.user_attrs.get(studies.STATUS_ATTR) == S.STATUS_CRASHED):
+                    log.info("trial %s crashed in an earlier session; retrying it",
+                             self.plan.trial_id(cell, first))
+                    self._retries[cell.name].append((first, dict(t.params)))
         self._reconciled = True
 
+    def _trial_id(self, cell: Cell, number: int) -> str:
+        """The raybench trial id of study trial ``number`` (a retry's is its first attempt's)."""
+        return self.plan.trial_id(cell, self._firsts.get((cell.name, number), number))
+
     def _recover(self, cell: Cell, number: int) -> None:
-        trial_id = self.plan.trial_id(cell, number)
+        trial_id = self._trial_id(cell, number)
         value = completed_value(self.plan.spec, trial_id)
         if value is not None:
             log.info("trial %s completed before the driver stopped; telling its study", trial_id)
@@ -226,7 +248,8 @@ class CellSearcher(Searcher):
     # --- Tune's searcher API ------------------------------------------------------------
     def left(self, cell: Cell) -> int:
         """Trials of ``cell`` still to start."""
-        return self.plan.budget - self._asked.get(cell.name, 0) + len(self._reruns.get(cell.name, ()))
+        return (self.plan.budget - self._asked.get(cell.name, 0)
+                + len(self._reruns.get(cell.name, ())) + len(self._retries.get(cell.name, ())))
 
     @property
     def total(self) -> int:
@@ -258,18 +281,42 @@ class CellSearcher(Searcher):
         if self._reruns[cell.name]:
             number = self._reruns[cell.name].pop(0)
             params = next(t for t in study.get_trials(deepcopy=False) if t.number == number).params
-            self._handle(cell, number).set_user_attr("raybench_status", "running")
+            self._handle(cell, number).set_user_attr(studies.STATUS_ATTR, "running")
         else:
-            handle = study.ask()
-            self._space(cell)(handle)
-            number, params = handle.number, dict(handle.params)
-            self._handles[(cell.name, number)] = handle
-            self._asked[cell.name] = self._asked.get(cell.name, 0) + 1
+            number, params = self._ask(cell, study)
+        first = self._firsts.get((cell.name, number), number)
         self._live[trial_id] = (cell.name, number)
         self._flying[cell.name] += 1
-        trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, number),
-                            params, number)
+        trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, first),
+                            params, first)
         return trial.to_ray()
+
+    def _ask(self, cell: Cell, study: Any) -> tuple[int, dict[str, Any]]:
+        """A new study trial: the cell's next crashed trial to retry (queued with its params),
+        else the sampler's next point."""
+        retries = self._retries[cell.name]
+        if retries:
+            first, params = retries[0]
+            if not any(t.state.name == "WAITING" and studies.first_number(t) == first
+                       for t in study.get_trials(deepcopy=False)):
+                study.enqueue_trial(params, user_attrs={studies.RETRY_OF: first})
+        handle = study.ask()  # takes the oldest queued trial first
+        self._space(cell)(handle)
+        number, params = handle.number, dict(handle.params)
+        self._handles[(cell.name, number)] = handle
+        first = handle.user_attrs.get(studies.RETRY_OF)
+        if first is None:
+            self._asked[cell.name] = self._asked.get(cell.name, 0) + 1
+            return number, params
+        self._firsts[(cell.name, number)] = int(first)
+        retries[:] = [r for r in retries if r[0] != int(first)]
+        trial_id = self.plan.trial_id(cell, int(first))
+        # Its crashed run row goes: the retry writes its own (its stored state stays, so it
+        # continues from its last finished epoch).
+        ResultStore(self.plan.spec.results).delete_file(self.plan.spec.name,
+                                                        f"runs/{trial_id}.parquet")
+        log.info("retrying trial %s (study trial %d)", trial_id, number)
+        return number, params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
@@ -292,8 +339,12 @@ class CellSearcher(Searcher):
             return
         cell = self._cell(entry[0])
         self._flying[cell.name] -= 1
-        if error:  # final: FAIL in the study as in the runs table (resume does not rerun it)
-            self._handle(cell, entry[1]).set_user_attr("raybench_status", S.STATUS_ERROR)
+        if error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
+            row = ResultStore(self.plan.spec.results).trial_row(
+                self.plan.spec.name, "runs", self._trial_id(cell, entry[1]))
+            status = (S.STATUS_ERROR if row and row.get(S.STATUS) == S.STATUS_ERROR
+                      else S.STATUS_CRASHED)
+            self._handle(cell, entry[1]).set_user_attr(studies.STATUS_ATTR, status)
             self._study(cell).tell(entry[1], state=TrialState.FAIL)
         else:
             self._tell(cell, entry[1], result or {})
@@ -305,7 +356,7 @@ class CellSearcher(Searcher):
 
         study, value = self._study(cell), result.get(self.metric)
         if value is None:  # a restored trial that had completed before reports nothing again
-            value = completed_value(self.plan.spec, self.plan.trial_id(cell, number))
+            value = completed_value(self.plan.spec, self._trial_id(cell, number))
             result = {**result, S.EPOCH: self.plan.spec.train.epochs}
         if value is None:
             study.tell(number, state=TrialState.FAIL)
@@ -317,6 +368,21 @@ class CellSearcher(Searcher):
     def in_flight(self) -> int:
         """Trials suggested and not finished (running or pending)."""
         return len(self._live)
+
+
+class CellSearch(SearchGenerator):
+    """Tune's ``SearchGenerator`` around a :class:`CellSearcher`, except that a restored one
+    is never finished by its snapshot.
+
+    Tune saves the generator's "finished" flag with the experiment: a session whose searcher
+    had nothing left to suggest (every trial ended, some crashed) would be restored finished,
+    and ``--resume`` would never ask for the retries. The searcher decides again instead,
+    after reconciling with the studies.
+    """
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._finished = False
 
 
 def completed_value(spec: Spec, trial_id: str) -> Optional[float]:

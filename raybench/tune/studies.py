@@ -29,6 +29,33 @@ from raybench.store import ResultStore
 log = logging.getLogger(__name__)
 OPTUNA_DIR = "optuna"
 JOURNAL = "journal.log"
+#: A study trial's user attribute: its raybench status (``running``, ``error``, ``crashed``).
+STATUS_ATTR = "raybench_status"
+#: A retry's user attribute: the study number of its trial id's first attempt. A crashed trial
+#: is ``FAIL`` in its study; ``--resume`` retries it as a new study trial with the same params
+#: (Optuna's own retry pattern) under the same raybench trial id.
+RETRY_OF = "raybench_retry_of"
+
+
+def first_number(trial: Any) -> int:
+    """The study number a (frozen) study trial's raybench trial id is named after."""
+    return int(trial.user_attrs.get(RETRY_OF, trial.number))
+
+
+def latest_attempts(trials: Any) -> dict[int, Any]:
+    """Each raybench trial's latest attempt, by :func:`first_number`.
+
+    The first point an Optuna study has queued but not yet asked (``WAITING``, not a retry) is
+    no attempt yet and is left out.
+    """
+    from optuna.trial import TrialState
+
+    latest: dict[int, Any] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state == TrialState.WAITING and RETRY_OF not in t.user_attrs:
+            continue
+        latest[first_number(t)] = t
+    return latest
 
 
 def journal_location(results: str, sweep: str) -> storage.Location:
