@@ -71,10 +71,34 @@ def quiet_tune() -> None:
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    state_log = logging.getLogger("ray.tune.execution.experiment_state")
+    if not any(isinstance(f, OneLineSyncError) for f in state_log.filters):
+        state_log.addFilter(OneLineSyncError())
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     skip_callback_telemetry()
+
+
+class OneLineSyncError(logging.Filter):
+    """Tune's failed experiment-state upload as one warning line, not an error traceback.
+
+    Ray 2.60.0 logs ``Saving experiment state to storage ... failed with exception`` with the
+    full traceback when an upload of its driver folder fails, typically because a file it had
+    listed was replaced meanwhile (a searcher state's temporary file, seen on resumes in one
+    Ray session). Tune goes on and uploads again at its next checkpoint; a resume from an older
+    snapshot is handled (README, "Resume restores, or says why not").
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "Saving experiment state" in str(record.msg):
+            exc = record.exc_info[1]
+            record.msg = (f"{str(record.msg).split(' failed')[0]} failed this time "
+                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                          "Tune saves it again at its next checkpoint")
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def skip_callback_telemetry() -> None:

@@ -10,6 +10,7 @@
     <root>/<sweep>/predictions/<trial_id>.parquet
     <root>/<sweep>/cams/<trial_id>.npz
     <root>/<sweep>/_compact/<table>.parquet      optional snapshot for fast loading
+    <root>/<sweep>/_compact/cams.json            CAM files checked readable (resume skips them)
 
 Each file is written atomically and a retried trial replaces its own files, so writes are
 idempotent and ``pandas.read_parquet(<root>/<sweep>/<table>)`` works without raybench.
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 COMPACT_DIR = "_compact"
 CAMS_DIR = "cams"
+#: In ``_compact/``: the (size, mtime) of each CAM file whose ZIP directory read back whole.
+CAMS_INDEX = "cams.json"
 _INDEX_KEY = b"raybench.index"
 _READ_THREADS = 16  # S3 reads are latency-bound; local reads are no slower in a pool
 
@@ -91,6 +94,29 @@ def _parse_parquet(data: bytes, uri: str = "?") -> pa.Table:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise CorruptResultError(uri, f"not a readable Parquet file ({reason})") from None
     return table
+
+
+def _parquet_unreadable(fs: pafs.FileSystem, info: pafs.FileInfo) -> bool:
+    """Whether a Parquet file's footer cannot be read (empty, or cut short)."""
+    if not info.size:
+        return True
+    try:
+        pq.read_metadata(info.path, filesystem=fs)
+    except (pa.ArrowException, OSError, ValueError):
+        return True
+    return False
+
+
+def _zip_unreadable(fs: pafs.FileSystem, info: pafs.FileInfo) -> bool:
+    """Whether an NPZ (ZIP) file's central directory cannot be read (empty, or cut short)."""
+    if not info.size:
+        return True
+    try:
+        with fs.open_input_file(info.path) as handle, zipfile.ZipFile(handle) as archive:
+            archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return True
+    return False
 
 
 def _check_trial_table(table: pa.Table, uri: str, trial: str) -> pa.Table:
@@ -349,6 +375,70 @@ class ResultStore:
             return None, {}
         return arrow, index
 
+    def damaged_trial_files(self, sweep: str) -> dict[str, str]:
+        """Trial files a crash or a full disk cut short: ``{trial_id: uri of its first one}``.
+
+        A table's trial file still in the table's snapshot with the same size and mtime was
+        read whole when the snapshot was written, so only the others are checked: their
+        Parquet footer, and the ZIP directory of the CAM files of trials the runs snapshot
+        does not hold. A resume after a finished session therefore reads almost nothing.
+        An unreadable snapshot is removed (it is only a cache; :meth:`compact` writes it again).
+        """
+        damaged: dict[str, str] = {}
+        for table in S.TABLES:
+            index = self._snapshot_index(sweep, table)
+            infos = storage.list_files(self.location(sweep, table), ".parquet")
+            todo = [f for f in infos if index.get(_stem(f)) != _stamp(f)]
+            for info, bad in zip(todo, self._map(_parquet_unreadable, todo), strict=True):
+                if bad:
+                    damaged.setdefault(_stem(info), self._uri_of(info.path))
+        for info in self._unchecked_cams(sweep)[1]:
+            damaged.setdefault(_stem(info), self._uri_of(info.path))
+        return damaged
+
+    def _unchecked_cams(self, sweep: str) -> tuple[dict[str, list[int]], list[pafs.FileInfo]]:
+        """The CAM files' index of readable files (:data:`CAMS_INDEX`, brought up to date) and
+        the unreadable ones; only files not in the stored index are opened."""
+        loc = self.location(sweep, COMPACT_DIR, CAMS_INDEX)
+        try:
+            index = json.loads(storage.read_bytes(loc)) if storage.exists(loc) else {}
+        except (RaybenchError, ValueError):
+            index = {}
+        index = index if isinstance(index, dict) else {}
+        infos = storage.list_files(self.location(sweep, CAMS_DIR), ".npz")
+        todo = [f for f in infos if index.get(_stem(f)) != _stamp(f)]
+        bad = [f for f, b in zip(todo, self._map(_zip_unreadable, todo), strict=True) if b]
+        gone = {_stem(f) for f in bad}
+        fresh = {_stem(f): _stamp(f) for f in infos if _stem(f) not in gone}
+        return fresh, bad
+
+    def _map(self, check: Any, infos: list[pafs.FileInfo]) -> list[bool]:
+        fs = self.root.fs
+        if len(infos) < 4:
+            return [check(fs, f) for f in infos]
+        with ThreadPoolExecutor(_READ_THREADS) as pool:
+            return list(pool.map(lambda f: check(fs, f), infos))
+
+    def _snapshot_index(self, sweep: str, table: str) -> dict[str, list[int]]:
+        """The snapshot's index from its footer alone; an unreadable snapshot is removed."""
+        loc = self.location(sweep, COMPACT_DIR, f"{table}.parquet")
+        if not storage.exists(loc):
+            return {}
+        try:
+            meta = pq.read_schema(loc.path, filesystem=loc.fs).metadata or {}
+            return json.loads(meta.get(_INDEX_KEY, b"{}"))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            log.warning("the load snapshot %s is damaged (%s); removed, it is written again at "
+                        "the end of the sweep", loc.uri, str(exc).splitlines()[0][:160])
+            storage.delete_file(loc)
+            return {}
+
+    def delete_trial_results(self, sweep: str, trial_id: str) -> None:
+        """Removes one trial's files of every table and its CAMs (its rerun writes them again)."""
+        for table in S.TABLES:
+            self.delete_file(sweep, f"{table}/{trial_id}.parquet")
+        self.delete_file(sweep, f"{CAMS_DIR}/{trial_id}.npz")
+
     def compact(self, sweep: str, tables: Sequence[str] = S.TABLES) -> dict[str, int]:
         """Writes (or refreshes) the snapshot of each table; returns the trial count of each.
 
@@ -364,6 +454,10 @@ class ResultStore:
             arrow = arrow.replace_schema_metadata({_INDEX_KEY: json.dumps(stamps).encode()})
             storage.write_parquet_atomic(self.location(sweep, COMPACT_DIR, f"{table}.parquet"),
                                          arrow)
+        cams, _ = self._unchecked_cams(sweep)
+        if cams:  # which CAM files were found readable, so a resume need not open them again
+            storage.write_bytes_atomic(self.location(sweep, COMPACT_DIR, CAMS_INDEX),
+                                       json.dumps(cams).encode())
         return counts
 
     def write_cams(self, sweep: str, trial_id: str, cams: CamSet) -> None:

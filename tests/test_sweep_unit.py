@@ -384,7 +384,8 @@ def test_space_no_cell_can_take_is_exit_2_with_nothing_trained(tmp_path: Path, r
 
 
 def _error_row(spec, trial_id: str, status: str = "error") -> None:
-    """The run row a trial that failed on its spec writes before it raises (engine.trial)."""
+    """A trial's run row: by default the one a trial that failed on its spec writes before it
+    raises (engine.trial)."""
     ResultStore(spec.results).write_table(spec.name, "runs", trial_id, [
         {"model": "cnnx", "scenario": "synthetic", "seed": 0, "status": status,
          "error": "ConfigError: bad"}])
@@ -398,6 +399,7 @@ def test_errored_is_fail_pruned_keeps_its_value_and_resume_does_not_rerun(tmp_pa
     _error_row(spec, "cnnx-synthetic-s0-t000")
     searcher.on_trial_complete("t0", error=True)
     searcher.on_trial_complete("t1", {"val_balanced_accuracy": 0.6, "epoch": 2})  # ASHA stop
+    _error_row(spec, "cnnx-synthetic-s0-t001", status="stopped")  # the ledger's row of it
     storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
     study = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage)
     assert [t.state.name for t in study.trials] == ["FAIL", "PRUNED"]
@@ -488,14 +490,14 @@ def test_a_crashed_trial_is_retried_under_its_own_id_and_counted_once(tmp_path: 
     from raybench.tune import outcome
 
     searcher, spec = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")
-    first = searcher.suggest("t0")
-    searcher.suggest("t1")
+    first, second = searcher.suggest("t0"), searcher.suggest("t1")
     store = ResultStore(spec.results)
     row = outcome.trial_outcome(spec, store, first, RuntimeError("the node died"), {"epoch": 2})
     assert (row["status"], row["error"]) == ("crashed", "RuntimeError: the node died")
     run = store.trial_row("unit", "runs", first["trial_id"])
     assert (run["status"], run["epochs_run"]) == ("crashed", 2)
     searcher.on_trial_complete("t0", error=True)
+    _error_row(spec, "cnnx-synthetic-s0-t001", status="completed")  # the worker's, at its end
     searcher.on_trial_complete("t1", {"val_balanced_accuracy": 0.6, "epoch": 4})
     assert outcome.unfinished_cells(spec) == ["cnnx-synthetic-s0"]
     assert outcome.unfinished_cells(spec, crashed_done=True) == []  # exit 1, not 130
@@ -519,8 +521,15 @@ def test_a_crashed_trial_is_retried_under_its_own_id_and_counted_once(tmp_path: 
     assert study.trials[2].user_attrs["raybench_retry_of"] == 0
     assert study.trials[2].params == study.trials[0].params and study.trials[2].value == 0.7
     assert outcome.unfinished_cells(spec) == []
+    _error_row(spec, first["trial_id"], status="completed")
     again, _ = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")
     assert again.suggest("s0") == "FINISHED"  # the retry completed: nothing left
+    # A trial that completed but whose results are gone (damaged, removed) runs again.
+    ResultStore(spec.results).delete_trial_results(spec.name, "cnnx-synthetic-s0-t001")
+    lost, _ = _searcher(tmp_path, "sweep.num_samples=2", "train.epochs=4")
+    rerun = lost.suggest("u0")
+    assert (rerun["trial_id"], rerun["params"]) == ("cnnx-synthetic-s0-t001", second["params"])
+    assert lost.suggest("u1") == "FINISHED"
 
 
 def test_a_retry_queued_by_a_driver_that_died_is_taken_not_queued_twice(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import dataclass
@@ -80,10 +81,24 @@ class TrialState:
         self.store, self.sweep, self.name = store, sweep, f"{STATE_DIR}/{trial_id}.pt"
 
     def load(self) -> Optional[dict[str, Any]]:
+        """The saved state; None when there is none, or when it is unreadable (cut short by a
+        crash or a full disk: removed, and the trial trains again from epoch 1)."""
         data = self.store.read_file(self.sweep, self.name)
         if data is None:
             return None
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, ValueError, OSError, pickle.UnpicklingError) as exc:
+            state = None
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        else:
+            reason = "" if isinstance(state, dict) else "not a state dict"
+        if reason:
+            log.warning("%s is damaged (%s); the trial trains again from epoch 1",
+                        self.store.location(self.sweep, self.name).uri, reason)
+            self.delete()
+            return None
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()

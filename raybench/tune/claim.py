@@ -65,10 +65,21 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
     """``--resume``: same spec only; a claim with the same spec hash is taken over once the
     lease of the driver that held it is stale."""
     where = store.location(spec.name).uri
-    if saved is not None and saved != redact(dump_yaml(spec)):
-        raise RaybenchError(f"sweep {spec.name!r} at {where} was started with another spec; "
-                            "resume it with the same spec and --set values")
     held = read_claim(store, spec.name)
+    if saved is not None and saved != redact(dump_yaml(spec)):
+        if held and held.get("spec_sha256") == spec_hash(spec):
+            # The claim names this spec: the saved copy was cut short (it is rewritten).
+            log.warning("%s is damaged (cut short?); the claim's spec hash matches, so it is "
+                        "rewritten", store.location(spec.name, "spec.yaml").uri)
+            saved = redact(dump_yaml(spec))
+        elif held == {}:
+            raise RaybenchError(
+                f"sweep {spec.name!r} at {where}: both {CLAIM_FILE} and spec.yaml are damaged "
+                "or from another spec, so the spec it was started with is unknown; --overwrite "
+                "starts it again")
+        else:
+            raise RaybenchError(f"sweep {spec.name!r} at {where} was started with another "
+                                "spec; resume it with the same spec and --set values")
     if held is None:
         if not store.create_file(spec.name, CLAIM_FILE, _claim_record(spec)):
             raise RaybenchError(f"sweep {spec.name!r} at {where} was claimed by another driver "

@@ -101,7 +101,9 @@ def unreadable_tune_state(loc: Location) -> Optional[str]:
 
     The recognised signs (a crash or a full disk cut the files short): no ``tuner.pkl`` or
     experiment state, an empty file, experiment state that is not JSON, or a ``tuner.pkl``
-    that does not unpickle to its end.
+    that does not unpickle to its end; the same for the newest searcher state
+    (``searcher-state-*.pkl``, which Tune would skip silently, leaving the searcher without
+    its trials in flight) and search-generator state (``search_gen_state-*.json``).
     """
     import pyarrow.fs as pafs
 
@@ -112,19 +114,26 @@ def unreadable_tune_state(loc: Location) -> Optional[str]:
     tuner = [f for f in infos if f.base_name == "tuner.pkl"]
     if not tuner or not states:
         return "no tuner.pkl" if not tuner else "no experiment_state-*.json"
-    for info in tuner + states:
+    newest = []  # Tune reads the newest of each (the greatest name: a timestamp)
+    for prefix, suffix in (("searcher-state-", ".pkl"), ("search_gen_state-", ".json")):
+        kind = [f for f in infos if f.base_name.startswith(prefix)
+                and f.base_name.endswith(suffix)]
+        newest += [max(kind, key=lambda f: f.base_name)] if kind else []
+    for info in tuner + states + newest:
         with loc.fs.open_input_stream(info.path) as stream:
             data = stream.read()
-        reason = _cut_short(info.base_name, data)
+        # search_gen_state-*.json is a (cloud)pickle despite its name (Ray 2.60's _atomic_save)
+        reason = _cut_short(info.base_name, data, pickled=not info.base_name.startswith(
+            "experiment_state"))
         if reason:
             return reason
     return None
 
 
-def _cut_short(name: str, data: bytes) -> Optional[str]:
+def _cut_short(name: str, data: bytes, pickled: bool) -> Optional[str]:
     if not data:
         return f"{name} is empty"
-    if name.endswith(".json"):
+    if not pickled:
         try:
             json.loads(data)
         except ValueError:

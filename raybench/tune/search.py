@@ -205,6 +205,9 @@ class CellSearcher(Searcher):
 
         owned = set(self._live.values())
         stored = {s.study_name for s in self.storage().get_all_studies()}
+        spec = self.plan.spec
+        rows = {n.rsplit(".", 1)[0] for n in
+                ResultStore(spec.results).file_names(spec.name, S.RUNS_TABLE, ".parquet")}
         for cell in self.plan.cells:
             self._reruns[cell.name], self._retries[cell.name] = [], []
             if cell.name not in stored:  # not asked yet: its study is created when first picked
@@ -227,6 +230,11 @@ class CellSearcher(Searcher):
                 elif (t.state == TrialState.FAIL
                       and t.user_attrs.get(studies.STATUS_ATTR) == S.STATUS_CRASHED):
                     log.info("trial %s crashed in an earlier session; retrying it",
+                             self.plan.trial_id(cell, first))
+                    self._retries[cell.name].append((first, dict(t.params)))
+                elif self.plan.trial_id(cell, first) not in rows:
+                    log.info("trial %s ended in an earlier session but has no run row (its "
+                             "results were damaged or removed); running it again",
                              self.plan.trial_id(cell, first))
                     self._retries[cell.name].append((first, dict(t.params)))
         self._reconciled = True

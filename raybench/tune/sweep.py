@@ -34,7 +34,7 @@ from typing import Any, Optional
 from raybench import cluster
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import feasible, ledger, outcome, studies
+from raybench.tune import damage, feasible, ledger, outcome, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -132,6 +132,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
         studies.repair(studies.download(spec.results, spec.name))
+        damage.check_sweep(spec, store)
     else:
         studies.reset(spec.results, spec.name)
     sw = spec.sweep

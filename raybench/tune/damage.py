@@ -1,0 +1,50 @@
+"""What a crash or a full disk may have cut short in a sweep's folder, checked when a sweep
+resumes, before anything trains.
+
+Every file a sweep writes, and what ``--resume`` does when one is cut short (half written, or
+empty). It completes, rebuilding what it can from the per-trial files, or it names the damaged
+file in one line and exits 2; never a traceback.
+
+==============================================  ================================================
+``spec.yaml``                                   rewritten when the claim's spec hash matches
+                                                (:mod:`raybench.tune.claim`); both cut short:
+                                                one line, exit 2
+``_claim.json``                                 taken over when ``spec.yaml`` matches the spec
+``_lease/<generation>.json``                    stale: taken over (:class:`~raybench.tune.claim.Lease`)
+``optuna/journal.log``                          its cut-short last line is dropped
+                                                (:func:`raybench.tune.studies.repair`); an empty
+                                                journal: the studies start again and completed
+                                                trials are found from their run rows
+``_tune/<sweep>/``                              Tune's state: rebuilt on the recognised signs
+                                                (:func:`raybench.tune.experiment.unreadable_tune_state`:
+                                                ``tuner.pkl``, experiment, searcher and search
+                                                generator state)
+``_compact/<table>.parquet``                    a cache: removed here, written again at the end
+``<table>/<trial>.parquet``, ``cams/<trial>.npz``  the trial's results: all its result files are
+                                                removed and the trial runs again under its id
+``_state/<trial>.pt``                           the trial's checkpoint: the trial retrains from
+                                                epoch 1 (:class:`raybench.engine.worker.TrialState`)
+==============================================  ================================================
+
+A study trial that finished but has no run row any more (its files were damaged, or removed) is
+run again by the searcher (:meth:`raybench.tune.search.CellSearcher._reconcile`).
+"""
+from __future__ import annotations
+
+import logging
+
+from raybench.config import Spec
+from raybench.store import ResultStore
+
+log = logging.getLogger("raybench.tune.sweep")
+
+
+def check_sweep(spec: Spec, store: ResultStore) -> list[str]:
+    """Removes the result files of trials with a damaged (cut-short) result file, so that the
+    resume runs those trials again; returns their trial ids."""
+    damaged = store.damaged_trial_files(spec.name)
+    for trial_id, uri in sorted(damaged.items()):
+        log.warning("%s is damaged (cut short by a crash or a full disk?); removing trial %s's "
+                    "result files, it runs again", uri, trial_id)
+        store.delete_trial_results(spec.name, trial_id)
+    return sorted(damaged)
