@@ -227,7 +227,9 @@ class ResultStore:
     def read_spec(self, sweep: str) -> Optional[str]:
         """The saved spec, or None."""
         loc = self.location(sweep, "spec.yaml")
-        return storage.read_bytes(loc).decode("utf-8") if storage.exists(loc) else None
+        if not storage.exists(loc):
+            return None
+        return storage.read_bytes(loc).decode("utf-8", errors="replace")  # cut short: no match
 
     # --- a sweep's own small files (claim, lease): read, create-if-absent, replace ----------
     def read_file(self, sweep: str, name: str) -> Optional[bytes]:

@@ -135,3 +135,26 @@ def test_a_cut_short_claim_is_taken_over_by_a_resume_with_the_same_spec(tmp_path
     (tmp_path / "sw" / "_claim.json").write_bytes(b'{"spec_sha2')  # a crash mid-write
     assert claim_sweep(store, spec, resume=True, overwrite=False, lease=Lease(store, "sw"))
     assert json.loads((tmp_path / "sw" / "_claim.json").read_bytes())["pid"] == os.getpid()
+
+
+def test_a_cut_short_spec_is_rewritten_when_the_claim_matches_else_one_line(tmp_path: Path,
+                                                                              caplog) -> None:
+    spec = with_absolute_paths(load_spec(REPO / "jobs" / "smoke.yaml",
+                                         [f"results={tmp_path}", "name=sw"]))
+    other = with_absolute_paths(load_spec(REPO / "jobs" / "smoke.yaml",
+                                          [f"results={tmp_path}", "name=sw", "train.epochs=3"]))
+    store = ResultStore(str(tmp_path))
+    claim_sweep(store, spec, resume=False, overwrite=False)
+    whole = dump_yaml(spec)
+    (tmp_path / "sw" / "spec.yaml").write_text(whole[: len(whole) // 2])  # a crash mid-write
+    with pytest.raises(RaybenchError, match="was started with another spec"):
+        claim_sweep(store, other, resume=True, overwrite=False)  # the claim names another hash
+    assert claim_sweep(store, spec, resume=True, overwrite=False, lease=Lease(store, "sw"))
+    assert "spec.yaml is damaged (cut short?); the claim's spec hash matches" in caplog.text
+    (tmp_path / "sw" / "spec.yaml").write_text("")
+    (tmp_path / "sw" / "_claim.json").write_bytes(b"")
+    with pytest.raises(RaybenchError) as err:
+        claim_sweep(store, spec, resume=True, overwrite=False)
+    assert str(err.value) == (f"sweep 'sw' at {tmp_path / 'sw'}: both _claim.json and spec.yaml "
+                              "are damaged or from another spec, so the spec it was started "
+                              "with is unknown; --overwrite starts it again")
