@@ -94,6 +94,17 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 logical CPUs for the module's tests (no dashboard, quiet workers)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def no_ray_left_behind():
     """Shuts down a Ray that a module's tests started implicitly (an import or audit of enough

@@ -6,21 +6,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from raybench.config import load_spec
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _state_trials(folder: Path) -> list[dict]:

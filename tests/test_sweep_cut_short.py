@@ -40,16 +40,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def _args(root: Path, cache: Path) -> list[str]:
     out = ["sweep", "--config", str(REPO / "jobs" / "smoke.yaml"), "--results", str(root)]
     for item in [*SETS, f"data.cache_dir={cache}"]:
@@ -58,7 +48,7 @@ def _args(root: Path, cache: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished(ray_local, tmp_path_factory):
+def finished(local_ray, tmp_path_factory):
     """(root the cases run at, a pristine copy of the finished sweep, the decoded cache)."""
     from raybench.cli import main
 
