@@ -92,9 +92,13 @@ def _staged_error(trial: Any) -> Optional[BaseException]:
 
     path = getattr(trial, "pickled_error_file", None)
     if path and os.path.exists(path):
-        with open(path, "rb") as handle:
-            error = pickle.load(handle)  # Tune's own file, written by this driver
-        return error if isinstance(error, BaseException) else None
+        try:
+            with open(path, "rb") as handle:
+                error = pickle.load(handle)  # Tune's own file, written by this driver
+        except Exception:  # a class this driver cannot import: the text file says it
+            error = None
+        if isinstance(error, BaseException):
+            return error
     text = getattr(trial, "error_file", None)
     if text and os.path.exists(text):
         with open(text, encoding="utf-8", errors="replace") as handle:
