@@ -93,9 +93,10 @@ class OneLineSyncError(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and "Saving experiment state" in str(record.msg):
             exc = record.exc_info[1]
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
             record.msg = (f"{str(record.msg).split(' failed')[0]} failed this time "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                          "Tune saves it again at its next checkpoint")
+                          f"({type(exc).__name__}: {first}); Tune saves it again at its next "
+                          "checkpoint")
             record.args, record.exc_info, record.exc_text = (), None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
