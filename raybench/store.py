@@ -381,9 +381,10 @@ class ResultStore:
         """Trial files a crash or a full disk cut short: ``{trial_id: uri of its first one}``.
 
         A table's trial file still in the table's snapshot with the same size and mtime was
-        read whole when the snapshot was written, so only the others are checked: their
-        Parquet footer, and the ZIP directory of the CAM files of trials the runs snapshot
-        does not hold. A resume after a finished session therefore reads almost nothing.
+        read whole when the snapshot was written, so only the others are checked (their
+        Parquet footer); likewise a CAM file's ZIP directory is read unless ``_compact/``'s
+        :data:`CAMS_INDEX` lists it unchanged. A resume after a finished session therefore
+        reads almost nothing.
         An unreadable snapshot is removed (it is only a cache; :meth:`compact` writes it again).
         """
         damaged: dict[str, str] = {}
