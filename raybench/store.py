@@ -96,6 +96,15 @@ def _parse_parquet(data: bytes, uri: str = "?") -> pa.Table:
     return table
 
 
+def _pool_map(fn: Any, items: Sequence[Any]) -> list[Any]:
+    """``fn`` over ``items``, in a pool of :data:`_READ_THREADS` from 4 items on (S3 reads
+    are latency-bound); the results in order."""
+    if len(items) < 4:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        return list(pool.map(fn, items))
+
+
 def _parquet_unreadable(fs: pafs.FileSystem, info: pafs.FileInfo) -> bool:
     """Whether a Parquet file's footer cannot be read (empty, or cut short)."""
     if not info.size:
@@ -350,13 +359,8 @@ class ResultStore:
         return f"s3://{path}"
 
     def _read_files(self, infos: list[pafs.FileInfo]) -> list[pa.Table]:
-        if len(infos) < 4:
-            read = [self._read_one(f) for f in infos]
-        else:
-            with ThreadPoolExecutor(_READ_THREADS) as pool:
-                read = list(pool.map(self._read_one, infos))
         tables = []
-        for item in read:
+        for item in _pool_map(self._read_one, infos):
             if isinstance(item, CorruptResultError):
                 self._corrupt(item)
             else:
@@ -392,7 +396,8 @@ class ResultStore:
             index = self._snapshot_index(sweep, table)
             infos = storage.list_files(self.location(sweep, table), ".parquet")
             todo = [f for f in infos if index.get(_stem(f)) != _stamp(f)]
-            for info, bad in zip(todo, self._map(_parquet_unreadable, todo), strict=True):
+            checked = _pool_map(lambda f: _parquet_unreadable(self.root.fs, f), todo)
+            for info, bad in zip(todo, checked, strict=True):
                 if bad:
                     damaged.setdefault(_stem(info), self._uri_of(info.path))
         for info in self._unchecked_cams(sweep)[1]:
@@ -410,17 +415,11 @@ class ResultStore:
         index = index if isinstance(index, dict) else {}
         infos = storage.list_files(self.location(sweep, CAMS_DIR), ".npz")
         todo = [f for f in infos if index.get(_stem(f)) != _stamp(f)]
-        bad = [f for f, b in zip(todo, self._map(_zip_unreadable, todo), strict=True) if b]
+        checked = _pool_map(lambda f: _zip_unreadable(self.root.fs, f), todo)
+        bad = [f for f, b in zip(todo, checked, strict=True) if b]
         gone = {_stem(f) for f in bad}
         fresh = {_stem(f): _stamp(f) for f in infos if _stem(f) not in gone}
         return fresh, bad
-
-    def _map(self, check: Any, infos: list[pafs.FileInfo]) -> list[bool]:
-        fs = self.root.fs
-        if len(infos) < 4:
-            return [check(fs, f) for f in infos]
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
-            return list(pool.map(lambda f: check(fs, f), infos))
 
     def _snapshot_index(self, sweep: str, table: str) -> dict[str, list[int]]:
         """The snapshot's index from its footer alone; an unreadable snapshot is removed."""

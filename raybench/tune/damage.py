@@ -34,12 +34,10 @@ from raybench.store import ResultStore
 log = logging.getLogger("raybench.tune.sweep")
 
 
-def check_sweep(spec: Spec, store: ResultStore) -> list[str]:
+def check_sweep(spec: Spec, store: ResultStore) -> None:
     """Removes the result files of trials with a damaged (cut-short) result file, so that the
-    resume runs those trials again; returns their trial ids."""
-    damaged = store.damaged_trial_files(spec.name)
-    for trial_id, uri in sorted(damaged.items()):
+    resume runs those trials again."""
+    for trial_id, uri in sorted(store.damaged_trial_files(spec.name).items()):
         log.warning("%s is damaged (cut short by a crash or a full disk?); removing trial %s's "
                     "result files, it runs again", uri, trial_id)
         store.delete_trial_results(spec.name, trial_id)
-    return sorted(damaged)
