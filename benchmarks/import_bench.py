@@ -31,7 +31,7 @@ from raybench.data.importers import ImportOptions, write_import
 from raybench.data.importers import nih
 from raybench.data.importers.rows import entry_row
 from raybench.data.importers.tables import finish
-from raybench.data.prepare import ensure_ray
+from raybench.cluster import ensure_ray
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,"
           "View Position,OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"generated {args.rows} rows + PNGs in {time.perf_counter() - t:.1f} s")
         opts = ImportOptions(views=("PA", "AP"), address=args.address)
         if args.address:
-            ensure_ray(args.address)
+            ensure_ray(args.address, tune=False)
         t0 = time.perf_counter()
         entries, missing, classify = nih.nih_entries(root, opts)
         t1 = time.perf_counter()

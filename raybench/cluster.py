@@ -147,34 +147,66 @@ def is_remote(address: Optional[str]) -> bool:
     return bool(address or os.environ.get("RAY_ADDRESS"))
 
 
-def check_reachable(address: str, timeout_s: float = 3.0) -> None:
-    """Fails in seconds, with one line, when nothing listens at a Ray address."""
-    if address in ("auto", "local"):
-        return
+#: The hint of :func:`check_reachable`'s line for a Ray cluster address.
+RAY_HINT = "; start the cluster or drop --address to use a local Ray"
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """Host and port of ``host:port``, ``ray://host:port`` or ``http(s)://host[:port]``."""
     parsed = urlparse(address if "://" in address else f"tcp://{address}")
     try:
         port = parsed.port
     except ValueError:
         port = None
+    if port is None and parsed.scheme in ("http", "https"):
+        port = 443 if parsed.scheme == "https" else 80
     if not parsed.hostname or port is None:
         raise RaybenchError(f"Ray address {address!r} is not host:port (or ray://host:port)")
+    return parsed.hostname, port
+
+
+def check_reachable(address: str, timeout_s: float = 3.0, *, what: str = "Ray",
+                    hint: str = RAY_HINT) -> None:
+    """Fails in ``timeout_s``, with one line, when nothing listens at an address.
+
+    Args:
+        address: ``host:port``, ``ray://host:port`` or a dashboard's ``http(s)://host[:port]``
+            (``auto`` and ``local`` pass: Ray finds or starts those itself).
+        timeout_s: Seconds to open the TCP connection.
+        what: What listens there, for the line (``Ray``, ``the Ray dashboard``).
+        hint: What to do, appended to the line; ``{port}`` is replaced by the port.
+    """
+    if address in ("auto", "local"):
+        return
+    host, port = _host_port(address)
     try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+        socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
-        raise RaybenchError(f"cannot reach Ray at {address}: {exc.strerror or exc}; start the "
-                            "cluster or drop --address to use a local Ray") from None
+        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
+        raise RaybenchError(f"cannot reach {what} at {address}: {reason}"
+                            f"{hint.format(port=port)}") from None
 
 
-def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
-    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray."""
+def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None, *,
+               tune: bool = True) -> None:
+    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray.
+
+    Args:
+        address: A Ray address; None uses ``RAY_ADDRESS``, else starts a local Ray.
+        num_cpus: CPUs of a local Ray (default: Ray's, all of them).
+        tune: For a sweep: quiet Ray's, Tune's and Optuna's banners first (:func:`quiet_ray`,
+            which imports Optuna) and give a local Ray its dashboard. A data command passes
+            False: it needs neither, and keeps Ray's own dashboard default.
+    """
     import ray
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    quiet_ray()
+    if tune:
+        quiet_ray()
     if address:
-        check_reachable(address)
+        check_reachable(address)  # one line in seconds, not Ray's minute of retries
     try:
         if address:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -182,7 +214,7 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
             # (Ray 2.60.0 otherwise joins the cluster in /tmp/ray/ray_current_cluster, and
             # refuses num_cpus there).
             ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
-                     log_to_driver=False, include_dashboard=True)
+                     log_to_driver=False, include_dashboard=True if tune else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None

@@ -1,7 +1,8 @@
 """``raybench dashboard``: optuna-dashboard on a sweep's stored Optuna studies.
 
 The sweep engine keeps one Optuna study per cell (``<model>-<scenario>-s<seed>``, plus
-``-<roi>``) in ``<root>/<sweep>/optuna/journal.log``, an Optuna ``JournalStorage`` file. A
+``-<roi>``) in ``<root>/<sweep>/optuna/journal.log``, an Optuna ``JournalStorage`` file
+(located and opened by :mod:`raybench.tune.studies`). A
 local root is served as it is (a running sweep's new trials appear on reload); an ``s3://``
 root is first copied to a local temporary file (a snapshot: restart to refresh). The server
 is optuna-dashboard's WSGI app on the standard library's ``wsgiref`` server, which is meant
@@ -20,14 +21,11 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from raybench import schema as S
 from raybench import storage
 from raybench.errors import RaybenchError
-from raybench.store import check_name
+from raybench.tune import studies as journal
 
 log = logging.getLogger(__name__)
-#: Where a sweep keeps its Optuna studies, relative to ``<root>/<sweep>``.
-JOURNAL = ("optuna", "journal.log")
 
 
 @dataclass(frozen=True)
@@ -77,39 +75,28 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("dashboard: " + format, *args)
 
 
-def journal_location(root: str, sweep: str) -> storage.Location:
-    """The location of a sweep's Optuna journal."""
-    return storage.resolve(root).join(check_name(S.SWEEP, sweep), *JOURNAL)
-
-
 def local_journal(root: str, sweep: str, workdir: Path) -> Path:
     """A local path of the sweep's journal: the file itself, or a copy of the S3 object.
 
     Raises:
         RaybenchError: The sweep has no journal (no Optuna study stored yet).
     """
-    loc = journal_location(root, sweep)
+    loc = journal.journal_location(root, sweep)
     if not storage.exists(loc):
-        where = posixpath.join(storage.redact(root.split("?")[0]), sweep, *JOURNAL)
+        where = posixpath.join(storage.redact(root.split("?")[0]), sweep, journal.OPTUNA_DIR,
+                               journal.JOURNAL)
         raise RaybenchError(f"no Optuna studies for sweep {sweep!r}: {where} does not exist "
                             "(an Optuna-mode `raybench sweep` writes it)")
     if loc.is_local:
         return Path(loc.path)
-    copy = workdir / JOURNAL[-1]
+    copy = workdir / journal.JOURNAL
     copy.write_bytes(storage.read_bytes(loc))
     return copy
 
 
-def study_names(journal: Path) -> list[str]:
+def study_names(journal_file: Path) -> list[str]:
     """Names of the studies in a journal file, sorted."""
-    return sorted(optuna_study_names(_journal_storage(journal)))
-
-
-def _journal_storage(journal: Path) -> Any:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    return JournalStorage(JournalFileBackend(str(journal)))
+    return sorted(optuna_study_names(journal.open_storage(journal_file)))
 
 
 def optuna_study_names(journal_storage: Any) -> list[str]:
@@ -119,13 +106,13 @@ def optuna_study_names(journal_storage: Any) -> list[str]:
     return list(get_all_study_names(journal_storage))
 
 
-def _wsgi_app(journal: Path) -> Any:
+def _wsgi_app(journal_file: Path) -> Any:
     try:
         from optuna_dashboard import wsgi
     except ImportError:
         raise RaybenchError("raybench dashboard needs optuna-dashboard: "
                             "pip install 'raybench[dashboard]'") from None
-    return wsgi(_journal_storage(journal))
+    return wsgi(journal.open_storage(journal_file))
 
 
 def start_dashboard(opts: DashboardOptions) -> Dashboard:
@@ -137,9 +124,9 @@ def start_dashboard(opts: DashboardOptions) -> Dashboard:
     tmp = None if storage.resolve(opts.root).is_local else tempfile.TemporaryDirectory(
         prefix="raybench-dashboard-")
     try:
-        journal = local_journal(opts.root, opts.sweep, Path(tmp.name) if tmp else Path("."))
-        app = _wsgi_app(journal)
-        studies = study_names(journal)
+        journal_file = local_journal(opts.root, opts.sweep, Path(tmp.name) if tmp else Path("."))
+        app = _wsgi_app(journal_file)
+        names = study_names(journal_file)
         try:
             server = make_server(opts.host, opts.port, app, handler_class=_QuietHandler)
         except OSError as exc:
@@ -151,7 +138,7 @@ def start_dashboard(opts: DashboardOptions) -> Dashboard:
         raise
     host = f"[{opts.host}]" if ":" in opts.host else opts.host
     url = f"http://{host}:{server.server_port}/dashboard"
-    return Dashboard(server, url, studies, journal, tmp)
+    return Dashboard(server, url, names, journal_file, tmp)
 
 
 @contextlib.contextmanager

@@ -61,6 +61,11 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def sweep_location(root: storage.Location, sweep: str, *parts: str) -> storage.Location:
+    """Where a sweep's file or folder lives under a results root (the store's layout)."""
+    return root.join(check_name(S.SWEEP, sweep), *parts)
+
+
 def _stem(info: pafs.FileInfo) -> str:
     return info.base_name.rsplit(".", 1)[0]
 
@@ -220,7 +225,7 @@ class ResultStore:
 
     def location(self, sweep: str, *parts: str) -> storage.Location:
         """Where a sweep's file or folder lives."""
-        return self.root.join(check_name(S.SWEEP, sweep), *parts)
+        return sweep_location(self.root, sweep, *parts)
 
     def write_spec(self, sweep: str, text: str) -> None:
         """Saves the resolved spec (YAML) before any trial runs."""

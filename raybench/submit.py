@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import shlex
-import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 from urllib.parse import urlsplit
 
+from raybench.cluster import check_reachable
 from raybench.config import load_spec
 from raybench.errors import RaybenchError
 from raybench.storage import redact
@@ -45,6 +45,9 @@ STREAM_CHECK_S = 30.0
 WORKDIR_EXCLUDES = [".git", ".venv", "venv", "runs", ".raybench-cache", "__pycache__",
                     "*.egg-info", ".pytest_cache", ".mypy_cache", "build", "dist", "*.pyc"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+#: What to check when the dashboard's port does not answer (``{port}``: its port).
+DASHBOARD_HINT = (" (is the head running and its port {port} reachable, e.g. through "
+                  "kubectl port-forward?)")
 
 
 @dataclass(frozen=True)
@@ -92,20 +95,6 @@ def dashboard_url(address: Optional[str]) -> str:
         raise RaybenchError(f"--address {address!r}: expected http(s)://HOST:PORT, "
                             f"e.g. http://127.0.0.1:{DEFAULT_PORT}")
     return address.rstrip("/")
-
-
-def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """Fails in ``timeout_s`` with one line when nothing listens at ``url``'s host and port."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            return
-    except OSError as exc:
-        reason = "timed out" if isinstance(exc, socket.timeout) else (exc.strerror or str(exc))
-        raise RaybenchError(f"cannot reach the Ray dashboard at {url}: {reason} (is the head "
-                            f"running and its port {port} reachable, e.g. through "
-                            "kubectl port-forward?)") from None
 
 
 def read_timeout_s() -> float:
@@ -222,7 +211,7 @@ class JobsClient:
         self.url = dashboard_url(address)
         self.token = auth_token()
         self.timeout = (CONNECT_TIMEOUT_S, read_timeout_s())
-        check_reachable(self.url)
+        check_reachable(self.url, CONNECT_TIMEOUT_S, what="the Ray dashboard", hint=DASHBOARD_HINT)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         with self.errors():
             self.sdk = _sdk_class()(self.url, headers=headers, timeout=self.timeout)

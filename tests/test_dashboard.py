@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from raybench.dashboard import JOURNAL, DashboardOptions, running_dashboard
+from raybench.dashboard import DashboardOptions, running_dashboard
+from raybench.tune.studies import JOURNAL, OPTUNA_DIR
 
 pytest.importorskip("optuna_dashboard")
 STUDIES = {"cnnx-synthetic-s0": [0.61, 0.72], "squeezenet-synthetic-s0": [0.55]}
@@ -53,7 +54,7 @@ def _values(base: str, study_id: int) -> list[float]:
 
 
 def test_dashboard_serves_the_sweeps_studies(tmp_path: Path) -> None:
-    _journal(tmp_path.joinpath("root", "sw", *JOURNAL))
+    _journal(tmp_path.joinpath("root", "sw", OPTUNA_DIR, JOURNAL))
     with running_dashboard(DashboardOptions(str(tmp_path / "root"), "sw", port=0)) as board:
         assert board.studies == sorted(STUDIES)
         assert board.url.startswith("http://127.0.0.1:") and board.url.endswith("/dashboard")
@@ -65,7 +66,7 @@ def test_dashboard_serves_the_sweeps_studies(tmp_path: Path) -> None:
 
 
 def test_dashboard_cli_prints_the_url_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    _journal(tmp_path.joinpath("root", "sw", *JOURNAL))
+    _journal(tmp_path.joinpath("root", "sw", OPTUNA_DIR, JOURNAL))
     proc = subprocess.Popen([sys.executable, "-m", "raybench.cli", "dashboard",
                              str(tmp_path / "root"), "--sweep", "sw", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,5 +1,6 @@
-"""The live driver's lease on a sweep: concurrent resumes are refused, stale leases taken over,
-atomically on local disk and on S3 (a race of real threads, like the claim test)."""
+"""The lease primitive (raybench.lease) on local disk and S3, and its two users: the live
+driver's lease on a sweep (concurrent resumes refused, stale leases taken over) and the decoded
+cache's shard claims. Races are of real threads, like the claim test."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from raybench import lease as leases
+from raybench import storage
 from raybench.config import dump_yaml, load_spec, with_absolute_paths
 from raybench.errors import RaybenchError
 from raybench.store import ResultStore
@@ -102,7 +105,7 @@ def test_heartbeat_renews_and_a_lost_lease_stops_renewing(tmp_path: Path,
         assert beat > first
         _holder(store, 1)  # another driver took over (as after a long network partition)
         time.sleep(0.4)
-        assert lease._stop.is_set()
+        assert lease.lost.is_set()
     record = json.loads(store.read_file("sw", f"{LEASE_DIR}/00000000.json") or b"{}")
     assert record["released"] is True
 
@@ -158,3 +161,146 @@ def test_a_cut_short_spec_is_rewritten_when_the_claim_matches_else_one_line(tmp_
     assert str(err.value) == (f"sweep 'sw' at {tmp_path / 'sw'}: both _claim.json and spec.yaml "
                               "are damaged or from another spec, so the spec it was started "
                               "with is unknown; --overwrite starts it again")
+
+
+# --- the primitive ----------------------------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def _write(folder: storage.Location, name: str, **record: object) -> None:
+    storage.write_bytes_atomic(folder.join(name), json.dumps(record).encode())
+
+
+def test_staleness_rule() -> None:
+    now = 1000.0
+    live = {"host": "other-host", "pid": 1, "heartbeat": now - 5, "released": False}
+    assert not leases.is_stale(live, 10, now)
+    assert leases.is_stale(dict(live, heartbeat=now - 11), 10, now)  # no heartbeat for 11 s
+    assert leases.is_stale(dict(live, released=True), 10, now)
+    assert leases.is_stale({k: v for k, v in live.items() if k != "heartbeat"}, 10, now)
+    assert leases.is_stale({}, 10, now)  # a record cut short by a crash
+    here = dict(live, host=socket.gethostname())
+    assert not leases.is_stale(dict(here, pid=os.getpid()), 10, now)
+    assert leases.is_stale(dict(here, pid=_dead_pid()), 10, now)  # its process is gone
+    assert not leases.is_stale(dict(live, pid=_dead_pid()), 10, now)  # another host's pid
+
+
+@pytest.mark.s3
+def test_primitive_race_renew_and_release_locally_and_on_s3(tmp_path: Path,
+                                                            s3_bucket: str) -> None:
+    for root in (str(tmp_path), f"s3://{s3_bucket}/p"):
+        folder = storage.resolve(root).join("res")
+        _write(folder, "x-00000001.lock", host="h", pid=1, heartbeat=time.time() - 100)
+        _write(folder, "x-00000000.lock", host="h", pid=1, heartbeat=time.time() - 900)
+        takers = [leases.Lease(folder, "x-", ".lock", timeout_s=30) for _ in range(6)]
+        attempts: list[leases.Attempt] = []
+        gate = threading.Barrier(len(takers))
+
+        def take(taker: leases.Lease) -> None:
+            gate.wait()
+            attempts.append(taker.try_acquire())
+
+        threads = [threading.Thread(target=take, args=(t,)) for t in takers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [t for t in takers if t.generation is not None]
+        assert len(winners) == 1 and sum(a.won for a in attempts) == 1, root
+        won = next(a for a in attempts if a.won)
+        assert won.generation == 2 and won.previous is not None and won.previous["pid"] == 1
+        # the predecessor's file stays, older generations go
+        names = sorted(f.base_name for f in storage.list_files(folder))
+        assert names == ["x-00000001.lock", "x-00000002.lock"], root
+        holder = winners[0]
+        assert holder.renew() == leases.Renewal(True, 2, None)
+        gen, record = holder.current()
+        assert gen == 2 and record is not None and record["token"] == holder.token
+        # a fresh holder refuses the next taker, naming itself
+        late = leases.Lease(folder, "x-", ".lock", timeout_s=30)
+        refused = late.try_acquire()
+        assert not refused.won and refused.previous is not None
+        assert refused.previous["token"] == holder.token and late.generation is None
+        holder.release()  # released: taken over at once
+        assert late.try_acquire().won and late.generation == 3
+        late.release(delete=True)  # its file and the older ones go
+        assert storage.list_files(folder) == [], root
+
+
+def test_a_holder_taken_for_dead_learns_it_lost_the_lease(tmp_path: Path) -> None:
+    folder = storage.resolve(str(tmp_path))
+    first = leases.Lease(folder, suffix=".json", timeout_s=30)
+    assert first.try_acquire().won and first.generation == 0
+    _write(folder, first.file_name(0), host="h", pid=1, heartbeat=time.time() - 60)  # a pause
+    second = leases.Lease(folder, suffix=".json", timeout_s=30)
+    assert second.try_acquire().won and second.generation == 1
+    lost = first.renew()
+    assert not lost and lost.generation == 1 and lost.holder is not None
+    assert lost.holder["token"] == second.token and first.lost.is_set()
+    assert bool(second.renew()) and not second.lost.is_set()
+    # the loser's heartbeat stops renewing it and tells its owner, once
+    heard: list[int] = []
+    with leases.Heartbeat([first, second], 0.05, lambda lease, r: heard.append(r.generation)):
+        time.sleep(0.4)
+    assert heard == []  # first was already known lost: not renewed, not reported again
+    third = leases.Lease(folder, suffix=".json", timeout_s=30)
+    _write(folder, second.file_name(1), host="h", pid=1, heartbeat=time.time() - 60)
+    assert third.try_acquire().won
+    with leases.Heartbeat([second], 0.05, lambda lease, r: heard.append(r.generation)):
+        time.sleep(0.4)
+    assert heard == [2] and second.lost.is_set()
+    record = json.loads(storage.read_bytes(folder.join(second.file_name(1))))
+    assert time.time() - record["heartbeat"] > 50  # nothing written after it was lost
+
+
+def test_a_cut_short_record_counts_as_stale_after_a_moment(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(leases, "UNREADABLE_S", 0.2)
+    folder = storage.resolve(str(tmp_path))
+    storage.write_bytes_atomic(folder.join("00000000"), b'{"host": "h", "pi')  # a crash mid-write
+    taker = leases.Lease(folder, timeout_s=1e6)
+    start = time.monotonic()
+    got = taker.try_acquire()
+    assert got.won and got.previous == {} and time.monotonic() - start >= 0.2
+
+
+def test_both_users_go_through_the_one_primitive(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from raybench.data import cache
+
+    seen: list[tuple[str, str]] = []
+    real = leases.Lease.try_acquire
+
+    def spy(self: leases.Lease, names: object = None) -> leases.Attempt:
+        seen.append((type(self).__module__, self.folder.uri))
+        return real(self, names)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(leases.Lease, "try_acquire", spy)
+    spec = with_absolute_paths(load_spec(REPO / "jobs" / "smoke.yaml",
+                                         [f"results={tmp_path / 'r'}", "name=sw"]))
+    store = ResultStore(str(tmp_path / "r"))
+    claim_sweep(store, spec, resume=False, overwrite=False, lease=Lease(store, "sw"))
+    entry = cache._locate(tmp_path / "c", "k" * 32, 10, 8, None)
+    assert cache.claim_shard(entry, 0, set()) is not None
+    assert seen == [("raybench.tune.claim", str(tmp_path / "r" / "sw" / LEASE_DIR)),
+                    ("raybench.lease", entry.store.uri)]
+    assert isinstance(Lease(store, "sw"), leases.Lease)
+
+
+def test_no_other_module_keeps_its_own_lease_rules() -> None:
+    """The staleness rule (a holder's pid probed with os.kill) and exclusive creates live in
+    raybench/lease.py; the store's create_file (a sweep's name claim) is the one other caller."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "raybench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("kill", "create_exclusive"):
+                found.setdefault(node.attr, set()).add(path.relative_to(REPO).as_posix())
+    assert found == {"kill": {"raybench/lease.py"},
+                     "create_exclusive": {"raybench/lease.py", "raybench/store.py"}}

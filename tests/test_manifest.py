@@ -1,4 +1,5 @@
-"""Tests for raybench.data.manifest: building, validating, writing and reading manifests."""
+"""Tests for raybench.data.manifest: building (with the folder importer), validating, writing and
+reading manifests."""
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from raybench import schema
+from raybench.data.importers import ImportOptions, import_folder
 from raybench.data.manifest import (
-    manifest_from_folder,
     manifest_root,
     read_manifest,
     sha256_file,
@@ -80,7 +81,12 @@ def test_manifest_root_is_the_manifest_folder(tmp_path: Path) -> None:
     assert manifest_root("rel/m.parquet") == Path("rel")
 
 
-# --- manifest_from_folder ----------------------------------------------------------------------
+# --- the folder importer's manifest -------------------------------------------------------------
+
+
+def manifest_from_folder(root: Path, source: str | None = None) -> pd.DataFrame:
+    """The manifest the folder importer builds (one folder per class, one patient per image)."""
+    return import_folder(root, ImportOptions(source=source)).df
 
 
 def test_from_folder_rows_columns_and_values(dataset: Path) -> None:
@@ -106,12 +112,12 @@ def test_from_folder_rows_columns_and_values(dataset: Path) -> None:
     assert df[schema.SHA256].iloc[5] == sha256_file(dataset / "covid19" / "c.png")
 
 
-def test_from_folder_source_and_patient_fn(dataset: Path) -> None:
-    df = manifest_from_folder(
-        dataset, source="hosp", patient_id_fn=lambda rel: Path(rel).stem.split("_")[0]
-    )
+def test_from_folder_source(dataset: Path) -> None:
+    df = manifest_from_folder(dataset, source="hosp")
     assert df[schema.IMAGE_ID].iloc[0] == "hosp/Normal/a"
-    assert df[schema.PATIENT_ID].tolist() == ["a", "b", "p1", "p1", "p2", "c"]
+    assert df[schema.PATIENT_ID].tolist() == [
+        "hosp/Normal/a", "hosp/Normal/b", "hosp/bacteria/p1_x", "hosp/bacteria/p1_y",
+        "hosp/bacteria/sub/p2_z", "hosp/covid19/c"]  # one patient per image
     assert set(df[schema.SOURCE]) == {"hosp"}
 
 
@@ -126,9 +132,9 @@ def test_from_folder_missing_root(tmp_path: Path) -> None:
 
 
 def test_from_folder_bad_class_folder(dataset: Path) -> None:
-    (dataset / "PNEUMONIA").mkdir()
-    _image(dataset / "PNEUMONIA" / "x.png", (8, 8))
-    with pytest.raises(DataError, match="'PNEUMONIA'.*normal, bacteria, viral, covid19"):
+    (dataset / "Other").mkdir()
+    _image(dataset / "Other" / "x.png", (8, 8))
+    with pytest.raises(DataError, match="'Other'.*normal, bacteria, viral, covid19, pneumonia"):
         manifest_from_folder(dataset)
 
 
@@ -159,12 +165,6 @@ def test_from_folder_duplicate_ids(tmp_path: Path) -> None:
         manifest_from_folder(tmp_path)
 
 
-def _kermany_patient(rel: str) -> str:
-    """Kermany patient id: personN_<type> for pneumonia, IM-xxxx / NORMAL2-IM-xxxx for normals."""
-    stem = Path(rel).stem
-    return "_".join(stem.split("_")[:2]) if stem.startswith("person") else stem.rsplit("-", 1)[0]
-
-
 def _copy_kermany(dst: Path, per_class: int = 3) -> dict[str, list[Path]]:
     """Copy a few real images per class into ``dst/<label>/`` (never writing into shared)."""
     picks = {
@@ -183,7 +183,7 @@ def _copy_kermany(dst: Path, per_class: int = 3) -> dict[str, list[Path]]:
 def test_from_folder_on_real_kermany_copy(tmp_path: Path) -> None:
     root = tmp_path / "kermany"
     picks = _copy_kermany(root)
-    df = manifest_from_folder(root, patient_id_fn=_kermany_patient)
+    df = manifest_from_folder(root)
     assert len(df) == 9
     assert df[schema.LABEL].value_counts().to_dict() == {"normal": 3, "bacteria": 3, "viral": 3}
     assert set(df[schema.WIDTH]) == {224} and set(df[schema.HEIGHT]) == {224}
@@ -191,18 +191,17 @@ def test_from_folder_on_real_kermany_copy(tmp_path: Path) -> None:
     row = df[df[schema.PATH] == f"normal/{first_normal.name}"].iloc[0]
     assert row[schema.SHA256] == hashlib.sha256(first_normal.read_bytes()).hexdigest()
     assert row[schema.IMAGE_ID] == f"kermany/normal/{first_normal.stem}"
-    viral = df[df[schema.LABEL] == "viral"][schema.PATIENT_ID]
-    assert all(re.fullmatch(r"person\d+_virus", p) for p in viral)
+    assert (df[schema.PATIENT_ID] == df[schema.IMAGE_ID]).all()  # the folder layout names none
 
 
 @pytest.mark.skipif(not KERMANY.is_dir(), reason=f"real data not present at {KERMANY}")
-def test_original_kermany_layout_is_rejected(tmp_path: Path) -> None:
+def test_original_kermany_layout_gives_normal_and_pneumonia(tmp_path: Path) -> None:
     for folder in ("NORMAL", "PNEUMONIA"):
         (tmp_path / folder).mkdir()
         src = sorted((KERMANY / folder).glob("*.jpeg"))[0]
         shutil.copy2(src, tmp_path / folder / src.name)
-    with pytest.raises(DataError, match="PNEUMONIA"):
-        manifest_from_folder(tmp_path)
+    # ``pneumonia`` is a manifest label; the kermany importer splits it into bacteria / viral.
+    assert manifest_from_folder(tmp_path)[schema.LABEL].tolist() == ["normal", "pneumonia"]
 
 
 # --- validate_manifest -------------------------------------------------------------------------

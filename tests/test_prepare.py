@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from raybench import schema as S
-from raybench import storage
+from raybench import lease, storage
 from raybench.bench.data import planted_hashes
 from raybench.data import audit, cache, prepare
 from raybench.data.importers import import_dataset, rows, write_import
@@ -224,7 +224,7 @@ def test_shard_claim_race_has_one_winner(tmp_path: Path) -> None:
 
     def racer(token: str) -> None:
         barrier.wait()
-        if cache.claim_shard(entry, 0, cache._store_names(entry), token):
+        if cache.claim_shard(entry, 0, cache._store_names(entry)):
             won.append(token)
 
     threads = [threading.Thread(target=racer, args=(f"t{i}",)) for i in range(8)]
@@ -233,7 +233,7 @@ def test_shard_claim_race_has_one_winner(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(won) == 1
-    assert cache.claim_shard(entry, 0, cache._store_names(entry), "late") is None
+    assert cache.claim_shard(entry, 0, cache._store_names(entry)) is None
 
 
 def test_dead_builders_claim_is_taken_over(films: Path, tmp_path: Path,
@@ -250,7 +250,7 @@ def test_dead_builders_claim_is_taken_over(films: Path, tmp_path: Path,
     folder.mkdir(parents=True)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    claim = {"host": socket.gethostname(), "pid": int(gone.stdout), "time": time.time(),
+    claim = {"host": socket.gethostname(), "pid": int(gone.stdout), "heartbeat": time.time(),
              "token": "dead"}
     (folder / "shard-00000.claim-0").write_text(json.dumps(claim))
     (folder / ".shard-00000.abc.tmp").write_bytes(b"\x93NUMPY half")  # its half-written file
@@ -258,7 +258,8 @@ def test_dead_builders_claim_is_taken_over(films: Path, tmp_path: Path,
     assert entry.built and entry.ok.all()
     assert sorted(p.name for p in folder.iterdir()) == ["shard-00000.json", "shard-00000.npy"]
     live = dict(claim, pid=os.getpid(), host="another-host")
-    assert not cache._stale(live) and cache._stale(dict(live, time=time.time() - 1e4))
+    assert not lease.is_stale(live, cache.CLAIM_STALE_S)
+    assert lease.is_stale(dict(live, heartbeat=time.time() - 1e4), cache.CLAIM_STALE_S)
 
 
 def test_s3_store_downloads_into_the_local_folder(s3_bucket: str, films: Path, tmp_path: Path,
@@ -373,17 +374,21 @@ def test_unreachable_address_is_one_line(run_cli, films: Path, tmp_path: Path,
 
 def test_a_long_build_renews_its_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     entry = cache._locate(tmp_path, "r" * 32, 10, 8, None)
-    loc = cache.claim_shard(entry, 0, set(), "mine")
-    assert loc is not None
+    claim = cache.claim_shard(entry, 0, set())
+    assert claim is not None and claim.generation == 0
+    loc = entry.store.join(claim.file_name(0))
     old = json.loads(storage.read_bytes(loc))
-    storage.write_bytes_atomic(loc, json.dumps(dict(old, time=time.time() - 1e4)).encode())
-    assert cache._stale(json.loads(storage.read_bytes(loc)) | {"host": "elsewhere"})
-    monkeypatch.setattr(cache, "CLAIM_RENEW_S", 0.0)
-    cache._Renewal([loc], "mine")()
+    storage.write_bytes_atomic(loc, json.dumps(dict(old, heartbeat=time.time() - 1e4)).encode())
+    assert lease.is_stale(json.loads(storage.read_bytes(loc)) | {"host": "elsewhere"},
+                          cache.CLAIM_STALE_S)
+    monkeypatch.setattr(cache, "CLAIM_RENEW_S", 0.05)
+    with lease.Heartbeat([claim], cache.CLAIM_RENEW_S):  # as _ensure runs a build
+        time.sleep(0.3)
     renewed = json.loads(storage.read_bytes(loc))
-    assert renewed["token"] == "mine" and not cache._stale(renewed | {"host": "elsewhere"})
+    assert renewed["token"] == claim.token
+    assert not lease.is_stale(renewed | {"host": "elsewhere"}, cache.CLAIM_STALE_S)
     names = cache._store_names(entry)
-    assert cache.claim_shard(entry, 0, names, "other") is None  # still held
+    assert cache.claim_shard(entry, 0, names) is None  # still held
 
 
 def test_bench_projection_and_planted_hashes() -> None:

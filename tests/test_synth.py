@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from raybench import schema
-from raybench.data.manifest import manifest_from_folder, read_manifest
+from raybench.data.importers import ImportOptions, import_folder
+from raybench.data.manifest import read_manifest
 from raybench.data.synth import synthesize
 from raybench.errors import DataError
 
@@ -89,7 +90,7 @@ def test_sha256_matches_files_and_ids_match_folder_import(clean) -> None:
     for _, row in df.iterrows():
         digest = hashlib.sha256((root / row[schema.PATH]).read_bytes()).hexdigest()
         assert row[schema.SHA256] == digest
-    imported = manifest_from_folder(root / "images", source="synthetic")
+    imported = import_folder(root / "images", ImportOptions(source="synthetic")).df
     assert sorted(imported[schema.IMAGE_ID]) == sorted(df[schema.IMAGE_ID])
     assert sorted(imported[schema.SHA256]) == sorted(df[schema.SHA256])
 

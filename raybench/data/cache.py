@@ -10,10 +10,10 @@ edited manifest gets a new entry (the cache is rebuilt, never patched).
 ``s3://`` a node keeps what it downloads in a node-local folder (``local_dir``) and
 memory-maps it from there; with a folder the shards are memory-mapped where they lie.
 
-Who decodes: a missing shard is claimed with an atomic create-if-absent of
-``shard-00000.claim-<generation>`` (:func:`raybench.storage.create_exclusive`, the sweep
-claim's primitive: ``O_EXCL`` locally, ``If-None-Match: *`` on S3). Exactly one builder wins;
-the others build other shards, or wait for it and download its shard. The builder renews its
+Who decodes: a missing shard is claimed with a :class:`raybench.lease.Lease` (the sweep
+driver's lease primitive) of ``shard-00000.claim-<generation>`` files, each created only if
+absent (``O_EXCL`` locally, ``If-None-Match: *`` on S3). Exactly one builder wins; the others
+build other shards, or wait for it and download its shard. The builder's heartbeat renews its
 claims every :data:`CLAIM_RENEW_S` while it decodes; a claim whose builder died (same host and
 its process gone, or not renewed for :data:`CLAIM_STALE_S`) is taken over by creating the next
 generation, again atomically. The builder decodes its shards'
@@ -36,7 +36,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -48,9 +47,9 @@ import numpy as np
 import pandas as pd
 
 from raybench import schema as S
-from raybench import storage
+from raybench import lease, storage
 from raybench.data.images import BadImage, decode_image
-from raybench.errors import DataError, RaybenchError
+from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -208,58 +207,29 @@ def _store_names(entry: _Entry) -> set[str]:
 # --- claims ---------------------------------------------------------------------------------
 
 
-def _claim_body(token: str) -> bytes:
-    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
-                       "token": token}).encode()
+def shard_lease(entry: _Entry, k: int) -> lease.Lease:
+    """The claim of shard ``k``: ``shard-00000.claim-<generation>`` files in the entry's folder."""
+    return lease.Lease(entry.store, f"{entry.stem(k)}.claim-", timeout_s=CLAIM_STALE_S,
+                       what=f"{entry.stem(k)} of {entry.store.uri}")
 
 
-def _stale(info: dict[str, Any]) -> bool:
-    """Whether a claim's builder is gone: its process on this host, or too old."""
-    if time.time() - float(info.get("time", 0)) > CLAIM_STALE_S:
-        return True
-    if info.get("host") != socket.gethostname() or info.get("pid") == os.getpid():
-        return False
-    try:
-        os.kill(int(info["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError, TypeError):
-        return False
-    return False
+def claim_shard(entry: _Entry, k: int, names: set[str]) -> Optional[lease.Lease]:
+    """Claims shard ``k`` for this builder; returns the held claim, or None when taken.
 
-
-def claim_shard(entry: _Entry, k: int, names: set[str], token: str
-                ) -> Optional[storage.Location]:
-    """Claims shard ``k`` for this builder; returns the claim's location, or None when taken.
-
-    Generation ``g + 1`` of the claim is created only over a stale generation ``g``; the
-    create is atomic, so of any number of racing builders exactly one wins each generation.
+    ``names`` is this round's listing of the entry's folder. Generation ``g + 1`` of the claim
+    is created only over a stale generation ``g``, atomically, so of any number of racing
+    builders exactly one wins each generation.
     """
-    prefix = f"{entry.stem(k)}.claim-"
-    gens = sorted(int(n[len(prefix):]) for n in names
-                  if n.startswith(prefix) and n[len(prefix):].isdigit())
-    if gens:
-        try:
-            info = json.loads(storage.read_bytes(entry.store.join(f"{prefix}{gens[-1]}")))
-        except (RaybenchError, ValueError):
-            return None  # being written, or gone: look again next round
-        if not _stale(info):
-            return None
-    loc = entry.store.join(f"{prefix}{gens[-1] + 1 if gens else 0}")
-    if not storage.create_exclusive(loc, _claim_body(token)):
+    claim = shard_lease(entry, k)
+    got = claim.try_acquire(names)
+    if not got.won:
         return None
-    if gens:
+    if got.previous is not None:
         log.warning("shard %s: took over the claim of a builder that is gone (%s pid %s)",
-                    entry.stem(k), info.get("host"), info.get("pid"))
+                    entry.stem(k), got.previous.get("host"), got.previous.get("pid"))
         for tmp in entry.local.glob(f".{entry.stem(k)}.*.tmp"):  # its half-written file
             tmp.unlink(missing_ok=True)
-    return loc
-
-
-def _claims_of(entry: _Entry, k: int, names: set[str]) -> list[storage.Location]:
-    """Every generation of shard ``k``'s claim (stale ones included)."""
-    prefix = f"{entry.stem(k)}.claim-"
-    return [entry.store.join(n) for n in sorted(names) if n.startswith(prefix)]
+    return claim
 
 
 # --- building -------------------------------------------------------------------------------
@@ -297,22 +267,8 @@ class _ShardWriter:
                            "bad": self.bad}).encode()
 
 
-class _Renewal:
-    """Rewrites a builder's claims with the current time every :data:`CLAIM_RENEW_S`, so a
-    long build is never taken for a dead one."""
-
-    def __init__(self, claims: Sequence[storage.Location], token: str) -> None:
-        self.claims, self.token, self.last = list(claims), token, time.time()
-
-    def __call__(self) -> None:
-        if time.time() - self.last >= CLAIM_RENEW_S:
-            self.last = time.time()
-            for loc in self.claims:
-                storage.write_bytes_atomic(loc, _claim_body(self.token))
-
-
 def _decode_into(entry: _Entry, writers: list[_ShardWriter], files: Sequence[Path],
-                 on_bad_image: str, address: Optional[str], renew: _Renewal) -> None:
+                 on_bad_image: str, address: Optional[str]) -> None:
     """Decodes the writers' rows over Ray, in row order, into their files."""
     from raybench.data.prepare import imap_chunks
 
@@ -324,7 +280,6 @@ def _decode_into(entry: _Entry, writers: list[_ShardWriter], files: Sequence[Pat
                          what=f"decode {entry.size} px")
     pos = 0
     for chunk in chunks:
-        renew()
         for arr, error in chunk:
             if error is not None and on_bad_image == "fail":
                 raise DataError(error)
@@ -348,7 +303,7 @@ def _publish(entry: _Entry, w: _ShardWriter) -> None:
 
 
 def _build(entry: _Entry, shards: list[int], files: Sequence[Path], on_bad_image: str,
-           address: Optional[str], renew: _Renewal) -> None:
+           address: Optional[str]) -> None:
     """Decodes the claimed shards; publishes them only once all are complete.
 
     Raises:
@@ -359,7 +314,7 @@ def _build(entry: _Entry, shards: list[int], files: Sequence[Path], on_bad_image
         writers = [_ShardWriter(entry, k) for k in shards]
         log.info("decoding %d images at %d px into %d shard(s) of %s", sum(len(w.rows)
                  for w in writers), entry.size, len(writers), entry.store.uri)
-        _decode_into(entry, writers, files, on_bad_image, address, renew)
+        _decode_into(entry, writers, files, on_bad_image, address)
         for w in writers:
             w.close()
         for w in writers:
@@ -400,32 +355,26 @@ def _download(entry: _Entry, k: int) -> None:
     storage.write_bytes_atomic(storage.resolve(str(entry.local / f"{stem}.json")), meta)
 
 
-def _release(claims: list[storage.Location]) -> None:
-    for loc in claims:
-        with contextlib.suppress(RaybenchError, OSError):
-            storage.delete_file(loc)
-
-
 def _ensure(entry: _Entry, files: Sequence[Path], on_bad_image: str,
             address: Optional[str]) -> bool:
     """Makes every shard present locally: fetch what the store has, build what we claim,
     wait for the rest. Returns whether this call decoded any."""
     missing = [k for k in range(entry.n_shards) if not _have_local(entry, k)]
-    built, token = False, uuid.uuid4().hex
+    built = False
     while missing:
         names = _store_names(entry)
         for k in [k for k in missing if f"{entry.stem(k)}.json" in names]:
             if not entry.store.is_local:
                 _download(entry, k)
             missing.remove(k)
-        claims = {k: c for k in missing if (c := claim_shard(entry, k, names, token))}
+        claims = {k: c for k in missing if (c := claim_shard(entry, k, names))}
         if claims:
             try:
-                _build(entry, sorted(claims), files, on_bad_image, address,
-                       _Renewal([claims[k] for k in sorted(claims)], token))
+                with lease.Heartbeat(list(claims.values()), CLAIM_RENEW_S):
+                    _build(entry, sorted(claims), files, on_bad_image, address)
             finally:  # published shards need no claim; failed ones are free to rebuild
-                _release(list(claims.values()))
-            _release([c for k in claims for c in _claims_of(entry, k, names)])
+                for claim in claims.values():
+                    claim.release(delete=True)
             built = True
             missing = [k for k in missing if k not in claims]
         elif missing:

@@ -15,23 +15,20 @@ import posixpath
 import re
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import UnidentifiedImageError
 
 from raybench import schema
-from raybench.data.dicom import DICOM_SUFFIXES, dicom_info
-from raybench.data.images import open_image
 from raybench.errors import DataError
 from raybench.storage import follow_umask
 
 logger = logging.getLogger(__name__)
 
-#: Image file extensions ``manifest_from_folder`` picks up (compared case-insensitively).
+#: Image file extensions the importers pick up (compared case-insensitively).
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
 #: Spellings of the same projection across datasets -> the ``view`` value raybench stores.
@@ -93,7 +90,7 @@ def manifest_root(manifest_path: str | os.PathLike) -> Path:
     return Path(manifest_path).parent
 
 
-# --- building a manifest from a folder ------------------------------------------------------
+# --- views ------------------------------------------------------------------------------------
 
 
 def normalise_view(value: object) -> str | None:
@@ -110,106 +107,6 @@ def _view(value: str) -> str | None:
     if not text or text in ("NAN", "NONE", "UNK", "UNKNOWN"):
         return None
     return VIEW_ALIASES.get(text, VIEW_ALIASES.get(text.replace(" ", "_"), text))
-
-
-def _class_folders(root: Path) -> list[tuple[Path, str]]:
-    """List ``(folder, label)`` for each class subfolder of ``root``; hidden folders are skipped."""
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise DataError(
-            f"{root}: no class folders found; expected one subfolder per label "
-            f"({', '.join(schema.LABELS)})"
-        )
-    out = []
-    for folder in folders:
-        label = folder.name.lower()
-        if label not in schema.LABELS:
-            raise DataError(
-                f"{folder}: folder name {folder.name!r} is not a label; "
-                f"allowed (case-insensitive): {', '.join(schema.LABELS)}"
-            )
-        out.append((folder, label))
-    return out
-
-
-def _image_files(folder: Path) -> list[Path]:
-    """Return the image files under ``folder`` (recursively), or raise if there are none."""
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if not files:
-        raise DataError(
-            f"{folder}: class folder holds no images; allowed extensions: "
-            f"{', '.join(IMAGE_EXTENSIONS)}"
-        )
-    return files
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """Read ``(width, height)`` from an image header without decoding the pixels."""
-    try:
-        if path.suffix.lower() in DICOM_SUFFIXES:
-            info = dicom_info(path)
-            return info.width, info.height
-        with open_image(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from exc
-
-
-def _image_row(
-    root: Path, file: Path, label: str, source: str, patient_id_fn: Callable[[str], str] | None
-) -> dict:
-    """Build one manifest row for ``file``."""
-    rel = file.relative_to(root).as_posix()
-    image_id = make_image_id(source, rel)
-    width, height = _image_size(file)
-    return {
-        schema.IMAGE_ID: image_id,
-        schema.PATH: rel,
-        schema.LABEL: label,
-        schema.PATIENT_ID: patient_id_fn(rel) if patient_id_fn else image_id,
-        schema.SOURCE: source,
-        schema.SPLIT: None,
-        schema.SHA256: sha256_file(file),
-        schema.WIDTH: width,
-        schema.HEIGHT: height,
-        schema.MASK_PATH: None,
-    }
-
-
-def manifest_from_folder(
-    root: str | os.PathLike,
-    source: str | None = None,
-    patient_id_fn: Callable[[str], str] | None = None,
-) -> pd.DataFrame:
-    """Build a manifest from a folder with one subfolder per class.
-
-    Args:
-        root: Dataset folder; each subfolder is named after a label (case-insensitive).
-        source: Dataset / hospital name; defaults to the name of ``root``.
-        patient_id_fn: Maps an image's posix path relative to ``root`` to its patient id;
-            by default each image is its own patient (patient id = image id).
-
-    Returns:
-        A validated manifest, sorted by path, with paths relative to ``root``.
-
-    Raises:
-        DataError: ``root`` is missing, has no class folders, a folder is not a label, a class
-            folder holds no images, or an image cannot be read.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder does not exist (expected one subfolder per label)")
-    source = source or root.resolve().name
-    rows = [
-        _image_row(root, file, label, source, patient_id_fn)
-        for folder, label in _class_folders(root)
-        for file in _image_files(folder)
-    ]
-    df = pd.DataFrame(rows).sort_values(schema.PATH, kind="stable").reset_index(drop=True)
-    logger.info("manifest of %s: %d images from %s", source, len(df), root)
-    return validate_manifest(df, where=str(root))
 
 
 # --- validation ------------------------------------------------------------------------------

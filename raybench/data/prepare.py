@@ -109,35 +109,6 @@ def in_ray_worker() -> bool:
                 and ray.get_runtime_context().worker.mode == ray.WORKER_MODE)
 
 
-def ensure_ray(address: Optional[str]) -> None:
-    """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray.
-
-    Unlike :func:`raybench.cluster.ensure_ray` it imports no Tune or Optuna (a data command
-    needs neither), and it keeps Ray's dashboard as Ray sets it.
-    """
-    import ray
-
-    from raybench.errors import RaybenchError
-
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        from raybench.cluster import check_reachable
-
-        check_reachable(address)  # one line in seconds, not Ray's minute of retries
-    try:
-        if address:
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        else:
-            # "local": a new Ray even when another one runs on this machine (ray.init() alone
-            # would join the most recent `ray start` cluster)
-            ray.init(address="local", logging_level=logging.WARNING, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
-                            f"{str(exc).splitlines()[0]}") from None
-
-
 def _use_ray(n_items: int, n_chunks: int, address: Optional[str], parallel: Optional[bool]
              ) -> bool:
     if parallel is False or in_ray_worker():
@@ -159,7 +130,9 @@ def _ray_chunks(fn: Callable[[T], R], chunks: list[Sequence[T]], address: Option
     """Each chunk as a Ray task (retried when its worker dies), results in order."""
     import ray
 
-    ensure_ray(address)
+    from raybench.cluster import ensure_ray
+
+    ensure_ray(address, tune=False)
     task: Any = ray.remote(num_cpus=1, max_retries=3)(run_chunk)
     window = max(2, IN_FLIGHT_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
     fn_ref = ray.put(fn)

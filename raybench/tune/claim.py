@@ -5,10 +5,11 @@ locally, a conditional ``PutObject`` on S3): of two drivers starting the same sw
 exactly one proceeds. ``--resume`` continues an existing sweep with the same spec (taking over
 its claim) or starts it when it does not exist; ``--overwrite`` deletes it first.
 
-The driver that runs a sweep holds its :class:`Lease` (``<sweep>/_lease/``): a heartbeat every
-:data:`HEARTBEAT_S` seconds. A second ``--resume`` while the lease is fresh is refused with one
-line naming the holder; a stale lease (released, no heartbeat for :func:`lease_timeout_s`
-seconds, or a holder process gone from this host) is taken over.
+The driver that runs a sweep holds its :class:`Lease` (``<sweep>/_lease/``, a
+:class:`raybench.lease.Lease`): a heartbeat every :data:`HEARTBEAT_S` seconds. A second
+``--resume`` while the lease is fresh is refused with one line naming the holder; a stale lease
+(released, no heartbeat for :func:`lease_timeout_s` seconds, or a holder process gone from this
+host) is taken over.
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any, Optional
 
+from raybench import lease as leases
 from raybench.config import Spec, dump_yaml
 from raybench.errors import RaybenchError
 from raybench.storage import redact
@@ -157,8 +158,6 @@ LEASE_DIR = "_lease"
 LEASE_TIMEOUT_S = 60.0
 #: Seconds between the live driver's heartbeats.
 HEARTBEAT_S = 10.0
-#: Seconds a lease file may read empty or partial (being written) before it counts as cut short.
-UNREADABLE_S = 2.0
 
 
 def lease_timeout_s() -> float:
@@ -171,130 +170,63 @@ def lease_timeout_s() -> float:
                             "seconds") from None
 
 
-def _pid_dead(record: dict[str, Any]) -> bool:
-    """The holder ran on this host and its process is gone (a crashed local driver)."""
-    if record.get("host") != socket.gethostname() or not isinstance(record.get("pid"), int):
-        return False
-    try:
-        os.kill(record["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+class Lease(leases.Lease):
+    """The live driver's lease on a sweep: ``<sweep>/_lease/<generation>.json``, a
+    :class:`raybench.lease.Lease` with the sweep's one-line refusals.
 
-
-def _stale(record: dict[str, Any], now: float) -> bool:
-    if record.get("released") or _pid_dead(record):
-        return True
-    beat = record.get("heartbeat")
-    return not isinstance(beat, (int, float)) or now - beat > lease_timeout_s()
-
-
-class Lease:
-    """The live driver's lease on a sweep: ``<sweep>/_lease/<generation>.json``.
-
-    Each generation's file is created exclusively (atomic on local disk and on S3), so of two
-    drivers taking over the same stale generation exactly one wins. The holder rewrites its
-    own file with a fresh heartbeat every :data:`HEARTBEAT_S` seconds and marks it released
-    when it ends. A lease is stale when released, when its heartbeat is older than
-    :func:`lease_timeout_s`, or when its holder's process is gone from this host.
+    The driver heartbeats every :data:`HEARTBEAT_S` seconds while the ``with`` block runs and
+    marks the lease released when it ends; the lease is stale after
+    :func:`lease_timeout_s` seconds without a heartbeat (or released, or its holder's
+    process gone from this host).
     """
 
     def __init__(self, store: ResultStore, sweep: str) -> None:
+        super().__init__(store.location(sweep, LEASE_DIR), suffix=".json", what=f"sweep {sweep}")
         self.store, self.sweep = store, sweep
-        self.name: Optional[str] = None
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._heartbeat: Optional[leases.Heartbeat] = None
 
-    def _record(self, released: bool = False) -> bytes:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                           "heartbeat": time.time(), "released": released}).encode()
+    @property
+    def timeout_s(self) -> float:
+        return lease_timeout_s()
 
-    def current(self) -> tuple[int, Optional[dict[str, Any]]]:
-        """The newest generation and its record (None when there is none)."""
-        names = self.store.file_names(self.sweep, LEASE_DIR, ".json")
-        gens = sorted(int(n[:-5]) for n in names if n[:-5].isdigit())
-        if not gens:
-            return -1, None
-        return gens[-1], self._read(f"{LEASE_DIR}/{gens[-1]:08d}.json")
-
-    def _read(self, name: str) -> dict[str, Any]:
-        """A lease record. A file another driver is writing right now (locally, created before
-        its bytes land) reads empty for a moment; one still unreadable after
-        :data:`UNREADABLE_S` seconds was cut short by a crash: ``{}``, which is stale."""
-        deadline = time.monotonic() + UNREADABLE_S
-        while True:
-            data = self.store.read_file(self.sweep, name)
-            try:
-                record = json.loads(data) if data else None
-            except ValueError:
-                record = None
-            if isinstance(record, dict):
-                return record
-            if time.monotonic() >= deadline:
-                return {}
-            time.sleep(0.05)
+    @property
+    def name(self) -> Optional[str]:
+        """The held generation's file, relative to the sweep's folder (None: not held)."""
+        return None if self.generation is None else f"{LEASE_DIR}/{self.file_name(self.generation)}"
 
     def check_free(self) -> tuple[int, Optional[dict[str, Any]]]:
         """The newest generation and record; raises when a live driver holds the lease."""
         gen, record = self.current()
-        if record is not None and not _stale(record, time.time()):
-            age = time.time() - float(record.get("heartbeat", 0))
-            raise RaybenchError(
-                f"sweep {self.sweep!r} is being run by {record.get('host', '?')} pid "
-                f"{record.get('pid', '?')} (heartbeat {age:.0f} s ago); wait for it, or "
-                f"retry after {lease_timeout_s():.0f} s without a heartbeat")
+        if record is not None and not leases.is_stale(record, self.timeout_s):
+            raise self._held(record)
         return gen, record
+
+    def _held(self, record: dict[str, Any]) -> RaybenchError:
+        age = time.time() - float(record.get("heartbeat", 0))
+        return RaybenchError(
+            f"sweep {self.sweep!r} is being run by {record.get('host', '?')} pid "
+            f"{record.get('pid', '?')} (heartbeat {age:.0f} s ago); wait for it, or "
+            f"retry after {self.timeout_s:.0f} s without a heartbeat")
 
     def acquire(self) -> None:
         """Takes the lease, or raises naming the live holder (one line, exit 2)."""
-        gen, record = self.check_free()
-        name = f"{LEASE_DIR}/{gen + 1:08d}.json"
-        if not self.store.create_file(self.sweep, name, self._record()):
+        got = self.try_acquire()
+        if not got.won and got.previous is not None:
+            raise self._held(got.previous)
+        if not got.won:
             raise RaybenchError(f"sweep {self.sweep!r} was taken over by another driver a "
                                 "moment ago")
-        if record is not None:
+        if got.previous is not None:
             log.info("took over the lease of sweep %s from %s pid %s", self.sweep,
-                     record.get("host", "?"), record.get("pid", "?"))
-        self.name = name
-        if gen >= 1:  # the predecessor's file stays (who held it before); older ones go
-            self.store.delete_file(self.sweep, f"{LEASE_DIR}/{gen - 1:08d}.json")
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self.renew()
-            except Exception as exc:  # a store that stopped answering: the sweep reports it
-                log.warning("cannot renew the lease of sweep %s: %s", self.sweep, exc)
-
-    def renew(self) -> None:
-        """A fresh heartbeat, unless another driver took the lease over meanwhile."""
-        gen, _ = self.current()
-        if self.name is None or f"{LEASE_DIR}/{gen:08d}.json" != self.name:
-            log.warning("sweep %s: another driver holds the lease now", self.sweep)
-            self._stop.set()
-            return
-        self.store.replace_file(self.sweep, self.name, self._record())
+                     got.previous.get("host", "?"), got.previous.get("pid", "?"))
 
     def __enter__(self) -> "Lease":
-        if self.name is None:
+        if self.generation is None:
             self.acquire()
-        self._thread = threading.Thread(target=self._beat, name="raybench-lease", daemon=True)
-        self._thread.start()
+        self._heartbeat = leases.Heartbeat([self], HEARTBEAT_S).__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._heartbeat is not None:
+            self._heartbeat.__exit__(*exc)
         self.release()
-
-    def release(self) -> None:
-        """Marks the lease released: a ``--resume`` may follow at once."""
-        if self.name is not None:
-            try:
-                self.store.replace_file(self.sweep, self.name, self._record(released=True))
-            except RaybenchError as exc:  # the store is gone; the lease goes stale instead
-                log.warning("cannot release the lease of sweep %s: %s", self.sweep, exc)
-            self.name = None

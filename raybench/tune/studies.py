@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from raybench import storage
-from raybench.store import ResultStore
+from raybench.store import sweep_location
 
 log = logging.getLogger(__name__)
 OPTUNA_DIR = "optuna"
@@ -59,8 +59,8 @@ def latest_attempts(trials: Any) -> dict[int, Any]:
 
 
 def journal_location(results: str, sweep: str) -> storage.Location:
-    """The journal's place in the results store."""
-    return ResultStore(results).location(sweep, OPTUNA_DIR, JOURNAL)
+    """The journal's place in the results store: ``<results>/<sweep>/optuna/journal.log``."""
+    return sweep_location(storage.resolve(results), sweep, OPTUNA_DIR, JOURNAL)
 
 
 def local_journal(results: str, sweep: str) -> Path:
@@ -77,7 +77,8 @@ def local_journal(results: str, sweep: str) -> Path:
 
 
 def open_storage(path: Path) -> Any:
-    """Optuna's ``JournalStorage`` on ``path`` (created with its folder when missing)."""
+    """Optuna's ``JournalStorage`` on ``path`` (created with its folder when missing): how
+    the driver and ``raybench dashboard`` open a journal."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 

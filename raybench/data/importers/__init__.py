@@ -145,9 +145,9 @@ def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFA
     """Runs the importer registered as ``kind`` (``metadata-csv`` == ``metadata_csv``), then
     keeps only ``opts.views`` (views read from DICOM headers included)."""
     if opts.address:
-        from raybench.data.prepare import ensure_ray
+        from raybench.cluster import ensure_ray
 
-        ensure_ray(opts.address)
+        ensure_ray(opts.address, tune=False)
     result = IMPORTERS.get(kind.replace("-", "_"))(src, opts)
     return filter_views(result, opts.views) if opts.views else result
 
