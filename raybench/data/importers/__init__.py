@@ -97,8 +97,8 @@ IMPORTERS.register("folder", Importer(
     ("<label>/* for label in " + ", ".join(S.MANIFEST_LABELS) + " (png, jpg, dcm, ...)",)))
 IMPORTERS.register("nih", Importer(
     import_nih, "NIH ChestX-ray14; SRC: the download folder",
-    ("Data_Entry_2017[_v2020].csv (Image Index, Finding Labels, Patient ID, View Position)",
-     "images*/*.png or images_0NN/images/*.png",
+    ("Data_Entry_2017.csv or Data_Entry_2017_v2020.csv (Image Index, Finding Labels, "
+     "Patient ID, View Position)", "images*/*.png or images_0NN/images/*.png",
      "train_val_list.txt, test_list.txt (optional: the official split)"), nih.DEFAULT_RULE))
 IMPORTERS.register("chexpert", Importer(
     import_chexpert, "CheXpert (Stanford); SRC: CheXpert-v1.0[-small]/; needs --uncertain",
