@@ -173,6 +173,7 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     quiet_ray()
+    token_auth(address)
     if address:
         check_reachable(address)
     try:
@@ -186,6 +187,44 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None
+
+
+#: Where a user gives Ray a cluster token (Ray also reads ~/.ray/auth_token in token mode).
+TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def token_auth(address: Optional[str]) -> None:
+    """Token authentication as a user means it: a token given means token mode, and the
+    embedded local Ray's token notice is not passed on.
+
+    Ray 2.60.0: ``ray.init(address=...)`` with an explicit address turns token mode on only
+    when ``RAY_AUTH_MODE=token`` (``_private/worker.py`` looks for a token only for an address
+    it found itself), so a driver given ``RAY_AUTH_TOKEN`` alone connects without it and the
+    head refuses every call. With a token in ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` and
+    no ``RAY_AUTH_MODE``, raybench sets token mode, as Ray does itself on this path
+    (``_enable_token_auth``: the variable, then a refresh of the cached config). A user's own
+    ``RAY_AUTH_MODE`` is kept. A new local Ray enables token mode by default and warns
+    "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (a warning
+    for a secure default, which reads like a failure): that record is dropped.
+    """
+    if not address:
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            _drop_token_enabled_notice)
+        return
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    if not any(os.environ.get(key, "").strip() for key in TOKEN_ENV):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config
+    except ImportError:  # a Ray without a cached config reads the variable itself
+        return
+    Config.initialize("")
+
+
+def _drop_token_enabled_notice(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Token authentication is enabled for this Ray")
 
 
 def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:
