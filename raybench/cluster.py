@@ -74,10 +74,41 @@ def quiet_tune() -> None:
     state_log = logging.getLogger("ray.tune.execution.experiment_state")
     if not any(isinstance(f, OneLineSyncError) for f in state_log.filters):
         state_log.addFilter(OneLineSyncError())
+    for name, start in TUNE_LINES_DROPPED:
+        logging.getLogger(name).addFilter(DropLines(start))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     skip_callback_telemetry()
+
+
+#: Tune's lines that contradict raybench or report nothing wrong (Ray 2.60.0), by logger.
+#: After Ctrl-C, ``tune.run`` advises ``Resume experiment with: Tuner.restore(path=...,
+#: trainable=...)``: raybench's way is ``--resume``, which its own last line says. When the
+#: result grid is built, ``ExperimentAnalysis`` warns ``Failed to fetch metrics for N trial(s)``
+#: for every trial without ``result.json``: trials cut short before their first report and
+#: trials that ended in an earlier session, whose results raybench reads from its own files.
+TUNE_LINES_DROPPED = (
+    ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved"),
+    ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for "),
+)
+
+
+class DropLines(logging.Filter):
+    """Drops a logger's records whose message starts with ``start``; the others pass."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+    def __eq__(self, other: object) -> bool:  # so that addFilter adds it once per logger
+        return isinstance(other, DropLines) and other.start == self.start
+
+    def __hash__(self) -> int:
+        return hash(self.start)
 
 
 class OneLineSyncError(logging.Filter):
@@ -209,7 +240,7 @@ def token_auth(address: Optional[str]) -> None:
     """
     if not address:
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-            _drop_token_enabled_notice)
+            DropLines("Token authentication is enabled for this Ray cluster"))
         return
     if os.environ.get("RAY_AUTH_MODE") is not None:
         return
@@ -221,10 +252,6 @@ def token_auth(address: Optional[str]) -> None:
     except ImportError:  # a Ray without a cached config reads the variable itself
         return
     Config.initialize("")
-
-
-def _drop_token_enabled_notice(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("Token authentication is enabled for this Ray")
 
 
 def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:

@@ -85,3 +85,30 @@ def test_a_resumed_finished_sweep_counts_its_earlier_trials(tmp_path: Path,
     assert _lines(caplog) == [
         "sweep fin | 4/5 done, 0 running, 0 pending, 0 errored | best "
         f"{METRIC}: squeezenet-s-s0 1.000, cnnx-s-s0 0.800 | elapsed 1m05s, eta ?"]
+
+
+def test_tunes_restore_advice_and_missing_result_json_lines_are_dropped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Ray 2.60's own code emits both; raybench's filters drop exactly those lines."""
+    from types import SimpleNamespace
+
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    from raybench import cluster
+
+    cluster.quiet_tune()
+
+    def missing(trial: Any) -> None:
+        raise FileNotFoundError(f"Could not fetch metrics for {trial}: both result.json and "
+                                "progress.csv were not found at /x")
+
+    trials = [SimpleNamespace(trial_id=tid) for tid in ("t1", "t2")]
+    analysis = SimpleNamespace(trials=trials, _fetch_trial_dataframe=missing)
+    with caplog.at_level(logging.WARNING):
+        frames = ExperimentAnalysis._fetch_trial_dataframes(analysis)  # type: ignore[arg-type]
+        logging.getLogger("ray.tune.tune").warning(
+            "Experiment has been interrupted, but the most recent state was saved.\nResume "
+            'experiment with: Tuner.restore(path="/r/_tune/x", trainable=...)')
+        logging.getLogger("ray.tune.tune").warning("Trial t1 errored")
+    assert sorted(frames) == ["t1", "t2"]
+    assert [r.getMessage() for r in caplog.records] == ["Trial t1 errored"]
