@@ -248,7 +248,7 @@ def token_auth(address: Optional[str]) -> None:
         return
     os.environ["RAY_AUTH_MODE"] = "token"
     try:
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]
     except ImportError:  # a Ray without a cached config reads the variable itself
         return
     Config.initialize("")
