@@ -238,7 +238,7 @@ def token_auth(address: Optional[str]) -> None:
     "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (a warning
     for a secure default, which reads like a failure): that record is dropped.
     """
-    if not address:
+    if not address or address == "local":  # a new Ray of this process
         logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
             DropLines("Token authentication is enabled for this Ray cluster"))
         return

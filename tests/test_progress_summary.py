@@ -38,21 +38,27 @@ def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith("sweep ")]
 
 
-def test_after_ctrl_c_interrupted_trials_are_not_done(caplog: pytest.LogCaptureFixture,
+def test_after_ctrl_c_interrupted_trials_are_not_done(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     from raybench.tune import ledger, progress
 
     monkeypatch.setitem(ledger._LEDGERS, "cc", Ledger())
-    p = progress.Progress("cc", METRIC, "max", 4, started=time.monotonic() - 12.2)
+    p = progress.Progress("cc", METRIC, "max", 5, results=str(tmp_path),
+                          started=time.monotonic() - 12.2)
     p.setup()
+    # b wrote its results, and the interrupt came before Tune took its last result
+    write_trial(ResultStore(str(tmp_path)), "cc", "b-s-s0", model="b", seed=0, scenario="s",
+                labels=("normal", "covid19"), n=4, correct={"normal": 4, "covid19": 2})
     # Tune after Ctrl-C: stop_trial marks the running trials TERMINATED (and calls
     # on_trial_complete) without a `done` result; the trials that finished ended on one.
     trials = [_trial("a-s-s0", "TERMINATED", done=True), _trial("b-s-s0", "TERMINATED"),
-              _trial("c-s-s0", "TERMINATED"), _trial("d-s-s0", "PENDING")]
+              _trial("c-s-s0", "TERMINATED"), _trial("d-s-s0", "TERMINATED"),
+              _trial("e-s-s0", "PENDING")]
     with caplog.at_level(logging.INFO, logger="raybench.tune.sweep"):
         p.on_experiment_end(trials)
     assert _lines(caplog) == [
-        "sweep cc | 1/4 done, 0 running, 1 pending, 0 errored, 2 interrupted | best "
+        "sweep cc | 2/5 done, 0 running, 1 pending, 0 errored, 2 interrupted | best "
         f"{METRIC}: - | elapsed 12s, eta -"]
 
 

@@ -85,14 +85,18 @@ def test_token_mode_follows_a_given_token_and_keeps_the_users_mode(
     Config.initialize("")  # back to what the rest of this process expects
 
 
-def test_the_local_token_notice_is_not_passed_on(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("address", [None, "local"])
+def test_the_local_token_notice_is_not_passed_on(caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 address: str | None) -> None:
     """Ray's notice on a new local Ray (token mode by default) is dropped; its warning that
     authentication is off is not."""
     from ray._private.authentication import authentication_token_setup as setup
 
     from raybench.cluster import token_auth
 
-    token_auth(None)
+    monkeypatch.setattr(setup.logger, "filters", [])  # as in a new process
+    token_auth(address)
     with caplog.at_level(logging.WARNING):
         setup._warn_token_auth_enabled()
         setup._warn_token_auth_disabled()

@@ -122,9 +122,10 @@ def ensure_ray(address: Optional[str]) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        from raybench.cluster import check_reachable
+    from raybench.cluster import check_reachable, token_auth
 
+    token_auth(address)  # a given token means token mode; the local Ray's notice is dropped
+    if address:
         check_reachable(address)  # one line in seconds, not Ray's minute of retries
     try:
         if address:

@@ -18,12 +18,13 @@ start of the session's driver work, Ray's start included.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ray import tune
 
@@ -87,6 +88,7 @@ class Session:
 
     total: int
     started: float
+    results: Optional[str] = None
     done: frozenset[str] = frozenset()
     errored: frozenset[str] = frozenset()
     best: dict[str, float] = field(default_factory=dict)
@@ -124,7 +126,7 @@ def earlier_session(results: str, name: str, metric: str, mode: str, total: int,
             old = best.get(cell)
             if old is None or (value > old if mode == "max" else value < old):
                 best[cell] = float(value)
-    return Session(total, started, done, errored, best)
+    return Session(total, started, results, done, errored, best)
 
 
 class Progress(tune.Callback):
@@ -191,17 +193,27 @@ class Progress(tune.Callback):
         """Counts the trials (see the module docstring) and logs the summary line."""
         from raybench.tune.ledger import ledger_of
 
-        count_trials(self.counts, self.session, trials, ledger_of(self.name))
+        count_trials(self.counts, self.session, trials, ledger_of(self.name),
+                     functools.partial(wrote_run_row, self.session.results, self.name))
         self._last = time.monotonic()
         log.info(summary_line(self.name, self.metric, self.mode, self.counts,
                               self._last - self.session.started))
 
 
-def count_trials(c: SweepCounts, session: Session, trials: list, ledger: Any) -> None:
+def wrote_run_row(results: Optional[str], name: str, trial_id: str) -> bool:
+    """Whether the trial wrote its run row (its last act when it completes)."""
+    from raybench.store import ResultStore
+
+    return results is not None and ResultStore(results).has_trial_file(name, "runs", trial_id)
+
+
+def count_trials(c: SweepCounts, session: Session, trials: list, ledger: Any,
+                 completed: Callable[[str], bool] = lambda trial_id: False) -> None:
     """Fills ``c`` by trial id: earlier sessions, the ledger's ended trials, Tune's trials.
 
     A ``TERMINATED`` Tune trial whose last result is not ``done`` was stopped by the interrupt
-    (a trial that finished, or that ASHA stopped, ends on a ``done`` result).
+    (a trial that finished, or that ASHA stopped, ends on a ``done`` result), unless
+    ``completed(trial_id)``: it had written its results when the interrupt came.
     """
     done, errored = set(session.done), set(session.errored)
     for row in ledger.rows:
@@ -214,6 +226,8 @@ def count_trials(c: SweepCounts, session: Session, trials: list, ledger: Any) ->
     for t in trials:
         tid = (t.config or {}).get(S.TRIAL_ID, t.trial_id)
         if t.status == "TERMINATED" and (t.last_result or {}).get("done"):
+            done.add(tid)
+        elif t.status == "TERMINATED" and tid not in done and completed(tid):
             done.add(tid)
         elif t.status == "TERMINATED" and tid not in done:
             c.interrupted += 1
