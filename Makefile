@@ -15,7 +15,9 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@echo "Installing raybench and its dependencies into $(VENV): the first time this downloads"
+	@echo "PyTorch and Ray (large wheels) and takes several minutes; pip shows its progress below."
+	$(BIN)/python -m pip install --progress-bar on --disable-pip-version-check -e '.[test]'
 	@rm -f $(VENV)/.raybench-*
 	@touch $@
 
@@ -30,5 +32,6 @@ lint: $(STAMP)
 	$(BIN)/ruff check raybench tests benchmarks
 	$(BIN)/mypy
 
+# Everything the README's commands and the tests write into the checkout (all git-ignored).
 clean:
-	rm -rf .raybench-cache runs .pytest_cache
+	rm -rf .raybench-cache runs .pytest_cache .mypy_cache .ruff_cache

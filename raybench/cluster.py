@@ -74,10 +74,41 @@ def quiet_tune() -> None:
     state_log = logging.getLogger("ray.tune.execution.experiment_state")
     if not any(isinstance(f, OneLineSyncError) for f in state_log.filters):
         state_log.addFilter(OneLineSyncError())
+    for name, start in TUNE_LINES_DROPPED:
+        logging.getLogger(name).addFilter(DropLines(start))
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     skip_callback_telemetry()
+
+
+#: Tune's lines that contradict raybench or report nothing wrong (Ray 2.60.0), by logger.
+#: After Ctrl-C, ``tune.run`` advises ``Resume experiment with: Tuner.restore(path=...,
+#: trainable=...)``: raybench's way is ``--resume``, which its own last line says. When the
+#: result grid is built, ``ExperimentAnalysis`` warns ``Failed to fetch metrics for N trial(s)``
+#: for every trial without ``result.json``: trials cut short before their first report and
+#: trials that ended in an earlier session, whose results raybench reads from its own files.
+TUNE_LINES_DROPPED = (
+    ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved"),
+    ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for "),
+)
+
+
+class DropLines(logging.Filter):
+    """Drops a logger's records whose message starts with ``start``; the others pass."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+    def __eq__(self, other: object) -> bool:  # so that addFilter adds it once per logger
+        return isinstance(other, DropLines) and other.start == self.start
+
+    def __hash__(self) -> int:
+        return hash(self.start)
 
 
 class OneLineSyncError(logging.Filter):
@@ -205,6 +236,7 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None, *,
     address = address or os.environ.get("RAY_ADDRESS")
     if tune:
         quiet_ray()
+    token_auth(address)  # a given token means token mode; the local Ray's notice is dropped
     if address:
         check_reachable(address)  # one line in seconds, not Ray's minute of retries
     try:
@@ -218,6 +250,40 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None, *,
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None
+
+
+#: Where a user gives Ray a cluster token (Ray also reads ~/.ray/auth_token in token mode).
+TOKEN_ENV = ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def token_auth(address: Optional[str]) -> None:
+    """Token authentication as a user means it: a token given means token mode, and the
+    embedded local Ray's token notice is not passed on.
+
+    Ray 2.60.0: ``ray.init(address=...)`` with an explicit address turns token mode on only
+    when ``RAY_AUTH_MODE=token`` (``_private/worker.py`` looks for a token only for an address
+    it found itself), so a driver given ``RAY_AUTH_TOKEN`` alone connects without it and the
+    head refuses every call. With a token in ``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH`` and
+    no ``RAY_AUTH_MODE``, raybench sets token mode, as Ray does itself on this path
+    (``_enable_token_auth``: the variable, then a refresh of the cached config). A user's own
+    ``RAY_AUTH_MODE`` is kept. A new local Ray enables token mode by default and warns
+    "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt out" (a warning
+    for a secure default, which reads like a failure): that record is dropped.
+    """
+    if not address or address == "local":  # a new Ray of this process
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            DropLines("Token authentication is enabled for this Ray cluster"))
+        return
+    if os.environ.get("RAY_AUTH_MODE") is not None:
+        return
+    if not any(os.environ.get(key, "").strip() for key in TOKEN_ENV):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+    except ImportError:  # a Ray without a cached config reads the variable itself
+        return
+    Config.initialize("")
 
 
 def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False) -> int:

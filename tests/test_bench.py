@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -167,8 +168,8 @@ def test_gpu_script_refuses_without_gpu_or_dry_run() -> None:
 @pytest.mark.slow
 def test_bench_cli_quick_json(run_cli) -> None:
     code, out, err = run_cli("bench", "--json", "--quick")
-    assert code == 0, err
     report = json.loads(out)
+    assert code == (1 if any(t["met"] is False for t in report["targets"].values()) else 0), err
     for key in ("machine", "train_ratio", "cache_speedup", "trial_overhead_s",
                 "cache_peak_memory_ratio", "results_load_s", "cam", "targets"):
         assert key in report, key
@@ -207,8 +208,10 @@ def test_bench_quick_runs_from_a_clone_without_shared_data(tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-m", "raybench.cli", "bench", "--quick", "--json",
                            "--only", "cache"], cwd=clone, env=env, capture_output=True,
                           text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    cache = json.loads(proc.stdout)["cache"]
+    report = json.loads(proc.stdout)
+    missed = [k for k, t in report["targets"].items() if t["met"] is False]  # exit 1 if any
+    assert proc.returncode == (1 if missed else 0), proc.stderr[-2000:]
+    cache = report["cache"]
     assert cache["data"] == "300 generated 224 px PNGs" and cache["images"] == 300
     assert cache["cache_speedup"] > 1 and cache["entry_bytes"] >= 300 * 64 * 64
 
@@ -280,3 +283,29 @@ def test_machine_needs_no_ray(monkeypatch) -> None:
     info = machine()
     assert info["ray"] is None
     assert info["cores"] == os.cpu_count()
+
+
+def test_missed_targets_are_the_measured_misses() -> None:
+    from raybench.bench import missed_targets
+
+    report = {"targets": {"train_ratio": {"target": ">= 0.95", "value": 0.9, "met": False},
+                          "cache_speedup": {"target": ">= 10", "value": None, "met": None},
+                          "trial_overhead_s": {"target": "<= 1", "value": 0.5, "met": True}}}
+    assert missed_targets(report) == ["train_ratio"]
+    assert missed_targets({"targets": {}}) == []
+
+
+@pytest.mark.parametrize("bound, code", [(0.0, 1), (1e9, 0)])
+def test_bench_exits_1_when_a_target_is_missed(run_cli, monkeypatch: pytest.MonkeyPatch,
+                                               bound: float, code: int) -> None:
+    """The results section (no Ray, seconds) given a target it cannot meet, then one it meets."""
+    from raybench.bench import results
+
+    monkeypatch.setitem(results.SECTION.targets, "results_load_s", ("<=", bound))
+    got, out, err = run_cli("bench", "--quick", "--only", "results")
+    assert got == code, err
+    verdict = "MISSED" if code else "ok"
+    limit = re.escape(f"{bound:g}")
+    assert re.search(rf"^results_load_s +[0-9.]+ +target <= {limit} +{verdict}$", out, re.M), out
+    missed = "raybench: bench: 1 target(s) missed: results_load_s\n"
+    assert (missed in err) == bool(code)

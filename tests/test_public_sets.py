@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -491,7 +492,7 @@ def test_dicom_files_in_folder_and_metadata_csv(tmp_path: Path) -> None:
                                                "p2,x2.dcm,No Finding"])
     res = import_dataset("metadata-csv", csv, ImportOptions(views=("PA",)))
     assert _rows(res.df) == [["images/x1.dcm", "covid19", "p1", None, "PA", "m"]]
-    assert res.dropped == {"view LL": 1}
+    assert res.dropped == {"view LATERAL": 1}  # DICOM LL: a left lateral
     out = tmp_path / "m.parquet"
     write_import(res, out)
     assert read_manifest(out)[S.VIEW].tolist() == ["PA"]
@@ -561,3 +562,106 @@ def test_csv_rows_pointing_outside_the_dataset_are_refused(tmp_path: Path, kind:
     for policy in ("fail", "skip"):
         with pytest.raises(DataError, match=match):
             import_dataset(kind, root, ImportOptions(on_bad_image=policy))
+
+
+# --- real files as they arrive: other releases, re-saved copies, awkward records ----------------
+
+def test_nih_v2020_release_with_patient_sex_and_trailing_commas(tmp_path: Path) -> None:
+    """The v2020 file renames ``Patient Gender`` (a column raybench never reads) and its rows
+    end in a comma its header lacks."""
+    root = tmp_path / "nih"
+    _nih(root)
+    (root / "Data_Entry_2017.csv").unlink()
+    header = NIH_HEADER.replace("Patient Gender", "Patient Sex").rstrip(",")
+    _write(root / "Data_Entry_2017_v2020.csv", [header] + NIH_ROWS)
+    res = import_dataset("nih", root)
+    assert _rows(res.df) == [
+        ["images_001/images/00000003_000.png", "pneumonia", "3", "test", "PA", "nih"],
+        ["images_002/images/00000005_000.png", "normal", "5", "train", "PA", "nih"],
+        ["images_002/images/00000005_001.png", "normal", "5", "train", "AP", "nih"]]
+
+
+def test_mimic_ll_is_lateral_and_every_left_out_row_is_logged(tmp_path: Path, run_cli,
+                                                               caplog) -> None:
+    """MIMIC's ``LL`` (left lateral) counts as LATERAL; the log line names the rows left out
+    for an unknown view too (IDS['d'] has a blank ViewPosition)."""
+    root = _mimic(tmp_path / "mimic")
+    meta = root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    text = gzip.decompress(meta.read_bytes()).decode()
+    meta.write_bytes(gzip.compress(text.replace(",LATERAL,", ",LL,").encode()))
+    out = tmp_path / "m.parquet"
+    with caplog.at_level("INFO", logger="raybench.data.importers"):
+        code, stdout, err = run_cli("data", "import", "mimic-cxr-jpg", str(root), "--uncertain",
+                                    "ones", "--views", "LATERAL", "--out", str(out))
+    assert code == 0, err
+    assert read_manifest(out)[S.PATH].str[-40:-4].tolist() == [IDS["b"][-36:]]
+    assert read_manifest(out)[S.VIEW].tolist() == ["LATERAL"]
+    counts = "view AP x1, view PA x2, view unknown x1"  # the view filter comes first
+    assert [r.getMessage() for r in caplog.records if "left out" in r.getMessage()] == [
+        f"{root}: left out {counts}"]
+    assert stdout.rstrip().endswith("left out 1 (view AP), 2 (view PA), 1 (view unknown)")
+
+
+PADCHEST_CSV = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+
+
+def test_padchest_errors_name_the_file_line_past_quoted_newlines(tmp_path: Path) -> None:
+    """Reports hold quoted newlines: record 4 of this file starts on line 7."""
+    root = _padchest(tmp_path / "pc")
+    csv = root / PADCHEST_CSV
+    lines = csv.read_text().splitlines()
+    lines[1] = lines[1].replace('"normal study, no changes"', '"normal study,\nno changes\n"')
+    lines[4] = lines[4].replace("['COPD signs', 'unchanged']", "COPD signs")
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"{PADCHEST_CSV} line 7: Labels 'COPD signs' is not a "
+                       "list of strings"):
+        import_dataset("padchest", root)
+    lines[4] = lines[4].replace("COPD signs", "['COPD signs', 'unchanged']")
+    csv.write_text("\n".join(lines) + "\n")  # the newlines stay inside the report's text
+    assert _rows(import_dataset("padchest", root).df)[1][:3] == [
+        "0/20536686640136348236148679891455886468_k6ga29.png", "normal", "p1"]
+
+
+@pytest.mark.parametrize("column,value,diagnosis", [
+    ("PatientID", "8.3986e+35", r"PatientID '8\.3986e\+35' is a number in scientific notation "
+     r"\(2 such rows\): long ids were rounded"),
+    ("ImageID", "0\\20536686640136348236148679891455886468_k6ga29.png",
+     r"ImageID '0\\\\20536686640136348236148679891455886468_k6ga29\.png' carries a folder "
+     r"prefix \(1 such rows\)"),
+])
+def test_a_csv_resaved_by_a_spreadsheet_gets_its_own_diagnosis(tmp_path: Path, run_cli,
+                                                               column: str, value: str,
+                                                               diagnosis: str) -> None:
+    root = _padchest(tmp_path / "pc")
+    csv = root / PADCHEST_CSV
+    lines = csv.read_text().splitlines()
+    if column == "PatientID":  # p1's two films and p2's: rounded to one float, shared
+        lines[2] = lines[2].replace(",stp1,p1,", f",stp1,{value},")
+        lines[3] = lines[3].replace(",stp2,p2,", f",stp2,{value},")
+    else:
+        lines[1] = lines[1].replace(value.split("\\")[1], value, 1)
+    csv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m.parquet"
+    code, _, err = run_cli("data", "import", "padchest", str(root), "--on-bad-image", "skip",
+                           "--out", str(out))
+    assert code == 2 and err.count("\n") == 1 and "partial download" not in err
+    line = 3 if column == "PatientID" else 2
+    assert re.search(rf"{PADCHEST_CSV} line {line}: {diagnosis}.*re-saved by a spreadsheet; use "
+                     "the file as downloaded", err), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("path,reason", [
+    ("/data/CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg", "is absolute"),
+    ("s3://bucket/CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg",
+     "is a URI"),
+])
+def test_chexpert_absolute_path_and_uri_get_a_message_that_matches(tmp_path: Path, path: str,
+                                                                   reason: str) -> None:
+    root = _chexpert(tmp_path)
+    _write(root / "train.csv", [CHEX_HEADER, CHEX_TRAIN[0].replace(CHEX_TRAIN[0].split(",")[0],
+                                                                   path)])
+    with pytest.raises(DataError) as err:
+        import_dataset("chexpert", root, ImportOptions(uncertain="zeros"))
+    assert str(err.value) == (f"{root / 'train.csv'} line 2: file {path!r} {reason}; paths in "
+                              "the dataset's CSV must be relative to the dataset folder")

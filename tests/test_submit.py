@@ -210,7 +210,15 @@ def _wait_for_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout_s: 
 
 @contextmanager
 def ray_head(env: dict[str, str]) -> Iterator[str]:
-    """``ray start --head --block`` with its own temp dir and ports; stops only that head."""
+    """``ray start --head --block`` with its own temp dir and ports; yields the dashboard URL."""
+    with ray_head_ports(env) as ports:
+        yield f"http://127.0.0.1:{ports['dashboard-port']}"
+
+
+@contextmanager
+def ray_head_ports(env: dict[str, str]) -> Iterator[dict[str, int]]:
+    """``ray start --head --block`` with its own temp dir and ports (yielded: ``port`` is the
+    GCS's); stops only that head."""
     ray_bin = Path(sys.executable).with_name("ray")
     root = Path(tempfile.mkdtemp(prefix="rb-head-"))  # short: Ray's socket paths are limited
     ports = dict(zip(["port", "dashboard-port", "dashboard-agent-listen-port",
@@ -228,7 +236,7 @@ def ray_head(env: dict[str, str]) -> Iterator[str]:
     url = f"http://127.0.0.1:{ports['dashboard-port']}"
     try:
         _wait_for_dashboard(url, proc, log)
-        yield url
+        yield ports
     finally:
         _stop_head(proc, str(root))
         shutil.rmtree(root, ignore_errors=True)

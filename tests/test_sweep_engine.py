@@ -161,6 +161,10 @@ def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_addres
     assert "raybench: error: interrupted; continue with --resume" in err
     finished = {p.name: p.stat().st_mtime_ns for p in runs_dir.glob("*.parquet")}
     assert 0 < len(finished) < 3
+    last = [ln for ln in err.splitlines() if "sweep intr | " in ln][-1]  # trials cut short
+    assert re.search(rf"\| {len(finished)}/3 done, 0 running, \d pending, 0 errored"
+                     rf"(, 1 interrupted)? \|", last), last
+    assert "Tuner.restore(" not in err and "Failed to fetch metrics" not in err
     # A full disk truncated Tune's own state: every file of the experiment is cut to 0 bytes.
     state = tmp_path / "r" / "intr" / "_tune" / "intr"
     for path in [p for p in state.rglob("*") if p.is_file()]:
@@ -177,6 +181,13 @@ def test_interrupt_exits_130_and_resume_survives_truncated_tune_state(ray_addres
         assert (runs_dir / name).stat().st_mtime_ns == mtime, f"{name} was rerun"
     epochs = pd.read_parquet(tmp_path / "r" / "intr" / "epochs")
     assert epochs.groupby("trial_id")["epoch"].apply(list).tolist() == [[1, 2, 3]] * 3
+    last = [r.getMessage() for r in caplog.records if "sweep intr | " in r.getMessage()][-1]
+    assert "| 3/3 done, 0 running, 0 pending, 0 errored |" in last, last
+    code, _, err = run_cli(*args, "--resume")  # the sweep is finished: the resume counts it all
+    assert code == 0, err[-3000:]
+    last = [r.getMessage() for r in caplog.records if "sweep intr | " in r.getMessage()][-1]
+    assert "| 3/3 done, 0 running, 0 pending, 0 errored | best val_balanced_accuracy: " \
+           "cnnx-synthetic-s0 " in last, last
 
 
 def test_two_drivers_at_once_one_proceeds(ray_address: str, tmp_path: Path) -> None:

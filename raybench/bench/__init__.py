@@ -30,6 +30,7 @@ from raybench.bench.runner import (
     SECTIONS,
     check_targets,
     format_report,
+    missed_targets,
     run_bench,
 )
 from raybench.bench.sweep import sweep_bench_specs
@@ -38,6 +39,7 @@ from raybench.bench.trials import trial_bench_spec
 
 __all__ = ["BenchOptions", "EXTRA_SECTIONS", "RESULTS_SWEEP", "SECTIONS", "SECTION_TABLE",
            "Section", "bench_images", "check_data", "check_targets", "epoch_cache",
-           "epoch_decode", "format_report", "generate_results", "machine", "paired_epochs",
+           "epoch_decode", "format_report", "generate_results", "machine", "missed_targets",
+           "paired_epochs",
            "plain_epoch", "result_tables", "run_bench", "sweep_bench_specs", "timed_load",
            "trial_bench_spec", "write_result_range"]

@@ -54,6 +54,11 @@ def check_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def missed_targets(report: dict[str, Any]) -> list[str]:
+    """The headline keys whose target was measured and missed (the CLI then exits 1)."""
+    return [key for key, t in report.get("targets", {}).items() if t["met"] is False]
+
+
 def run_bench(opts: BenchOptions) -> dict[str, Any]:
     """Runs the selected sections; returns the JSON-ready report.
 

@@ -32,10 +32,14 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
 #: Spellings of the same projection across datasets -> the ``view`` value raybench stores.
-#: Other values are kept upper-cased (MIMIC's ``AP AXIAL``, ``LL``; PadChest's ``COSTAL``).
+#: Every lateral film is ``LATERAL``: CheXpert's ``Lateral``, PadChest's ``L``, DICOM's and
+#: MIMIC's ``LL`` / ``RL`` (left / right lateral), MIMIC's ``XTABLE LATERAL`` (cross-table).
+#: Other values are kept upper-cased (MIMIC's ``AP AXIAL``, ``LAO``; PadChest's ``COSTAL``).
 VIEW_ALIASES: dict[str, str] = {
     "POSTEROANTERIOR": "PA", "POSTERO_ANTERIOR": "PA", "ANTEROPOSTERIOR": "AP",
-    "ANTERO_POSTERIOR": "AP", "L": "LATERAL", "LAT": "LATERAL",
+    "ANTERO_POSTERIOR": "AP", "L": "LATERAL", "LAT": "LATERAL", "LL": "LATERAL",
+    "RL": "LATERAL", "XTABLE LATERAL": "LATERAL", "LEFT LATERAL": "LATERAL",
+    "RIGHT LATERAL": "LATERAL",
     "AP_HORIZONTAL": "AP SUPINE", "AP SUPINE": "AP SUPINE",
 }
 

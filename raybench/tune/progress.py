@@ -9,14 +9,22 @@ single ``logging`` line so it streams well through ``ray job logs`` / ``raybench
 
 (one line in the log). The ETA is the mean duration of the completed trials times the trials
 still to finish, over the trials running at once.
+
+The counts are by trial id, over the whole sweep: the trials that ended in earlier sessions
+(their run rows, read when a session starts), those this session's scheduler recorded and let
+Tune forget (:mod:`raybench.tune.ledger`), and those still in Tune. A trial Tune stopped at an
+interrupt (Ctrl-C) without its last result is ``interrupted``, not done. Elapsed counts from the
+start of the session's driver work, Ray's start included.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ray import tune
 
@@ -46,6 +54,7 @@ class SweepCounts:
     running: int = 0
     pending: int = 0
     errored: int = 0
+    interrupted: int = 0
     best: dict[str, float] = field(default_factory=dict)
     durations: list[float] = field(default_factory=list)
 
@@ -64,28 +73,88 @@ def summary_line(name: str, metric: str, mode: str, c: SweepCounts, elapsed: flo
     best = ", ".join(f"{cell} {value:.3f}" for cell, value in ranked[:MAX_CELLS_SHOWN])
     if len(ranked) > MAX_CELLS_SHOWN:
         best += f", ... (+{len(ranked) - MAX_CELLS_SHOWN} cells)"
+    cut = f", {c.interrupted} interrupted" if c.interrupted else ""
+    eta = "-" if c.interrupted else fmt_duration(c.eta())  # no trial runs on after an interrupt
     return (f"sweep {name} | {c.done}/{c.total} done, {c.running} running, {c.pending} pending, "
-            f"{c.errored} errored | best {metric}: {best or '-'} | elapsed "
-            f"{fmt_duration(elapsed)}, eta {fmt_duration(c.eta())}")
+            f"{c.errored} errored{cut} | best {metric}: {best or '-'} | elapsed "
+            f"{fmt_duration(elapsed)}, eta {eta}")
+
+
+@dataclass
+class Session:
+    """One driver session of a sweep: its trial count, its start and what earlier sessions
+    ended. Kept here, by sweep name, because a restored experiment runs the :class:`Progress`
+    it was built with (Tune unpickles it, with another session's state)."""
+
+    total: int
+    started: float
+    results: Optional[str] = None
+    done: frozenset[str] = frozenset()
+    errored: frozenset[str] = frozenset()
+    best: dict[str, float] = field(default_factory=dict)
+
+
+_SESSIONS: dict[str, Session] = {}
+
+#: Run-row statuses of a trial that ended for good (a ``crashed`` one is retried).
+DONE_STATUSES = (S.STATUS_COMPLETED, S.STATUS_STOPPED)
+FAILED_STATUSES = (S.STATUS_ERROR,)
+
+
+def cell_of_trial(trial_id: str) -> str:
+    """``<cell>-tNNN`` (optuna mode) or ``<cell>`` (paper mode) -> the cell's name."""
+    return re.sub(r"-t\d{3,}$", "", trial_id)
+
+
+def earlier_session(results: str, name: str, metric: str, mode: str, total: int,
+                    started: float) -> Session:
+    """The trials that ended in earlier sessions of ``name``, from its run rows, and the best
+    ``metric`` per cell from their epoch rows."""
+    from raybench.store import ResultStore
+
+    store = ResultStore(results)
+    runs = store.read_table(name, "runs")
+    done = frozenset(runs.loc[runs[S.STATUS].isin(DONE_STATUSES), S.TRIAL_ID])
+    errored = frozenset(runs.loc[runs[S.STATUS].isin(FAILED_STATUSES), S.TRIAL_ID])
+    best: dict[str, float] = {}
+    epochs = store.read_table(name, "epochs") if done else None
+    if epochs is not None and metric in epochs.columns:
+        ended = epochs[epochs[S.TRIAL_ID].isin(done)].dropna(subset=[metric])
+        per_trial = ended.groupby(S.TRIAL_ID)[metric].agg("max" if mode == "max" else "min")
+        for trial_id, value in per_trial.items():
+            cell = cell_of_trial(str(trial_id))
+            old = best.get(cell)
+            if old is None or (value > old if mode == "max" else value < old):
+                best[cell] = float(value)
+    return Session(total, started, results, done, errored, best)
 
 
 class Progress(tune.Callback):
     """Per-report lines, trial failures, and the periodic sweep summary line."""
 
     def __init__(self, name: str, metric: str, mode: str, total: int,
-                 interval_s: float = 30.0) -> None:
+                 interval_s: float = 30.0, results: Optional[str] = None,
+                 started: Optional[float] = None) -> None:
         self.name, self.metric, self.mode, self.interval_s = name, metric, mode, interval_s
         self.counts = SweepCounts(total)
         self.errors: dict[str, str] = {}
         self._started: dict[str, float] = {}
-        self._t0 = time.monotonic()
-        self._last = self._t0
+        self._last = time.monotonic()
+        began = self._last if started is None else started
+        _SESSIONS[name] = (earlier_session(results, name, metric, mode, total, began)
+                           if results else Session(total, began))
+
+    @property
+    def session(self) -> Session:
+        """This driver's session of the sweep (one without earlier trials if none was opened)."""
+        return _SESSIONS.setdefault(self.name, Session(self.counts.total, time.monotonic()))
 
     def setup(self, stop: Any = None, num_samples: Optional[int] = None,
               total_num_samples: Optional[int] = None, **info: Any) -> None:
         """Experiment start (also after ``Tuner.restore`` unpickled this callback)."""
-        self._t0 = self._last = time.monotonic()
+        self._last = time.monotonic()
         self._started = {}
+        self.counts = SweepCounts(self.session.total, best=dict(self.session.best))
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._started.setdefault(trial.trial_id, time.monotonic())
@@ -121,18 +190,57 @@ class Progress(tune.Callback):
         self.emit(trials)
 
     def emit(self, trials: list) -> None:
-        """Counts the trials by status (Tune's, plus those it forgot) and logs the summary."""
+        """Counts the trials (see the module docstring) and logs the summary line."""
         from raybench.tune.ledger import ledger_of
 
-        status = [t.status for t in trials]
-        forgotten = ledger_of(self.name).statuses
-        c = self.counts
-        c.done = status.count("TERMINATED") + forgotten["TERMINATED"]
-        c.running = status.count("RUNNING")
-        c.pending = status.count("PENDING") + status.count("PAUSED")
-        c.errored = status.count("ERROR") + forgotten["ERROR"]
+        count_trials(self.counts, self.session, trials, ledger_of(self.name),
+                     functools.partial(wrote_run_row, self.session.results, self.name))
         self._last = time.monotonic()
-        log.info(summary_line(self.name, self.metric, self.mode, c, self._last - self._t0))
+        log.info(summary_line(self.name, self.metric, self.mode, self.counts,
+                              self._last - self.session.started))
+
+
+def wrote_run_row(results: Optional[str], name: str, trial_id: str) -> bool:
+    """Whether the trial wrote its run row (its last act when it completes)."""
+    from raybench.store import ResultStore
+
+    return results is not None and ResultStore(results).has_trial_file(name, "runs", trial_id)
+
+
+def count_trials(c: SweepCounts, session: Session, trials: list, ledger: Any,
+                 completed: Callable[[str], bool] = lambda trial_id: False) -> None:
+    """Fills ``c`` by trial id: earlier sessions, the ledger's ended trials, Tune's trials.
+
+    A ``TERMINATED`` Tune trial whose last result is not ``done`` was stopped by the interrupt
+    (a trial that finished, or that ASHA stopped, ends on a ``done`` result), unless
+    ``completed(trial_id)``: it had written its results when the interrupt came.
+    """
+    done, errored = set(session.done), set(session.errored)
+    for row in ledger.rows:
+        status = row.get(S.STATUS)
+        if status in DONE_STATUSES:
+            done.add(row[S.TRIAL_ID])
+        elif status in FAILED_STATUSES or status == S.STATUS_CRASHED:
+            errored.add(row[S.TRIAL_ID])
+    c.running = c.pending = c.interrupted = 0
+    for t in trials:
+        tid = (t.config or {}).get(S.TRIAL_ID, t.trial_id)
+        if t.status == "TERMINATED" and (t.last_result or {}).get("done"):
+            done.add(tid)
+        elif t.status == "TERMINATED" and tid not in done and completed(tid):
+            done.add(tid)
+        elif t.status == "TERMINATED" and tid not in done:
+            c.interrupted += 1
+        elif t.status == "ERROR":
+            errored.add(tid)
+        elif t.status == "RUNNING":
+            c.running += 1
+        elif t.status in ("PENDING", "PAUSED"):
+            c.pending += 1
+    # a ledger that kept statuses only (no rows, so no ids) counts by status
+    plain = not ledger.rows
+    c.done = len(done) + (ledger.statuses["TERMINATED"] if plain else 0)
+    c.errored = len(errored - done) + (ledger.statuses["ERROR"] if plain else 0)
 
 
 def error_message(trial: Any) -> str:

@@ -127,6 +127,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     """The sweep once claimed: Ray, the studies, the Tune experiment, the outcome."""
     from raybench.tune.progress import Progress
 
+    began = time.monotonic()  # the progress line's elapsed: Ray's start and the data included
     slots, plan = _start(spec, store, lease, address, num_cpus, existed)
     _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
@@ -139,7 +140,8 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     total = plan.budget * len(plan.cells)
     log.info("sweep %s: %s mode, %d cell(s), %d trial(s), %d trial slot(s) now", spec.name,
              sw.mode, len(plan.cells), total, slots)
-    progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s)
+    progress = Progress(spec.name, sw.metric, sw.metric_mode, total, sw.progress_interval_s,
+                        results=spec.results, started=began)
     cluster.quiet_tune()
     ended = ledger.open_ledger(spec.name)
     tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan,

@@ -46,6 +46,7 @@ from raybench.data.importers.nih import import_nih
 from raybench.data.importers.padchest import import_padchest
 from raybench.data.importers.rsna import import_rsna
 from raybench.data.importers.rows import build_rows
+from raybench.data.importers.tables import log_left_out
 from raybench.errors import DataError
 from raybench.registry import Registry
 
@@ -96,19 +97,19 @@ IMPORTERS.register("folder", Importer(
     ("<label>/* for label in " + ", ".join(S.MANIFEST_LABELS) + " (png, jpg, dcm, ...)",)))
 IMPORTERS.register("nih", Importer(
     import_nih, "NIH ChestX-ray14; SRC: the download folder",
-    ("Data_Entry_2017.csv (Image Index, Finding Labels, Follow-up #, Patient ID, Patient Age, "
-     "Patient Gender, View Position)", "images*/*.png or images_0NN/images/*.png",
+    ("Data_Entry_2017.csv or Data_Entry_2017_v2020.csv (Image Index, Finding Labels, "
+     "Patient ID, View Position)", "images*/*.png or images_0NN/images/*.png",
      "train_val_list.txt, test_list.txt (optional: the official split)"), nih.DEFAULT_RULE))
 IMPORTERS.register("chexpert", Importer(
     import_chexpert, "CheXpert (Stanford); SRC: CheXpert-v1.0[-small]/; needs --uncertain",
-    ("train.csv, valid.csv (Path, Sex, Age, Frontal/Lateral, AP/PA, 14 observations "
+    ("train.csv, valid.csv (Path, Frontal/Lateral, AP/PA, 14 observations "
      "1.0/0.0/-1.0/blank)", "train/patientNNNNN/studyN/viewN_frontal|lateral.jpg, valid/..."),
     chexpert.DEFAULT_RULE))
 IMPORTERS.register("mimic_cxr_jpg", Importer(
     import_mimic, "MIMIC-CXR-JPG 2.0.0 (PhysioNet); SRC: the download folder; needs --uncertain",
     (f"{mimic.PREFIX}-metadata.csv[.gz] (dicom_id, subject_id, study_id, ViewPosition)",
      f"{mimic.PREFIX}-chexpert.csv[.gz] (subject_id, study_id, 14 observations)",
-     f"{mimic.PREFIX}-split.csv[.gz] (dicom_id, study_id, subject_id, split)",
+     f"{mimic.PREFIX}-split.csv[.gz] (dicom_id, split)",
      "files/pNN/p<subject_id>/s<study_id>/<dicom_id>.jpg"), mimic.DEFAULT_RULE))
 IMPORTERS.register("padchest", Importer(
     import_padchest, "PadChest (BIMCV); SRC: the download folder",
@@ -117,7 +118,7 @@ IMPORTERS.register("padchest", Importer(
     padchest.DEFAULT_RULE))
 IMPORTERS.register("rsna_pneumonia", Importer(
     import_rsna, "RSNA Pneumonia Detection Challenge (stage 2); SRC: the download folder",
-    ("stage_2_train_labels.csv (patientId, x, y, width, height, Target; a row per box)",
+    ("stage_2_train_labels.csv (patientId, Target; a row per box)",
      "stage_2_detailed_class_info.csv (patientId, class)",
      "stage_2_train_images/<patientId>.dcm (DICOM; view from ViewPosition)"),
     rsna.DEFAULT_RULE))
@@ -149,7 +150,9 @@ def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFA
 
         ensure_ray(opts.address, tune=False)
     result = IMPORTERS.get(kind.replace("-", "_"))(src, opts)
-    return filter_views(result, opts.views) if opts.views else result
+    result = filter_views(result, opts.views) if opts.views else result
+    log_left_out(result)
+    return result
 
 
 def filter_views(result: ImportResult, views: Sequence[str]) -> ImportResult:

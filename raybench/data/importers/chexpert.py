@@ -21,7 +21,7 @@ from raybench.data.importers.tables import (
 from raybench.errors import DataError
 
 CSV_FILES = (("train.csv", "train"), ("valid.csv", "val"))
-COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA") + OBSERVATIONS
+COLUMNS = ("Path", "Frontal/Lateral", "AP/PA") + OBSERVATIONS
 DEFAULT_RULE = LabelRule.from_pairs([("Pneumonia", "pneumonia"), ("No Finding", "normal")])
 _PATIENT = re.compile(r"(?:^|/)(patient\d+)/")
 
@@ -37,8 +37,11 @@ def chexpert_view(frontal_lateral: str, ap_pa: str) -> Optional[str]:
 def _relative(root: Path, path: str) -> str:
     """``Path`` values start with the download's folder (``CheXpert-v1.0-small/train/...``):
     that first part is dropped when it is not a folder of ``root``."""
-    first, sep, rest = path.strip().replace("\\", "/").partition("/")
-    return rest if sep and not (root / first).is_dir() else path.strip()
+    path = path.strip()
+    if "://" in path or re.match(r"^[A-Za-z]:", path):  # a URI or a drive: refused as given
+        return path
+    first, sep, rest = path.replace("\\", "/").partition("/")
+    return rest if sep and not (root / first).is_dir() else path
 
 
 def import_chexpert(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> ImportResult:
@@ -57,12 +60,12 @@ def import_chexpert(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> I
 
 def _csv_entries(csv: Path, split: str, listed: Listed, classify: Classifier, source: str
                  ) -> list[Entry]:
-    df = read_table(csv, COLUMNS)
-    obs = observation_sets(df, csv)
-    cols = [df[c].tolist() for c in ("Path", "Frontal/Lateral", "AP/PA")]
+    table = read_table(csv, COLUMNS)
+    obs = observation_sets(table)
+    cols = [table.df[c].tolist() for c in COLUMNS[:3]]
     entries = []
     for i, (path, fl, ap_pa) in enumerate(zip(*cols, strict=True)):
-        where = f"{csv} line {i + 2}"
+        where = table.where(i)
         view = chexpert_view(fl, ap_pa)
         if not classify.view_ok(view):
             continue

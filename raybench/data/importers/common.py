@@ -3,6 +3,7 @@ rules and locating listed files inside the dataset root."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import logging
 import os
@@ -198,33 +199,66 @@ class FileFinder:
 
 
 
-def log_dropped(labeler: Labeler) -> None:
-    if labeler.dropped:
-        log.info("left out rows with unmapped labels: %s",
-                 ", ".join(f"{k!r} x{v}" for k, v in sorted(labeler.dropped.items())))
-
-
 def unmapped_counts(labeler: Labeler) -> dict[str, int]:
     """The rows a labeler left out, as ``ImportResult.dropped``."""
     return {f"unmapped label {k!r}": v for k, v in sorted(labeler.dropped.items())}
 
 
-def read_csv_tolerant(path: Path) -> pd.DataFrame:
-    """Reads a CSV as strings: UTF-8 (with or without BOM), else latin-1."""
+@dataclass(frozen=True)
+class Table:
+    """An official CSV as strings (blanks ``""``), with the file line each record starts on
+    (a quoted field may hold newlines, so record ``i`` is not always on line ``i + 2``)."""
+
+    path: Path
+    df: pd.DataFrame
+    lines: Sequence[int]
+
+    def where(self, i: int) -> str:
+        """``<file> line N`` for record ``i`` (0-based, header excluded)."""
+        return f"{self.path} line {self.lines[i]}"
+
+
+def record_lines(text: str, n: int, sep: str = ",") -> Sequence[int]:
+    """The 1-based file line each of the ``n`` records after the header starts on; blank lines
+    are skipped, as pandas skips them."""
+    physical = text.count("\n") + (0 if text.endswith("\n") else 1)
+    if physical == n + 1:  # one line per record: no quoted newline, no blank line
+        return range(2, n + 2)
+    lines, reader, end = [], csv.reader(io.StringIO(text), delimiter=sep), 0
+    for row in reader:
+        if row and end:  # not the header, not a blank line
+            lines.append(end + 1)
+        end = reader.line_num
+    return lines[:n]
+
+
+def decode_csv(path: Path) -> str:
+    """The text of a ``.csv`` / ``.csv.gz``: UTF-8 (BOM or not), else latin-1."""
     raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc})") from None
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+        return raw.decode("latin-1")
+
+
+def read_csv_tolerant(path: Path) -> Table:
+    """Reads a CSV as strings: UTF-8 (with or without BOM), else latin-1; ``,`` ``;`` or tab."""
+    text = decode_csv(path)
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
         sep = dialect.delimiter
     except csv.Error:
         sep = ","
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    return Table(path, df, record_lines(text, len(df), sep))
 
 
 def pick_col(df: pd.DataFrame, given: Optional[str], candidates: Sequence[str], what: str,

@@ -15,7 +15,6 @@ from raybench.data.importers.common import (
     ImportOptions,
     ImportResult,
     Labeler,
-    log_dropped,
     unmapped_counts,
     require_dir,
 )
@@ -73,7 +72,6 @@ def import_covidx(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Imp
             if label:
                 entries.append(Entry(finder.find(name, where), label, patient,
                                       source or opts.source or "covidx", split, where))
-    log_dropped(labeler)
     result = build_rows(images, opts.source or "covidx", entries, opts.on_bad_image)
     result.dropped = unmapped_counts(labeler)
     return result

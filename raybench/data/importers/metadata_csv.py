@@ -17,7 +17,7 @@ from raybench.data.importers.common import (
     ImportOptions,
     ImportResult,
     Labeler,
-    log_dropped,
+    Table,
     unmapped_counts,
     pick_col,
     read_csv_tolerant,
@@ -48,7 +48,8 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = DEFAULTS
     path = Path(src)
     if not path.is_file():
         raise DataError(f"{path}: metadata CSV does not exist")
-    df = read_csv_tolerant(path)
+    table = read_csv_tolerant(path)
+    df = table.df
     images = require_dir(Path(opts.images) if opts.images else path.parent, "image folder")
     cols = {
         "file": pick_col(df, opts.file_col, _FILE_COLS, "file", path, True),
@@ -63,7 +64,7 @@ def import_metadata_csv(src: str | os.PathLike, opts: ImportOptions = DEFAULTS
         log.warning("%s: no patient id column; each image is treated as its own patient", path)
     source = opts.source or path.parent.resolve().name
     labeler = Labeler(opts)
-    entries = _csv_entries(df, cols, path, FileFinder(images), labeler, opts, source)
+    entries = _csv_entries(table, cols, FileFinder(images), labeler, opts, source)
     result = build_rows(images, source, entries, opts.on_bad_image)
     result.dropped = unmapped_counts(labeler)
     return result
@@ -92,12 +93,11 @@ def _row_source(row: Mapping[Any, object], col: Optional[str], default: str, whe
     return value
 
 
-def _csv_entries(df: pd.DataFrame, cols: Mapping[str, Optional[str]], path: Path,
-                 finder: FileFinder, labeler: Labeler, opts: ImportOptions,
-                 source: str) -> list[Entry]:
+def _csv_entries(table: Table, cols: Mapping[str, Optional[str]], finder: FileFinder,
+                 labeler: Labeler, opts: ImportOptions, source: str) -> list[Entry]:
     entries = []
-    for i, row in enumerate(df.to_dict("records")):
-        where = f"{path} line {i + 2}"
+    for i, row in enumerate(table.df.to_dict("records")):
+        where = table.where(i)
         label = opts.label or labeler(row[cols[S.LABEL]], where)
         if label is None:
             continue
@@ -106,7 +106,6 @@ def _csv_entries(df: pd.DataFrame, cols: Mapping[str, Optional[str]], path: Path
         file = finder.find(str(row[cols["file"]]).strip(), where)
         row_source = _row_source(row, cols[S.SOURCE], source, where)
         entries.append(Entry(file, label, patient or None, row_source, split, where))
-    log_dropped(labeler)
     return entries
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from raybench.data import manifest as mf
 from raybench.data.importers.common import DEFAULTS, Entry, ImportOptions, ImportResult
 from raybench.data.importers.labels import Classifier, LabelRule, check_uncertain
 from raybench.data.importers.tables import (
     OBSERVATIONS,
     Listed,
+    Table,
     finish,
     find_table,
     observation_sets,
@@ -22,8 +21,9 @@ from raybench.errors import DataError
 
 PREFIX = "mimic-cxr-2.0.0"
 METADATA = (f"{PREFIX}-metadata.csv", ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+_IDS = ("subject_id", "study_id")
 LABELS = (f"{PREFIX}-chexpert.csv", ("subject_id", "study_id") + OBSERVATIONS)
-SPLITS = (f"{PREFIX}-split.csv", ("dicom_id", "study_id", "subject_id", "split"))
+SPLITS = (f"{PREFIX}-split.csv", ("dicom_id", "split"))
 SPLIT_VALUES = {"train": "train", "validate": "val", "test": "test"}
 DEFAULT_RULE = LabelRule.from_pairs([("Pneumonia", "pneumonia"), ("No Finding", "normal")])
 NO_LABELS = "study without labels"
@@ -34,25 +34,26 @@ def mimic_path(subject: str, study: str, dicom_id: str) -> str:
     return f"files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.jpg"
 
 
-def _table(root: Path, spec: tuple[str, tuple[str, ...]]) -> tuple[Path, pd.DataFrame]:
+def _table(root: Path, spec: tuple[str, tuple[str, ...]]) -> Table:
     path = find_table(root, [spec[0]], "MIMIC-CXR-JPG")
-    return path, read_table(path, spec[1])
+    return read_table(path, spec[1], ids=[c for c in _IDS if c in spec[1]])
 
 
 def _study_labels(root: Path) -> dict[tuple[str, str], tuple[set[str], set[str]]]:
-    path, df = _table(root, LABELS)
-    obs = observation_sets(df, path)
+    table = _table(root, LABELS)
+    df, obs = table.df, observation_sets(table)
     keys = zip(df["subject_id"].str.strip(), df["study_id"].str.strip(), strict=True)
     return {key: obs[i] for i, key in enumerate(keys)}
 
 
 def _splits(root: Path) -> dict[str, str]:
-    path, df = _table(root, SPLITS)
+    table = _table(root, SPLITS)
     out = {}
-    for i, (dicom_id, value) in enumerate(zip(df["dicom_id"], df["split"], strict=True)):
+    for i, (dicom_id, value) in enumerate(zip(table.df["dicom_id"], table.df["split"],
+                                              strict=True)):
         split = SPLIT_VALUES.get(value.strip().lower())
         if split is None:
-            raise DataError(f"{path} line {i + 2}: split {value!r}; allowed: "
+            raise DataError(f"{table.where(i)}: split {value!r}; allowed: "
                             f"{', '.join(SPLIT_VALUES)}")
         out[dicom_id.strip()] = split
     return out
@@ -64,13 +65,12 @@ def import_mimic(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> Impo
     root = Path(src)
     classify = Classifier(rule_of(opts, DEFAULT_RULE), opts.views,
                           check_uncertain(opts.uncertain, "mimic-cxr-jpg"))
-    meta_path, meta = _table(root, METADATA)
+    meta = _table(root, METADATA)
     labels, splits = _study_labels(root), _splits(root)
     listed, entries, source = Listed(root), [], opts.source or "mimic"
-    cols = [meta[c].str.strip().tolist() for c in ("dicom_id", "subject_id", "study_id",
-                                                    "ViewPosition")]
+    cols = [meta.df[c].str.strip().tolist() for c in METADATA[1]]
     for i, (dicom_id, subject, study, raw_view) in enumerate(zip(*cols, strict=True)):
-        where = f"{meta_path} line {i + 2}"
+        where = meta.where(i)
         view = mf.normalise_view(raw_view)
         if not classify.view_ok(view):
             continue

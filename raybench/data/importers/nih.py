@@ -13,8 +13,8 @@ from raybench.data.importers.tables import finish, find_table, read_table, rule_
 from raybench.errors import DataError
 
 CSV_NAMES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
-COLUMNS = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-           "Patient Gender", "View Position")
+#: The columns read (the v2020 release renames others, e.g. ``Patient Sex``).
+COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 SPLIT_FILES = (("train_val_list.txt", "train"), ("test_list.txt", "test"))
 DEFAULT_RULE = LabelRule.from_pairs([("Pneumonia", "pneumonia"), ("No Finding", "normal")])
 
@@ -71,14 +71,13 @@ def nih_entries(root: Path, opts: ImportOptions = DEFAULTS
                 ) -> tuple[list[Entry], list[BadImage], Classifier]:
     """The entries of :func:`import_nih` (no file is read: one listing per image folder)."""
     csv = find_table(root, CSV_NAMES, "NIH ChestX-ray14")
-    df = read_table(csv, COLUMNS)
+    table = read_table(csv, COLUMNS, ids=("Patient ID",))
     index, splits, source = image_index(root), official_splits(root), opts.source or "nih"
     classify = Classifier(rule_of(opts, DEFAULT_RULE), opts.views)
     entries, missing = [], []
-    cols = [df[c].tolist() for c in ("Image Index", "Finding Labels", "Patient ID",
-                                     "View Position")]
+    cols = [table.df[c].tolist() for c in COLUMNS]
     for i, (name, findings, patient, raw_view) in enumerate(zip(*cols, strict=True)):
-        where = f"{csv} line {i + 2}"
+        where = table.where(i)
         name, view = name.strip(), mf.normalise_view(raw_view)
         if not classify.view_ok(view):
             continue

@@ -40,14 +40,13 @@ def import_padchest(src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> I
     else ``ViewPosition_DICOM``; findings from ``Labels``."""
     root = Path(src)
     csv = find_table(root, [CSV_NAME], "PadChest")
-    df = read_table(csv, COLUMNS)
+    table = read_table(csv, COLUMNS, ids=("PatientID",), names=("ImageID",))
     classify = Classifier(rule_of(opts, DEFAULT_RULE), opts.views)
     listed, entries, source = Listed(root), [], opts.source or "padchest"
-    cols = [df[c].tolist() for c in ("ImageID", "ImageDir", "PatientID", "Projection",
-                                     "ViewPosition_DICOM", "Labels")]
+    cols = [table.df[c].tolist() for c in COLUMNS]
     for i, (image, folder, patient, proj, dicom_view, labels) in enumerate(zip(*cols,
                                                                                strict=True)):
-        where = f"{csv} line {i + 2}"
+        where = table.where(i)
         view = mf.normalise_view(proj) or mf.normalise_view(dicom_view)
         if not classify.view_ok(view):
             continue

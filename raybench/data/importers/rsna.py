@@ -9,7 +9,7 @@ from raybench.data.importers.labels import Classifier, LabelRule
 from raybench.data.importers.tables import Listed, finish, find_table, read_table, rule_of
 from raybench.errors import DataError
 
-LABELS = ("stage_2_train_labels.csv", ("patientId", "x", "y", "width", "height", "Target"))
+LABELS = ("stage_2_train_labels.csv", ("patientId", "Target"))
 CLASSES = ("stage_2_detailed_class_info.csv", ("patientId", "class"))
 IMAGES = "stage_2_train_images"
 CLASS_VALUES = ("Normal", "Lung Opacity", "No Lung Opacity / Not Normal")
@@ -18,10 +18,10 @@ DEFAULT_RULE = LabelRule.from_pairs([("Lung Opacity", "pneumonia"), ("Normal", "
 
 def _classes(root: Path) -> dict[str, str]:
     path = find_table(root, [CLASSES[0]], "RSNA Pneumonia")
-    df = read_table(path, CLASSES[1])
+    table = read_table(path, CLASSES[1], ids=("patientId",))
     out: dict[str, str] = {}
-    for i, (pid, cls) in enumerate(zip(df["patientId"], df["class"], strict=True)):
-        where = f"{path} line {i + 2}"
+    for i, (pid, cls) in enumerate(zip(table.df["patientId"], table.df["class"], strict=True)):
+        where = table.where(i)
         if cls.strip() not in CLASS_VALUES:
             raise DataError(f"{where}: class {cls!r}; allowed: {', '.join(CLASS_VALUES)}")
         if out.setdefault(pid.strip(), cls.strip()) != cls.strip():
@@ -33,10 +33,11 @@ def _classes(root: Path) -> dict[str, str]:
 def _targets(root: Path) -> tuple[Path, dict[str, tuple[int, str]]]:
     """patientId -> (Target, first line), in file order; several rows (boxes) per image."""
     path = find_table(root, [LABELS[0]], "RSNA Pneumonia")
-    df = read_table(path, LABELS[1])
+    table = read_table(path, LABELS[1], ids=("patientId",))
     out: dict[str, tuple[int, str]] = {}
-    for i, (pid, target) in enumerate(zip(df["patientId"], df["Target"], strict=True)):
-        where = f"{path} line {i + 2}"
+    for i, (pid, target) in enumerate(zip(table.df["patientId"], table.df["Target"],
+                                          strict=True)):
+        where = table.where(i)
         if target.strip() not in ("0", "1"):
             raise DataError(f"{where}: Target {target!r}; allowed: 0, 1")
         out.setdefault(pid.strip(), (int(target), where))

@@ -3,10 +3,10 @@ locating listed files inside the dataset folder without walking it, and finishin
 (label-rule drops, missing files, :func:`build_rows`)."""
 from __future__ import annotations
 
-import gzip
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -14,7 +14,15 @@ import pandas as pd
 
 from raybench.data import manifest as mf
 from raybench.data.images import BadImage
-from raybench.data.importers.common import Entry, ImportOptions, ImportResult, require_dir
+from raybench.data.importers.common import (
+    Entry,
+    ImportOptions,
+    ImportResult,
+    Table,
+    decode_csv,
+    record_lines,
+    require_dir,
+)
 from raybench.data.importers.labels import Classifier, LabelRule
 from raybench.data.importers.rows import build_rows
 from raybench.errors import DataError
@@ -33,31 +41,77 @@ def find_table(root: Path, names: Sequence[str], what: str) -> Path:
                     "(see 'raybench data import --list')")
 
 
-def read_table(path: Path, required: Sequence[str]) -> pd.DataFrame:
-    """An official CSV (``.csv`` or ``.csv.gz``) as strings, blanks as ``""``.
+def read_table(path: Path, required: Sequence[str], ids: Sequence[str] = (),
+               names: Sequence[str] = ()) -> Table:
+    """An official CSV (``.csv`` or ``.csv.gz``) as a :class:`Table`.
+
+    Args:
+        path: The file.
+        required: The columns the importer reads (the others may differ between releases).
+        ids: Id columns checked for a spreadsheet's rewriting (:func:`check_spreadsheet`).
+        names: File-name columns, which must not carry a folder.
 
     Raises:
-        DataError: Not a CSV, or a required column missing (named with the file).
+        DataError: Not a CSV, a required column missing, or an id column a spreadsheet rewrote.
     """
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: not a readable gzip file ({exc})") from None
+    text = decode_csv(path)
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    try:
-        df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        with warnings.catch_warnings():  # NIH's rows end in a comma its header may lack
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                             index_col=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise DataError(f"{path}: missing required column {missing[0]!r}; the official header "
-                        f"has {', '.join(required)}")
-    return df
+        raise DataError(f"{path}: missing required column {missing[0]!r}; raybench reads the "
+                        f"columns {', '.join(required)}")
+    table = Table(path, df, record_lines(text, len(df)))
+    check_spreadsheet(table, ids, names)
+    return table
+
+
+#: A number a spreadsheet wrote in scientific notation (``8.3986e+35``): a long id rounded.
+_SCIENTIFIC = r"[+-]?\d+(?:[.,]\d*)?[eE][+-]?\d+"
+
+
+def check_spreadsheet(table: Table, ids: Sequence[str], names: Sequence[str]) -> None:
+    """One line for a CSV re-saved by a spreadsheet: ids in scientific notation (rounded, so
+    distinct patients would share one) or file names given a folder prefix.
+
+    Raises:
+        DataError: Naming the first such value with its file line.
+    """
+    resaved = "the CSV was re-saved by a spreadsheet; use the file as downloaded"
+    for col in ids:
+        hits = table.df[col].str.strip().str.fullmatch(_SCIENTIFIC).to_numpy().nonzero()[0]
+        if len(hits):
+            i = int(hits[0])
+            raise DataError(f"{table.where(i)}: {col} {table.df[col].iat[i]!r} is a number in "
+                            f"scientific notation ({len(hits)} such rows): long ids were rounded "
+                            f"and distinct ones may now be equal; {resaved}")
+    for col in names:
+        hits = table.df[col].str.contains(r"[/\\]").to_numpy().nonzero()[0]
+        if len(hits):
+            i = int(hits[0])
+            raise DataError(f"{table.where(i)}: {col} {table.df[col].iat[i]!r} carries a folder "
+                            f"prefix ({len(hits)} such rows) where the official file lists bare "
+                            f"file names; {resaved}")
+
+
+def listed_problem(rel: str) -> Optional[str]:
+    """Why a path a dataset's CSV lists cannot be read from the dataset folder, or None.
+
+    The CSV's files are read from the folder being imported, so a URI is refused like an
+    absolute path (a manifest may hold URIs; an official CSV never does)."""
+    if not rel:
+        return "is empty"
+    if "://" in rel:
+        return "is a URI; paths in the dataset's CSV must be relative to the dataset folder"
+    reason = mf.path_problem(rel)
+    if reason and ("absolute" in reason):
+        return "is absolute; paths in the dataset's CSV must be relative to the dataset folder"
+    return reason.replace("manifest", "dataset") if reason else None
 
 
 class Listed:
@@ -71,9 +125,9 @@ class Listed:
 
     def resolve(self, rel: str, where: str) -> Path:
         rel = rel.strip().replace("\\", "/")
-        reason = mf.path_problem(rel) if rel else "is empty"
+        reason = listed_problem(rel)
         if reason:
-            raise DataError(f"{where}: file {rel!r} {reason.replace('manifest', 'dataset')}")
+            raise DataError(f"{where}: file {rel!r} {reason}")
         file = self.root / rel
         real = os.path.realpath(file)
         if real != self._real and not real.startswith(self._real + os.sep):
@@ -109,9 +163,13 @@ def finish(root: Path, source: str, entries: list[Entry], opts: ImportOptions,
     result = build_rows(root, source, entries, opts.on_bad_image)
     result.skipped = missing + result.skipped
     result.dropped = dropped
-    if dropped:
-        log.info("%s: left out %s", root, _counts(dropped))
     return result
+
+
+def log_left_out(result: ImportResult) -> None:
+    """One log line with every row an import left out, by reason (label rule, views...)."""
+    if result.dropped:
+        log.info("%s: left out %s", result.root, _counts(result.dropped))
 
 
 def _counts(dropped: dict[str, int]) -> str:
@@ -127,19 +185,20 @@ OBSERVATIONS: tuple[str, ...] = (
 _STATES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
 
 
-def observation_sets(df: pd.DataFrame, path: Path) -> list[tuple[set[str], set[str]]]:
+def observation_sets(table: Table) -> list[tuple[set[str], set[str]]]:
     """Per row: the positive and the uncertain observations (lower-case names).
 
     Raises:
         DataError: A value other than 1.0 / 0.0 / -1.0 / blank (naming line and column).
     """
+    df = table.df
     out: list[tuple[set[str], set[str]]] = [(set(), set()) for _ in range(len(df))]
     for col in OBSERVATIONS:
         name = col.lower()
         for i, value in enumerate(df[col].tolist()):
             state = _STATES.get(value.strip())
             if state is None:
-                raise DataError(f"{path} line {i + 2}: column {col!r} holds {value!r}; allowed: "
+                raise DataError(f"{table.where(i)}: column {col!r} holds {value!r}; allowed: "
                                 "1.0, 0.0, -1.0 (uncertain) or blank")
             if state:
                 out[i][0 if state > 0 else 1].add(name)
