@@ -23,7 +23,8 @@ from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
 from raybench.models.names import PAPER_MODEL
 from raybench.report.blocks import Figure, Grid, Table, fmt as _fmt, fmt_p as _p
-from raybench.report.figures import confusion_figure, new_figure, save_figure
+from raybench.plots import new_figure
+from raybench.report.figures import confusion_figure, save_figure
 from raybench.results import Results, format_paper_table, format_significance, whole_split
 
 log = logging.getLogger(__name__)

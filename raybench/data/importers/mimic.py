@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raybench.catalog.importers import MIMIC_PREFIX
 from raybench.data import manifest as mf
 from raybench.data.importers.common import DEFAULTS, Entry, ImportOptions, ImportResult
 from raybench.data.importers.labels import Classifier, LabelRule, check_uncertain
@@ -20,7 +21,7 @@ from raybench.data.importers.tables import (
 )
 from raybench.errors import DataError
 
-PREFIX = "mimic-cxr-2.0.0"
+PREFIX = MIMIC_PREFIX
 METADATA = (f"{PREFIX}-metadata.csv", ("dicom_id", "subject_id", "study_id", "ViewPosition"))
 LABELS = (f"{PREFIX}-chexpert.csv", ("subject_id", "study_id") + OBSERVATIONS)
 SPLITS = (f"{PREFIX}-split.csv", ("dicom_id", "study_id", "subject_id", "split"))
