@@ -16,7 +16,8 @@ from raybench import schema as S
 from raybench.camset import CamSet
 from raybench.plots import MAX_CAM_ROWS, cam_grid_plot, confusion_plot, new_figure, save_png
 from raybench.report.blocks import Figure
-from raybench.results import HIGH, LOW, SENS, SPEC, utilisation
+from raybench.results.tables import HIGH, LOW, SENS, SPEC
+from raybench.results.timeline import utilisation
 
 
 def save_figure(fig: MplFigure, path: Path, caption: str) -> Figure:
