@@ -41,9 +41,6 @@ def test_public_names_resolve_to_their_modules() -> None:
     assert set(raybench.__all__) <= set(dir(raybench))
     with pytest.raises(AttributeError, match="no attribute 'fit'"):
         raybench.fit  # noqa: B018
-    from raybench.store import CamSet as FromStore  # the old spelling still works
-
-    assert FromStore is CamSet
 
 
 def test_import_raybench_and_reading_results_import_neither_torch_nor_ray() -> None:
