@@ -244,7 +244,8 @@ _LAZY: dict[str, Callable[[], Any]] = {
     "RUNS_SCHEMA": _runs_schema,
     "METRICS_SCHEMA": _metrics_schema,
     "EPOCHS_SCHEMA": _epochs_schema,
-    "TABLE_SCHEMAS": lambda: {RUNS_TABLE: _lazy("RUNS_SCHEMA"), METRICS_TABLE: _lazy("METRICS_SCHEMA"),
+    "TABLE_SCHEMAS": lambda: {RUNS_TABLE: _lazy("RUNS_SCHEMA"),
+                              METRICS_TABLE: _lazy("METRICS_SCHEMA"),
                               EPOCHS_TABLE: _lazy("EPOCHS_SCHEMA")},
 }
 

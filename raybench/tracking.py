@@ -185,9 +185,9 @@ def log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRes
 
     Called after the trial's results are written. ``figures(folder)`` draws the trial's
     figures into ``folder`` and returns their paths (the caller owns them; see
-    :func:`raybench.engine.figures.trial_figures`); they are uploaded as artifacts. A retried trial replaces (deletes) its
-    earlier run of the same sweep, so MLflow shows one run per trial. Never raises: a
-    tracking failure is logged as a warning.
+    :func:`raybench.engine.figures.trial_figures`); they are uploaded as artifacts. A retried
+    trial replaces (deletes) its earlier run of the same sweep, so MLflow shows one run per
+    trial. Never raises: a tracking failure is logged as a warning.
 
     Returns:
         The MLflow run id, or ``None`` (tracking off, or it failed).
