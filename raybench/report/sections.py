@@ -21,7 +21,8 @@ from raybench.report.figures import (
     cam_grid_figure, confusion_figure, gantt_figure, learning_curves_figure, sens_spec_figure,
 )
 from raybench.report.probe import probe_blocks
-from raybench.results import OVERALL, Results, format_paper_table, whole_split
+from raybench.results.loading import Results
+from raybench.results.tables import OVERALL, format_paper_table, whole_split
 from raybench.storage import redact
 
 log = logging.getLogger(__name__)
