@@ -5,6 +5,8 @@ Every other module refers to columns through the constants here, so a rename is 
 """
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 #: The paper's label vocabulary, in the order used for class indices everywhere.
@@ -63,7 +65,6 @@ SEED = "seed"
 LR = "lr"
 BATCH_SIZE = "batch_size"
 EPOCHS = "epochs"
-STRIDE = "stride"
 IMAGE_SIZE = "image_size"
 PRETRAINED = "pretrained"
 PARAMS = "params"
@@ -122,7 +123,8 @@ def prob_column(label: str) -> str:
     return f"{PROB_PREFIX}{label}"
 
 
-RUNS_SCHEMA = pa.schema(
+#: The runs table's columns; :func:`runs_schema` adds the model options after ``epochs``.
+_RUNS_FIELDS: tuple[pa.Field, ...] = tuple(pa.schema(
     [
         pa.field(SWEEP, pa.string()),
         pa.field(TRIAL_ID, pa.string()),
@@ -132,7 +134,6 @@ RUNS_SCHEMA = pa.schema(
         pa.field(LR, pa.float64()),
         pa.field(BATCH_SIZE, pa.int64()),
         pa.field(EPOCHS, pa.int64()),
-        pa.field(STRIDE, pa.int64()),  # a model option (CNN-X's pooling stride); else null
         pa.field(IMAGE_SIZE, pa.int64()),
         pa.field(PRETRAINED, pa.bool_()),
         pa.field(PARAMS, pa.int64()),
@@ -157,7 +158,7 @@ RUNS_SCHEMA = pa.schema(
         pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
         pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
     ]
-)
+))
 
 METRICS_SCHEMA = pa.schema(
     [
@@ -206,11 +207,6 @@ def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    RUNS_TABLE: RUNS_SCHEMA,
-    METRICS_TABLE: METRICS_SCHEMA,
-    EPOCHS_TABLE: EPOCHS_SCHEMA,
-}
 
 #: Columns every row of a table must carry (``ResultStore.write_table`` refuses a row without
 #: one; it adds ``sweep`` and ``trial_id`` itself). Chosen from what every writer provides:
@@ -239,14 +235,55 @@ def required_columns(table: str, schema: pa.Schema) -> tuple[str, ...]:
     return REQUIRED[table] + (probs if table == PREDICTIONS_TABLE else ())
 
 
-#: Model-option columns of the runs table: one per option any model declares
-#: (the ``options`` of :mod:`raybench.models.table` entries; a test keeps the two in step).
-MODEL_OPTION_COLUMNS: tuple[str, ...] = (STRIDE,)
-#: What an Optuna sweep searches: lr, batch size and the tunable model options.
-SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
-#: Hyperparameter columns of the runs table (what a sweep varies).
-HYPERPARAMETERS: tuple[str, ...] = (LR, BATCH_SIZE, EPOCHS) + MODEL_OPTION_COLUMNS + (
-    IMAGE_SIZE, PRETRAINED)
+# --- model options: runs-table columns that only models/ names ------------------------------
+#: One int64 column of the runs table per architecture option a model declares (null for the
+#: models without it). :mod:`raybench.models.table` adds each as it registers its entries,
+#: at import time like every registry; the names below read them.
+_MODEL_OPTIONS: list[str] = []
+
+
+def add_model_option(name: str) -> None:
+    """Adds the runs-table column of a model option (once, whichever models declare it).
+
+    Raises:
+        ValueError: ``name`` is already one of the runs table's own columns.
+    """
+    if any(f.name == name for f in _RUNS_FIELDS):
+        raise ValueError(f"model option {name!r} would shadow the runs column {name!r}")
+    if name not in _MODEL_OPTIONS:
+        _MODEL_OPTIONS.append(name)
+
+
+def runs_schema() -> pa.Schema:
+    """The runs table's schema: its own columns, with the model options after ``epochs``."""
+    at = next(i for i, f in enumerate(_RUNS_FIELDS) if f.name == EPOCHS) + 1
+    options = [pa.field(name, pa.int64()) for name in _MODEL_OPTIONS]
+    return pa.schema([*_RUNS_FIELDS[:at], *options, *_RUNS_FIELDS[at:]])
+
+
+def __getattr__(name: str) -> Any:
+    """The names that follow the model options registered so far, read like constants:
+
+    * ``RUNS_SCHEMA``: :func:`runs_schema`; ``TABLE_SCHEMAS``: table name -> schema (the
+      predictions' depends on the labels: :func:`predictions_schema`);
+    * ``MODEL_OPTION_COLUMNS``: the model-option columns, in the order models declared them;
+    * ``SEARCHED``: what an Optuna sweep searches (lr, batch size, the model options);
+    * ``HYPERPARAMETERS``: the runs table's hyperparameter columns (what a sweep varies).
+    """
+    options = tuple(_MODEL_OPTIONS)
+    if name == "RUNS_SCHEMA":
+        return runs_schema()
+    if name == "TABLE_SCHEMAS":
+        return {RUNS_TABLE: runs_schema(), METRICS_TABLE: METRICS_SCHEMA,
+                EPOCHS_TABLE: EPOCHS_SCHEMA}
+    if name == "MODEL_OPTION_COLUMNS":
+        return options
+    if name == "SEARCHED":
+        return (LR, BATCH_SIZE) + options
+    if name == "HYPERPARAMETERS":
+        return (LR, BATCH_SIZE, EPOCHS) + options + (IMAGE_SIZE, PRETRAINED)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (README, "Results, reports and CAMs") --
 #: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the

@@ -20,7 +20,7 @@ from raybench.storage import Location
 from raybench.store import ResultStore
 from raybench.trial import cells
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def tune_location(spec: Spec) -> Location:

@@ -23,7 +23,7 @@ from ray import tune
 from raybench import schema as S
 from raybench.trial import cell_name_of
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 MAX_CELLS_SHOWN = 12
 
 
