@@ -1,11 +1,11 @@
 """What a study found, one row per verdict: ``Results.findings()``, ``raybench results --table
 findings`` and the report's first section.
 
-Each row has its ``kind`` (:data:`KINDS`, one per registered detector), ``severity`` (``critical``, ``warning``, ``info``),
-``scenario``, ``model``, the plain sentence (``finding``) with its numbers, the main number
-(``value``) with its ``n`` (images) and the report ``section`` the numbers come from. The numbers
-are read from the same tables the report shows (full-image trials, one per cell and seed: the
-best on validation; test split).
+Each row has its ``kind`` (:data:`KINDS`: the kind each detector is registered under),
+``severity`` (``critical``, ``warning``, ``info``), ``scenario``, ``model``, the plain sentence
+(``finding``) with its numbers, the main number (``value``) with its ``n`` (images) and the
+report ``section`` the numbers come from. The numbers are read from the same tables the report
+shows (full-image trials, one per cell and seed: the best on validation; test split).
 """
 from __future__ import annotations
 
