@@ -20,7 +20,7 @@ from raybench.catalog.importers import cli_kinds
 from raybench.errors import RaybenchError
 from raybench.results.choices import FORMATS, INTERVALS, QUERIES
 
-log = logging.getLogger("raybench")
+log = logging.getLogger(__name__)
 #: What ``raybench --help`` says first (plain text: argparse prints it as it is).
 DESCRIPTION = ("raybench COMMAND: train, sweep and compare CNNs on chest X-rays; each command "
                "parses its arguments, calls one library function and prints.")
@@ -474,6 +474,8 @@ class Audit(Command):
     name, help = "audit", "duplicates, leakage, unreadable files, source confounds"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from raybench.config.spec import DEFAULT_CACHE_DIR
+
         p.add_argument("manifest")
         p.add_argument("--against", help="a second manifest (e.g. the test set) to check overlap with")
         p.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -490,7 +492,7 @@ class Audit(Command):
                        "pixels (patient-disjoint folds) and report its AUC")
         p.add_argument("--probe-size", type=int, default=224, metavar="PX",
                        help="probe: side of the decoded images, as the models see them")
-        p.add_argument("--cache-dir", default=".raybench-cache",
+        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
                        help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -539,13 +541,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    """One stderr handler for every record; the ``raybench`` logger sets the level of all of
+    raybench's modules (each logs under its own name, ``raybench.<module>``)."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("raybench").setLevel(level)
+    for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``raybench`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(args.verbose)
     func: Callable[[argparse.Namespace], Optional[int]] = args.func
     try:
         code = func(args)

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from raybench.config import Spec
 from raybench.errors import RaybenchError
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 #: Environment variable of the fault-injection hook (JSON ``{"epoch": N, "marker": path}``).
 INJECT_ENV = "RAYBENCH_INJECT_FAILURE"

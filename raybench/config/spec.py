@@ -37,6 +37,9 @@ from raybench.safeyaml import short
 Roi = Literal["full", "lungs_only", "outside_lungs"]
 ROIS: tuple[str, ...] = get_args(Roi)
 #: Metrics a sweep may optimise (reported every epoch).
+#: The decoded-image cache's folder when a spec sets no ``data.cache_dir`` (relative to the
+#: working directory, so a checkout's runs share it).
+DEFAULT_CACHE_DIR = ".raybench-cache"
 SWEEP_METRICS = (schema.VAL_BALANCED_ACCURACY, schema.VAL_ACCURACY, schema.VAL_MACRO_AUC,
                  schema.VAL_LOSS, schema.TRAIN_LOSS)
 
@@ -161,7 +164,7 @@ class DataConfig(Checked):
     test_fraction: float = fraction(0.2)
     split_seed: int = non_negative(0)
     on_bad_image: Literal["fail", "skip"] = "fail"
-    cache_dir: str = ".raybench-cache"
+    cache_dir: str = DEFAULT_CACHE_DIR
     local_cache_dir: Optional[str] = None
     scenario: Optional[str] = None
     test_from: Optional[str] = None

@@ -169,14 +169,14 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     rows: list[dict] = []
     for split, part, probs in evaluated:  # per source too when a split mixes sources
         rows += split_rows(part.targets.numpy(), probs, data.labels, split, part.sources or None)
-    store.write_table(sweep, "metrics", trial_id, rows + (cams.rows if cams else []))
+    store.write_table(sweep, S.METRICS_TABLE, trial_id, rows + (cams.rows if cams else []))
     preds = pd.concat([prediction_frame(split, part, probs, data.labels)
                        for split, part, probs in evaluated], ignore_index=True)
-    store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
+    store.write_table(sweep, S.PREDICTIONS_TABLE, trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
     if outcome_row.get(S.FINISHED_AT) is not None:  # writing its results is part of the trial
         outcome_row = {**outcome_row, S.FINISHED_AT: datetime.now(timezone.utc)}
-    store.write_table(sweep, "runs", trial_id, [{
+    store.write_table(sweep, S.RUNS_TABLE, trial_id, [{
         **test_origin(spec, data), **outcome_row,
         S.SKIPPED_IMAGES: json.dumps(skipped) if skipped else None}])
     tracking.log_trial(spec, trial_id, outcome_row, result, cams,  # after the results

@@ -137,6 +137,8 @@ MODELS: Registry[ModelSpec] = Registry(S.MODEL)
 
 def _add(spec: ModelSpec) -> None:
     MODELS.register(spec.name, spec)
+    for option in spec.options:  # each option is also a column of the runs table
+        S.add_model_option(option.name)
 
 
 _add(ModelSpec("alexnet", "AlexNet", "torchvision", "alexnet", "features.11", "classifier.6",
@@ -165,7 +167,7 @@ _add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled",
                cam_method=CNNX_CAM_METHOD, min_input_size=16, mean=INCEPTION_MEAN,
                std=INCEPTION_STD,
                builder="raybench.models.cnnx:build_cnnx",
-               options=(ModelOption(S.STRIDE, 3, "CNN-X pooling stride (the paper's 3)",
+               options=(ModelOption("stride", 3, "CNN-X pooling stride (the paper's 3)",
                                     search=(2, 3, 4), check=_cnnx_stride_fits),)))
 
 

@@ -54,12 +54,12 @@ class Results:
     @cached_property
     def runs(self) -> pd.DataFrame:
         """One row per trial: identity, hyperparameters, timing, device, versions, status."""
-        return self._read("runs")
+        return self._read(S.RUNS_TABLE)
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
         """Long format: split, class, metric, value, ci_low, ci_high per trial."""
-        return self._read("metrics")
+        return self._read(S.METRICS_TABLE)
 
     @cached_property
     def epochs(self) -> pd.DataFrame:
@@ -69,7 +69,7 @@ class Results:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """One row per trial and test image: label, predicted, ``p_<class>`` probabilities."""
-        return self._read("predictions")
+        return self._read(S.PREDICTIONS_TABLE)
 
     def compare_models(self, metric: Union[str, Sequence[str], None] = None,
                        scenario: Optional[str] = None, baseline: Optional[str] = None, *,
@@ -272,7 +272,7 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
     store.check_root()
     if sweep is not None:
         sweeps = [sweep]
-        if not any(storage.exists(store.location(sweep, p)) for p in ("runs", "spec.yaml")):
+        if not any(storage.exists(store.location(sweep, p)) for p in (S.RUNS_TABLE, "spec.yaml")):
             raise RaybenchError(f"no sweep {sweep!r} in {store.root.uri}; found "
                                 f"{store.sweeps() or 'none'}")
     else:

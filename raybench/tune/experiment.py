@@ -15,12 +15,11 @@ from typing import Any, Callable, Optional
 from raybench import schema as S
 from raybench.config import Spec
 from raybench.errors import SweepError
-from raybench.engine.trial import run_trial
 from raybench.storage import Location
 from raybench.store import ResultStore
 from raybench.trial import cells
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def tune_location(spec: Spec) -> Location:
@@ -31,6 +30,8 @@ def tune_location(spec: Spec) -> Location:
 def trainable(spec: Spec) -> Any:
     """The Tune trainable; an in-process trial reserves its worker's resources itself."""
     from ray import tune
+
+    from raybench.engine.trial import run_trial  # torch: only the process that runs trials
 
     if spec.scaling.single_in_process:
         return tune.with_resources(run_trial, spec.scaling.worker_resources)
