@@ -322,6 +322,20 @@ def test_near_pairs_index_equals_brute_force() -> None:
     assert found == near_duplicates.near_pairs(hashes, valid, near_duplicates.NEAR_THRESHOLD)  # deterministic
 
 
+def test_near_pairs_all_pairs_path_equals_faiss() -> None:
+    """The block-wise comparison that small sets take, within one set and across two."""
+    hashes = planted_hashes(3000, 3, copies=200)
+    valid = np.ones(len(hashes), dtype=bool)
+    valid[::97] = False
+    found = near_duplicates._all_pairs(hashes, valid, 112)
+    ref = [p for p in _faiss_pairs(hashes, 112) if valid[p[0]] and valid[p[1]]]
+    assert len(ref) > 100 and found == ref
+    a, b = hashes[:1800], hashes[1800:]
+    across = near_duplicates._all_pairs(a, valid[:1800], 112, b, valid[1800:])
+    ref = [p for p in _faiss_pairs(a, 112, b) if valid[p[0]] and valid[1800 + p[1]]]
+    assert len(ref) > 20 and across == ref
+
+
 def test_near_pairs_index_across_two_sets() -> None:
     both = planted_hashes(16_000, 2, copies=300)
     a, b = both[:9000], both[9000:]
