@@ -42,7 +42,10 @@ def _extract(rev: str, into: Path) -> Path:
 def _timed(code: Path, *args: str) -> float:
     env = {**os.environ, "PYTHONPATH": str(code)}
     start = time.perf_counter()
+    # cwd: ``python -m`` puts the working folder first on sys.path, before PYTHONPATH: run from
+    # this checkout, the old commit's commands would import this tree's package
     subprocess.run([sys.executable, "-m", "raybench.cli", *args], env=env, check=True,
+                   cwd=code,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
@@ -68,6 +71,11 @@ def main() -> None:
     print(f"{count} films in {films}; {os.cpu_count()} cores; load average {_load()}")
     with tempfile.TemporaryDirectory(prefix="import-audit-") as tmp:
         codes = {"old": _extract(args.rev, Path(tmp)), "new": HERE}
+        for name, code in codes.items():
+            where = subprocess.run([sys.executable, "-c", "import raybench; print(raybench.__file__)"],
+                                   env={**os.environ, "PYTHONPATH": str(code)}, cwd=code,
+                                   check=True, capture_output=True, text=True).stdout.strip()
+            print(f"{name}: {where}")
         rates: dict[str, list[float]] = {"old": [], "new": []}
         for r in range(args.rounds):
             for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
