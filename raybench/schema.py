@@ -77,6 +77,11 @@ RAYBENCH_VERSION = "raybench_version"
 TORCH_VERSION = "torch_version"
 RAY_VERSION = "ray_version"
 TIMM_VERSION = "timm_version"
+#: What the model name built (``torchvision.resnet50``, ``timm.convnext_tiny.in12k_ft_in1k``),
+#: the version of its library (``timm 1.0.31``), and the SHA-256 of a ``model.weights`` file.
+MODEL_RESOLVED = "model_resolved"
+MODEL_LIBRARY = "model_library"
+WEIGHTS_SHA256 = "weights_sha256"
 STATUS = "status"
 ERROR = "error"
 SKIPPED_IMAGES = "skipped_images"
@@ -146,6 +151,9 @@ RUNS_SCHEMA = pa.schema(
         pa.field(TORCH_VERSION, pa.string()),
         pa.field(RAY_VERSION, pa.string()),
         pa.field(TIMM_VERSION, pa.string()),
+        pa.field(MODEL_RESOLVED, pa.string()),
+        pa.field(MODEL_LIBRARY, pa.string()),
+        pa.field(WEIGHTS_SHA256, pa.string()),
         pa.field(STATUS, pa.string()),
         pa.field(ERROR, pa.string()),
         pa.field(SKIPPED_IMAGES, pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)

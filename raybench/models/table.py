@@ -84,6 +84,9 @@ class ModelSpec:
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
         aux_heads: An Inception-style torchvision model with auxiliary heads (dropped).
+        cam_tokens: Vision transformers: the prefix (class) tokens dropped before the last
+            block's tokens are reshaped to the patch grid; ``None`` for convolutional maps.
+        cam_note: Why the model has no CAMs, when ``cam_layer`` is empty (it still trains).
         options: Architecture options (``model.options.<name>``); tunable ones are what a
             sweep's search space may vary besides lr and batch size.
         builder: ``module:function`` of the builder; empty: the source's
@@ -105,6 +108,13 @@ class ModelSpec:
     aux_heads: bool = False
     options: tuple[ModelOption, ...] = ()
     builder: str = ""
+    cam_tokens: Optional[int] = None
+    cam_note: str = ""
+
+    @property
+    def resolved(self) -> str:
+        """``<source>.<arch>``: what the name builds (the runs table's ``model_resolved``)."""
+        return f"{self.source}.{self.arch}"
 
     @property
     def tunables(self) -> tuple[str, ...]:
@@ -161,7 +171,7 @@ _add(ModelSpec("xception", "Xception", "timm", "legacy_xception", "act4", input_
                min_input_size=71, mean=INCEPTION_MEAN, std=INCEPTION_STD))
 _add(ModelSpec("densenet201", "DenseNet201", "torchvision", "densenet201", "features",
                "classifier", cam_activation="relu"))
-_add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled",
+_add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled", "fc",
                cam_method=CNNX_CAM_METHOD, min_input_size=16, mean=INCEPTION_MEAN,
                std=INCEPTION_STD,
                builder="raybench.models.cnnx:build_cnnx",
@@ -169,6 +179,15 @@ _add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled",
                                     search=(2, 3, 4), check=_cnnx_stride_fits),)))
 
 
+#: Libraries whose models a spec names as ``<library>.<name>`` (``timm.convnext_tiny``).
+LIBRARIES = ("timm", "torchvision")
+
+
 def get_model_spec(name: str) -> ModelSpec:
-    """The entry for ``name``; unknown names raise ``ConfigError`` listing all."""
+    """The entry for ``name``: a table entry, or a library model's (``timm.convnext_tiny``,
+    made by :mod:`raybench.models.generic`, which imports torch); unknown names raise
+    ``ConfigError`` with a close match."""
+    if name not in MODELS and str(name).partition(".")[0] in LIBRARIES:
+        spec: ModelSpec = load_ref("raybench.models.generic:library_spec")(name)
+        return spec
     return MODELS.get(name)
