@@ -36,6 +36,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("report/figures.py", "epoch"): "an axis title (display text)",
     ("report/figures.py", "predicted"): "an axis title (display text)",
     ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
+    ("models/weightfile.py", "model"): "the checkpoint key holding a state dict (Lightning, EMA)",
 }
 
 

@@ -74,7 +74,8 @@ class ModelSpec:
         source: ``torchvision``, ``timm`` or ``raybench``.
         arch: The architecture's name in its source library.
         cam_layer: Dotted module path of the CAM target layer (last conv block).
-        head: Dotted module path of the classifier layer a torchvision builder replaces.
+        head: Dotted module path of the classifier layer (a torchvision builder replaces it;
+            a weights file's keys under it are ignored); timm models name theirs.
         cam_method: ``cam`` (GAP + linear head), ``gradcam`` (fully connected head) or ``cnnx``.
         cam_activation: A ``torch.nn.functional`` activation the architecture applies
             functionally between ``cam_layer`` and the pooling, where no module can be hooked
