@@ -214,3 +214,14 @@ def test_weights_file_from_s3_and_its_sha256_in_the_runs_table(tmp_path: Path, s
     import timm
 
     assert row["model_library"] == f"timm {timm.__version__}"
+
+
+def test_a_sweep_refuses_a_file_that_does_not_fit_before_ray_starts(tmp_path: Path,
+                                                                      run_cli) -> None:
+    torch.save(_backbone_state("resnet18"), tmp_path / "other.pt")
+    (tmp_path / "spec.yaml").write_text(f"sweep: {{mode: paper, models: [{FILE_MODEL}]}}\n")
+    code, _, err = run_cli("sweep", "--config", str(tmp_path / "spec.yaml"), "--set",
+                           f"model.weights={tmp_path / 'other.pt'}", "--results",
+                           str(tmp_path / "r"))
+    assert code == 2 and err.count("\n") == 1 and "does not fit timm.test_resnet" in err
+    assert not (tmp_path / "r" / "train").exists()  # the sweep was never claimed
