@@ -186,3 +186,10 @@ def test_modern_backbones_job_validates() -> None:
     assert (spec.train.lr, spec.train.batch_size, spec.train.epochs) == (3e-4, 15, 20)
     assert spec.data.scenario == "paper-3" and len(cells(spec)) == 15
     assert all(get_model_spec(m).cam_layer for m in spec.sweep.models)
+
+
+def test_a_vision_transformer_trains_at_another_size_but_not_its_imagenet_weights() -> None:
+    model = build_model("timm.vit_tiny_patch16_224", 3, image_size=64)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    with pytest.raises(ConfigError, match=r"ImageNet weights are for 224 px inputs, not 64"):
+        build_model("timm.vit_tiny_patch16_224", 3, image_size=64, pretrained=True)

@@ -12,17 +12,7 @@ from raybench.tune.sweep import run_sweep
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-def test_paper_sweep_with_a_timm_and_a_paper_model(ray_local: None, tmp_path: Path) -> None:
+def test_paper_sweep_with_a_timm_and_a_paper_model(local_ray: None, tmp_path: Path) -> None:
     from importlib.metadata import version
 
     spec = load_spec(None, [

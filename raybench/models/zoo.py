@@ -68,6 +68,7 @@ def build_torchvision(spec: ModelSpec, num_classes: int, pretrained: bool = Fals
     if spec.aux_heads:
         # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
         kwargs.update(aux_logits=True, transform_input=pretrained, init_weights=not pretrained)
+    kwargs.update(_transformer_size(spec, image_size, pretrained, "image_size"))
     model = torchvision.models.get_model(spec.arch, num_classes=IMAGENET_CLASSES, **kwargs)
     if pretrained:
         model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
@@ -75,6 +76,18 @@ def build_torchvision(spec: ModelSpec, num_classes: int, pretrained: bool = Fals
         _drop_aux_heads(model)
     _replace_head(model, spec.head, num_classes)
     return model
+
+
+def _transformer_size(spec: ModelSpec, image_size: Optional[int], pretrained: bool,
+                      key: str) -> dict[str, Any]:
+    """``{key: image_size}`` for a vision transformer at another size than its default (its
+    position embedding is sized for one input), else nothing."""
+    if spec.cam_tokens is None or not image_size or image_size == spec.input_size:
+        return {}
+    if pretrained:  # ImageNet's position embedding is for the default size
+        raise ConfigError(f"{spec.name}: its ImageNet weights are for {spec.input_size} px "
+                          f"inputs, not {image_size}; leave model.image_size unset")
+    return {key: image_size}
 
 
 def _drop_aux_heads(model: nn.Module) -> None:
@@ -90,9 +103,10 @@ def build_timm(spec: ModelSpec, num_classes: int, pretrained: bool = False,
     """A timm architecture (``spec.arch``) with a ``num_classes`` classifier."""
     import timm
 
+    kwargs = _transformer_size(spec, image_size, pretrained, "img_size")
     # The tag's own class count (1000 for ImageNet-1k, 21841 for 22k tags), so that its
     # pretrained checkpoint loads before the head is replaced.
-    model = timm.create_model(spec.arch, pretrained=False)
+    model = timm.create_model(spec.arch, pretrained=False, **kwargs)
     if pretrained:
         model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
     model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's own method
