@@ -172,7 +172,7 @@ def test_a_file_that_does_not_fit_exits_2_before_training(tmp_path: Path, run_cl
 
 @pytest.mark.parametrize("content,expected", [
     ([torch.zeros(2)], "expected a state dict (name -> tensor), got list"),
-    ({"conv1.weight": torch.zeros(2), "lr": 0.1}, "1 entries are not tensors (first: 'lr')"),
+    ({"conv1.weight": torch.zeros(2), "lr": 0.1}, "1 of its entries are not tensors (first: 'lr')"),
     ({"conv1.weight": torch.zeros(2), "path": Path("/etc/passwd")}, "torch.load(weights_only=True)"),
 ])
 def test_a_non_state_dict_file_is_refused(tmp_path: Path, content: object, expected: str) -> None:

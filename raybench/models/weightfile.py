@@ -61,7 +61,7 @@ def decode_state(where: str, data: bytes) -> StateDict:
                           f"{type(state).__name__}")
     odd = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if odd:
-        raise ConfigError(f"{where}: not a state dict: {len(odd)} entries are not tensors "
+        raise ConfigError(f"{where}: not a state dict: {len(odd)} of its entries are not tensors "
                           f"(first: {str(odd[0])[:60]!r})")
     return state
 
