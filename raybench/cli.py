@@ -112,19 +112,27 @@ class Models(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print a JSON list")
+        p.add_argument("--search", metavar="PATTERN",
+                       help="list the timm / torchvision models matching a shell pattern "
+                            "('convnext*', 'timm.efficientnet_b*') instead of the paper's")
+        p.add_argument("--limit", type=int, default=50, help="--search: at most this many")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.models.listing import model_table
 
-        rows = model_table()
+        rows = model_table(search=args.search, limit=args.limit)
+        if args.search is not None and not rows:
+            raise RaybenchError(f"models --search {args.search!r}: no timm or torchvision model "
+                              "matches")
         if args.json:
             print(json.dumps(rows, indent=2))
             return
-        print(f"{'name':<20} {'paper name':<20} {S.PARAMS:>12} {'input':>5}  {'source':<11} "
+        wide = max([20] + [len(r["name"]) for r in rows])
+        print(f"{'name':<{wide}} {'paper name':<20} {S.PARAMS:>12} {'input':>5}  {'source':<11} "
               "cam layer, options")
         for r in rows:
             options = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-            print(f"{r['name']:<20} {r['paper_name']:<20} {r[S.PARAMS]:>12,} {r['input_size']:>5}  "
+            print(f"{r['name']:<{wide}} {r['paper_name']:<20} {r[S.PARAMS]:>12,} {r['input_size']:>5}  "
                   f"{r['source']:<11} {r['cam_layer']} ({r['cam_method']}){'; ' + options if options else ''}")
 
 

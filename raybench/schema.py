@@ -84,6 +84,11 @@ RAYBENCH_VERSION = "raybench_version"
 TORCH_VERSION = "torch_version"
 RAY_VERSION = "ray_version"
 TIMM_VERSION = "timm_version"
+#: What the model name built (``torchvision.resnet50``, ``timm.convnext_tiny.in12k_ft_in1k``),
+#: the version of its library (``timm 1.0.31``), and the SHA-256 of a ``model.weights`` file.
+MODEL_RESOLVED = "model_resolved"
+MODEL_LIBRARY = "model_library"
+WEIGHTS_SHA256 = "weights_sha256"
 STATUS = "status"
 ERROR = "error"
 SKIPPED_IMAGES = "skipped_images"
@@ -153,6 +158,9 @@ _RUNS_FIELDS: tuple[tuple[str, str], ...] = (
     (TORCH_VERSION, "string"),
     (RAY_VERSION, "string"),
     (TIMM_VERSION, "string"),
+    (MODEL_RESOLVED, "string"),  # what the model name built (timm.convnext_tiny...)
+    (MODEL_LIBRARY, "string"),  # its library and version (timm 1.0.31)
+    (WEIGHTS_SHA256, "string"),  # model.weights: the file's SHA-256
     (STATUS, "string"),
     (ERROR, "string"),
     (SKIPPED_IMAGES, "string"),  # JSON list of {path, reason} (on_bad_image=skip)

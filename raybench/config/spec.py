@@ -30,7 +30,8 @@ from raybench.config.fields import (
     non_negative,
     positive,
 )
-from raybench.models.table import DEFAULT_MODEL, MODELS
+from raybench.models.names import model_problem
+from raybench.models.table import DEFAULT_MODEL
 from raybench.safeyaml import short
 
 #: ``data.roi``: the lungs-hidden shortcut control.
@@ -45,7 +46,8 @@ SWEEP_METRICS = (schema.VAL_BALANCED_ACCURACY, schema.VAL_ACCURACY, schema.VAL_M
 
 
 def _model(name: str) -> Optional[str]:
-    return None if name in MODELS else f": {MODELS.unknown_message(name)}"
+    problem = model_problem(name)
+    return f": {problem}" if problem else None
 
 
 def _cam_method(name: str) -> Optional[str]:
@@ -100,9 +102,12 @@ class ModelConfig(Checked):
     """Which architecture to build and how.
 
     Attributes:
-        name: A key of the model registry (``raybench models``).
+        name: A key of the model registry, or a library model ``timm.<name>`` /
+            ``torchvision.<name>`` (``raybench models --search``).
         pretrained: Start from ImageNet weights (see ``raybench.models.weights``).
         weights_dir: Local folder or ``s3://`` prefix holding ``<model>.pth`` state dicts.
+        weights: A weights file (local or ``s3://``; state dict or safetensors) that
+            initialises the backbone instead of ImageNet (``raybench.models.weightfile``).
         image_size: Input size in pixels; ``None`` uses the model's default (224 or 299).
         options: Architecture options by name, e.g. ``{stride: 3}`` (CNN-X's pooling stride,
             the paper's 3). Each applies to the models that declare it (``raybench models``);
@@ -112,6 +117,7 @@ class ModelConfig(Checked):
     name: str = checked(DEFAULT_MODEL, _model)
     pretrained: bool = False
     weights_dir: Optional[str] = None
+    weights: Optional[str] = None
     image_size: Optional[int] = image_side(None, low=16)
     options: dict[str, int] = field(default_factory=dict)
 
@@ -409,7 +415,8 @@ def with_absolute_paths(spec: Spec) -> Spec:
                                cache_dir=_absolute(data.cache_dir) or data.cache_dir,
                                local_cache_dir=_absolute(data.local_cache_dir),
                                test_from=test_from)
-    model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir))
+    model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir),
+                                weights=_absolute(spec.model.weights))
     return dataclasses.replace(spec, results=_absolute(spec.results) or spec.results, data=data,
                                model=model)
 

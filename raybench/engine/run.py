@@ -37,6 +37,7 @@ from raybench.engine.loop import (
 )
 from raybench.metrics import split_rows
 from raybench.models import build_model, count_parameters, get_model_spec
+from raybench.models.zoo import check_weights_fit, model_record
 from raybench.models import names as model_names
 from raybench import tracking
 from raybench.storage import check_writable
@@ -67,7 +68,8 @@ def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:
     seed_everything(spec.train.seed)
     options = model_names.applicable(spec.model.name, spec.model.options)
     return build_model(spec.model.name, num_classes, pretrained=spec.model.pretrained,
-                       image_size=image_size(spec), weights_dir=spec.model.weights_dir, **options)
+                       image_size=image_size(spec), weights_dir=spec.model.weights_dir,
+                       weights=spec.model.weights, **options)
 
 
 def versions() -> dict[str, str]:
@@ -117,7 +119,7 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
         S.PARAMS: count_parameters(model), S.EPOCHS_RUN: len(result.history), S.WALL_S: wall_s,
         S.TRAIN_IMAGES_PER_S: result.train_images_per_s, S.DEVICE: describe_device(device),
         S.PRECISION: spec.train.precision, S.NUM_WORKERS: num_workers, S.STATUS: status,
-        **versions(),
+        **versions(), **model_record(spec.model.name, spec.model.weights),
     }
 
 
@@ -210,6 +212,7 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     started_at = datetime.now(timezone.utc)
     check_writable(spec.results)  # an unusable store fails in seconds, before any training
     tracking.check_tracking(spec)  # so does an unreachable MLflow server
+    check_weights_fit([spec.model.name], spec.model.weights, spec.model.image_size)
     store = ResultStore(spec.results)
     t0 = time.perf_counter()
     device = resolve_device(spec.train.device)
