@@ -191,23 +191,29 @@ def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[
     """One row per pair and metric over its seeds (two-level bootstrap); with one seed, that
     seed's own tests (McNemar, paired bootstrap, DeLong)."""
     rows: list[dict] = []
+    caches: dict[tuple, stats.BootCache] = {}  # one per context: its models share draws
     for head, seeds in _comparisons(runs, baseline, opts):
         if len(seeds) == 1:
             rows += [{**head, **row, "seeds": 1} for row in _pair_rows(preds, *seeds[0][1:], opts)]
         elif seeds:
             pairs = [_paired(preds, ta, tb) for _, ta, tb in seeds]
-            rows += [{**head, **row} for row in _pooled_rows(pairs, opts)]
+            context = tuple(v for k, v in head.items() if k not in (opts.by, "baseline"))
+            if context not in caches:
+                caches.clear()  # contexts come one after another: keep only the current one
+                caches[context] = stats.BootCache()
+            rows += [{**head, **row} for row in _pooled_rows(pairs, opts, caches[context])]
     return rows
 
 
-def _pooled_rows(pairs: list[Pair], opts: CompareOptions) -> list[dict]:
+def _pooled_rows(pairs: list[Pair], opts: CompareOptions,
+                 cache: Optional[stats.BootCache] = None) -> list[dict]:
     """Every metric over the seeds' pairs, from :func:`raybench.stats.paired_over_seeds`."""
     labels = pairs[0].labels
     if any(p.labels != labels for p in pairs[1:]):
         raise RaybenchError(f"the seeds of one comparison score different classes: "
                             f"{sorted({tuple(p.labels) for p in pairs})}")
     out = stats.paired_over_seeds([(p.y, p.prob_a, p.prob_b, p.units) for p in pairs],
-                                  opts.n_boot, opts.seed)
+                                  opts.n_boot, opts.seed, cache)
     patients = all(p.clusters is not None for p in pairs)
     base = {"n_images": len(set().union(*(p.image_ids.tolist() for p in pairs))),
             "resampled": f"seeds x {'patients' if patients else 'images'}",
