@@ -234,7 +234,8 @@ def _over_seeds(part: pd.DataFrame) -> pd.Series:
     if len(part) == 1:
         return first
     diffs = part["diff"].to_numpy(float)
-    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = stats.mean_interval(diffs.tolist())
+    interval = stats.mean_interval(diffs.tolist(), bounds=stats.DIFF_BOUNDS)
+    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = interval
     first[S.VALUE], first["baseline_value"] = part[S.VALUE].mean(), part["baseline_value"].mean()
     if np.all(diffs == diffs[0]):
         first["p"] = 1.0 if diffs[0] == 0 else math.nan  # no spread: a t test is undefined

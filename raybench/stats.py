@@ -36,6 +36,18 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 #: Metric names :func:`weighted_metrics` returns; per-class ones are ``<metric>:<class index>``.
 OVERALL_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 CLASS_STATS: tuple[str, ...] = ("sensitivity", "specificity", "auc")
+#: Every metric here is a proportion (or an AUC) in [0, 1], so a difference of two lies in
+#: [-1, 1]; an interval is clipped to its quantity's range.
+RATE_BOUNDS = (0.0, 1.0)
+DIFF_BOUNDS = (-1.0, 1.0)
+
+
+def clip(low: float, high: float, bounds: Optional[tuple[float, float]]) -> tuple[float, float]:
+    """``(low, high)`` within ``bounds`` (unchanged when None; NaN stays NaN)."""
+    if bounds is None:
+        return low, high
+    return (low if math.isnan(low) else max(bounds[0], low),
+            high if math.isnan(high) else min(bounds[1], high))
 
 
 def t95(dof: int) -> float:
@@ -64,9 +76,7 @@ def mean_interval(values: Sequence[float], low: Sequence[float] = (),
         hi = float(high[0]) if len(high) else math.nan
         return float(x[0]), lo, hi
     half = t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    low_, high_ = float(x.mean() - half), float(x.mean() + half)
-    if bounds is not None:  # a proportion's interval stays within [0, 1]
-        low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
+    low_, high_ = clip(float(x.mean() - half), float(x.mean() + half), bounds)
     return float(x.mean()), low_, high_
 
 
@@ -176,7 +186,8 @@ def delong_test(pos: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> 
         z = diff / se
         p = float(2 * sps.norm.sf(abs(z)))
     half = Z_95 * se
-    return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, diff - half, diff + half)
+    low, high = clip(diff - half, diff + half, DIFF_BOUNDS)
+    return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, low, high)
 
 
 def _pairs_below(wt: np.ndarray, run_idx: np.ndarray, other_idx: np.ndarray,
@@ -453,8 +464,7 @@ def two_level_interval(point: np.ndarray, per_seed: np.ndarray, rng: np.random.G
     low, high = (float(v) for v in np.percentile(spread, [2.5, 97.5]))
     side = min(int((spread <= 0).sum()), int((spread >= 0).sum()))
     p = min(1.0, 2 * (side + 1) / (spread.size + 1))
-    if bounds is not None:
-        low, high = max(bounds[0], low), min(bounds[1], high)
+    low, high = clip(low, high, bounds)
     return SeedInterval(est, low, high, p, int(x.size), dof, int(spread.size))
 
 
@@ -500,7 +510,7 @@ def rates_over_seeds(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     for i, name in enumerate(("sensitivity", "specificity")):
         pt = np.stack([pp[i][0] for pp in point], axis=1)  # (K, S)
         bt = np.stack([bb[i] for bb in boot], axis=2)  # (B, K, S)
-        out[name] = [two_level_interval(pt[c], bt[:, c, :], rng, (0.0, 1.0)) for c in range(k)]
+        out[name] = [two_level_interval(pt[c], bt[:, c, :], rng, RATE_BOUNDS) for c in range(k)]
     return out
 
 
@@ -584,7 +594,8 @@ def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, 
         warnings.simplefilter("ignore", RuntimeWarning)
         return {name: PairedSeeds(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
                                   two_level_interval(np.subtract(b0[name], a0[name]),
-                                                     np.column_stack(boot[name]), rng))
+                                                     np.column_stack(boot[name]), rng,
+                                                     DIFF_BOUNDS))
                 for name in a0}
 
 
