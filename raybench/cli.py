@@ -198,9 +198,10 @@ class ResultsTable(Command):
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
         p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
-        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+        p.add_argument("--interval", choices=["bootstrap", "unpooled", "t"], default="bootstrap",
                        help="paper / significance: intervals across seeds from the two-level "
-                       "bootstrap (seeds x patients) or a Student t over seeds")
+                       "bootstrap (seeds x patients) with the seed variance pooled across the "
+                       "study, the same unpooled, or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ LOW, HIGH, SEEDS = "_low", "_high", "seeds"
 SUPPORT, N_ALL = "support", "n"  # metrics rows: images of a class, images of the split
 N, N_REST, INTERVAL = "n", "n_rest", "interval"
 #: Interval methods of a paper table (``interval`` argument) and their labels in its rows.
-INTERVALS: tuple[str, ...] = ("bootstrap", "t")
+INTERVALS: tuple[str, ...] = ("bootstrap", "unpooled", "t")
 T_OVER_SEEDS, WILSON = "t over seeds", "wilson (one trial)"
 OVERALL: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "markdown")
@@ -203,7 +203,8 @@ class Results:
             roi: Only trials of this ``data.roi`` (a missing roi counts as ``full``); None
                 mixes them.
             interval: ``bootstrap``: the two-level bootstrap over seeds and patients on the
-                predictions of one trial per seed (the best on validation); ``t``: a
+                predictions of one trial per seed (the best on validation), its seed variance
+                pooled across the table (``unpooled``: each row's own); ``t``: a
                 Student t interval over the trials' values (one trial: its Wilson interval).
                 Without predictions the ``t`` interval is used.
             n_boot: Bootstrap replicates; ``seed``: their seed.
@@ -230,11 +231,11 @@ class Results:
             positive = positive or ("covid19" if "covid19" in classes else classes[-1])
             rows = rows[rows[S.CLASS] == positive]
         out = _aggregate(rows, keys)
-        if interval == "bootstrap":
+        if interval in ("bootstrap", "unpooled"):
             from raybench.intervals import rate_table
 
             boot = rate_table(self, scenarios[0], roi=roi, split=split, by_source=by_source,
-                              n_boot=n_boot, seed=seed)
+                              n_boot=n_boot, seed=seed, pooled=interval == "bootstrap")
             if layout == "table1" and not boot.empty:
                 boot = boot[boot[S.CLASS] == positive]
             out = _with_bootstrap(out, boot, keys)

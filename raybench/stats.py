@@ -503,14 +503,24 @@ def rates_over_seeds(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         ``{"sensitivity": [one SeedInterval per class], "specificity": [...]}``.
     """
     rng = np.random.default_rng(seed)
+    cells = rate_cells(seeds, k, n_boot, rng)
+    return {name: [two_level_interval(pt, bt, rng, RATE_BOUNDS) for pt, bt in per_class]
+            for name, per_class in cells.items()}
+
+
+def rate_cells(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int,
+               n_boot: int, rng: np.random.Generator
+               ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per rate and class: each seed's value (S,) and its values on shared patient draws
+    (B, S), what :func:`rates_over_seeds` and a study-wide pooled interval start from."""
     wts = shared_weights_t([c for _, _, c in seeds], n_boot, rng)
     point = [_rates(_class_sums(y, p, k, np.ones((len(y), 1))), k) for y, p, _ in seeds]
     boot = [_rates(_class_sums(y, p, k, wt), k) for (y, p, _), wt in zip(seeds, wts, strict=True)]
-    out: dict[str, list[SeedInterval]] = {}
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for i, name in enumerate(("sensitivity", "specificity")):
         pt = np.stack([pp[i][0] for pp in point], axis=1)  # (K, S)
         bt = np.stack([bb[i] for bb in boot], axis=2)  # (B, K, S)
-        out[name] = [two_level_interval(pt[c], bt[:, c, :], rng, RATE_BOUNDS) for c in range(k)]
+        out[name] = [(pt[c], bt[:, c, :]) for c in range(k)]
     return out
 
 
@@ -564,19 +574,22 @@ class BootCache:
         return self._metrics[key]
 
 
-def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                      n_boot: int = 2000, seed: int = 0,
-                      cache: Optional[BootCache] = None) -> dict[str, PairedSeeds]:
-    """Every :func:`weighted_metrics` metric of B minus A, over seeds (two-level bootstrap).
+@dataclass(frozen=True)
+class PairedCell:
+    """B minus A on each seed: both models' means, the per-seed differences (S,) and the
+    differences on B shared patient draws (B, S)."""
 
-    Args:
-        pairs: Per seed ``(y, prob_a, prob_b, clusters)`` on the images both models scored
-            with that seed; the class columns are the same in every pair.
-        n_boot: Replicates.
-        seed: Seed of the resampling.
-        cache: Shares each model's replicate metrics between the pairs of one study.
-    """
-    rng = np.random.default_rng(seed)
+    value_a: float
+    value_b: float
+    point: np.ndarray
+    per_seed: np.ndarray
+
+
+def paired_cells(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 n_boot: int, rng: np.random.Generator, cache: Optional[BootCache] = None
+                 ) -> dict[str, PairedCell]:
+    """Every :func:`weighted_metrics` metric of B minus A per seed and per patient draw: what
+    :func:`paired_over_seeds` (one pair) and a study-wide pooled interval start from."""
     cache = cache if cache is not None else BootCache()
     wts = cache.weights([p[3] for p in pairs], n_boot, rng)
     a0: dict[str, list[float]] = {}
@@ -592,11 +605,28 @@ def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, 
             boot.setdefault(name, []).append(bb[name] - ba[name])
     with warnings.catch_warnings():  # a metric undefined in every seed is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {name: PairedSeeds(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
-                                  two_level_interval(np.subtract(b0[name], a0[name]),
-                                                     np.column_stack(boot[name]), rng,
-                                                     DIFF_BOUNDS))
+        return {name: PairedCell(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
+                                 np.subtract(b0[name], a0[name]), np.column_stack(boot[name]))
                 for name in a0}
+
+
+def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                      n_boot: int = 2000, seed: int = 0,
+                      cache: Optional[BootCache] = None) -> dict[str, PairedSeeds]:
+    """Every :func:`weighted_metrics` metric of B minus A, over seeds (two-level bootstrap).
+
+    Args:
+        pairs: Per seed ``(y, prob_a, prob_b, clusters)`` on the images both models scored
+            with that seed; the class columns are the same in every pair.
+        n_boot: Replicates.
+        seed: Seed of the resampling.
+        cache: Shares each model's replicate metrics between the pairs of one study.
+    """
+    rng = np.random.default_rng(seed)
+    cells = paired_cells(pairs, n_boot, rng, cache)
+    return {name: PairedSeeds(c.value_a, c.value_b,
+                              two_level_interval(c.point, c.per_seed, rng, DIFF_BOUNDS))
+            for name, c in cells.items()}
 
 
 @dataclass(frozen=True)
