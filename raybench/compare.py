@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from raybench import schema as S
-from raybench import pooling, stats
+from raybench import bayes, pooling, stats
 from raybench.errors import RaybenchError
 
 
@@ -70,6 +70,7 @@ class CompareOptions:
     seed: int = 0
     per_seed: bool = False
     interval: str = POOLED  # across seeds: see INTERVALS
+    rope: float = bayes.ROPE  # the Bayesian verdict's region of practical equivalence
 
 
 def cells(res: Tables, scenario: Optional[str] = None) -> pd.DataFrame:
@@ -253,9 +254,11 @@ def _pooled_rows(pairs: list[Pair], opts: CompareOptions, cache: Optional[stats.
     for metric, cls, key in names:
         c = out[key]
         iv = stats.two_level_interval(c.point, c.per_seed, rng, stats.DIFF_BOUNDS)
+        v = bayes.t_verdict(c.point.tolist(), opts.rope)
         rows.append(({**base, S.METRIC: metric, S.CLASS: cls, S.VALUE: c.value_b,
                       "baseline_value": c.value_a, "diff": iv.value, S.CI_LOW: iv.ci_low,
-                      S.CI_HIGH: iv.ci_high, "p": iv.pvalue, "dof": iv.dof},
+                      S.CI_HIGH: iv.ci_high, "p": iv.pvalue, "dof": iv.dof,
+                      "p_baseline_better": v.p_a, "p_equivalent": v.p_rope, "p_better": v.p_b},
                      pooling.SeedCell.of(c.point, c.per_seed)))
     return rows
 

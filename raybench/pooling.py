@@ -120,6 +120,13 @@ class SeedCell:
         return int(self.point.size)
 
     @property
+    def degenerate(self) -> bool:
+        """Every seed and every patient draw at one value (a rate of 0 or 1 on every film):
+        nothing varies, so the cell neither informs the prior nor borrows from it."""
+        return bool(self.seeds > 0 and np.ptp(self.point) == 0 and self.every.size > 0
+                    and np.ptp(self.every) == 0)
+
+    @property
     def seed_variance(self) -> float:
         return float(self.point.var(ddof=1)) if self.seeds > 1 else math.nan
 
@@ -132,6 +139,9 @@ def cell_interval(cell: SeedCell, prior: Prior, bounds: Optional[tuple[float, fl
         return SeedInterval(math.nan if s == 0 else float(cell.point.mean()),
                             math.nan, math.nan, math.nan, s, math.nan, 0)
     est = float(cell.point.mean())
+    if cell.degenerate:
+        return SeedInterval(est, est, est, 1.0 if est == 0 else 0.0, s, math.inf,
+                            int(cell.every.size))
     v_seed_s2, dof = moderate(cell.seed_variance, s - 1, prior)
     v_seed = v_seed_s2 / s if math.isfinite(v_seed_s2) else 0.0  # one seed, no prior
     v_pat = float(np.var(cell.every))
@@ -149,8 +159,10 @@ def cell_interval(cell: SeedCell, prior: Prior, bounds: Optional[tuple[float, fl
 
 def pooled_intervals(cells: Sequence[SeedCell], bounds: Optional[tuple[float, float]] = None
                      ) -> tuple[list[SeedInterval], Prior]:
-    """Every cell's moderated interval, the prior fitted to all the cells' seed variances."""
-    prior = fit_prior([c.seed_variance for c in cells], [c.seeds - 1 for c in cells])
+    """Every cell's moderated interval, the prior fitted to the seed variances of all the
+    cells but degenerate ones (:attr:`SeedCell.degenerate`: zero width)."""
+    live = [c for c in cells if not c.degenerate]
+    prior = fit_prior([c.seed_variance for c in live], [c.seeds - 1 for c in live])
     return [cell_interval(c, prior, bounds) for c in cells], prior
 
 

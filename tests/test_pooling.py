@@ -107,10 +107,15 @@ def test_pooling_narrows_two_seed_intervals_that_share_a_seed_variance() -> None
 
 
 def test_identical_seeds_everywhere_give_a_zero_width_interval() -> None:
-    cells = [pooling.SeedCell(np.zeros(3), np.zeros(20)) for _ in range(4)]
-    ivs, prior = pooling.pooled_intervals(cells)
-    assert prior.s0_sq == 0.0 and math.isinf(prior.d0)
-    assert all((iv.value, iv.ci_low, iv.ci_high, iv.pvalue) == (0.0, 0.0, 0.0, 1.0) for iv in ivs)
+    rng = np.random.default_rng(7)
+    varied = [pooling.SeedCell(0.5 + rng.normal(0, 0.05, 2), 0.5 + rng.normal(0, 0.01, 50))
+              for _ in range(5)]
+    flat = [pooling.SeedCell(np.zeros(3), np.zeros(20)), pooling.SeedCell(np.ones(2), np.ones(9))]
+    ivs, prior = pooling.pooled_intervals(flat + varied)
+    assert prior.cells == 5  # the rates of 0 and 1 on every film neither inform nor borrow
+    assert (ivs[0].value, ivs[0].ci_low, ivs[0].ci_high, ivs[0].pvalue) == (0.0, 0.0, 0.0, 1.0)
+    assert (ivs[1].ci_low, ivs[1].ci_high) == (1.0, 1.0)
+    assert all(iv.ci_high > iv.ci_low for iv in ivs[2:])
 
 
 def test_fewer_than_three_cells_keep_their_own_variance() -> None:

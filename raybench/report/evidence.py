@@ -156,10 +156,10 @@ def source_blocks(res: Results, scenario: str, found: pd.DataFrame) -> list:
                     "of the other classes per trial. A model that works on one hospital's "
                     "images only shows here.", Table(format_paper_table(table))]
     gaps = found[(found["kind"] == "source gap") & (found[S.SCENARIO] == scenario)]
-    blocks.append("Flagged (sensitivity or specificity differs between sources beyond both "
-                  "intervals): " + " ".join(gaps["finding"]) if len(gaps) else
-                  "No class's sensitivity or specificity differs between sources beyond both "
-                  "intervals.")
+    blocks.append("Flagged (the gap between two sources, paired within seeds, has a 95% "
+                  "interval that excludes 0): " + " ".join(gaps["finding"]) if len(gaps) else
+                  "No class's sensitivity or specificity differs between sources (paired "
+                  "within seeds, 95% interval).")
     return blocks
 
 
