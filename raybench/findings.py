@@ -166,7 +166,7 @@ def source_gap(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
     within seeds has an interval that excludes 0 (:mod:`raybench.gaps`)."""
     table = gaps.significant_gaps(gaps.source_gaps(res, scenario, n_boot=n_boot))
     return [_row("source gap", "warning", f"Per source: {scenario}", gaps.gap_sentence(r),
-                 scenario, str(r[S.MODEL]), float(r["gap"])) for _, r in table.iterrows()]
+                 scenario, str(r[S.MODEL]), abs(float(r["gap"]))) for _, r in table.iterrows()]
 
 
 def collapsed_model(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:

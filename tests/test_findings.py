@@ -39,7 +39,7 @@ def test_every_planted_kind_is_found_with_its_numbers(root: str) -> None:
     b, a = (table.loc[("good", src, "covid19"), "specificity"] for src in ("hospB", "hospA"))
     assert f"good covid19 specificity: {b:.3f} on hospB against {a:.3f} on hospA; gap +" in cov
     assert "paired within 2 seed(s); per-seed counts hospB 47/80, 50/80, hospA" in cov
-    assert gap.loc[cov, "value"] == pytest.approx(a - b)  # hospA minus hospB, the pair's order
+    assert gap.loc[cov, "value"] == pytest.approx(a - b)  # the gap as stated: higher - lower
     assert by[("ROI focus", "good")]["value"] == pytest.approx(0.2)
     ece = res.metrics.query("metric == 'ece' and split == 'test' and source.isna()")
     flat_ece = ece[ece["trial_id"].str.startswith("flat")]["value"].mean()
