@@ -101,10 +101,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--studies", type=int, default=400)
     p.add_argument("--part", choices=["seeds", "pooled", "gaps"], default="seeds")
+    p.add_argument("--sd", type=float, nargs="+", default=[0.15, 0.5, 1.2],
+                   help="pooled / gaps: seed sds on the probit scale")
     args = p.parse_args()
     if args.part == "pooled":
         print("sd_seed  shared  seed spread  pooled coverage  width  unpooled coverage  width")
-        for sd in (0.15, 0.5, 1.2):
+        for sd in args.sd:
             for shared in (True, False):
                 rng = np.random.default_rng([int(100 * sd), shared])
                 rows = np.array([pooled_study(rng, sd, shared, k) for k in range(args.studies)])
@@ -114,7 +116,7 @@ def main() -> None:
         return
     if args.part == "gaps":
         print("sd_seed  true gap  coverage  share flagged (power when the gap is 0.25)")
-        for sd in (0.15, 0.5, 1.2):
+        for sd in args.sd:
             for gap in (0.0, 0.25):
                 rng = np.random.default_rng([int(100 * sd), int(100 * gap)])
                 rows = np.array([gap_study(rng, sd, gap, k) for k in range(args.studies)])
