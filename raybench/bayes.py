@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 #: Default region of practical equivalence: 1 point of balanced accuracy.
@@ -92,3 +93,17 @@ def verdict(diffs: Sequence[float], blocks_from_scenarios: bool, rope: float = R
     """The signed-rank test over scenario x seed blocks when there are several scenarios,
     else the t-test over seeds."""
     return signed_rank_verdict(diffs, rope) if blocks_from_scenarios else t_verdict(diffs, rope)
+
+
+def verdict_sentences(table: pd.DataFrame, metric: str = "balanced_accuracy",
+                      rope: float = ROPE) -> list[str]:
+    """One sentence per comparison of ``metric`` that has a verdict (several seeds), from a
+    ``compare_models`` table: its ``baseline`` is A and its ``model`` (or ``roi``) B."""
+    if "p_equivalent" not in table:
+        return []
+    rows = table[(table["metric"] == metric) & table["p_equivalent"].notna()]
+    other = "model" if "baseline" in rows and "model" in rows else "roi"
+    return [Verdict(float(r["p_baseline_better"]), float(r["p_equivalent"]),
+                    float(r["p_better"]), "Bayesian t-test", int(r["seeds"])).sentence(
+                        str(r["baseline"]), str(r[other]), rope)
+            for _, r in rows.iterrows()]

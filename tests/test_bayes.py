@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from baycomp import SignedRankTest
 from baycomp.single import Posterior
@@ -46,3 +47,14 @@ def test_known_answers_equivalent_and_better() -> None:
     assert math.isnan(bayes.t_verdict([0.1]).p_rope)
     # a wider ROPE turns the same 0.05 lead into equivalence
     assert bayes.t_verdict([0.05 + v for v in tiny], rope=0.1).p_rope > 0.999
+
+
+def test_verdict_sentences_read_a_comparison_table() -> None:
+    table = pd.DataFrame({"metric": ["balanced_accuracy", "balanced_accuracy", "accuracy"],
+                          "baseline": ["cnnx", "cnnx", "cnnx"],
+                          "model": ["resnet18", "vgg16", "resnet18"], "seeds": [3, 1, 3],
+                          "p_baseline_better": [0.05, np.nan, 0.1],
+                          "p_equivalent": [0.91, np.nan, 0.8], "p_better": [0.04, np.nan, 0.1]})
+    assert bayes.verdict_sentences(table) == [
+        "cnnx and resnet18 are practically equivalent (within 0.01): P = 0.91"]
+    assert bayes.verdict_sentences(table.drop(columns="p_equivalent")) == []

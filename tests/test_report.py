@@ -52,6 +52,7 @@ def test_report_writes_html_with_figures_and_numbers(tmp_path: Path, run_cli) ->
     assert (f"| cnnx | covid19 | {cell['Sensitivity']} | {cell['Specificity']} | 2 | 10 / 30 | "
             "two-level bootstrap, seed variance pooled across the table") in md
     assert "](figures/cams.png)" in md and "| resnet18-seed1 | resnet18 | scenario2 | 1 |" in md
+    assert "Bayesian verdict on balanced accuracy over the seeds (region of practical " in md
     assert f"wrote {out / 'report.html'}" in stdout
 
 
