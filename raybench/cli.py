@@ -215,7 +215,8 @@ class ResultsTable(Command):
         p.add_argument("--format", choices=FORMATS, default=FORMATS[0])
         p.add_argument("--interval", choices=INTERVALS, default=INTERVALS[0],
                        help="paper / significance: intervals across seeds from the two-level "
-                       "bootstrap (seeds x patients) or a Student t over seeds")
+                       "bootstrap (seeds x patients) with the seed variance pooled across the "
+                       "study, the same unpooled, or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import pandas as pd
 
+from raybench import gaps
 from raybench import schema as S
 from raybench.compare import ROI, TEST_NAMES, cells, split_predictions
 from raybench.errors import RaybenchError
@@ -143,54 +144,12 @@ def few_seeds(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return [_row("warning", "Trials", text, scenario, None, float(seeds))]
 
 
-def _per_seed_counts(preds: pd.DataFrame, source: str, cls: str, metric: str,
-                     seeds: int) -> str:
-    """``k of n <label> films predicted <class>`` on one source, per seed (mean)."""
-    part = preds[preds[S.SOURCE] == source]
-    if metric == "sensitivity":
-        films = part[part[S.LABEL] == cls]
-        k, label = int((films[S.PREDICTED] == cls).sum()), cls
-    else:
-        films = part[(part[S.LABEL] != cls)]
-        called = films[films[S.PREDICTED] == cls][S.LABEL].value_counts()
-        label = str(called.idxmax()) if len(called) else str(films[S.LABEL].mode().iloc[0])
-        films = films[films[S.LABEL] == label]
-        k = int((films[S.PREDICTED] == cls).sum())
-    each = "" if seeds == 1 else f" (per seed, mean of {seeds})"
-    return f"{source}: {round(k / seeds)} of {round(len(films) / seeds)} {label} films predicted {cls}{each}"
-
-
-def _gap_rows(table: pd.DataFrame, preds: pd.DataFrame, scenario: str) -> list[dict]:
-    rows = []
-    for (model, cls), part in table.groupby(level=[S.MODEL, S.CLASS], sort=True):
-        part = part.droplevel([S.MODEL, S.CLASS])
-        for metric in ("sensitivity", "specificity"):
-            vals = {k: v for k, v in _floats(part[metric]).items() if not math.isnan(v)}
-            if len(vals) < 2:
-                continue
-            hi, lo = max(vals, key=lambda k: vals[k]), min(vals, key=lambda k: vals[k])
-            if not _floats(part[f"{metric}_low"])[hi] > _floats(part[f"{metric}_high"])[lo]:
-                continue
-            seeds = int(_floats(part["seeds"])[lo])
-            mine = preds[preds[S.MODEL] == model]
-            text = (f"{model} {cls} {metric}: {vals[lo]:.3f} on {lo} against {vals[hi]:.3f} on "
-                    f"{hi}, beyond both intervals; "
-                    f"{_per_seed_counts(mine, lo, str(cls), metric, seeds)}.")
-            n = _floats(part["n" if metric == "sensitivity" else "n_rest"])[lo]
-            rows.append(_row("warning", f"Per source: {scenario}", text, scenario,
-                             str(model), vals[lo], n))
-    return rows
-
-
 def source_gap(res: Results, scenario: str, n_boot: int) -> list[dict]:
-    """A class whose sensitivity or specificity differs between sources beyond both intervals."""
-    try:
-        table = res.paper_table(scenario, layout="table2", by_source=True, n_boot=n_boot)
-    except RaybenchError:
-        return []
-    preds = split_predictions(res, "test").merge(
-        _full(res, scenario)[[S.SWEEP, S.TRIAL_ID, S.MODEL]], on=[S.SWEEP, S.TRIAL_ID])
-    return _gap_rows(table, preds, scenario)
+    """A class whose sensitivity or specificity differs between two sources: the paired gap
+    within seeds has an interval that excludes 0 (:mod:`raybench.gaps`)."""
+    table = gaps.significant_gaps(gaps.source_gaps(res, scenario, n_boot=n_boot))
+    return [_row("warning", f"Per source: {scenario}", gaps.gap_sentence(r),
+                 scenario, str(r[S.MODEL]), abs(float(r["gap"]))) for _, r in table.iterrows()]
 
 
 def collapsed_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
