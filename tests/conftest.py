@@ -145,6 +145,31 @@ def no_ray_left_behind():
         ray.shutdown()
 
 
+def _ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses ``local_ray`` is a ``ray`` test (``make test-fast`` leaves it out)."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def ray_tests_are_marked(request: pytest.FixtureRequest):
+    """Warns when a test not marked ``ray`` left a Ray running (an embedded one that a CLI
+    command or a large import started): ``make test-fast`` would start Ray for it."""
+    before = _ray_up()
+    yield
+    if not before and _ray_up() and request.node.get_closest_marker("ray") is None:
+        import warnings
+
+        warnings.warn(pytest.PytestWarning(f"{request.node.nodeid} started Ray but is not "
+                                           "marked ray"), stacklevel=1)
+
+
 _SESSION: dict[str, int] = {}
 
 
