@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from raybench import killpoint
 from raybench import schema as S
 from raybench.cluster import INJECT_ENV
 from raybench.config import DataConfig, Spec
@@ -162,6 +163,14 @@ def _maybe_inject_failure(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def _kill_points(epoch: int, before_report: bool) -> None:
+    """The trial's test kill points (:mod:`raybench.killpoint`) around an epoch's report."""
+    if before_report and epoch == 1:
+        killpoint.kill_at("epoch_written")
+    elif not before_report and epoch == 3:
+        killpoint.kill_at("mid_trial")
+
+
 def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     """True when this exact trial already wrote a completed run row.
 
@@ -200,11 +209,17 @@ def _report_last_epoch(store: ResultStore, trial: TrialConfig, ctx: WorkerContex
         rows = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()
     except (OSError, ValueError):  # its epochs file is gone or unreadable: nothing to report
         rows = []
+    _report_again(trial, ctx, rows)
+
+
+def _report_again(trial: TrialConfig, ctx: WorkerContext, rows: list[dict[str, Any]]) -> None:
+    """Reports the last of ``rows`` (epoch rows) again, from rank 0."""
     fields = {f.name for f in dataclasses.fields(EpochStats)}
     last = max(rows, key=lambda r: r.get(S.EPOCH) or 0, default=None)
     if ctx.rank == 0 and last is not None:
-        ctx.report({**{k: v for k, v in last.items() if k in fields}, S.MODEL: spec.model.name,
-                    S.SCENARIO: trial.cell.scenario, "raybench_trial": trial.trial_id})
+        ctx.report({**{k: v for k, v in last.items() if k in fields},
+                    S.MODEL: trial.trial_spec.model.name, S.SCENARIO: trial.cell.scenario,
+                    "raybench_trial": trial.trial_id})
 
 
 def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
@@ -223,6 +238,10 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
                            weight_decay=spec.train.weight_decay)
     start, history = _restore(ctx.checkpoint, model, opt, own)
+    if start >= spec.train.epochs:
+        # Killed after its last epoch, before its run row: it writes its results without
+        # training, and Tune must still see the metric of a trial that ends.
+        _report_again(trial, ctx, history)
     model = ctx.prepare_model(model)
 
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
@@ -233,7 +252,9 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
             own.save({"model_state": unwrap_model(trained).state_dict(),
                       "optimizer": opt.state_dict(), S.EPOCH: stats.epoch, "history": history})
             store.write_table(spec.name, S.EPOCHS_TABLE, trial_id, history)
+            _kill_points(stats.epoch, before_report=True)
             ctx.report(metrics)
+            _kill_points(stats.epoch, before_report=False)
             _maybe_inject_failure(stats.epoch, ctx.rank)
             return
         with tempfile.TemporaryDirectory() as folder:
@@ -253,6 +274,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     result = fit(model, data, spec.train, FitOptions(
         (spec_model.mean, spec_model.std), ctx.device, on_epoch=on_epoch, rank=ctx.rank,
         world=ctx.world, start_epoch=start, optimizer=opt))
+    killpoint.kill_at("last_epoch")
     if ctx.rank == 0:
         result.history = [EpochStats(**h) for h in history]
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
@@ -263,6 +285,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
         write_results(store, spec, trial_id, row, result, data, unwrap_model(model))
         if own is not None:
             own.delete()  # the run row says it completed; the state is not needed any more
+        killpoint.kill_at("trial_written")
     return result
 
 

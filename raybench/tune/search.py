@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional
 
 from ray.tune.search import SearchGenerator, Searcher
 
+from raybench import killpoint
 from raybench import schema as S
 from raybench.config import SearchSpace, Spec
 from raybench.store import ResultStore
@@ -117,12 +118,13 @@ class CellSearcher(Searcher):
         self._handles: dict[tuple[str, int], Any] = {}
         self._storage: Any = None
         self._reconciled = False
+        self._ended_here = 0  # trials ended in this session (the test kill points)
 
     # --- state ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         # Optuna objects hold file handles and locks: they are reopened from the journal.
         state = dict(self.__dict__)
-        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False)
+        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False, _ended_here=0)
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -291,6 +293,8 @@ class CellSearcher(Searcher):
             params = next(t for t in study.get_trials(deepcopy=False) if t.number == number).params
             self._handle(cell, number).set_user_attr(studies.STATUS_ATTR, "running")
         else:
+            if getattr(self, "_ended_here", 0):
+                killpoint.kill_at("next_trial")
             number, params = self._ask(cell, study)
         first = self._firsts.get((cell.name, number), number)
         self._live[trial_id] = (cell.name, number)
@@ -330,7 +334,7 @@ class CellSearcher(Searcher):
         """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
         entry = self._live.get(trial_id)
         value, step = result.get(self.metric), result.get(S.EPOCH)
-        if entry is None or value is None or step is None:
+        if entry is None or value is None or step is None or self._ended(*entry):
             return
         with warnings.catch_warnings():  # a resumed trial reports its last epoch again
             warnings.simplefilter("ignore")
@@ -347,7 +351,12 @@ class CellSearcher(Searcher):
             return
         cell = self._cell(entry[0])
         self._flying[cell.name] -= 1
-        if error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
+        self._ended_here = getattr(self, "_ended_here", 0) + 1
+        if self._ended(*entry):
+            # Told by a driver killed before its Tune snapshot saw the trial end: Tune restored
+            # the trial, which found its run row and reported its last epoch again.
+            log.info("trial %s was already told to its study", self._trial_id(cell, entry[1]))
+        elif error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
             row = ResultStore(self.plan.spec.results).trial_row(
                 self.plan.spec.name, "runs", self._trial_id(cell, entry[1]))
             status = (S.STATUS_ERROR if row and row.get(S.STATUS) == S.STATUS_ERROR
@@ -358,6 +367,12 @@ class CellSearcher(Searcher):
             self._tell(cell, entry[1], result or {})
         self._handles.pop(entry, None)
         self._drop_if_done(cell)
+        killpoint.kill_at("trial_told")
+
+    def _ended(self, cell_name: str, number: int) -> bool:
+        """Whether the study trial has finished (COMPLETE, PRUNED or FAIL) in the journal."""
+        handle = self._handle(self._cell(cell_name), number)
+        return bool(self.storage().get_trial(handle._trial_id).state.is_finished())
 
     def _tell(self, cell: Cell, number: int, result: dict) -> None:
         from optuna.trial import TrialState

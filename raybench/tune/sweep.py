@@ -31,7 +31,7 @@ import logging
 import time
 from typing import Any, Optional
 
-from raybench import cluster
+from raybench import cluster, killpoint
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
 from raybench.tune import damage, feasible, ledger, outcome, studies
@@ -113,6 +113,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
         RaybenchError: Claimed name, a live driver's lease, bad resources, unreachable Ray
             or storage (exit 2).
     """
+    killpoint.mark_driver()
     spec = with_absolute_paths(spec)
     store = ResultStore(spec.results)
     store.check_writable()  # a bad store fails in seconds, before Ray starts
