@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from raybench import killpoint
+from raybench import lease as leases
 from raybench import schema as S
 from raybench.cluster import INJECT_ENV
 from raybench.config import DataConfig, Spec
@@ -45,7 +46,7 @@ from raybench.data.dataset import PreparedData, prepare_data
 from raybench.engine.loop import EpochStats, FitOptions, LoopResult, check_batch_size, fit
 from raybench.engine.run import build_from_spec, run_row, timeline_fields, write_results
 from raybench.models import get_model_spec, unwrap_model
-from raybench.store import ResultStore
+from raybench.store import LEASE_DIR, ResultStore
 from raybench.trial import TrialConfig, image_size, searched_values
 
 
@@ -163,6 +164,17 @@ def _maybe_inject_failure(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def trial_fence(results: str, sweep: str) -> Optional[leases.Fence]:
+    """The fence of this process's trials of ``sweep``: the lease generation of the driver
+    that started them (from :data:`raybench.lease.GENERATION_ENV`), None outside a sweep."""
+    name, _, generation = os.environ.get(leases.GENERATION_ENV, "").rpartition(":")
+    if name != sweep or not generation.isdigit():
+        return None
+    folder = ResultStore(results).location(sweep, LEASE_DIR)
+    return leases.Fence(leases.Lease(folder, suffix=".json", what=f"sweep {sweep}"),
+                        int(generation))
+
+
 def _kill_points(epoch: int, before_report: bool) -> None:
     """The trial's test kill points (:mod:`raybench.killpoint`) around an epoch's report."""
     if before_report and epoch == 1:
@@ -226,7 +238,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
     started_at = datetime.now(timezone.utc)
     spec, trial_id = trial.trial_spec, trial.trial_id
-    store = ResultStore(spec.results)
+    store = ResultStore(spec.results, fence=trial_fence(spec.results, spec.name))
     own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
     if completed_before(store, spec, trial_id):
         log.info("trial %s already completed; not training it again", trial_id)

@@ -21,7 +21,7 @@ from raybench.engine.worker import STATE_DIR
 from raybench.errors import RaybenchError, SweepError, SweepInterrupted, final_error
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig, searched_values
-from raybench.tune import studies
+from raybench.tune import claim, studies
 from raybench.tune.experiment import plan_of
 
 log = logging.getLogger("raybench.tune.sweep")
@@ -109,6 +109,7 @@ def _staged_error(trial: Any) -> Optional[BaseException]:
 def ended_trial(spec: Spec, trial: Any) -> tuple[str, Optional[dict[str, Any]]]:
     """What :class:`raybench.tune.ledger.Forgetful` records of a trial that ended: its Tune
     status and its summary row (its run row written first when it wrote none)."""
+    claim.check_held(spec.name)
     row = trial_outcome(spec, ResultStore(spec.results), trial.config or {}, trial_error(trial),
                         trial.last_result or {})
     return trial.status, row

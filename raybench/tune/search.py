@@ -35,7 +35,7 @@ from raybench import killpoint
 from raybench import schema as S
 from raybench.config import SearchSpace, Spec
 from raybench.store import ResultStore
-from raybench.tune import studies
+from raybench.tune import claim, studies
 from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
 
@@ -129,6 +129,7 @@ class CellSearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's experiment checkpoint: the trial map, and the journal's upload (S3)."""
+        self._check_lease()  # before Tune uploads the snapshot this save belongs to
         with open(checkpoint_path, "wb") as handle:
             pickle.dump({"live": self._live}, handle)
         studies.upload(self.plan.spec.results, self.plan.spec.name)
@@ -281,6 +282,7 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         """The next trial: the open cell with the fewest trials in flight; FINISHED at the end."""
+        self._check_lease()
         if not self._reconciled:
             self._reconcile()
         cell = self._pick()
@@ -332,6 +334,7 @@ class CellSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
+        self._check_lease()
         entry = self._live.get(trial_id)
         value, step = result.get(self.metric), result.get(S.EPOCH)
         if entry is None or value is None or step is None or self._ended(*entry):
@@ -346,6 +349,7 @@ class CellSearcher(Searcher):
         (its last value stays in the intermediate values), FAIL when it errored."""
         from optuna.trial import TrialState
 
+        self._check_lease()
         entry = self._live.pop(trial_id, None)
         if entry is None:
             return
@@ -368,6 +372,10 @@ class CellSearcher(Searcher):
         self._handles.pop(entry, None)
         self._drop_if_done(cell)
         killpoint.kill_at("trial_told")
+
+    def _check_lease(self) -> None:
+        """A driver that lost the sweep's lease stops before it writes the studies."""
+        claim.check_held(self.plan.spec.name)
 
     def _ended(self, cell_name: str, number: int) -> bool:
         """Whether the study trial has finished (COMPLETE, PRUNED or FAIL) in the journal."""

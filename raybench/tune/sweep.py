@@ -34,7 +34,7 @@ from typing import Any, Optional
 from raybench import cluster, killpoint
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import damage, feasible, ledger, outcome, studies
+from raybench.tune import claim, damage, feasible, ledger, outcome, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -148,6 +148,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
     grid = _fit(store, tuner, pending_trials(slots, total, len(plan.cells) * plan.cap))
+    claim.check_held(spec.name)  # a driver taken over while it stalled writes nothing more
     interrupted = outcome.was_interrupted(spec, time.monotonic() - start)
     summary = outcome.finalize(spec, store, grid, interrupted, ended.rows)
     studies.upload(spec.results, spec.name)
