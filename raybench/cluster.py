@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from raybench.config import Spec
 from raybench.errors import RaybenchError
-from raybench.killpoint import DRIVER_ENV, KILL_ENV
+from raybench.killpoint import CRASH_ENV, DRIVER_ENV, KILL_ENV
 from raybench.lease import GENERATION_ENV
 
 log = logging.getLogger("raybench.tune.sweep")
@@ -47,7 +47,8 @@ def stop_ray_copying_credentials() -> None:
     except ImportError:  # a Ray without this mechanism copies nothing
         return
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(CREDENTIAL_ENV)
-    class_cache.ENV_VARS_TO_PROPAGATE.update((INJECT_ENV, KILL_ENV, DRIVER_ENV, GENERATION_ENV))
+    class_cache.ENV_VARS_TO_PROPAGATE.update((INJECT_ENV, KILL_ENV, DRIVER_ENV, CRASH_ENV,
+                                                GENERATION_ENV))
 
 
 def quiet_ray() -> None:

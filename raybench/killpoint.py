@@ -1,5 +1,6 @@
-"""Test-only kill points: SIGKILL the sweep driver at a named step, so that a fault test lands
-its kill at the same place on every run instead of racing a timer.
+"""Test-only fault hooks: SIGKILL the sweep driver at a named step, so that a fault test lands
+its kill at the same place on every run instead of racing a timer; and a trial that crashes
+every time it starts (``RAYBENCH_TEST_CRASH_TRIAL=<trial id>``, :func:`crash_trial`).
 
 ``RAYBENCH_TEST_KILL_AT=<step>`` names the step; unset (always, outside the fault tests) every
 :func:`kill_at` is a no-op that reads one environment variable. The driver records its pid in
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 KILL_ENV = "RAYBENCH_TEST_KILL_AT"
 DRIVER_ENV = "RAYBENCH_TEST_DRIVER_PID"
+CRASH_ENV = "RAYBENCH_TEST_CRASH_TRIAL"
 
 #: The named steps: in a trial, after its first epoch file was written (``epoch_written``),
 #: after its third epoch's report (``mid_trial``), after its last epoch, before its results
@@ -32,6 +34,13 @@ def mark_driver() -> None:
     """Records this process as the driver that trial-side kill points kill (tests only)."""
     if os.environ.get(KILL_ENV):
         os.environ[DRIVER_ENV] = str(os.getpid())
+
+
+def crash_trial(trial_id: str) -> None:
+    """Raises (a crash, not a spec or data error) when ``RAYBENCH_TEST_CRASH_TRIAL`` names
+    ``trial_id``: a trial that fails the same way on every attempt."""
+    if os.environ.get(CRASH_ENV) == trial_id:
+        raise RuntimeError(f"test crash of trial {trial_id}")
 
 
 def kill_at(step: str) -> None:

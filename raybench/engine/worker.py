@@ -244,6 +244,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
         log.info("trial %s already completed; not training it again", trial_id)
         _report_last_epoch(store, trial, ctx)
         return None
+    killpoint.crash_trial(trial_id)
     data = prepared_data(spec.data, image_size(spec))
     check_batch_size(data, spec.train.batch_size)
     model = build_from_spec(spec, len(data.labels)).to(ctx.device)

@@ -100,6 +100,19 @@ class SweepPlan:
         return cell.name if self.paper else f"{cell.name}-t{number:03d}"
 
 
+#: Sweeps whose crashed trials past ``sweep.max_retries`` this process retries once more
+#: (``--resume --retry-crashed``); the searcher itself is restored from Tune's snapshot.
+_RETRY_CRASHED: set[str] = set()
+
+
+def retry_crashed(sweep: str, on: bool) -> None:
+    """Whether this session of ``sweep`` retries crashed trials past their retry budget."""
+    if on:
+        _RETRY_CRASHED.add(sweep)
+    else:
+        _RETRY_CRASHED.discard(sweep)
+
+
 class CellSearcher(Searcher):
     """A Tune ``Searcher`` holding one Optuna study (ask/tell) per cell of the sweep."""
 
@@ -211,6 +224,7 @@ class CellSearcher(Searcher):
         spec = self.plan.spec
         rows = {n.rsplit(".", 1)[0] for n in
                 ResultStore(spec.results).file_names(spec.name, S.RUNS_TABLE, ".parquet")}
+        self._resets: set[tuple[str, int]] = set()
         for cell in self.plan.cells:
             self._reruns[cell.name], self._retries[cell.name] = [], []
             if cell.name not in stored:  # not asked yet: its study is created when first picked
@@ -232,15 +246,28 @@ class CellSearcher(Searcher):
                     self._retries[cell.name].append((first, dict(t.params)))
                 elif (t.state == TrialState.FAIL
                       and t.user_attrs.get(studies.STATUS_ATTR) == S.STATUS_CRASHED):
-                    log.info("trial %s crashed in an earlier session; retrying it",
-                             self.plan.trial_id(cell, first))
-                    self._retries[cell.name].append((first, dict(t.params)))
+                    self._retry_crashed(cell, first, t, studies.crash_count(trials, first))
                 elif self.plan.trial_id(cell, first) not in rows:
                     log.info("trial %s ended in an earlier session but has no run row (its "
                              "results were damaged or removed); running it again",
                              self.plan.trial_id(cell, first))
                     self._retries[cell.name].append((first, dict(t.params)))
         self._reconciled = True
+
+    def _retry_crashed(self, cell: Cell, first: int, attempt: Any, crashes: int) -> None:
+        """A trial that crashed is retried while its crashes are within ``sweep.max_retries``;
+        past it, only with ``--retry-crashed`` (which starts its count again)."""
+        trial_id, budget = self.plan.trial_id(cell, first), self.plan.spec.sweep.max_retries
+        if crashes > budget and self.plan.spec.name not in _RETRY_CRASHED:
+            log.info("trial %s crashed %d times, more than sweep.max_retries (%d): it stays "
+                     "crashed (--resume --retry-crashed retries it)", trial_id, crashes, budget)
+            return
+        if crashes > budget:
+            self._resets.add((cell.name, first))
+        log.info("trial %s crashed in an earlier session (%d time(s); sweep.max_retries %d%s); "
+                 "retrying it", trial_id, crashes, budget,
+                 ", --retry-crashed" if crashes > budget else "")
+        self._retries[cell.name].append((first, dict(attempt.params)))
 
     def _trial_id(self, cell: Cell, number: int) -> str:
         """The raybench trial id of study trial ``number`` (a retry's is its first attempt's)."""
@@ -313,7 +340,9 @@ class CellSearcher(Searcher):
             first, params = retries[0]
             if not any(t.state.name == "WAITING" and studies.first_number(t) == first
                        for t in study.get_trials(deepcopy=False)):
-                study.enqueue_trial(params, user_attrs={studies.RETRY_OF: first})
+                reset = (cell.name, first) in getattr(self, "_resets", ())
+                study.enqueue_trial(params, user_attrs={studies.RETRY_OF: first, **(
+                    {studies.BUDGET_RESET: True} if reset else {})})
         handle = study.ask()  # takes the oldest queued trial first
         self._space(cell)(handle)
         number, params = handle.number, dict(handle.params)
