@@ -30,4 +30,6 @@ def test_one_resume_completes_after_a_kill_at(step: str, ray_address: str, tmp_p
     assert done.returncode == 0, out[-4000:]
     assert "Traceback" not in out and "ERROR" not in out, out[-4000:]
     assert "Could not fetch metrics" not in out, out[-4000:]
+    # Tune's snapshot was restored, not rebuilt: the disagreements were reconciled, not avoided
+    assert "resuming kill from" in out and "rebuilding" not in out, out[-4000:]
     check_sweep(results / "kill")
