@@ -328,6 +328,11 @@ def test_a_driver_checks_its_lease_before_writing_only_after_a_stall(
         claim.check_held("sw")
         assert stopped == []  # renewed a moment ago: no look at the lease
         lease.renewed_at -= 16  # a stall of more than half the timeout
+        monkeypatch.setattr(lease, "renew", lambda: (_ for _ in ()).throw(OSError("no store")))
+        claim.check_held("sw")  # a store that does not answer: the write that follows fails
+        assert stopped == []
+        monkeypatch.undo()
+        monkeypatch.setenv("RAYBENCH_LEASE_TIMEOUT_S", "30")
         claim.check_held("sw")
         assert stopped == [1]
     assert leases.GENERATION_ENV not in os.environ
