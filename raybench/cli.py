@@ -163,8 +163,13 @@ class Sweep(Command):
         _add_resume(p)
         p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
         p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
+        p.add_argument("--retry-crashed", action="store_true",
+                       help="with --resume: retry trials that crashed more often than "
+                            "sweep.max_retries, with as many retries again")
 
     def run(self, args: argparse.Namespace) -> None:
+        if args.retry_crashed and not args.resume:
+            raise RaybenchError("--retry-crashed continues a sweep: give it with --resume")
         spec = _spec(args)  # before torch and Ray are imported
         from raybench.errors import SweepError
         from raybench.tracking import check_tracking
@@ -173,7 +178,8 @@ class Sweep(Command):
         check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
         try:
             summary = run_sweep(spec, resume=args.resume, address=args.address,
-                                num_cpus=args.num_cpus, overwrite=args.overwrite)
+                                num_cpus=args.num_cpus, overwrite=args.overwrite,
+                                retry_crashed=args.retry_crashed)
         except SweepError as exc:  # the trials that did run are still worth a table
             _print_summary(exc.summary)
             raise

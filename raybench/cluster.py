@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 from raybench.config import Spec
 from raybench.errors import RaybenchError
+from raybench.killpoint import CRASH_ENV, DRIVER_ENV, KILL_ENV
+from raybench.lease import GENERATION_ENV
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,9 @@ CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 
 def stop_ray_copying_credentials() -> None:
     """Removes the AWS variables from the set Tune copies into trial runtime environments,
-    and adds the fault-injection hook's variable (tests set it after the local Ray started).
+    and adds the fault-injection hook's and the kill points' variables (tests set them after
+    the local Ray started; :mod:`raybench.killpoint`) and the driver's lease generation,
+    which fences its trials' writes (:class:`raybench.lease.Fence`).
 
     Ray 2.60.0: ``ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE`` lists the variables
     Tune copies from the driver into each trainable actor's ``runtime_env``; the AWS keys are
@@ -43,7 +47,8 @@ def stop_ray_copying_credentials() -> None:
     except ImportError:  # a Ray without this mechanism copies nothing
         return
     class_cache.ENV_VARS_TO_PROPAGATE.difference_update(CREDENTIAL_ENV)
-    class_cache.ENV_VARS_TO_PROPAGATE.add(INJECT_ENV)
+    class_cache.ENV_VARS_TO_PROPAGATE.update((INJECT_ENV, KILL_ENV, DRIVER_ENV, CRASH_ENV,
+                                                GENERATION_ENV))
 
 
 def quiet_ray() -> None:

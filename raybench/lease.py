@@ -33,6 +33,10 @@ from raybench.errors import RaybenchError
 
 log = logging.getLogger(__name__)
 
+#: The environment variable naming the lease generation a holder's helpers work for
+#: (``<resource>:<generation>``; a sweep driver sets it for its trials).
+GENERATION_ENV = "RAYBENCH_LEASE_GENERATION"
+
 #: Seconds a generation file may read empty or partial (being written) before it counts as
 #: cut short by a crash, which is stale.
 UNREADABLE_S = 2.0
@@ -112,6 +116,8 @@ class Lease:
         self.generation: Optional[int] = None
         #: Set once :meth:`renew` found another holder's newer generation.
         self.lost = threading.Event()
+        #: ``time.monotonic()`` of the last acquire or renewal that found the lease held.
+        self.renewed_at = 0.0
 
     @property
     def timeout_s(self) -> float:
@@ -189,6 +195,7 @@ class Lease:
         if not storage.create_exclusive(self._loc(self.file_name(newest + 1)), self._record()):
             return Attempt(False, newest + 1, None)
         self.generation = newest + 1
+        self.renewed_at = time.monotonic()
         self.lost.clear()
         for gen, name in gens.items():
             if gen < newest:
@@ -204,7 +211,17 @@ class Lease:
             self.lost.set()
             return Renewal(False, newest, self.read(gens[newest]) if gens else None)
         storage.write_bytes_atomic(self._loc(self.file_name(newest)), self._record())
+        self.renewed_at = time.monotonic()
         return Renewal(True, newest, None)
+
+    def confirm(self, max_age_s: float) -> Renewal:
+        """Whether this holder still holds the lease, renewing it (one listing and one write)
+        only when the last renewal is older than ``max_age_s``: a holder renewed within half
+        its timeout cannot have been taken for dead, so a check costs a clock read."""
+        if (self.generation is not None and not self.lost.is_set()
+                and time.monotonic() - self.renewed_at < max_age_s):
+            return Renewal(True, self.generation, None)
+        return self.renew()
 
     def release(self, delete: bool = False) -> None:
         """Marks the lease released (the next taker need not wait), or with ``delete`` removes
@@ -223,6 +240,30 @@ class Lease:
                     storage.delete_file(self._loc(name))
         except (RaybenchError, OSError) as exc:
             log.warning("cannot release the lease of %s: %s", self.what, exc)
+
+
+class Fence:
+    """Refuses the writes of a holder whose generation is no longer the newest.
+
+    A holder's helpers (a sweep driver's trials, in other processes) carry the generation
+    they work for; before each write they call the fence, which lists the lease's folder and
+    raises :class:`Fenced` when a newer generation exists (the holder was taken for dead and
+    replaced). A write that passed the check a moment before the takeover still lands; the
+    new holder's own writes replace it.
+    """
+
+    def __init__(self, lease: Lease, generation: int) -> None:
+        self.lease, self.generation = lease, generation
+
+    def __call__(self) -> None:
+        newest = max(self.lease.generations(), default=-1)
+        if newest > self.generation:
+            raise Fenced(f"{self.lease.what}: generation {self.generation} was replaced by "
+                         f"generation {newest}; this write was refused")
+
+
+class Fenced(RaybenchError):
+    """A write refused because the lease it was made under was taken over."""
 
 
 class Heartbeat:

@@ -30,7 +30,7 @@ import posixpath
 import re
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -50,9 +50,13 @@ CAMS_DIR = "cams"
 #: A trial's own checkpoint, ``<sweep>/_state/<trial_id>.pt`` (written by the engine's worker;
 #: named here so that the sweep driver can remove it without importing torch).
 STATE_DIR = "_state"
+#: A sweep's lease folder (the live driver's generation files; :mod:`raybench.tune.claim`).
+LEASE_DIR = "_lease"
 #: In ``_compact/``: the (size, mtime) of each CAM file whose ZIP directory read back whole.
 CAMS_INDEX = "cams.json"
 _INDEX_KEY = b"raybench.index"
+#: Parquet metadata of a trial file: the sweep lease generation its trial worked for.
+GENERATION_KEY = b"raybench.generation"
 _READ_THREADS = 16  # S3 reads are latency-bound; local reads are no slower in a pool
 
 
@@ -192,11 +196,27 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 class ResultStore:
     """Reads and writes one results root (a local path or ``s3://bucket/prefix``)."""
 
-    def __init__(self, uri: str, *, skip_corrupt: bool = False) -> None:
-        """Opens ``uri``; with ``skip_corrupt`` unreadable trial files are logged and left out."""
+    def __init__(self, uri: str, *, skip_corrupt: bool = False,
+                 fence: Optional[Callable[[], None]] = None) -> None:
+        """Opens ``uri``; with ``skip_corrupt`` unreadable trial files are logged and left out.
+
+        ``fence`` (a trial's :class:`raybench.lease.Fence`) runs before every write and
+        raises when the sweep's lease has moved to a newer generation than the one the
+        trial works for: a fenced driver's trials publish nothing more. Parquet files then
+        carry that generation in their metadata (:data:`GENERATION_KEY`).
+        """
         self.root = storage.resolve(uri)
         self.skip_corrupt = skip_corrupt
         self.skipped: list[str] = []
+        self.fence = fence
+
+    def _publish(self) -> dict[bytes, bytes]:
+        """Runs the fence (if any); the metadata that marks the writer's generation."""
+        if self.fence is None:
+            return {}
+        self.fence()
+        generation = getattr(self.fence, "generation", None)
+        return {} if generation is None else {GENERATION_KEY: str(generation).encode()}
 
     def _corrupt(self, exc: CorruptResultError) -> None:
         """Re-raises ``exc`` unless corrupt files are skipped; then warns and records it."""
@@ -260,10 +280,12 @@ class ResultStore:
 
     def replace_file(self, sweep: str, name: str, data: bytes) -> None:
         """Writes ``<sweep>/<name>`` atomically (readers see the old or the new bytes)."""
+        self._publish()
         storage.write_bytes_atomic(self.location(sweep, name), data)
 
     def delete_file(self, sweep: str, name: str) -> None:
         """Removes ``<sweep>/<name>``; a missing file is fine."""
+        self._publish()
         storage.delete_file(self.location(sweep, name))
 
     def file_names(self, sweep: str, folder: str, suffix: str = "") -> list[str]:
@@ -335,6 +357,9 @@ class ResultStore:
             frame[name] = None
         arrow = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         loc = self.location(sweep, table, f"{check_name('trial', trial_id)}.parquet")
+        mark = self._publish()
+        if mark:
+            arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **mark})
         storage.write_parquet_atomic(loc, arrow)
 
     def read_table(self, sweep: str, table: str) -> pd.DataFrame:
@@ -487,6 +512,7 @@ class ResultStore:
     def write_cams(self, sweep: str, trial_id: str, cams: CamSet) -> None:
         """Saves one trial's CAMs as ``cams/<trial_id>.npz`` (atomically, replacing)."""
         loc = self.location(sweep, CAMS_DIR, f"{check_name('trial', trial_id)}.npz")
+        self._publish()
         storage.write_bytes_atomic(loc, cams.to_npz())
 
     def read_cams(self, sweep: str, trial_id: str) -> CamSet:

@@ -98,14 +98,17 @@ def test_heartbeat_renews_and_a_lost_lease_stops_renewing(tmp_path: Path,
 
     monkeypatch.setattr(claim, "HEARTBEAT_S", 0.1)
     store = ResultStore(str(tmp_path))
-    with Lease(store, "sw") as lease:
+    stopped: list[int] = []
+    lease = Lease(store, "sw")
+    lease.on_lost = lambda got: stopped.append(got.generation)  # the driver would exit here
+    with lease:
         first = json.loads(store.read_file("sw", lease.name or "") or b"{}")["heartbeat"]
         time.sleep(0.5)
         beat = json.loads(store.read_file("sw", lease.name or "") or b"{}")["heartbeat"]
         assert beat > first
         _holder(store, 1)  # another driver took over (as after a long network partition)
         time.sleep(0.4)
-        assert lease.lost.is_set()
+        assert lease.lost.is_set() and stopped == [1]  # within one heartbeat of noticing
     record = json.loads(store.read_file("sw", f"{LEASE_DIR}/00000000.json") or b"{}")
     assert record["released"] is True
 
@@ -294,7 +297,8 @@ def test_both_users_go_through_the_one_primitive(tmp_path: Path,
 
 def test_no_other_module_keeps_its_own_lease_rules() -> None:
     """The staleness rule (a holder's pid probed with os.kill) and exclusive creates live in
-    raybench/lease.py; the store's create_file (a sweep's name claim) is the one other caller."""
+    raybench/lease.py; the store's create_file (a sweep's name claim) is the one other caller,
+    and the test kill points (raybench/killpoint.py) the one other sender of a signal."""
     import ast
 
     found: dict[str, set[str]] = {}
@@ -302,5 +306,83 @@ def test_no_other_module_keeps_its_own_lease_rules() -> None:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr in ("kill", "create_exclusive"):
                 found.setdefault(node.attr, set()).add(path.relative_to(REPO).as_posix())
-    assert found == {"kill": {"raybench/lease.py"},
+    assert found == {"kill": {"raybench/lease.py", "raybench/killpoint.py"},
                      "create_exclusive": {"raybench/lease.py", "raybench/store.py"}}
+
+
+def test_a_driver_checks_its_lease_before_writing_only_after_a_stall(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_held costs a clock read while the last renewal is recent; after a stall longer
+    than half the timeout it looks at the lease, and a lost lease stops the driver, naming
+    the new holder (one line)."""
+    from raybench.tune import claim
+
+    monkeypatch.setenv("RAYBENCH_LEASE_TIMEOUT_S", "30")
+    store = ResultStore(str(tmp_path))
+    stopped: list[int] = []
+    lease = Lease(store, "sw")
+    lease.on_lost = lambda got: stopped.append(got.generation)
+    with lease:
+        assert os.environ[leases.GENERATION_ENV] == "sw:0"
+        _holder(store, 1)  # taken over; this driver has not looked yet
+        claim.check_held("sw")
+        assert stopped == []  # renewed a moment ago: no look at the lease
+        lease.renewed_at -= 16  # a stall of more than half the timeout
+        monkeypatch.setattr(lease, "renew", lambda: (_ for _ in ()).throw(OSError("no store")))
+        claim.check_held("sw")  # a store that does not answer: the write that follows fails
+        assert stopped == []
+        monkeypatch.undo()
+        monkeypatch.setenv("RAYBENCH_LEASE_TIMEOUT_S", "30")
+        claim.check_held("sw")
+        assert stopped == [1]
+    assert leases.GENERATION_ENV not in os.environ
+    claim.check_held("sw")  # no lease held on it: nothing to check
+
+
+def test_the_exit_line_of_a_fenced_driver_names_the_new_holder(tmp_path: Path) -> None:
+    code = ("import sys; from raybench import lease; from raybench.store import ResultStore; "
+            "from raybench.tune.claim import Lease; "
+            "l = Lease(ResultStore(sys.argv[1]), 'sw'); l.acquire(); "
+            "l.on_lost(lease.Renewal(False, 1, {'host': 'b-host', 'pid': 77})); print('after')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "raybench: error: sweep 'sw' was taken over by b-host pid 77 (lease generation 1) "
+        "while this driver was stalled past the 60 s lease timeout; this driver stopped"]
+
+
+@pytest.mark.parametrize("root", ["local", "s3"])
+def test_a_fenced_trial_publishes_nothing(root: str, tmp_path: Path, request) -> None:
+    """A trial of generation 0 writes (its files marked 0) until generation 1 exists; then
+    every write and delete is refused, and the files stay as generation 0 left them."""
+    import pyarrow.parquet as pq
+
+    from raybench import schema as S
+    from raybench.engine.worker import trial_fence
+    from raybench.store import GENERATION_KEY
+
+    uri = str(tmp_path) if root == "local" else f"s3://{request.getfixturevalue('s3_bucket')}/p"
+    driver = ResultStore(uri)
+    _holder(driver, 0)
+    os.environ[leases.GENERATION_ENV] = "sw:0"
+    try:
+        fence = trial_fence(uri, "sw")
+        assert fence is not None and trial_fence(uri, "other-sweep") is None
+    finally:
+        del os.environ[leases.GENERATION_ENV]
+    store = ResultStore(uri, fence=fence)
+    rows = [{S.EPOCH: 1, "train_loss": 0.5}]
+    store.write_table("sw", S.EPOCHS_TABLE, "t0", rows)
+    store.replace_file("sw", "_state/t0.pt", b"state-0")
+    loc = driver.location("sw", S.EPOCHS_TABLE, "t0.parquet")
+    meta = pq.read_schema(loc.path, filesystem=loc.fs).metadata
+    assert meta[GENERATION_KEY] == b"0"
+    _holder(driver, 1)  # the driver was taken over
+    for write in (lambda: store.write_table("sw", S.EPOCHS_TABLE, "t0", rows * 2),
+                  lambda: store.replace_file("sw", "_state/t0.pt", b"state-late"),
+                  lambda: store.delete_file("sw", "_state/t0.pt")):
+        with pytest.raises(leases.Fenced, match="generation 0 was replaced by generation 1"):
+            write()
+    assert driver.read_file("sw", "_state/t0.pt") == b"state-0"
+    assert len(pq.read_table(loc.path, filesystem=loc.fs)) == 1

@@ -66,6 +66,17 @@ def test_on_epoch_callback_and_resume_start(data) -> None:
     assert seen == [(2, True), (3, True)]
 
 
+def test_a_run_resumed_after_its_last_epoch_still_has_its_validation(data) -> None:
+    """A trial killed after its last epoch, before its results, resumes with nothing to train:
+    its validation is the restored model's, the same as its last epoch's."""
+    model, done = _train(data, epochs=2)
+    again = fit(model, data, TrainConfig(epochs=2), FitOptions(NORM, torch.device("cpu"),
+                                                               start_epoch=2))
+    assert again.history == [] and again.val is not None and done.val is not None
+    assert (again.val.probs == done.val.probs).all()
+    assert again.val.metrics.balanced_accuracy == done.history[-1].val_balanced_accuracy
+
+
 def test_batch_larger_than_training_split_is_rejected(data) -> None:
     with pytest.raises(ConfigError, match=r"batch_size=500 is larger than the training split \(\d+ images\)"):
         _train(data, epochs=1, batch_size=500)

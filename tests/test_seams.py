@@ -37,6 +37,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("plots.py", "predicted"): "an axis title (display text)",
     ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
     ("models/table.py", "stride"): "CNN-X declares its option; the runs column follows from it",
+    ("tune/experiment.py", "trial_id"): "a key of Tune's own experiment-state JSON",
+    ("tune/experiment.py", "status"): "a key of Tune's own experiment-state JSON",
     ("models/zoo.py", "image_size"): "the keyword torchvision's vision transformers take",
     ("models/weightfile.py", "model"): "the checkpoint key holding a state dict (Lightning, EMA)",
 }

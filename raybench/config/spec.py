@@ -307,6 +307,9 @@ class SweepConfig(Checked):
         max_concurrent_per_study: Trials of one cell's Optuna study in flight at once (small,
             so TPE learns from finished trials while other cells fill the cluster).
         progress_interval_s: Seconds between the driver's sweep summary lines.
+        max_retries: Times ``--resume`` retries a trial that crashed (counted across
+            resumes); a trial that crashed more often stays ``crashed`` until
+            ``--resume --retry-crashed`` gives it as many retries again.
     """
 
     mode: Literal["paper", "optuna"] = "paper"
@@ -324,6 +327,7 @@ class SweepConfig(Checked):
     rois: tuple[Roi, ...] = distinct(tuple, _roi)
     max_concurrent_per_study: int = positive(2)
     progress_interval_s: float = positive(30.0)
+    max_retries: int = non_negative(2)
     space: SearchSpace = field(default_factory=SearchSpace)
 
 

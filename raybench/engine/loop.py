@@ -260,6 +260,9 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, opts: FitOptions
                  stats.val_balanced_accuracy)
         if opts.on_epoch is not None:
             opts.on_epoch(stats, model)
+    if result.val is None:  # resumed after its last epoch: the restored model's validation
+        result.val = evaluate(model, val_split, data.labels, norm, device,
+                              precision=cfg.precision, channels_last=cfg.channels_last)
     result.test = evaluate(model, test_split, data.labels, norm, device, precision=cfg.precision,
                            channels_last=cfg.channels_last)
     return result

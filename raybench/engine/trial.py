@@ -15,7 +15,7 @@ from typing import Any
 
 from raybench import schema as S
 from raybench.engine.loop import resolve_device
-from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker
+from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker, trial_fence
 from raybench.errors import final_error
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig
@@ -77,7 +77,8 @@ def _write_error_row(trial: TrialConfig, error: BaseException) -> None:
     spec = trial.trial_spec
     text = f"{type(error).__name__}: {str(error).strip()}"[:500]
     try:
-        ResultStore(spec.results).write_table(spec.name, S.RUNS_TABLE, trial.trial_id,
+        store = ResultStore(spec.results, fence=trial_fence(spec.results, spec.name))
+        store.write_table(spec.name, S.RUNS_TABLE, trial.trial_id,
                                               [trial.run_row(S.STATUS_ERROR, text)])
     except Exception as exc:  # the trial's own error is what the driver must see
         log.warning("trial %s: could not write its error row (%s)", trial.trial_id, exc)

@@ -37,6 +37,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from raybench import killpoint
+from raybench import lease as leases
 from raybench import schema as S
 from raybench.cluster import INJECT_ENV
 from raybench.config import DataConfig, Spec
@@ -44,7 +46,7 @@ from raybench.data.dataset import PreparedData, prepare_data
 from raybench.engine.loop import EPOCH_COLUMNS, EpochStats, FitOptions, LoopResult, check_batch_size, fit
 from raybench.engine.run import build_from_spec, run_row, timeline_fields, write_results
 from raybench.models import get_model_spec, unwrap_model
-from raybench.store import STATE_DIR, CorruptResultError, ResultStore
+from raybench.store import LEASE_DIR, STATE_DIR, CorruptResultError, ResultStore
 from raybench.trial import TrialConfig, image_size, searched_values
 
 
@@ -159,6 +161,25 @@ def _maybe_inject_failure(epoch: int, rank: int) -> None:
         os._exit(1)
 
 
+def trial_fence(results: str, sweep: str) -> Optional[leases.Fence]:
+    """The fence of this process's trials of ``sweep``: the lease generation of the driver
+    that started them (from :data:`raybench.lease.GENERATION_ENV`), None outside a sweep."""
+    name, _, generation = os.environ.get(leases.GENERATION_ENV, "").rpartition(":")
+    if name != sweep or not generation.isdigit():
+        return None
+    folder = ResultStore(results).location(sweep, LEASE_DIR)
+    return leases.Fence(leases.Lease(folder, suffix=".json", what=f"sweep {sweep}"),
+                        int(generation))
+
+
+def _kill_points(epoch: int, before_report: bool) -> None:
+    """The trial's test kill points (:mod:`raybench.killpoint`) around an epoch's report."""
+    if before_report and epoch == 1:
+        killpoint.kill_at("epoch_written")
+    elif not before_report and epoch == 3:
+        killpoint.kill_at("mid_trial")
+
+
 def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     """True when this exact trial already wrote a completed run row.
 
@@ -187,28 +208,39 @@ def _report_last_epoch(store: ResultStore, trial: TrialConfig, ctx: WorkerContex
         rows = store.trial_rows(spec.name, S.EPOCHS_TABLE, trial.trial_id) or []
     except CorruptResultError:  # its epochs file is unreadable: nothing to report
         rows = []
+    _report_again(trial, ctx, rows)
+
+
+def _report_again(trial: TrialConfig, ctx: WorkerContext, rows: list[dict[str, Any]]) -> None:
+    """Reports the last of ``rows`` (epoch rows) again, from rank 0."""
     last = max(rows, key=lambda r: r.get(S.EPOCH) or 0, default=None)
     if ctx.rank == 0 and last is not None:
-        ctx.report({**{k: v for k, v in last.items() if k in EPOCH_COLUMNS}, S.MODEL: spec.model.name,
-                    S.SCENARIO: trial.cell.scenario, "raybench_trial": trial.trial_id})
+        ctx.report({**{k: v for k, v in last.items() if k in EPOCH_COLUMNS},
+                    S.MODEL: trial.trial_spec.model.name, S.SCENARIO: trial.cell.scenario,
+                    "raybench_trial": trial.trial_id})
 
 
 def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
     started_at = datetime.now(timezone.utc)
     spec, trial_id = trial.trial_spec, trial.trial_id
-    store = ResultStore(spec.results)
+    store = ResultStore(spec.results, fence=trial_fence(spec.results, spec.name))
     own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
     if completed_before(store, spec, trial_id):
         log.info("trial %s already completed; not training it again", trial_id)
         _report_last_epoch(store, trial, ctx)
         return None
+    killpoint.crash_trial(trial_id)
     data = prepared_data(spec.data, image_size(spec))
     check_batch_size(data, spec.train.batch_size)
     model = build_from_spec(spec, len(data.labels)).to(ctx.device)
     opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
                            weight_decay=spec.train.weight_decay)
     start, history = _restore(ctx.checkpoint, model, opt, own)
+    if start >= spec.train.epochs:
+        # Killed after its last epoch, before its run row: it writes its results without
+        # training, and Tune must still see the metric of a trial that ends.
+        _report_again(trial, ctx, history)
     model = ctx.prepare_model(model)
 
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
@@ -219,7 +251,9 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
             own.save({"model_state": unwrap_model(trained).state_dict(),
                       "optimizer": opt.state_dict(), S.EPOCH: stats.epoch, "history": history})
             store.write_table(spec.name, S.EPOCHS_TABLE, trial_id, history)
+            _kill_points(stats.epoch, before_report=True)
             ctx.report(metrics)
+            _kill_points(stats.epoch, before_report=False)
             _maybe_inject_failure(stats.epoch, ctx.rank)
             return
         with tempfile.TemporaryDirectory() as folder:
@@ -239,6 +273,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     result = fit(model, data, spec.train, FitOptions(
         (spec_model.mean, spec_model.std), ctx.device, on_epoch=on_epoch, rank=ctx.rank,
         world=ctx.world, start_epoch=start, optimizer=opt))
+    killpoint.kill_at("last_epoch")
     if ctx.rank == 0:
         result.history = [EpochStats(**h) for h in history]
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
@@ -249,6 +284,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
         write_results(store, spec, trial_id, row, result, data, unwrap_model(model))
         if own is not None:
             own.delete()  # the run row says it completed; the state is not needed any more
+        killpoint.kill_at("trial_written")
     return result
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import time
 from typing import Any, Optional
 
@@ -25,7 +26,7 @@ from raybench import lease as leases
 from raybench.config import Spec, dump_yaml
 from raybench.errors import RaybenchError
 from raybench.storage import redact
-from raybench.store import ResultStore
+from raybench.store import LEASE_DIR, ResultStore
 from raybench.tune import studies
 
 log = logging.getLogger(__name__)
@@ -153,11 +154,15 @@ def release_claim(store: ResultStore, spec: Spec, lease: Optional["Lease"] = Non
 
 
 # --- the live driver's lease ------------------------------------------------------------
-LEASE_DIR = "_lease"
 #: Seconds after its last heartbeat that a lease counts as stale (``RAYBENCH_LEASE_TIMEOUT_S``).
 LEASE_TIMEOUT_S = 60.0
-#: Seconds between the live driver's heartbeats.
+#: Seconds between the live driver's heartbeats (a third of a shorter lease timeout).
 HEARTBEAT_S = 10.0
+
+
+def heartbeat_s() -> float:
+    """Seconds between heartbeats: :data:`HEARTBEAT_S`, or a third of a shorter timeout."""
+    return min(HEARTBEAT_S, lease_timeout_s() / 3)
 
 
 def lease_timeout_s() -> float:
@@ -223,10 +228,57 @@ class Lease(leases.Lease):
     def __enter__(self) -> "Lease":
         if self.generation is None:
             self.acquire()
-        self._heartbeat = leases.Heartbeat([self], HEARTBEAT_S).__enter__()
+        _HELD[self.sweep] = self
+        # The sweep's trials carry this driver's generation: their writes are fenced by it.
+        os.environ[leases.GENERATION_ENV] = f"{self.sweep}:{self.generation}"
+        self._heartbeat = leases.Heartbeat([self], heartbeat_s(),
+                                           lambda _lease, got: self.on_lost(got)).__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._heartbeat is not None:
             self._heartbeat.__exit__(*exc)
+        if _HELD.get(self.sweep) is self:
+            del _HELD[self.sweep]
+            os.environ.pop(leases.GENERATION_ENV, None)
         self.release()
+
+    def on_lost(self, renewal: leases.Renewal) -> None:
+        """Stops this driver at once: another driver took the sweep over (this one stalled
+        past the lease timeout). Exiting writes nothing more (no Tune snapshot, no study
+        update); Ray ends the trials of the driver's job, and what they still try to write is
+        refused by their fence (:class:`raybench.lease.Fence`)."""
+        holder = renewal.holder or {}
+        sys.stderr.write(
+            f"raybench: error: sweep {self.sweep!r} was taken over by {holder.get('host', '?')} "
+            f"pid {holder.get('pid', '?')} (lease generation {renewal.generation}) while this "
+            f"driver was stalled past the {self.timeout_s:.0f} s lease timeout; this driver "
+            "stopped\n")
+        sys.stderr.flush()
+        os._exit(FENCED_EXIT)
+
+
+#: The exit status of a driver stopped because another driver took its sweep over.
+FENCED_EXIT = 1
+#: The sweep lease this process holds, by sweep name (:func:`check_held`).
+_HELD: dict[str, Lease] = {}
+
+
+def check_held(sweep: str) -> None:
+    """Stops this driver (:meth:`Lease.on_lost`) when it no longer holds the sweep's lease.
+
+    Called before the driver writes to the sweep (a study update, a Tune snapshot, a run row):
+    it costs a clock read while the last heartbeat is younger than half the lease timeout, so
+    only a driver that stalled (a frozen process, a paused VM) looks at the lease again before
+    it writes. No-op when this process holds no lease on ``sweep``.
+    """
+    lease = _HELD.get(sweep)
+    if lease is None:
+        return
+    try:
+        got = lease.confirm(lease.timeout_s / 2)
+    except (RaybenchError, OSError) as exc:  # the store stopped answering: the write that
+        log.warning("cannot check the lease of sweep %s: %s", sweep, exc)  # follows says so
+        return
+    if not got:
+        lease.on_lost(got)

@@ -7,9 +7,11 @@ rerun, unfinished ones rerun from scratch).
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import pickle
 from typing import Any, Callable, Optional
 
 from raybench import schema as S
@@ -131,6 +133,52 @@ def unreadable_tune_state(loc: Location) -> Optional[str]:
     return None
 
 
+#: :func:`disagreeing_tune_state`'s reason for a snapshot taken once every trial had ended.
+NO_TRIALS = "it holds no trial (every trial had ended)"
+
+
+def disagreeing_tune_state(loc: Location) -> Optional[str]:
+    """Why Tune's newest experiment state and searcher state at ``loc`` cannot be restored
+    together, or None: they name different trials in flight, or there is no trial at all
+    (:data:`NO_TRIALS`: Tune forgot every ended trial, and has nothing to restore).
+
+    Tune writes the two files one after the other and uploads them in one copy, so a driver
+    killed in between leaves one snapshot newer than the other. Restored together, a trial
+    Tune runs would be unknown to the searcher (its study never told), or the searcher would
+    wait for a trial Tune does not have; a rebuild from the studies has neither problem.
+    """
+    import pyarrow.fs as pafs
+
+    infos = [f for f in loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+             if f.type == pafs.FileType.File]
+    newest = {}
+    for prefix, suffix in (("experiment_state", ".json"), ("searcher-state-", ".pkl")):
+        kind = [f for f in infos if f.base_name.startswith(prefix) and f.base_name.endswith(suffix)]
+        if not kind:
+            return None
+        with loc.fs.open_input_stream(max(kind, key=lambda f: f.base_name).path) as stream:
+            newest[prefix] = stream.read()
+    trials = [json.loads(t) for t, _ in json.loads(newest["experiment_state"])["trial_data"]]
+    if not trials:  # Ray 2.60's restore fails on it ("Failed to restore the run state")
+        return NO_TRIALS
+    flying = {t["trial_id"] for t in trials if t.get("status") not in ("TERMINATED", "ERROR")}
+    try:  # CellSearcher.save's own file: a dict of plain values, no class to import
+        live = set(_PlainUnpickler(io.BytesIO(newest["searcher-state-"])).load()["live"])
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
+        return f"its searcher state is not CellSearcher's ({type(exc).__name__})"
+    if flying == live:
+        return None
+    return (f"Tune's trials in flight ({len(flying)}) and its searcher's ({len(live)}) differ: "
+            "a driver killed between writing the two")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles plain values only (dicts, tuples, strings, numbers): no class is imported."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{module}.{name} is not a plain value")
+
+
 def _cut_short(name: str, data: bytes, pickled: bool) -> Optional[str]:
     if not data:
         return f"{name} is empty"
@@ -180,11 +228,16 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
     path = loc.join(spec.name)
     there = resume and ResultStore(spec.results).exists(spec.name, "_tune", spec.name)
     reason = unreadable_tune_state(path) if there else None
-    if there and reason is None:
+    disagree = disagreeing_tune_state(path) if there and reason is None else None
+    if there and reason is None and disagree is None:
         return _restore(spec, path)
     if there:
-        log.warning("Tune's state at %s is unreadable (%s); rebuilding the sweep from the "
-                    "Optuna studies and the per-trial result files", path.uri, reason)
+        level, what = logging.WARNING, f"unreadable ({reason})"
+        if reason is None:
+            level, what = ((logging.INFO, str(disagree)) if disagree == NO_TRIALS
+                           else (logging.WARNING, f"inconsistent ({disagree})"))
+        log.log(level, "Tune's state at %s is %s; rebuilding the sweep from the Optuna studies "
+                "and the per-trial result files", path.uri, what)
         loc.fs.delete_dir(path.path)
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,

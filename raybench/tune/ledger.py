@@ -184,13 +184,42 @@ class JsonLog(JsonLoggerCallback):
     """Tune's ``result.json`` writer without its leak: Ray 2.60's ``JsonLoggerCallback`` keeps
     every trial's config in a dict keyed by the ``Trial`` (so every ended trial stays alive with
     all it holds); this one drops the entry once the trial's log ends (a retried trial sets it
-    again when it starts)."""
+    again when it starts).
+
+    A trial restored from the snapshot of a killed driver has a folder in storage without
+    ``result.json``, and Ray 2.60 did not upload the restored trial's new one before reading
+    it back at the end of ``fit`` ("Could not fetch metrics ... result.json and progress.csv
+    were not found"): an ended trial whose stored folder has none gets its last result there.
+    """
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         super().log_trial_end(trial, failed)
         configs = getattr(self, "_trial_configs", None)
         if isinstance(configs, dict):
             configs.pop(trial, None)
+        _store_last_result(trial)
+
+
+def _store_last_result(trial: Any) -> None:
+    """Writes the trial's last result as its stored ``result.json`` when that is missing."""
+    import json
+    import posixpath
+
+    import pyarrow.fs as pafs
+    from ray.tune.utils.util import SafeFallbackEncoder
+
+    storage = getattr(trial, "storage", None)
+    if storage is None or not trial.last_result:
+        return
+    fs, path = storage.storage_filesystem, posixpath.join(storage.trial_fs_path, "result.json")
+    try:
+        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+            return
+        fs.create_dir(storage.trial_fs_path, recursive=True)
+        with fs.open_output_stream(path) as stream:
+            stream.write((json.dumps(trial.last_result, cls=SafeFallbackEncoder) + "\n").encode())
+    except OSError as exc:  # only Tune's own copy: the trial's results are in raybench's files
+        log.debug("cannot store result.json of %s: %s", trial, exc)
 
 
 class TrialProgress(TrialProgressCallback):

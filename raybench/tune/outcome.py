@@ -20,7 +20,7 @@ from raybench.config import Spec
 from raybench.errors import RaybenchError, SweepError, SweepInterrupted, final_error
 from raybench.store import STATE_DIR, ResultStore
 from raybench.trial import TrialConfig, searched_values
-from raybench.tune import studies
+from raybench.tune import claim, studies
 from raybench.tune.experiment import plan_of
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def _staged_error(trial: Any) -> Optional[BaseException]:
 def ended_trial(spec: Spec, trial: Any) -> tuple[str, Optional[dict[str, Any]]]:
     """What :class:`raybench.tune.ledger.Forgetful` records of a trial that ended: its Tune
     status and its summary row (its run row written first when it wrote none)."""
+    claim.check_held(spec.name)
     row = trial_outcome(spec, ResultStore(spec.results), trial.config or {}, trial_error(trial),
                         trial.last_result or {})
     return trial.status, row
@@ -140,6 +141,37 @@ def storage_lost(store: ResultStore) -> Optional[SweepError]:
         return SweepError(f"storage lost during the sweep: {exc}; the sweep is resumable: "
                           "continue with --resume once the store is back")
     return None
+
+
+def final_crashes(spec: Spec) -> dict[str, int]:
+    """Trials whose latest attempt crashed more often than ``sweep.max_retries`` (counted
+    across resumes, :func:`raybench.tune.studies.crash_count`): trial id -> crashes.
+    ``--resume`` no longer retries them; ``--resume --retry-crashed`` does."""
+    plan = plan_of(spec)
+    storage = studies.open_storage(studies.local_journal(spec.results, spec.name))
+    names = {s.study_name for s in storage.get_all_studies()}
+    out = {}
+    for cell in (c for c in plan.cells if c.name in names):
+        trials = storage.get_all_trials(storage.get_study_id_from_name(cell.name), deepcopy=False)
+        for first, t in studies.latest_attempts(trials).items():
+            if t.state.name == "FAIL" and t.user_attrs.get(studies.STATUS_ATTR) == S.STATUS_CRASHED:
+                crashes = studies.crash_count(trials, first)
+                if crashes > spec.sweep.max_retries:
+                    out[plan.trial_id(cell, first)] = crashes
+    return out
+
+
+def with_final_crashes(spec: Spec, store: ResultStore, summary: list[dict[str, Any]],
+                       finals: dict[str, int]) -> list[dict[str, Any]]:
+    """The summary, plus a row for each final crashed trial that did not run this session
+    (its run row's error), so that the exit line names it."""
+    seen = {row[S.TRIAL_ID] for row in summary}
+    extra = []
+    for trial_id in sorted(set(finals) - seen):
+        row = store.trial_row(spec.name, S.RUNS_TABLE, trial_id) or {}
+        extra.append({S.TRIAL_ID: trial_id, S.STATUS: S.STATUS_CRASHED,
+                      S.ERROR: row.get(S.ERROR) or "no error recorded"})
+    return summary + extra
 
 
 def unfinished_cells(spec: Spec, crashed_done: bool = False) -> list[str]:
@@ -183,12 +215,27 @@ def was_interrupted(spec: Spec, elapsed: float) -> bool:
     return bool(unfinished)
 
 
-def check_outcome(summary: list[dict[str, Any]], interrupted: bool) -> None:
-    """Raises unless every trial completed or was stopped by the scheduler by design."""
+def check_outcome(summary: list[dict[str, Any]], interrupted: bool,
+                  finals: Optional[dict[str, int]] = None, max_retries: int = 2) -> None:
+    """Raises unless every trial completed or was stopped by the scheduler by design.
+
+    ``finals``: the crashed trials past their retry budget (:func:`final_crashes`), whose
+    line says that ``--resume`` no longer retries them.
+    """
     if interrupted:
         raise SweepInterrupted("interrupted; continue with --resume", summary)
-    lines = [f"trial {s[S.TRIAL_ID]} failed: {s[S.ERROR]}" if s[S.STATUS] == S.STATUS_ERROR
-             else f"trial {s[S.TRIAL_ID]} crashed: {s[S.ERROR]}; --resume retries it"
-             for s in summary if s[S.STATUS] in (S.STATUS_ERROR, S.STATUS_CRASHED)]
+    finals = finals or {}
+
+    def line(s: dict[str, Any]) -> str:
+        trial_id = s[S.TRIAL_ID]
+        if s[S.STATUS] == S.STATUS_ERROR:
+            return f"trial {trial_id} failed: {s[S.ERROR]}"
+        if trial_id in finals:
+            return (f"trial {trial_id} crashed: {s[S.ERROR]}; it crashed {finals[trial_id]} "
+                    f"times, more than sweep.max_retries ({max_retries}): final; "
+                    "--resume --retry-crashed retries it")
+        return f"trial {trial_id} crashed: {s[S.ERROR]}; --resume retries it"
+
+    lines = [line(s) for s in summary if s[S.STATUS] in (S.STATUS_ERROR, S.STATUS_CRASHED)]
     if lines:
         raise SweepError("\n".join(lines), summary)

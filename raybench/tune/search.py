@@ -31,10 +31,11 @@ from typing import Any, Mapping, Optional
 
 from ray.tune.search import SearchGenerator, Searcher
 
+from raybench import killpoint
 from raybench import schema as S
 from raybench.config import SearchSpace, Spec
 from raybench.store import CorruptResultError, ResultStore
-from raybench.tune import studies
+from raybench.tune import claim, studies
 from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
 
@@ -99,6 +100,19 @@ class SweepPlan:
         return cell.name if self.paper else f"{cell.name}-t{number:03d}"
 
 
+#: Sweeps whose crashed trials past ``sweep.max_retries`` this process retries once more
+#: (``--resume --retry-crashed``); the searcher itself is restored from Tune's snapshot.
+_RETRY_CRASHED: set[str] = set()
+
+
+def retry_crashed(sweep: str, on: bool) -> None:
+    """Whether this session of ``sweep`` retries crashed trials past their retry budget."""
+    if on:
+        _RETRY_CRASHED.add(sweep)
+    else:
+        _RETRY_CRASHED.discard(sweep)
+
+
 class CellSearcher(Searcher):
     """A Tune ``Searcher`` holding one Optuna study (ask/tell) per cell of the sweep."""
 
@@ -117,16 +131,18 @@ class CellSearcher(Searcher):
         self._handles: dict[tuple[str, int], Any] = {}
         self._storage: Any = None
         self._reconciled = False
+        self._ended_here = 0  # trials ended in this session (the test kill points)
 
     # --- state ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         # Optuna objects hold file handles and locks: they are reopened from the journal.
         state = dict(self.__dict__)
-        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False)
+        state.update(_studies={}, _handles={}, _storage=None, _reconciled=False, _ended_here=0)
         return state
 
     def save(self, checkpoint_path: str) -> None:
         """Tune's experiment checkpoint: the trial map, and the journal's upload (S3)."""
+        self._check_lease()  # before Tune uploads the snapshot this save belongs to
         with open(checkpoint_path, "wb") as handle:
             pickle.dump({"live": self._live}, handle)
         studies.upload(self.plan.spec.results, self.plan.spec.name)
@@ -208,6 +224,7 @@ class CellSearcher(Searcher):
         spec = self.plan.spec
         rows = {n.rsplit(".", 1)[0] for n in
                 ResultStore(spec.results).file_names(spec.name, S.RUNS_TABLE, ".parquet")}
+        self._resets: set[tuple[str, int]] = set()
         for cell in self.plan.cells:
             self._reruns[cell.name], self._retries[cell.name] = [], []
             if cell.name not in stored:  # not asked yet: its study is created when first picked
@@ -229,15 +246,28 @@ class CellSearcher(Searcher):
                     self._retries[cell.name].append((first, dict(t.params)))
                 elif (t.state == TrialState.FAIL
                       and t.user_attrs.get(studies.STATUS_ATTR) == S.STATUS_CRASHED):
-                    log.info("trial %s crashed in an earlier session; retrying it",
-                             self.plan.trial_id(cell, first))
-                    self._retries[cell.name].append((first, dict(t.params)))
+                    self._retry_crashed(cell, first, t, studies.crash_count(trials, first))
                 elif self.plan.trial_id(cell, first) not in rows:
                     log.info("trial %s ended in an earlier session but has no run row (its "
                              "results were damaged or removed); running it again",
                              self.plan.trial_id(cell, first))
                     self._retries[cell.name].append((first, dict(t.params)))
         self._reconciled = True
+
+    def _retry_crashed(self, cell: Cell, first: int, attempt: Any, crashes: int) -> None:
+        """A trial that crashed is retried while its crashes are within ``sweep.max_retries``;
+        past it, only with ``--retry-crashed`` (which starts its count again)."""
+        trial_id, budget = self.plan.trial_id(cell, first), self.plan.spec.sweep.max_retries
+        if crashes > budget and self.plan.spec.name not in _RETRY_CRASHED:
+            log.info("trial %s crashed %d times, more than sweep.max_retries (%d): it stays "
+                     "crashed (--resume --retry-crashed retries it)", trial_id, crashes, budget)
+            return
+        if crashes > budget:
+            self._resets.add((cell.name, first))
+        log.info("trial %s crashed in an earlier session (%d time(s); sweep.max_retries %d%s); "
+                 "retrying it", trial_id, crashes, budget,
+                 ", --retry-crashed" if crashes > budget else "")
+        self._retries[cell.name].append((first, dict(attempt.params)))
 
     def _trial_id(self, cell: Cell, number: int) -> str:
         """The raybench trial id of study trial ``number`` (a retry's is its first attempt's)."""
@@ -279,6 +309,7 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         """The next trial: the open cell with the fewest trials in flight; FINISHED at the end."""
+        self._check_lease()
         if not self._reconciled:
             self._reconcile()
         cell = self._pick()
@@ -291,6 +322,8 @@ class CellSearcher(Searcher):
             params = next(t for t in study.get_trials(deepcopy=False) if t.number == number).params
             self._handle(cell, number).set_user_attr(studies.STATUS_ATTR, "running")
         else:
+            if getattr(self, "_ended_here", 0):
+                killpoint.kill_at("next_trial")
             number, params = self._ask(cell, study)
         first = self._firsts.get((cell.name, number), number)
         self._live[trial_id] = (cell.name, number)
@@ -307,7 +340,9 @@ class CellSearcher(Searcher):
             first, params = retries[0]
             if not any(t.state.name == "WAITING" and studies.first_number(t) == first
                        for t in study.get_trials(deepcopy=False)):
-                study.enqueue_trial(params, user_attrs={studies.RETRY_OF: first})
+                reset = (cell.name, first) in getattr(self, "_resets", ())
+                study.enqueue_trial(params, user_attrs={studies.RETRY_OF: first, **(
+                    {studies.BUDGET_RESET: True} if reset else {})})
         handle = study.ask()  # takes the oldest queued trial first
         self._space(cell)(handle)
         number, params = handle.number, dict(handle.params)
@@ -328,9 +363,10 @@ class CellSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Each epoch's metric becomes the study trial's intermediate value (dashboard curves)."""
+        self._check_lease()
         entry = self._live.get(trial_id)
         value, step = result.get(self.metric), result.get(S.EPOCH)
-        if entry is None or value is None or step is None:
+        if entry is None or value is None or step is None or self._ended(*entry):
             return
         with warnings.catch_warnings():  # a resumed trial reports its last epoch again
             warnings.simplefilter("ignore")
@@ -342,12 +378,18 @@ class CellSearcher(Searcher):
         (its last value stays in the intermediate values), FAIL when it errored."""
         from optuna.trial import TrialState
 
+        self._check_lease()
         entry = self._live.pop(trial_id, None)
         if entry is None:
             return
         cell = self._cell(entry[0])
         self._flying[cell.name] -= 1
-        if error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
+        self._ended_here = getattr(self, "_ended_here", 0) + 1
+        if self._ended(*entry):
+            # Told by a driver killed before its Tune snapshot saw the trial end: Tune restored
+            # the trial, which found its run row and reported its last epoch again.
+            log.info("trial %s was already told to its study", self._trial_id(cell, entry[1]))
+        elif error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
             row = ResultStore(self.plan.spec.results).trial_row(
                 self.plan.spec.name, S.RUNS_TABLE, self._trial_id(cell, entry[1]))
             status = (S.STATUS_ERROR if row and row.get(S.STATUS) == S.STATUS_ERROR
@@ -358,6 +400,16 @@ class CellSearcher(Searcher):
             self._tell(cell, entry[1], result or {})
         self._handles.pop(entry, None)
         self._drop_if_done(cell)
+        killpoint.kill_at("trial_told")
+
+    def _check_lease(self) -> None:
+        """A driver that lost the sweep's lease stops before it writes the studies."""
+        claim.check_held(self.plan.spec.name)
+
+    def _ended(self, cell_name: str, number: int) -> bool:
+        """Whether the study trial has finished (COMPLETE, PRUNED or FAIL) in the journal."""
+        handle = self._handle(self._cell(cell_name), number)
+        return bool(self.storage().get_trial(handle._trial_id).state.is_finished())
 
     def _tell(self, cell: Cell, number: int, result: dict) -> None:
         from optuna.trial import TrialState

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from raybench import schema as S
 from raybench import storage
 from raybench.store import ResultStore, sweep_location
 
@@ -37,6 +38,11 @@ STATUS_ATTR = "raybench_status"
 #: is ``FAIL`` in its study; ``--resume`` retries it as a new study trial with the same params
 #: (Optuna's own retry pattern) under the same raybench trial id.
 RETRY_OF = "raybench_retry_of"
+
+
+#: A retry's user attribute: set on the attempt that ``--retry-crashed`` started, from which
+#: the trial's crashes count again (:func:`crash_count`).
+BUDGET_RESET = "raybench_budget_reset"
 
 
 def first_number(trial: Any) -> int:
@@ -58,6 +64,18 @@ def latest_attempts(trials: Any) -> dict[int, Any]:
             continue
         latest[first_number(t)] = t
     return latest
+
+
+def crash_count(trials: Any, first: int) -> int:
+    """How often trial id ``first`` crashed: its ``FAIL`` attempts with status ``crashed``,
+    since the latest attempt marked :data:`BUDGET_RESET` (``--retry-crashed``) when there is
+    one."""
+    from optuna.trial import TrialState
+
+    attempts = sorted((t for t in trials if first_number(t) == first), key=lambda t: t.number)
+    resets = [i for i, t in enumerate(attempts) if t.user_attrs.get(BUDGET_RESET)]
+    return sum(1 for t in attempts[resets[-1] if resets else 0:]
+               if t.state == TrialState.FAIL and t.user_attrs.get(STATUS_ATTR) == S.STATUS_CRASHED)
 
 
 def journal_location(results: str, sweep: str) -> storage.Location:

@@ -31,10 +31,10 @@ import logging
 import time
 from typing import Any, Optional
 
-from raybench import cluster
+from raybench import cluster, killpoint
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import damage, feasible, ledger, outcome, studies
+from raybench.tune import claim, damage, feasible, ledger, outcome, search, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -101,8 +101,12 @@ def _fit(store: ResultStore, tuner: Any, pending: int) -> Any:
 
 
 def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
-              num_cpus: Optional[int] = None, overwrite: bool = False) -> list[dict[str, Any]]:
+              num_cpus: Optional[int] = None, overwrite: bool = False,
+              retry_crashed: bool = False) -> list[dict[str, Any]]:
     """Runs (or resumes, or starts with ``resume``) the sweep as one Tune experiment.
+
+    ``retry_crashed`` retries the trials that crashed more often than ``sweep.max_retries``
+    once more (their crash count starts again).
 
     Returns:
         One summary row per trial of this session (trial_id, status, error, hyperparameters).
@@ -113,6 +117,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
         RaybenchError: Claimed name, a live driver's lease, bad resources, unreachable Ray
             or storage (exit 2).
     """
+    killpoint.mark_driver()
     spec = with_absolute_paths(spec)
     store = ResultStore(spec.results)
     store.check_writable()  # a bad store fails in seconds, before Ray starts
@@ -122,6 +127,7 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
         check_weights_fit(spec.sweep.models, spec.model.weights, spec.model.image_size)
     lease = Lease(store, spec.name)
     existed = claim_sweep(store, spec, resume, overwrite, lease)
+    search.retry_crashed(spec.name, retry_crashed)
     with lease:  # heartbeats while this driver runs the sweep; released when it ends
         return _run(spec, store, lease, existed, address, num_cpus)
 
@@ -153,9 +159,12 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
     grid = _fit(store, tuner, pending_trials(slots, total, len(plan.cells) * plan.cap))
+    claim.check_held(spec.name)  # a driver taken over while it stalled writes nothing more
     interrupted = outcome.was_interrupted(spec, time.monotonic() - start)
     summary = outcome.finalize(spec, store, grid, interrupted, ended.rows)
+    finals = outcome.final_crashes(spec)
+    summary = outcome.with_final_crashes(spec, store, summary, finals)
     studies.upload(spec.results, spec.name)
     store.compact(spec.name)  # a snapshot makes results.load fast on large sweeps
-    outcome.check_outcome(summary, interrupted)
+    outcome.check_outcome(summary, interrupted, finals, spec.sweep.max_retries)
     return summary
