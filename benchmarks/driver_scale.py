@@ -30,6 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from soak import CHECKPOINTS, rss_mib, time_checkpoints  # noqa: E402
 
 START = time.monotonic()
+STARTUP_RSS_MIB = rss_mib()  # the interpreter with this script's imports, before Ray
+
+
+def peak_rss_mib() -> float:
+    """The process's peak RSS so far (``ru_maxrss``: KiB on Linux)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def report_once(config: dict[str, Any]) -> None:
@@ -132,6 +140,11 @@ def main() -> None:
               "trials_done": total, "status": status, "first_trial": watch.first,
               "wall_s": round(time.monotonic() - START, 1), "samples_rss": watch.samples,
               "final_driver_rss_mib": round(rss_mib(), 1),
+              # compaction included: run_sweep ends with ResultStore.compact
+              "startup_rss_mib": round(STARTUP_RSS_MIB, 1),
+              "peak_rss_mib": round(peak_rss_mib(), 1),
+              "peak_above_first_trial_mib": round(
+                  peak_rss_mib() - watch.first.get("driver_rss_mib", 0.0), 1),
               "checkpoints": len(ckpt),
               "checkpoint_s_first_10_mean": round(sum(ckpt[:10]) / max(len(ckpt[:10]), 1), 4),
               "checkpoint_s_last_10_mean": round(sum(ckpt[-10:]) / max(len(ckpt[-10:]), 1), 4),

@@ -58,6 +58,10 @@ _INDEX_KEY = b"raybench.index"
 #: Parquet metadata of a trial file: the sweep lease generation its trial worked for.
 GENERATION_KEY = b"raybench.generation"
 _READ_THREADS = 16  # S3 reads are latency-bound; local reads are no slower in a pool
+#: Trial files :meth:`ResultStore.compact` reads at a time (one row group of the snapshot).
+COMPACT_BATCH = 256
+#: Rows of an old snapshot read at a time while it is rewritten.
+COMPACT_ROWS = 65_536
 
 
 def check_name(kind: str, name: str) -> str:
@@ -186,6 +190,13 @@ def check_columns(table: str, trial_id: str, rows: Sequence[dict[str, Any]] | pd
     if problems:
         unique = list(dict.fromkeys(problems))
         raise ResultSchemaError(f"{table} row of trial {trial_id}: {'; '.join(unique)}")
+
+
+def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``part`` with ``schema``'s columns in its order (absent ones null), cast to its types."""
+    columns = [part.column(f.name).cast(f.type) if f.name in part.column_names
+               else pa.nulls(len(part), f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -492,22 +503,90 @@ class ResultStore:
         """Writes (or refreshes) the snapshot of each table; returns the trial count of each.
 
         Safe while trials are still writing: a trial file written after the listing is simply
-        not in the snapshot and is read on its own.
+        not in the snapshot and is read on its own. Each table is streamed: the old snapshot's
+        kept rows and the new trial files (:data:`COMPACT_BATCH` at a time) go to the new one
+        as row groups, so memory holds one batch, not the table.
         """
-        counts = {}
-        for table in tables:
-            arrow, stamps = self.read_arrow(sweep, table)
-            counts[table] = len(stamps)
-            if arrow is None:
-                continue
-            arrow = arrow.replace_schema_metadata({_INDEX_KEY: json.dumps(stamps).encode()})
-            storage.write_parquet_atomic(self.location(sweep, COMPACT_DIR, f"{table}.parquet"),
-                                         arrow)
+        counts = {table: self._compact_table(sweep, table) for table in tables}
         cams, _ = self._unchecked_cams(sweep)
         if cams:  # which CAM files were found readable, so a resume need not open them again
             storage.write_bytes_atomic(self.location(sweep, COMPACT_DIR, CAMS_INDEX),
                                        json.dumps(cams).encode())
         return counts
+
+    def _compact_table(self, sweep: str, table: str) -> int:
+        """One table's snapshot, streamed; returns its trial count."""
+        files = {_stem(f): f for f in storage.list_files(self.location(sweep, table), ".parquet")}
+        stamps = {trial: _stamp(info) for trial, info in files.items()}
+        snapshot, index = self._snapshot_file(sweep, table)
+        kept = [t for t, stamp in stamps.items() if index.get(t) == stamp]
+        fresh = [files[t] for t in stamps if index.get(t) != stamps[t]]
+        try:
+            self._write_snapshot(sweep, table, snapshot if kept else None,
+                                 (kept, index, stamps), fresh)
+        finally:
+            if snapshot is not None:
+                snapshot.close()
+        return len(stamps)
+
+    def _write_snapshot(self, sweep: str, table: str, old: Optional[pq.ParquetFile],
+                        trials: tuple[list[str], dict, dict], fresh: list[pafs.FileInfo]) -> None:
+        """Streams the old snapshot's ``kept`` rows and the ``fresh`` files into a new one."""
+        kept, index, stamps = trials
+        schema = self._unified_schema(sweep, table, old, fresh)
+        if schema is None:
+            return
+        schema = schema.with_metadata({_INDEX_KEY: json.dumps(stamps).encode()})
+        loc = self.location(sweep, COMPACT_DIR, f"{table}.parquet")
+        with storage.atomic_writer(loc) as handle, pq.ParquetWriter(handle, schema) as writer:
+            if old is not None:
+                keep = None if len(kept) == len(index) else pa.array(kept)
+                for batch in old.iter_batches(batch_size=COMPACT_ROWS, use_threads=False):
+                    part = pa.Table.from_batches([batch])
+                    if keep is not None:
+                        part = part.filter(pc.is_in(part[S.TRIAL_ID], value_set=keep))
+                    writer.write_table(_conform(part, schema))
+            for start in range(0, len(fresh), COMPACT_BATCH):
+                parts = self._read_files(fresh[start:start + COMPACT_BATCH])
+                if parts:
+                    writer.write_table(_conform(_concat(parts), schema))
+
+    def _snapshot_file(self, sweep: str, table: str) -> tuple[Optional[pq.ParquetFile], dict]:
+        """The table's snapshot opened for batch reads (its footer only), and its index."""
+        loc = self.location(sweep, COMPACT_DIR, f"{table}.parquet")
+        if not storage.exists(loc):
+            return None, {}
+        try:
+            snapshot = pq.ParquetFile(loc.fs.open_input_file(loc.path))
+            index = json.loads((snapshot.schema_arrow.metadata or {}).get(_INDEX_KEY, b"{}"))
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            log.warning("ignoring the load snapshot %s (%s); reading the trial files", loc.uri,
+                        str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__)
+            return None, {}
+        return snapshot, index
+
+    def _unified_schema(self, sweep: str, table: str, snapshot: Optional[pq.ParquetFile],
+                        fresh: list[pafs.FileInfo]) -> Optional[pa.Schema]:
+        """The schema every part is cast to (as :func:`_concat` promotes), from footers only;
+        None when there is nothing to write. Unreadable files are left to the read."""
+        def footer(info: pafs.FileInfo) -> Optional[pa.Schema]:
+            try:
+                return pq.read_schema(info.path, filesystem=self.root.fs)
+            except (pa.ArrowException, OSError, ValueError):
+                return None
+
+        schemas = [snapshot.schema_arrow] if snapshot is not None else []
+        schemas += [s for s in _pool_map(footer, fresh) if s is not None]
+        if not schemas:
+            return None
+        try:
+            return pa.unify_schemas([s.remove_metadata() for s in schemas],
+                                    promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            folder = self.location(sweep, table).uri
+            raise RaybenchError(f"{folder}: trial files with incompatible columns "
+                                f"({str(exc).splitlines()[0][:160]}); a foreign file may be "
+                                "among them: remove it and resume the sweep") from None
 
     def write_cams(self, sweep: str, trial_id: str, cams: CamSet) -> None:
         """Saves one trial's CAMs as ``cams/<trial_id>.npz`` (atomically, replacing)."""

@@ -347,13 +347,6 @@ def test_near_pairs_index_across_two_sets() -> None:
     assert len(ref) > 50 and found == ref
 
 
-def test_table_plan_meets_the_miss_probability() -> None:
-    bits, tables = near_duplicates._table_plan(200_000, 112, 1024)
-    p = (1 - 112 / 1024) ** bits
-    assert (1 - p) ** tables <= near_duplicates.MISS_PROBABILITY < (1 - p) ** (tables - 1)
-    assert near_duplicates._table_plan(200_000, 400, 1024)[1] > near_duplicates.MAX_TABLES  # brute force instead
-
-
 def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               synth_manifest: Path) -> None:
     from raybench.config import load_spec

@@ -68,21 +68,37 @@ def _all_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
     return pairs
 
 
-def _table_plan(n: int, threshold: int, width: int) -> tuple[int, int]:
+def collision_probability(bits: int, distance: int, width: int) -> float:
+    """Chance that one table's key is equal for two hashes ``distance`` bits apart: its
+    ``bits`` columns, drawn without replacement from ``width``, all miss the differing bits
+    (hypergeometric: ``C(width - distance, bits) / C(width, bits)``)."""
+    if distance + bits > width:
+        return 0.0
+    return math.comb(width - distance, bits) / math.comb(width, bits)
+
+
+def miss_probability(bits: int, tables: int, distance: int, width: int) -> float:
+    """Chance that ``tables`` independent tables all miss a pair ``distance`` bits apart."""
+    return (1.0 - collision_probability(bits, distance, width)) ** tables
+
+
+def _table_plan(n: int, threshold: int, width: int,
+                miss: float = MISS_PROBABILITY) -> tuple[int, int]:
     """Bits per table key and tables for bit-sampling LSH (Indyk & Motwani 1998).
 
-    A key of ``k`` sampled bits collides for two hashes ``r`` bits apart with probability
-    ``p = (1 - r / width) ** k``; with ``L`` independent tables a pair at the threshold is missed
-    with probability ``(1 - p) ** L``, so ``L = ln(miss) / ln(1 - p)``. ``k ~ log2(n) + 1`` keeps
-    random (far) pairs' collisions at about ``n / 4`` per table.
+    A key of ``k`` bits drawn without replacement (as :func:`_indexed_pairs` draws them)
+    collides for two hashes ``r`` bits apart with probability ``p``
+    (:func:`collision_probability`); with ``L`` independent tables a pair at the threshold is
+    missed with probability ``(1 - p) ** L``, so ``L = ln(miss) / ln(1 - p)``.
+    ``k ~ log2(n) + 1`` keeps random (far) pairs' collisions at about ``n / 4`` per table.
     """
     k = int(min(30, max(12, math.ceil(math.log2(max(n, 2))) + 1)))
-    p = (1.0 - min(threshold, width) / width) ** k
+    p = collision_probability(k, min(threshold, width), width)
     if p <= 0.0:
         return k, MAX_TABLES + 1
     if p >= 1.0:
         return k, 1
-    return k, int(math.ceil(math.log(MISS_PROBABILITY) / math.log1p(-p)))
+    return k, int(math.ceil(math.log(miss) / math.log1p(-p)))
 
 
 def _bucket_pairs(keys: np.ndarray, side: np.ndarray, across: bool) -> np.ndarray:
@@ -133,7 +149,7 @@ def _distinct(codes: np.ndarray) -> np.ndarray:
 
 def _indexed_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
                    other: Optional[np.ndarray], other_valid: Optional[np.ndarray],
-                   bits: int, tables: int) -> list[tuple[int, int, int]]:
+                   bits: int, tables: int, seed: int = 0) -> list[tuple[int, int, int]]:
     """Candidates from ``tables`` hash tables of ``bits`` sampled bits, verified exactly."""
     ia = np.nonzero(valid)[0]
     ib = ia if other is None else np.nonzero(valid if other_valid is None else other_valid)[0]
@@ -141,7 +157,7 @@ def _indexed_pairs(hashes: np.ndarray, valid: np.ndarray, threshold: int,
     side = np.zeros(len(pool), dtype=np.int8)
     side[len(ia):] = 1
     bit_rows = np.unpackbits(np.ascontiguousarray(pool.T), axis=0)  # (width, n): a bit a row
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     codes: list[np.ndarray] = []
     n = np.int64(len(pool))
     for _ in range(tables):

@@ -13,6 +13,7 @@ host) is taken over.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -21,6 +22,8 @@ import socket
 import sys
 import time
 from typing import Any, Optional
+
+import yaml
 
 from raybench import lease as leases
 from raybench.config import Spec, dump_yaml
@@ -33,9 +36,50 @@ log = logging.getLogger(__name__)
 CLAIM_FILE = "_claim.json"
 
 
+def _identity(spec: Spec) -> str:
+    """The resolved spec without its results root (secrets redacted): a sweep folder copied to
+    another root (another disk, S3) is the same sweep."""
+    return redact(dump_yaml(dataclasses.replace(spec, results="")))
+
+
 def spec_hash(spec: Spec) -> str:
-    """The claim's key: the sha256 of the resolved spec (secrets redacted)."""
-    return hashlib.sha256(redact(dump_yaml(spec)).encode()).hexdigest()
+    """The claim's key: the sha256 of the resolved spec, its results root left out."""
+    return hashlib.sha256(_identity(spec).encode()).hexdigest()
+
+
+def _same_hash(claim: dict[str, Any], spec: Spec) -> bool:
+    """The claim names this spec (claims written before the root was left out hashed it too)."""
+    legacy = hashlib.sha256(redact(dump_yaml(spec)).encode()).hexdigest()
+    return claim.get("spec_sha256") in (spec_hash(spec), legacy)
+
+
+def _saved_doc(text: str) -> Any:
+    """A saved spec's YAML without its results root; None when it does not parse (cut short)."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if isinstance(doc, dict):
+        doc.pop("results", None)
+    return doc
+
+
+def same_spec(saved: str, spec: Spec) -> bool:
+    """Whether the saved ``spec.yaml`` is ``spec``, wherever each says the results root is."""
+    doc = _saved_doc(saved)
+    return doc is not None and doc == _saved_doc(_identity(spec))
+
+
+def moved_from(store: ResultStore, spec: Spec) -> Optional[str]:
+    """The results root the saved spec names when it is not ``spec.results`` (the sweep folder
+    was copied there from it), else None."""
+    saved = store.read_spec(spec.name)
+    try:
+        doc = yaml.safe_load(saved) if saved else None
+    except yaml.YAMLError:
+        return None
+    root = doc.get("results") if isinstance(doc, dict) else None
+    return root if isinstance(root, str) and root and root != spec.results else None
 
 
 def _claim_record(spec: Spec) -> bytes:
@@ -68,8 +112,8 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
     lease of the driver that held it is stale."""
     where = store.location(spec.name).uri
     held = read_claim(store, spec.name)
-    if saved is not None and saved != redact(dump_yaml(spec)):
-        if held and held.get("spec_sha256") == spec_hash(spec):
+    if saved is not None and not same_spec(saved, spec):
+        if held and _same_hash(held, spec):
             # The claim names this spec: the saved copy was cut short (it is rewritten).
             log.warning("%s is damaged (cut short?); the claim's spec hash matches, so it is "
                         "rewritten", store.location(spec.name, "spec.yaml").uri)
@@ -94,7 +138,7 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
     if not held and saved is not None:  # the claim was cut short; spec.yaml says it is ours
         log.warning("the claim %s was cut short; the saved spec matches, taking it over",
                     store.location(spec.name, CLAIM_FILE).uri)
-    elif held.get("spec_sha256") != spec_hash(spec):
+    elif not _same_hash(held, spec):
         raise RaybenchError(f"sweep {spec.name!r} at {where} is {holder(held)} with another "
                             "spec; resume it with the same spec and --set values")
     # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues

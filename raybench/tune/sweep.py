@@ -35,8 +35,8 @@ from raybench import cluster, killpoint
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
 from raybench.tune import claim, damage, feasible, ledger, outcome, search, studies
-from raybench.tune.claim import Lease, claim_sweep, release_claim
-from raybench.tune.experiment import make_tuner, plan_of
+from raybench.tune.claim import Lease, claim_sweep, moved_from, release_claim
+from raybench.tune.experiment import make_tuner, plan_of, tune_location
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,23 @@ def _prepare_data(spec: Spec, store: ResultStore, lease: Lease, existed: bool) -
             release_claim(store, spec, lease)
         raise
     log.info("sweep %s: %d decoded-cache entr%s ready", spec.name, n, "y" if n == 1 else "ies")
+
+
+def _forget_moved_tune_state(spec: Spec, store: ResultStore) -> None:
+    """A sweep folder copied from another root: Tune's state there is dropped and rebuilt.
+
+    Tune's pickled state (each trial's config, the searcher) holds the spec with the old root,
+    so restored trials would write there; the searcher rebuilds from the Optuna journal and the
+    per-trial files instead (trials in flight continue from their own ``_state`` snapshot).
+    """
+    old = moved_from(store, spec)
+    if old is None:
+        return
+    loc = tune_location(spec).join(spec.name)
+    log.info("sweep %s was moved from %s to %s; rebuilding Tune's state from its studies and "
+             "result files", spec.name, old, spec.results)
+    if store.exists(spec.name, "_tune", spec.name):
+        loc.fs.delete_dir(loc.path)
 
 
 def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
@@ -140,6 +157,8 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: O
     began = time.monotonic()  # the progress line's elapsed: Ray's start and the data included
     slots, plan = _start(spec, store, lease, address, num_cpus, existed)
     _prepare_data(spec, store, lease, existed)
+    if existed:
+        _forget_moved_tune_state(spec, store)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
         studies.repair(studies.download(spec.results, spec.name))
