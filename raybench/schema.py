@@ -87,6 +87,11 @@ STARTED_AT = "started_at"
 FINISHED_AT = "finished_at"
 NODE = "node"
 ACCELERATOR = "accelerator"
+GPU_SHARE = "gpu_share"
+CHANNELS_LAST = "channels_last"
+DATA_ON_DEVICE = "data_on_device"
+COMPILE = "compile"
+PEAK_MEMORY_BYTES = "peak_memory_bytes"
 # metrics (and SPLIT, SOURCE above)
 CLASS = "class"
 METRIC = "metric"
@@ -156,6 +161,11 @@ RUNS_SCHEMA = pa.schema(
         pa.field(FINISHED_AT, pa.timestamp("us", tz="UTC")),
         pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
         pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
+        pa.field(GPU_SHARE, pa.float64()),  # GPU share per worker; null without a GPU
+        pa.field(CHANNELS_LAST, pa.bool_()),  # the training settings the trial used
+        pa.field(DATA_ON_DEVICE, pa.bool_()),
+        pa.field(COMPILE, pa.bool_()),
+        pa.field(PEAK_MEMORY_BYTES, pa.int64()),  # torch.cuda.max_memory_allocated; CPU: null
     ]
 )
 

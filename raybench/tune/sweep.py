@@ -26,15 +26,18 @@ Exit status (:func:`run_sweep` raises, the CLI maps): errored trials or lost sto
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from raybench import cluster
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import damage, feasible, ledger, outcome, studies
+from raybench import predict
+from raybench.tune import damage, feasible, ledger, outcome, packing, studies
 from raybench.tune.claim import Lease, claim_sweep, release_claim
 from raybench.tune.experiment import make_tuner, plan_of
 
@@ -57,16 +60,35 @@ def _prepare_data(spec: Spec, store: ResultStore, lease: Lease, existed: bool) -
     log.info("sweep %s: %d decoded-cache entr%s ready", spec.name, n, "y" if n == 1 else "ies")
 
 
-def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
-           num_cpus: Optional[int], existed: bool) -> tuple[int, Any]:
-    """The space checked against the data, then Ray up and one trial known to fit.
+@dataclass(frozen=True)
+class RayOptions:
+    """Where the sweep runs: a Ray address, or the embedded Ray's logical CPUs and GPUs; and a
+    recorded GPU probe file that stands in for the probe (``--probe``)."""
+
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    probe_file: Optional[str] = None
+
+
+def _start(spec: Spec, store: ResultStore, lease: Lease, ray_opts: RayOptions,
+           existed: bool) -> tuple[int, Any]:
+    """The space checked against the data, the DDP placement rule, then Ray up, one trial
+    known to fit, and (``gpus_per_worker: auto``) the GPU shares from the probe.
 
     Returns:
         The trial slots there are now, and the searcher's plan.
     """
     try:
         plan = plan_of(spec, feasible.batch_sizes(spec, feasible.train_sizes(spec)))
-        return cluster.trial_slots(spec, address, num_cpus), plan
+        packing.ddp_checked(spec)  # a placement that cannot work fails before Ray starts
+        slots = cluster.trial_slots(spec, ray_opts.address, ray_opts.num_cpus, ray_opts.num_gpus)
+        if packing.is_auto(spec) and spec.scaling.num_workers == 1:
+            gpu = packing.plan_gpu(spec, plan.batch_sizes, ray_opts.probe_file)
+            plan = dataclasses.replace(plan, gpu=gpu)
+            predict.save(store, spec, predict.predict(spec, gpu, plan.batch_sizes,
+                                                      cluster.gpu_count()))
+        return slots, plan
     except BaseException:
         if not existed:
             release_claim(store, spec, lease)
@@ -101,7 +123,8 @@ def _fit(store: ResultStore, tuner: Any, pending: int) -> Any:
 
 
 def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
-              num_cpus: Optional[int] = None, overwrite: bool = False) -> list[dict[str, Any]]:
+              num_cpus: Optional[int] = None, overwrite: bool = False,
+              ray_opts: Optional[RayOptions] = None) -> list[dict[str, Any]]:
     """Runs (or resumes, or starts with ``resume``) the sweep as one Tune experiment.
 
     Returns:
@@ -118,17 +141,19 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     store.check_writable()  # a bad store fails in seconds, before Ray starts
     lease = Lease(store, spec.name)
     existed = claim_sweep(store, spec, resume, overwrite, lease)
+    ray_opts = ray_opts or RayOptions(address, num_cpus)
     with lease:  # heartbeats while this driver runs the sweep; released when it ends
-        return _run(spec, store, lease, existed, address, num_cpus)
+        return _run(spec, store, lease, existed, ray_opts)
 
 
-def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: Optional[str],
-         num_cpus: Optional[int]) -> list[dict[str, Any]]:
+def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool,
+         ray_opts: RayOptions) -> list[dict[str, Any]]:
     """The sweep once claimed: Ray, the studies, the Tune experiment, the outcome."""
     from raybench.tune.progress import Progress
 
     began = time.monotonic()  # the progress line's elapsed: Ray's start and the data included
-    slots, plan = _start(spec, store, lease, address, num_cpus, existed)
+    slots, plan = _start(spec, store, lease, ray_opts, existed)
+    address = ray_opts.address
     _prepare_data(spec, store, lease, existed)
     store.write_spec(spec.name, dump_yaml(spec))
     if existed:
