@@ -21,14 +21,14 @@ if TYPE_CHECKING:
     from raybench.cam.methods import compute_cams
     from raybench.config import load_spec
     from raybench.report import write_report
-    from raybench.results import Results, load
+    from raybench.results.loading import Results, load
 
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _SOURCES = {
-    "load": "raybench.results",
-    "Results": "raybench.results",
+    "load": "raybench.results.loading",
+    "Results": "raybench.results.loading",
     "write_report": "raybench.report",
     "compute_cams": "raybench.cam.methods",
     "CamSet": "raybench.camset",

@@ -1,6 +1,9 @@
 """``raybench <command>``: each command parses its arguments, calls one library function, prints.
 
 User errors (:class:`raybench.errors.RaybenchError`) become one line on stderr and exit code 2.
+Building the parser imports no pandas, torch or Ray: choices come from torch- and pandas-free
+tables (:mod:`raybench.catalog`, :mod:`raybench.results.choices`), and each command imports
+its library code in ``run``.
 """
 from __future__ import annotations
 
@@ -13,9 +16,14 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from raybench import schema as S
+from raybench.catalog.importers import cli_kinds
 from raybench.errors import RaybenchError
+from raybench.results.choices import FORMATS, INTERVALS, QUERIES
 
 log = logging.getLogger("raybench")
+#: What ``raybench --help`` says first (plain text: argparse prints it as it is).
+DESCRIPTION = ("raybench COMMAND: train, sweep and compare CNNs on chest X-rays; each command "
+               "parses its arguments, calls one library function and prints.")
 #: Package data, so an installed wheel finds it (``jobs/demo.yaml`` in a checkout links to it).
 DEMO_SPEC = Path(__file__).resolve().parent / "specs" / "demo.yaml"
 
@@ -190,21 +198,20 @@ class ResultsTable(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         _add_root(p, sweep_required=False)
         p.add_argument("--sweep", help="one sweep (default: every sweep under the root)")
-        p.add_argument("--table", choices=["runs", "metrics", "paper", "significance",
-                                            "findings"], default="runs")
+        p.add_argument("--table", choices=QUERIES, default=QUERIES[0])
         p.add_argument("--scenario", help="scenario of the paper table (when there are several)")
         p.add_argument("--baseline", help="significance: the model every other is compared with "
                        "(default: every pair)")
         p.add_argument("--split", choices=["test", "val"], default="test",
                        help="significance: the split whose predictions are compared")
-        p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
-        p.add_argument("--interval", choices=["bootstrap", "t"], default="bootstrap",
+        p.add_argument("--format", choices=FORMATS, default=FORMATS[0])
+        p.add_argument("--interval", choices=INTERVALS, default=INTERVALS[0],
                        help="paper / significance: intervals across seeds from the two-level "
                        "bootstrap (seeds x patients) or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
-        from raybench.results import query, render
+        from raybench.results.output import query, render
 
         frame = query(args.uri, args.sweep, args.table, args.scenario, args.baseline, args.split,
                       skip_corrupt=args.skip_corrupt, interval=args.interval)
@@ -403,8 +410,6 @@ class Import(Command):
     name, help = "import", "build a manifest from a dataset on disk (--list: the kinds)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        from raybench.data.importers import cli_kinds
-
         p.add_argument("kind", nargs="?", choices=cli_kinds(), metavar="KIND",
                        help=f"one of {', '.join(cli_kinds())} (--list: the files each expects)")
         p.add_argument("src", nargs="?", help="dataset folder (metadata-csv: the CSV file)")
@@ -437,8 +442,9 @@ class Import(Command):
                        "(default: RAY_ADDRESS or local Ray)")
 
     def run(self, args: argparse.Namespace) -> None:
+        from raybench.catalog.importers import describe_kinds
         from raybench.data.importers import (
-            ImportOptions, describe_kinds, import_dataset, parse_label_map, write_import,
+            ImportOptions, import_dataset, parse_label_map, write_import,
         )
 
         if args.list:
@@ -523,7 +529,7 @@ def _add_commands(sub: Any, commands: Sequence[Command]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (built from :data:`COMMANDS`)."""
-    parser = _Parser(prog="raybench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="raybench", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_commands(sub, COMMANDS)

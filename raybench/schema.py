@@ -5,7 +5,10 @@ Every other module refers to columns through the constants here, so a rename is 
 """
 from __future__ import annotations
 
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: The paper's label vocabulary, in the order used for class indices everywhere.
 LABELS: tuple[str, ...] = ("normal", "bacteria", "viral", "covid19")
@@ -28,22 +31,27 @@ MASK_PATH = "mask_path"
 #: The projection as the dataset states it (``PA``, ``AP``, ``LATERAL``, ...); null when unknown.
 VIEW = "view"
 
-MANIFEST_SCHEMA = pa.schema(
-    [
-        pa.field(IMAGE_ID, pa.string(), nullable=False),
-        pa.field(PATH, pa.string(), nullable=False),
-        pa.field(LABEL, pa.string(), nullable=False),
-        pa.field(PATIENT_ID, pa.string(), nullable=False),
-        pa.field(SOURCE, pa.string(), nullable=False),
-        pa.field(SPLIT, pa.string()),
-        pa.field(SHA256, pa.string(), nullable=False),
-        pa.field(WIDTH, pa.int32(), nullable=False),
-        pa.field(HEIGHT, pa.int32(), nullable=False),
-        pa.field(MASK_PATH, pa.string()),
-        pa.field(VIEW, pa.string()),
-    ]
-)
-MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+
+def _manifest_schema() -> pa.Schema:
+    """The manifest's schema (:data:`MANIFEST_SCHEMA`)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(IMAGE_ID, pa.string(), nullable=False),
+            pa.field(PATH, pa.string(), nullable=False),
+            pa.field(LABEL, pa.string(), nullable=False),
+            pa.field(PATIENT_ID, pa.string(), nullable=False),
+            pa.field(SOURCE, pa.string(), nullable=False),
+            pa.field(SPLIT, pa.string()),
+            pa.field(SHA256, pa.string(), nullable=False),
+            pa.field(WIDTH, pa.int32(), nullable=False),
+            pa.field(HEIGHT, pa.int32(), nullable=False),
+            pa.field(MASK_PATH, pa.string()),
+            pa.field(VIEW, pa.string()),
+        ]
+    )
+
 
 # --- results tables -----------------------------------------------------------------------
 RUNS_TABLE = "runs"
@@ -127,81 +135,97 @@ def prob_column(label: str) -> str:
     return f"{PROB_PREFIX}{label}"
 
 
-RUNS_SCHEMA = pa.schema(
-    [
-        pa.field(SWEEP, pa.string()),
-        pa.field(TRIAL_ID, pa.string()),
-        pa.field(MODEL, pa.string()),
-        pa.field(SCENARIO, pa.string()),
-        pa.field(SEED, pa.int64()),
-        pa.field(LR, pa.float64()),
-        pa.field(BATCH_SIZE, pa.int64()),
-        pa.field(EPOCHS, pa.int64()),
-        pa.field(STRIDE, pa.int64()),  # a model option (CNN-X's pooling stride); else null
-        pa.field(IMAGE_SIZE, pa.int64()),
-        pa.field(PRETRAINED, pa.bool_()),
-        pa.field(PARAMS, pa.int64()),
-        pa.field(EPOCHS_RUN, pa.int64()),
-        pa.field(WALL_S, pa.float64()),
-        pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
-        pa.field(DEVICE, pa.string()),
-        pa.field(PRECISION, pa.string()),
-        pa.field(NUM_WORKERS, pa.int64()),
-        pa.field(RAYBENCH_VERSION, pa.string()),
-        pa.field(TORCH_VERSION, pa.string()),
-        pa.field(RAY_VERSION, pa.string()),
-        pa.field(TIMM_VERSION, pa.string()),
-        pa.field(STATUS, pa.string()),
-        pa.field(ERROR, pa.string()),
-        pa.field(SKIPPED_IMAGES, pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
-        pa.field(ROI, pa.string()),  # data.roi: full | lungs_only | outside_lungs
-        pa.field(TEST_FROM, pa.string()),  # the test set's origin: scenario test_from or file
-        pa.field(TEST_SOURCES, pa.string()),  # comma-separated sources of the test images
-        pa.field(STARTED_AT, pa.timestamp("us", tz="UTC")),
-        pa.field(FINISHED_AT, pa.timestamp("us", tz="UTC")),
-        pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
-        pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
-        pa.field(GPU_SHARE, pa.float64()),  # GPU share per worker; null without a GPU
-        pa.field(CHANNELS_LAST, pa.bool_()),  # the training settings the trial used
-        pa.field(DATA_ON_DEVICE, pa.bool_()),
-        pa.field(COMPILE, pa.bool_()),
-        pa.field(PEAK_MEMORY_BYTES, pa.int64()),  # torch.cuda.max_memory_allocated; CPU: null
-    ]
-)
+def _runs_schema() -> pa.Schema:
+    """The runs table's schema (:data:`RUNS_SCHEMA`)."""
+    import pyarrow as pa
 
-METRICS_SCHEMA = pa.schema(
-    [
-        pa.field(SWEEP, pa.string()),
-        pa.field(TRIAL_ID, pa.string()),
-        pa.field(SPLIT, pa.string()),
-        pa.field(SOURCE, pa.string()),  # null: the whole split; else one source's images
-        pa.field(CLASS, pa.string()),  # a label, or "all" for whole-set metrics
-        pa.field(METRIC, pa.string()),
-        pa.field(VALUE, pa.float64()),
-        pa.field(CI_LOW, pa.float64()),
-        pa.field(CI_HIGH, pa.float64()),
-    ]
-)
+    return pa.schema(
+        [
+            pa.field(SWEEP, pa.string()),
+            pa.field(TRIAL_ID, pa.string()),
+            pa.field(MODEL, pa.string()),
+            pa.field(SCENARIO, pa.string()),
+            pa.field(SEED, pa.int64()),
+            pa.field(LR, pa.float64()),
+            pa.field(BATCH_SIZE, pa.int64()),
+            pa.field(EPOCHS, pa.int64()),
+            pa.field(STRIDE, pa.int64()),  # a model option (CNN-X's pooling stride); else null
+            pa.field(IMAGE_SIZE, pa.int64()),
+            pa.field(PRETRAINED, pa.bool_()),
+            pa.field(PARAMS, pa.int64()),
+            pa.field(EPOCHS_RUN, pa.int64()),
+            pa.field(WALL_S, pa.float64()),
+            pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
+            pa.field(DEVICE, pa.string()),
+            pa.field(PRECISION, pa.string()),
+            pa.field(NUM_WORKERS, pa.int64()),
+            pa.field(RAYBENCH_VERSION, pa.string()),
+            pa.field(TORCH_VERSION, pa.string()),
+            pa.field(RAY_VERSION, pa.string()),
+            pa.field(TIMM_VERSION, pa.string()),
+            pa.field(STATUS, pa.string()),
+            pa.field(ERROR, pa.string()),
+            pa.field(SKIPPED_IMAGES, pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
+            pa.field(ROI, pa.string()),  # data.roi: full | lungs_only | outside_lungs
+            pa.field(TEST_FROM, pa.string()),  # the test set's origin: scenario test_from or file
+            pa.field(TEST_SOURCES, pa.string()),  # comma-separated sources of the test images
+            pa.field(STARTED_AT, pa.timestamp("us", tz="UTC")),
+            pa.field(FINISHED_AT, pa.timestamp("us", tz="UTC")),
+            pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
+            pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
+            pa.field(GPU_SHARE, pa.float64()),  # GPU share per worker; null without a GPU
+            pa.field(CHANNELS_LAST, pa.bool_()),  # the training settings the trial used
+            pa.field(DATA_ON_DEVICE, pa.bool_()),
+            pa.field(COMPILE, pa.bool_()),
+            pa.field(PEAK_MEMORY_BYTES, pa.int64()),  # torch.cuda.max_memory_allocated; CPU: null
+        ]
+    )
 
-EPOCHS_SCHEMA = pa.schema(
-    [
-        pa.field(SWEEP, pa.string()),
-        pa.field(TRIAL_ID, pa.string()),
-        pa.field(EPOCH, pa.int64()),
-        pa.field(TRAIN_LOSS, pa.float64()),
-        pa.field(VAL_LOSS, pa.float64()),
-        pa.field(VAL_ACCURACY, pa.float64()),
-        pa.field(VAL_BALANCED_ACCURACY, pa.float64()),
-        pa.field(VAL_MACRO_AUC, pa.float64()),
-        pa.field(LR, pa.float64()),
-        pa.field(SECONDS, pa.float64()),
-        pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
-    ]
-)
+
+def _metrics_schema() -> pa.Schema:
+    """The metrics table's schema (:data:`METRICS_SCHEMA`)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(SWEEP, pa.string()),
+            pa.field(TRIAL_ID, pa.string()),
+            pa.field(SPLIT, pa.string()),
+            pa.field(SOURCE, pa.string()),  # null: the whole split; else one source's images
+            pa.field(CLASS, pa.string()),  # a label, or "all" for whole-set metrics
+            pa.field(METRIC, pa.string()),
+            pa.field(VALUE, pa.float64()),
+            pa.field(CI_LOW, pa.float64()),
+            pa.field(CI_HIGH, pa.float64()),
+        ]
+    )
+
+
+def _epochs_schema() -> pa.Schema:
+    """The epochs table's schema (:data:`EPOCHS_SCHEMA`)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(SWEEP, pa.string()),
+            pa.field(TRIAL_ID, pa.string()),
+            pa.field(EPOCH, pa.int64()),
+            pa.field(TRAIN_LOSS, pa.float64()),
+            pa.field(VAL_LOSS, pa.float64()),
+            pa.field(VAL_ACCURACY, pa.float64()),
+            pa.field(VAL_BALANCED_ACCURACY, pa.float64()),
+            pa.field(VAL_MACRO_AUC, pa.float64()),
+            pa.field(LR, pa.float64()),
+            pa.field(SECONDS, pa.float64()),
+            pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
+        ]
+    )
 
 
 def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
     """Schema of the predictions table: one probability column ``p_<label>`` per class."""
+    import pyarrow as pa
+
     fields = [
         pa.field(SWEEP, pa.string()),
         pa.field(TRIAL_ID, pa.string()),
@@ -216,11 +240,38 @@ def predictions_schema(labels: tuple[str, ...] | list[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-TABLE_SCHEMAS: dict[str, pa.Schema] = {
-    RUNS_TABLE: RUNS_SCHEMA,
-    METRICS_TABLE: METRICS_SCHEMA,
-    EPOCHS_TABLE: EPOCHS_SCHEMA,
+# The pyarrow objects are built on first use (PEP 562), so that reading a name from this module
+# imports no pyarrow: the CLI's parser and spec validation read names only.
+MANIFEST_SCHEMA: pa.Schema
+MANIFEST_COLUMNS: tuple[str, ...]
+RUNS_SCHEMA: pa.Schema
+METRICS_SCHEMA: pa.Schema
+EPOCHS_SCHEMA: pa.Schema
+TABLE_SCHEMAS: dict[str, pa.Schema]
+_LAZY: dict[str, Callable[[], Any]] = {
+    "MANIFEST_SCHEMA": _manifest_schema,
+    "MANIFEST_COLUMNS": lambda: tuple(_lazy("MANIFEST_SCHEMA").names),
+    "RUNS_SCHEMA": _runs_schema,
+    "METRICS_SCHEMA": _metrics_schema,
+    "EPOCHS_SCHEMA": _epochs_schema,
+    "TABLE_SCHEMAS": lambda: {RUNS_TABLE: _lazy("RUNS_SCHEMA"),
+                              METRICS_TABLE: _lazy("METRICS_SCHEMA"),
+                              EPOCHS_TABLE: _lazy("EPOCHS_SCHEMA")},
 }
+
+
+def _lazy(name: str) -> Any:
+    """The object :data:`_LAZY` builds for ``name``, built once."""
+    if name not in globals():
+        globals()[name] = _LAZY[name]()
+    return globals()[name]
+
+
+if not TYPE_CHECKING:  # type checkers read the declarations above
+    def __getattr__(name: str) -> Any:
+        if name not in _LAZY:
+            raise AttributeError(f"module 'raybench.schema' has no attribute {name!r}")
+        return _lazy(name)
 
 #: Columns every row of a table must carry (``ResultStore.write_table`` refuses a row without
 #: one; it adds ``sweep`` and ``trial_id`` itself). Chosen from what every writer provides:

@@ -318,7 +318,7 @@ def _s3_put_if_absent(loc: Location, data: bytes) -> bool:
     from botocore.exceptions import BotoCoreError, ClientError
 
     # The endpoint and region the location's own filesystem was built with (a child
-    # location's URI no longer carries the root's ?endpoint_override= query).
+    # location's URI does not carry the root's ?endpoint_override= query).
     options = loc.fs.__reduce__()[1][0]
     host, scheme = options.get("endpoint_override"), options.get("scheme") or "https"
     endpoint = f"{scheme}://{host}" if host and "://" not in host else host

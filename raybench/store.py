@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 
 from raybench import schema as S
 from raybench import storage
-from raybench.camset import CamSet  # re-exported: `from raybench.store import CamSet`
+from raybench.camset import CamSet
 from raybench.errors import RaybenchError
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,9 @@ The results store stays the truth; MLflow is a mirror for people who browse swee
 trial logs from its own process, after its results are written (so it works when trials run
 on other nodes than the driver, as long as ``tracking.mlflow.tracking_uri`` is reachable from
 them): tags (sweep, model, scenario, seed, trial id), the hyperparameters as params, the
-per-epoch metrics with the epoch as step, the final test metrics, and the confusion matrix and
-CAM grid PNGs (drawn by :mod:`raybench.report`) plus the resolved spec as artifacts.
+per-epoch metrics with the epoch as step, the final test metrics, and as artifacts the resolved
+spec plus the figures its caller draws (a trial's confusion matrix and CAM grid). The mirror
+never draws: it sits below the report and takes figures from whoever owns them.
 
 Failure policy: :func:`check_tracking` runs when a job starts and fails it in seconds (one
 line, exit code 2) if the server is unreachable or rejects the credentials; afterwards a
@@ -27,9 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from raybench import schema as S
 from raybench.deadline import call_with_deadline
@@ -39,10 +38,12 @@ from raybench.storage import redact as _redact_storage
 if TYPE_CHECKING:  # heavy imports only for type checkers
     from raybench.cam.export import CamExport
     from raybench.config import Spec
-    from raybench.data.dataset import PreparedData
     from raybench.engine.loop import LoopResult
 
 log = logging.getLogger(__name__)
+
+#: ``figures(folder) -> paths``: draws a trial's figures into ``folder`` (see :func:`log_trial`).
+Figures = Callable[[Path], list[Path]]
 
 #: Secrets MLflow reads from the environment; ``<NAME>_FILE`` names a file holding one.
 SECRET_ENV = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD")
@@ -178,12 +179,15 @@ def _describe(exc: BaseException, uri: str) -> str:
 
 
 def log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopResult",
-              data: "PreparedData", cams: Optional["CamExport"] = None) -> Optional[str]:
+              cams: Optional["CamExport"] = None, figures: Optional[Figures] = None
+              ) -> Optional[str]:
     """Mirrors one finished trial as an MLflow run; a no-op when tracking is off.
 
-    Called after the trial's results are written. A retried trial replaces (deletes) its
-    earlier run of the same sweep, so MLflow shows one run per trial. Never raises: a
-    tracking failure is logged as a warning.
+    Called after the trial's results are written. ``figures(folder)`` draws the trial's
+    figures into ``folder`` and returns their paths (the caller owns them; see
+    :func:`raybench.engine.figures.trial_figures`); they are uploaded as artifacts. A retried
+    trial replaces (deletes) its earlier run of the same sweep, so MLflow shows one run per
+    trial. Never raises: a tracking failure is logged as a warning.
 
     Returns:
         The MLflow run id, or ``None`` (tracking off, or it failed).
@@ -191,7 +195,7 @@ def log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRes
     if not enabled(spec):
         return None
     try:
-        return _log_trial(spec, trial_id, row, result, data, cams)
+        return _log_trial(spec, trial_id, row, result, cams, figures)
     except Exception as exc:  # a mirror must never fail a trial whose results are written
         log.warning("MLflow tracking of trial %s failed (its results are written): %s",
                     trial_id, _describe(exc, str(spec.tracking.mlflow.tracking_uri)))
@@ -199,7 +203,7 @@ def log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRes
 
 
 def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopResult",
-               data: "PreparedData", cams: Optional["CamExport"]) -> str:
+               cams: Optional["CamExport"], figures: Optional[Figures]) -> str:
     client = _client(spec)
     exp = experiment_id(client, experiment_name(spec))
     for old in client.search_runs([exp], filter_string=(
@@ -222,7 +226,7 @@ def _log_trial(spec: "Spec", trial_id: str, row: dict[str, Any], result: "LoopRe
         client.log_batch(run_id, metrics=metrics[start:start + 1000],
                          params=params if start == 0 else [])
     with tempfile.TemporaryDirectory(prefix="raybench-mlflow-") as folder:
-        for path in _artifacts(Path(folder), spec, result, data, cams):
+        for path in _artifacts(Path(folder), spec, figures):
             client.log_artifact(run_id, str(path))
     client.set_terminated(run_id, "FINISHED" if row.get(S.STATUS) == S.STATUS_COMPLETED else "FAILED")
     log.info("trial %s mirrored as MLflow run %s", trial_id, run_id)
@@ -274,29 +278,9 @@ def test_metrics(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, f
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def confusion_counts(result: "LoopResult", data: "PreparedData") -> Any:
-    """Test confusion counts (rows true, columns predicted) as a labelled DataFrame."""
-    import pandas as pd
-
-    k = len(data.labels)
-    targets = np.asarray(data.test.targets.tolist(), dtype=np.int64)
-    assert result.test is not None
-    predicted = result.test.probs.argmax(axis=1)
-    counts = np.bincount(targets * k + predicted, minlength=k * k).reshape(k, k)
-    return pd.DataFrame(counts, index=list(data.labels), columns=list(data.labels))
-
-
-def _artifacts(folder: Path, spec: "Spec", result: "LoopResult", data: "PreparedData",
-               cams: Optional["CamExport"]) -> list[Path]:
+def _artifacts(folder: Path, spec: "Spec", figures: Optional[Figures]) -> list[Path]:
     from raybench.config import dump_yaml
-    from raybench.report import cam_grid_figure, confusion_figure
 
     paths = [folder / "spec.yaml"]
     paths[0].write_text(dump_yaml(spec), encoding="utf-8")
-    model = spec.model.name
-    paths.append(confusion_figure(confusion_counts(result, data), model,
-                                  folder / "confusion.png").path)
-    if cams is not None and len(cams.cams.image_ids):
-        paths.append(cam_grid_figure({model: cams.cams}, folder / "cams.png").path)
-    return paths
-
+    return paths + (figures(folder) if figures is not None else [])

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 import raybench
+from raybench.errors import RaybenchError
 from resultdata import write_scenario2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,9 +41,6 @@ def test_public_names_resolve_to_their_modules() -> None:
     assert set(raybench.__all__) <= set(dir(raybench))
     with pytest.raises(AttributeError, match="no attribute 'fit'"):
         raybench.fit  # noqa: B018
-    from raybench.store import CamSet as FromStore  # the old spelling still works
-
-    assert FromStore is CamSet
 
 
 def test_import_raybench_and_reading_results_import_neither_torch_nor_ray() -> None:
@@ -105,5 +103,17 @@ def test_results_public_helpers(tmp_path: Path) -> None:
     assert sorted(done["trial_id"]) == ["cnnx-seed0", "cnnx-seed1", "resnet18-seed0",
                                         "resnet18-seed1"]
     assert res.cam_trials() == []
-    with pytest.raises(raybench.results.RaybenchError, match="found \\['scenario2'\\]"):
+    with pytest.raises(RaybenchError, match="found \\['scenario2'\\]"):
         res.completed_runs("paper-1")
+
+
+def test_results_api_names_stay_functions_once_every_submodule_is_imported() -> None:
+    import importlib
+
+    import raybench.results as r
+
+    for sub in ("choices", "loading", "tables", "timeline", "output"):
+        importlib.import_module(f"raybench.results.{sub}")
+    assert (r.load.__module__, r.render.__module__, r.query.__module__) == (
+        "raybench.results.loading", "raybench.results.output", "raybench.results.output")
+    assert set(r.__all__) <= set(dir(r)) and callable(r.load) and callable(r.render)

@@ -352,3 +352,19 @@ def test_merge_keeps_sources_and_refuses_duplicates(tmp_path: Path) -> None:
     assert "k/NORMAL/IM-0115-0001.jpeg" in set(merged[S.PATH])  # inside: relative
     with pytest.raises(DataError, match="appears twice"):
         merge_manifests([a, a])
+
+
+@pytest.mark.parametrize("kind", ["kermany", "covidx", "metadata_csv", "folder", "nih",
+                                  "chexpert", "mimic_cxr_jpg", "padchest", "rsna_pneumonia"])
+def test_each_catalog_entry_names_code_that_exists(kind: str) -> None:
+    from raybench.catalog.importers import IMPORTERS
+    from raybench.data.importers.labels import LabelRule
+
+    assert list(IMPORTERS) == ["kermany", "covidx", "metadata_csv", "folder", "nih", "chexpert",
+                               "mimic_cxr_jpg", "padchest", "rsna_pneumonia"]
+    entry = IMPORTERS.get(kind)
+    fn = entry.load()
+    assert callable(fn) and fn.__name__ == entry.function.rsplit(":", 1)[1]
+    rule = entry.default_rule()
+    assert (rule is None) == (kind in ("kermany", "covidx", "metadata_csv", "folder"))
+    assert rule is None or (isinstance(rule, LabelRule) and "pneumonia" in rule.describe())

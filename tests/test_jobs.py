@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from raybench.config import load_spec
-from raybench.data.scenarios import get_scenario
+from raybench.catalog.scenarios import get_scenario
 from raybench.models import MODELS
 from raybench.trial import cells
 

@@ -1,17 +1,16 @@
 """The import graph keeps DESIGN.md's layering: no cycle (lazy imports included), engine/ never
-imports tune/, nothing below tune/ imports the sweep driver, and data/ models/ cam/ store do
-not import upward. The analysis is benchmarks/import_graph.py's (it also prints the figures)."""
+imports tune/, nothing below tune/ imports the sweep driver, config and the low tables import
+nothing above them, training never imports the report, and data/ models/ cam/ store do not
+import upward. The graph is read by ``layers_graph.py`` beside this file."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-import import_graph as ig  # noqa: E402
+import layers_graph as ig
 
+REPO = Path(__file__).resolve().parents[1]
 GRAPH = ig.graph(REPO)
 
 
@@ -42,16 +41,55 @@ def test_no_upward_import() -> None:
     assert ig.upward(GRAPH) == []
 
 
+def _reachable(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in GRAPH[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_training_never_reaches_the_report() -> None:
+    reached = _reachable("raybench.engine.run")
+    assert "raybench.tracking" in reached  # the mirror is on the path...
+    assert sorted(m for m in reached if ig._under(m, "raybench.report")) == []  # ...the report not
+
+
+def test_config_reads_the_low_tables() -> None:
+    assert {"raybench.catalog.cam_methods", "raybench.catalog.scenarios"} <= \
+        _reachable("raybench.config")
+
+
 @pytest.mark.parametrize("edge,refused", [
     (("raybench.data.dataset", "raybench.cam.roi"), True),
     (("raybench.store", "raybench.camset"), False),
     (("raybench.engine.worker", "raybench.tune.search"), True),
     (("raybench.trial", "raybench.config"), False),
     (("raybench.results", "raybench.report.write"), True),
+    (("raybench.config.spec", "raybench.cam.methods"), True),
+    (("raybench.config.checks", "raybench.data.scenarios"), True),
+    (("raybench.config.spec", "raybench.catalog.cam_methods"), False),
+    (("raybench.config.spec", "raybench.models.table"), False),
+    (("raybench.config.spec", "raybench.models.zoo"), True),
+    (("raybench.catalog.cam_methods", "raybench.models.table"), False),
+    (("raybench.catalog.scenarios", "raybench.config"), True),
+    (("raybench.models.table", "raybench.config.fields"), True),
+    (("raybench.store", "raybench.models.table"), True),
+    (("raybench.tracking", "raybench.report"), True),
+    (("raybench.engine.run", "raybench.report.figures"), True),
+    (("raybench.engine.figures", "raybench.plots"), False),
 ])
 def test_upward_flags_an_edge_that_points_up(edge: tuple[str, str], refused: bool) -> None:
     a, b = edge
     assert (ig.upward({a: {b}, b: set()}) == [f"{a} -> {b}"]) is refused
+
+
+def test_the_old_tree_had_three_upward_imports() -> None:
+    old = {"raybench.config.spec": {"raybench.cam.catalog"},
+           "raybench.config.checks": {"raybench.data.scenario_table"},
+           "raybench.tracking": {"raybench.report"}}
+    assert len(ig.upward({**old, **{b: set() for bs in old.values() for b in bs}})) == 3
 
 
 def test_cycles_and_levels_on_a_small_graph() -> None:

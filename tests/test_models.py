@@ -110,7 +110,7 @@ def test_model_table_and_cam_catalog_are_torch_free() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import raybench.config, raybench.models.names, raybench.cam.catalog; "
+    code = ("import sys; import raybench.config, raybench.models.names, raybench.catalog.cam_methods; "
             "from raybench.models.table import MODELS; "
             "print(len(MODELS), 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -119,7 +119,7 @@ def test_model_table_and_cam_catalog_are_torch_free() -> None:
 
 @pytest.mark.parametrize("name", MODELS.keys())
 def test_table_entry_resolves_its_builder_cam_method_and_activation(name: str) -> None:
-    from raybench.cam.catalog import METHODS
+    from raybench.catalog.cam_methods import METHODS
 
     spec = get_model_spec(name)
     assert callable(spec.load_builder())

@@ -16,10 +16,9 @@ from PIL import Image
 
 import dicoms
 from raybench import schema as S
+from raybench.catalog.importers import IMPORTERS, cli_kinds
 from raybench.data.importers import (
-    IMPORTERS,
     ImportOptions,
-    cli_kinds,
     import_dataset,
     parse_label_map,
     write_import,
@@ -501,7 +500,8 @@ def test_dicom_files_in_folder_and_metadata_csv(tmp_path: Path) -> None:
 def test_the_three_class_job_runs_on_an_imported_covidx(tmp_path: Path) -> None:
     """jobs/public-three-class.yaml: its scenario splits an imported COVIDx 3-class set."""
     from raybench.config import load_spec
-    from raybench.data.scenarios import build_scenario, get_scenario
+    from raybench.catalog.scenarios import get_scenario
+    from raybench.data.scenarios import build_scenario
 
     root, lines = tmp_path / "covidx", {"train": [], "test": []}
     for c, label in enumerate(("normal", "pneumonia", "COVID-19")):

@@ -152,7 +152,7 @@ def test_learning_curves_have_integer_epoch_ticks() -> None:
 
 
 def test_cam_grid_row_labels_of_long_ids_do_not_overlap() -> None:
-    from raybench.report.figures import cam_grid_plot, row_label
+    from raybench.plots import cam_grid_plot, row_label
 
     ids = [f"kermany-person{1000 + i}_bacteria_{4000 + i}-a-very-long-image-identifier.jpeg"
            for i in range(4)]

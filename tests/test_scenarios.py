@@ -12,12 +12,8 @@ from raybench.config import DataConfig, load_spec
 from raybench.data.dataset import prepare_data
 from raybench.data.importers import ImportOptions, import_dataset, write_import
 from raybench.data.manifest import write_manifest
-from raybench.data.scenarios import (
-    SCENARIOS,
-    ScenarioSpec,
-    build_scenario,
-    get_scenario,
-)
+from raybench.catalog.scenarios import SCENARIOS, ScenarioSpec, get_scenario
+from raybench.data.scenarios import build_scenario
 from raybench.errors import ConfigError, DataError
 
 

@@ -34,7 +34,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("cam/__init__.py", "roi"): "the submodule raybench.cam.roi (lazy import table)",
     ("engine/loop.py", "lr"): "the key of a torch optimizer's param group",
     ("report/figures.py", "epoch"): "an axis title (display text)",
-    ("report/figures.py", "predicted"): "an axis title (display text)",
+    ("plots.py", "predicted"): "an axis title (display text)",
     ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
 }
 

@@ -76,7 +76,7 @@ def generate_results(root: str, trials: int, n_pred: int, procs: int = 2) -> Non
 
 def timed_load(root: str) -> tuple[float, dict[str, int]]:
     """Seconds to load the sweep and materialise all four tables, and their row counts."""
-    from raybench.results import load
+    from raybench.results.loading import load
 
     start = time.perf_counter()
     res = load(root, RESULTS_SWEEP)

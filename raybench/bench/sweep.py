@@ -38,7 +38,7 @@ def sweep_bench_specs(root: Path, cells: int = 4, samples: int = 4) -> dict[str,
 
 
 def _timed_sweep(spec: Any) -> tuple[float, Any]:
-    from raybench.results import load
+    from raybench.results.loading import load
     from raybench.tune.sweep import run_sweep
 
     start = time.perf_counter()
@@ -52,7 +52,7 @@ def bench_sweep(opts: BenchOptions) -> dict[str, Any]:
     import ray
 
     from raybench.data.dataset import prepare_data
-    from raybench.results import utilisation
+    from raybench.results.timeline import utilisation
     from raybench.cluster import ensure_ray
 
     cells, samples = (2, 2) if opts.quick else (4, 4)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from raybench.camset import CamSet
     from raybench.cam.hooks import capture_layer, classifier_head, eval_mode, target_layer
-    from raybench.cam.catalog import METHODS, CamMethod
+    from raybench.catalog.cam_methods import METHODS, CamMethod
     from raybench.cam.methods import CamBatch, compute_cams, resolve_method
     from raybench.cam.roi import lung_field_template, pointing_game, roi_focus, upsample
 
@@ -25,7 +25,8 @@ _SOURCES = {
     "CamSet": "raybench.camset",
     "capture_layer": "hooks", "classifier_head": "hooks", "eval_mode": "hooks",
     "target_layer": "hooks",
-    "METHODS": "catalog", "CamMethod": "catalog", "CamBatch": "methods",
+    "METHODS": "raybench.catalog.cam_methods", "CamMethod": "raybench.catalog.cam_methods",
+    "CamBatch": "methods",
     "compute_cams": "methods", "resolve_method": "methods",
     "lung_field_template": "roi", "pointing_game": "roi", "roi_focus": "roi", "upsample": "roi",
 }

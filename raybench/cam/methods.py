@@ -1,4 +1,4 @@
-"""The CAM methods' functions (registered in :mod:`raybench.cam.catalog`) and batched
+"""The CAM methods' functions (registered in :mod:`raybench.catalog.cam_methods`) and batched
 computation on the model's device.
 
 Every method returns *raw*, signed class maps at the target layer's resolution, for one class
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raybench.cam.catalog import METHODS, CamMethod
+from raybench.catalog.cam_methods import METHODS, CamMethod
 from raybench.cam.hooks import (
     Capture,
     capture_layer,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from raybench.catalog.scenarios import get_scenario
 from raybench.config.spec import Spec
 from raybench.errors import ConfigError
 from raybench.models import names as model_names
@@ -31,8 +32,6 @@ def validate(spec: Spec, where: str = "spec") -> None:
 
 
 def _check_scenario(name: str, where: str, key: str) -> None:
-    from raybench.data.scenario_table import get_scenario  # no pandas, no torch
-
     try:
         get_scenario(name)  # an unknown name fails here, listing the valid ones
     except ConfigError as exc:

@@ -97,11 +97,6 @@ def image_side(default: Optional[int], low: int) -> Any:
     return checked(default, check)
 
 
-def one_of(default: Any, choices: Callable[[], Sequence[str]]) -> Any:
-    """A string from ``choices()`` (read from a registry when the check runs)."""
-    return checked(default, lambda value: choice_problem(value, choices()))
-
-
 def distinct(default_factory: Callable[[], Any], item: Optional[Check] = None,
              if_empty: Optional[str] = None) -> Any:
     """A list with no empty and no repeated entries, each passing ``item`` when given.

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import yaml
 
 from raybench import schema
-from raybench.cam.catalog import METHODS as CAM_METHODS
+from raybench.catalog.cam_methods import METHODS as CAM_METHODS
 from raybench.config.fields import (
     Checked,
     FieldError,

@@ -116,7 +116,8 @@ class _Plan:
 def _plan(cfg: DataConfig, path: Path) -> _Plan:
     """The scenario's split when ``cfg.scenario`` is set, else the manifest's labels as they are."""
     if cfg.scenario:
-        from raybench.data.scenarios import build_scenario, get_scenario
+        from raybench.catalog.scenarios import get_scenario
+        from raybench.data.scenarios import build_scenario
 
         b = build_scenario(get_scenario(cfg.scenario), path, cfg.split_seed, cfg.val_fraction,
                            cfg.test_fraction, cfg.test_from, cfg.allow_overlap,

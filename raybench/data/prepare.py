@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: Seconds between two progress lines (the issue asks for at least one every 30 s).
+#: Seconds between two progress lines: a long import shows it is alive at least this often.
 PROGRESS_INTERVAL_S = 30.0
 #: Chunks in flight per CPU of the cluster: enough to keep every CPU busy while results stream
 #: back, few enough that memory holds a bounded number of chunks' results.

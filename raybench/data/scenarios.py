@@ -8,7 +8,8 @@ training images a class may use at most (``caps``) and optionally where the test
 :func:`build_scenario` turns a spec and a manifest into a split that is disjoint by patient *and*
 by image content (byte-identical files are kept in one split), seeded and stratified, and refuses
 train/test overlap unless ``allow_overlap``. The paper's three scenarios are registered as
-``paper_1``, ``paper_2`` and ``paper_3`` (``paper-1`` etc. are accepted too).
+``paper_1``, ``paper_2`` and ``paper_3`` in :mod:`raybench.catalog.scenarios` (``paper-1`` etc.
+are accepted too).
 """
 from __future__ import annotations
 
@@ -22,14 +23,9 @@ import numpy as np
 import pandas as pd
 
 from raybench import schema as S
+from raybench.catalog.scenarios import ScenarioSpec
 from raybench.data import manifest as mf
 from raybench.data.split import assign_splits
-from raybench.data.scenario_table import (  # noqa: F401  (re-exported: the scenario table)
-    SCENARIOS,
-    ScenarioSpec,
-    get_scenario,
-    scenario_from_dict,
-)
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from raybench import schema as S
 from raybench import storage
 from raybench.config import Spec, dump_yaml
 from raybench.data.dataset import PreparedData, SplitData, prepare_data
+from raybench.engine.figures import trial_figures
 from raybench.engine.loop import (
     FitOptions,
     LoopResult,
@@ -190,7 +191,8 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     store.write_table(sweep, "runs", trial_id, [{
         **test_origin(spec, data), **outcome_row,
         S.SKIPPED_IMAGES: json.dumps(skipped) if skipped else None}])
-    tracking.log_trial(spec, trial_id, outcome_row, result, data, cams)  # after the results
+    tracking.log_trial(spec, trial_id, outcome_row, result, cams,  # after the results
+                       trial_figures(spec.model.name, result, data, cams))
 
 
 @contextlib.contextmanager

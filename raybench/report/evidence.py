@@ -23,8 +23,10 @@ from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
 from raybench.models.names import PAPER_MODEL
 from raybench.report.blocks import Figure, Grid, Table, fmt as _fmt, fmt_p as _p
-from raybench.report.figures import confusion_figure, new_figure, save_figure
-from raybench.results import Results, format_paper_table, format_significance, whole_split
+from raybench.plots import new_figure
+from raybench.report.figures import confusion_figure, save_figure
+from raybench.results.loading import Results
+from raybench.results.tables import format_paper_table, format_significance, whole_split
 
 log = logging.getLogger(__name__)
 N_BOOT = 1000  # report intervals: 1000 replicates keep the report quick; the API defaults to 2000

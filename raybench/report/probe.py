@@ -12,7 +12,7 @@ import yaml
 from raybench import schema as S
 from raybench.errors import RaybenchError
 from raybench.report.blocks import Block, Table, fmt
-from raybench.results import Results
+from raybench.results.loading import Results
 
 log = logging.getLogger(__name__)
 

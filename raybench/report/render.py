@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from raybench.report.blocks import Block, Figure, Grid, Table
-from raybench.results import to_markdown
+from raybench.results.output import to_markdown
 
 
 def _inline(text: str) -> str:

@@ -22,7 +22,8 @@ from raybench.report.figures import (
 )
 from raybench.report.gpu import gpu_blocks
 from raybench.report.probe import probe_blocks
-from raybench.results import OVERALL, Results, format_paper_table, whole_split
+from raybench.results.loading import Results
+from raybench.results.tables import OVERALL, format_paper_table, whole_split
 from raybench.storage import redact
 
 log = logging.getLogger(__name__)

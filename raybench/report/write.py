@@ -12,7 +12,7 @@ from raybench.errors import RaybenchError
 from raybench.report.blocks import FIGURES
 from raybench.report.render import markdown, page
 from raybench.report.sections import build_blocks
-from raybench.results import Results, load
+from raybench.results.loading import Results, load
 from raybench.storage import current_umask
 
 

@@ -4,7 +4,7 @@ Ray Tune's controller (measured with Ray 2.60) keeps every trial it ever ran: th
 object with its last result, its metric windows, two cached JSON copies of its state, its
 tracked actor and the tasks queued for it, and it writes every trial's state into every
 experiment checkpoint. A driver therefore grew by about 0.2 MiB a trial and each checkpoint took
-longer as the sweep went on (``benchmarks/RESULTS.md``, issue 23). A raybench sweep does not need
+longer as the sweep went on (``benchmarks/RESULTS.md``). A raybench sweep does not need
 an ended trial in Tune: its results are in its own per-trial files, its study trial in the Optuna
 journal, and what the end of the session needs of it (its run row when it wrote none, its line
 in the summary) is taken here when it ends.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from raybench.trial import cell_name_of
 from raybench.tune.ledger import Forgetful
@@ -65,4 +65,4 @@ class CellASHA(Forgetful):
         return f"per-cell ASHA: {len(self.cells)} cell(s), {stopped} trial(s) stopped"
 
 
-__all__ = ["CellASHA", "TrialScheduler"]
+__all__ = ["CellASHA"]

@@ -382,10 +382,6 @@ class CellSearcher(Searcher):
         else:
             study.tell(number, float(value))
 
-    def in_flight(self) -> int:
-        """Trials suggested and not finished (running or pending)."""
-        return len(self._live)
-
 
 class CellSearch(SearchGenerator):
     """Tune's ``SearchGenerator`` around a :class:`CellSearcher`, except that a restored one

@@ -6,7 +6,7 @@ hashes and measures every file and returns an :class:`ImportResult` whose paths 
 the dataset root; :func:`rebase_paths` then makes them relative to the manifest's folder (or
 ``file://`` URIs when the images live elsewhere, e.g. a read-only shared folder).
 
-Kinds (the :data:`IMPORTERS` registry): ``kermany`` (Kaggle "chest_xray"), ``covidx`` (label
+Kinds (the :data:`~raybench.catalog.importers.IMPORTERS` registry): ``kermany`` (Kaggle "chest_xray"), ``covidx`` (label
 files + image folders, 2020 layout and CXR-3/4), ``metadata_csv`` (ieee8023 / Figure1 /
 Actualmed / Hannover style), ``folder`` (one folder per class) and the public multi-label sets
 ``nih``, ``chexpert``, ``mimic_cxr_jpg``, ``padchest``, ``rsna_pneumonia``, whose findings a
@@ -16,14 +16,14 @@ the file and the reason, ``skip`` leaves the file out and records it in ``Import
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Sequence
 from urllib.parse import quote
 
 import pandas as pd
 
 from raybench import schema as S
+from raybench.catalog.importers import IMPORTERS, Importer
 from raybench.data import manifest as mf
 from raybench.data.importers.common import (
     DEFAULT_LABEL_MAP,
@@ -31,15 +31,13 @@ from raybench.data.importers.common import (
     Entry,
     ImportOptions,
     ImportResult,
-    parse_label_map,
     read_csv_tolerant,
 )
-from raybench.data.importers import chexpert, mimic, nih, padchest, rsna
 from raybench.data.importers.chexpert import import_chexpert
 from raybench.data.importers.covidx import import_covidx
 from raybench.data.importers.folder import import_folder
 from raybench.data.importers.kermany import import_kermany, kermany_label_patient
-from raybench.data.importers.labels import LabelRule, view_reason
+from raybench.data.importers.labels import LabelRule, parse_label_map, view_reason
 from raybench.data.importers.metadata_csv import import_metadata_csv
 from raybench.data.importers.mimic import import_mimic
 from raybench.data.importers.nih import import_nih
@@ -48,97 +46,14 @@ from raybench.data.importers.rsna import import_rsna
 from raybench.data.importers.rows import build_rows
 from raybench.data.importers.tables import log_left_out
 from raybench.errors import DataError
-from raybench.registry import Registry
 
 __all__ = [
     "DEFAULTS", "DEFAULT_LABEL_MAP", "IMPORTERS", "Entry", "ImportOptions", "ImportResult", "Importer",
-    "LabelRule", "build_rows", "cli_kinds", "describe_kinds", "filter_views", "import_chexpert",
+    "LabelRule", "build_rows", "filter_views", "import_chexpert",
     "import_covidx", "import_dataset", "import_folder", "import_kermany", "import_metadata_csv",
     "import_mimic", "import_nih", "import_padchest", "import_rsna", "kermany_label_patient",
     "merge_manifests", "parse_label_map", "read_csv_tolerant", "rebase_paths", "write_import",
 ]
-
-@dataclass(frozen=True)
-class Importer:
-    """One registered layout: the function that imports it and what a download must hold.
-
-    Attributes:
-        run: ``(src, opts) -> ImportResult``.
-        summary: One line: the dataset and what ``src`` is.
-        expects: The files and folders it reads, as ``raybench data import --list`` prints them.
-        rule: The default label rule of a multi-label set (``--label-map`` replaces it).
-    """
-
-    run: Callable[[str | os.PathLike, ImportOptions], ImportResult]
-    summary: str
-    expects: tuple[str, ...]
-    rule: Optional[LabelRule] = None
-
-    def __call__(self, src: str | os.PathLike, opts: ImportOptions = DEFAULTS) -> ImportResult:
-        return self.run(src, opts)
-
-
-IMPORTERS: Registry[Importer] = Registry("importer")
-IMPORTERS.register("kermany", Importer(
-    import_kermany, "Kaggle chest_xray (Kermany et al.); SRC: the folder",
-    ("[train|val|test/]NORMAL/*.jpeg", "[train|val|test/]PNEUMONIA/personN_bacteria|virus_M.jpeg")))
-IMPORTERS.register("covidx", Importer(
-    import_covidx, "COVIDx (COVID-Net), 2020 layout and CXR-3/4; SRC: the folder",
-    ("train.txt / val.txt / test.txt (names containing train, val, test): lines "
-     "'patient_id filename class [data_source]'; class COVID-19/pneumonia/normal or "
-     "positive/negative; data_source becomes the source",
-     "train/ val/ test/ image folders (or one folder, --images)")))
-IMPORTERS.register("metadata_csv", Importer(
-    import_metadata_csv, "a metadata CSV (ieee8023, Figure1, Actualmed, Hannover); SRC: the CSV",
-    ("SRC.csv: file, finding (or --label), patient, [source], [split] columns",
-     "images next to it or under --images (png, jpg, dcm, ...)")))
-IMPORTERS.register("folder", Importer(
-    import_folder, "one sub-folder per label; SRC: the folder",
-    ("<label>/* for label in " + ", ".join(S.MANIFEST_LABELS) + " (png, jpg, dcm, ...)",)))
-IMPORTERS.register("nih", Importer(
-    import_nih, "NIH ChestX-ray14; SRC: the download folder",
-    ("Data_Entry_2017.csv or Data_Entry_2017_v2020.csv (Image Index, Finding Labels, "
-     "Patient ID, View Position)", "images*/*.png or images_0NN/images/*.png",
-     "train_val_list.txt, test_list.txt (optional: the official split)"), nih.DEFAULT_RULE))
-IMPORTERS.register("chexpert", Importer(
-    import_chexpert, "CheXpert (Stanford); SRC: CheXpert-v1.0[-small]/; needs --uncertain",
-    ("train.csv, valid.csv (Path, Frontal/Lateral, AP/PA, 14 observations "
-     "1.0/0.0/-1.0/blank)", "train/patientNNNNN/studyN/viewN_frontal|lateral.jpg, valid/..."),
-    chexpert.DEFAULT_RULE))
-IMPORTERS.register("mimic_cxr_jpg", Importer(
-    import_mimic, "MIMIC-CXR-JPG 2.0.0 (PhysioNet); SRC: the download folder; needs --uncertain",
-    (f"{mimic.PREFIX}-metadata.csv[.gz] (dicom_id, subject_id, study_id, ViewPosition)",
-     f"{mimic.PREFIX}-chexpert.csv[.gz] (subject_id, study_id, 14 observations)",
-     f"{mimic.PREFIX}-split.csv[.gz] (dicom_id, split)",
-     "files/pNN/p<subject_id>/s<study_id>/<dicom_id>.jpg"), mimic.DEFAULT_RULE))
-IMPORTERS.register("padchest", Importer(
-    import_padchest, "PadChest (BIMCV); SRC: the download folder",
-    (f"{padchest.CSV_NAME}[.gz] (ImageID, ImageDir, PatientID, Projection, "
-     "ViewPosition_DICOM, Labels as a list literal)", "<ImageDir>/<ImageID> (16-bit PNG)"),
-    padchest.DEFAULT_RULE))
-IMPORTERS.register("rsna_pneumonia", Importer(
-    import_rsna, "RSNA Pneumonia Detection Challenge (stage 2); SRC: the download folder",
-    ("stage_2_train_labels.csv (patientId, Target; a row per box)",
-     "stage_2_detailed_class_info.csv (patientId, class)",
-     "stage_2_train_images/<patientId>.dcm (DICOM; view from ViewPosition)"),
-    rsna.DEFAULT_RULE))
-
-
-def cli_kinds() -> list[str]:
-    """The registered kinds as the CLI spells them (``metadata-csv``)."""
-    return [k.replace("_", "-") for k in IMPORTERS]
-
-
-def describe_kinds() -> str:
-    """Every kind with the files it expects (``raybench data import --list``)."""
-    lines = []
-    for key in IMPORTERS:
-        imp = IMPORTERS.get(key)
-        lines.append(f"{key.replace('_', '-')}: {imp.summary}")
-        lines += [f"    {item}" for item in imp.expects]
-        if imp.rule is not None:
-            lines.append(f"    default label rule: {imp.rule.describe()} (--label-map replaces it)")
-    return "\n".join(lines)
 
 
 def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFAULTS
@@ -149,7 +64,7 @@ def import_dataset(kind: str, src: str | os.PathLike, opts: ImportOptions = DEFA
         from raybench.cluster import ensure_ray
 
         ensure_ray(opts.address, tune=False)
-    result = IMPORTERS.get(kind.replace("-", "_"))(src, opts)
+    result = IMPORTERS.get(kind.replace("-", "_")).load()(src, opts)
     result = filter_views(result, opts.views) if opts.views else result
     log_left_out(result)
     return result

@@ -16,7 +16,6 @@ import pandas as pd
 from raybench import schema as S
 from raybench.data import manifest as mf
 from raybench.data.images import BadImage
-from raybench.data.importers.labels import parse_label_map  # noqa: F401 - re-exported
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from raybench.catalog.importers import MIMIC_PREFIX
 from raybench.data import manifest as mf
 from raybench.data.importers.common import DEFAULTS, Entry, ImportOptions, ImportResult
 from raybench.data.importers.labels import Classifier, LabelRule, check_uncertain
@@ -19,7 +20,7 @@ from raybench.data.importers.tables import (
 )
 from raybench.errors import DataError
 
-PREFIX = "mimic-cxr-2.0.0"
+PREFIX = MIMIC_PREFIX
 METADATA = (f"{PREFIX}-metadata.csv", ("dicom_id", "subject_id", "study_id", "ViewPosition"))
 _IDS = ("subject_id", "study_id")
 LABELS = (f"{PREFIX}-chexpert.csv", ("subject_id", "study_id") + OBSERVATIONS)

@@ -5,13 +5,14 @@ import ast
 import os
 from pathlib import Path
 
+from raybench.catalog.importers import PADCHEST_CSV
 from raybench.data import manifest as mf
 from raybench.data.importers.common import DEFAULTS, Entry, ImportOptions, ImportResult
 from raybench.data.importers.labels import Classifier, LabelRule
 from raybench.data.importers.tables import Listed, finish, find_table, read_table, rule_of
 from raybench.errors import DataError
 
-CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+CSV_NAME = PADCHEST_CSV
 COLUMNS = ("ImageID", "ImageDir", "PatientID", "Projection", "ViewPosition_DICOM", "Labels")
 DEFAULT_RULE = LabelRule.from_pairs([("pneumonia", "pneumonia"), ("normal", "normal")])
 

@@ -1,7 +1,7 @@
 """The CAM methods, torch-free: names, whether each is exact, and where its code lives.
 
 Spec validation reads the names from here before torch is imported; :mod:`raybench.cam.methods`
-holds the functions (imported when a map is computed).
+holds the functions (imported when a map is computed). ``raybench.cam`` re-exports the table.
 """
 from __future__ import annotations
 

@@ -132,6 +132,3 @@ def get_scenario(name: str) -> ScenarioSpec:
             raise ConfigError(f"scenario file {path} does not exist")
         return scenario_from_dict(safeyaml.load_file(path), where=str(path))
     return SCENARIOS.get(name.replace("-", "_"))
-
-
-# --- building ---------------------------------------------------------------------------------
