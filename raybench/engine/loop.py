@@ -169,7 +169,7 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: SplitDat
     """
     model.train()
     batch = shard_batch_size(cfg.batch_size, world)
-    fmt = _memory_format(cfg.channels_last)
+    fmt = _memory_format(bool(cfg.channels_last))
     total, seen = torch.zeros((), device=device), 0
     for idx in _batches(len(data), batch, cfg.seed, epoch, rank, world, data.images.device):
         x = to_model_input(data.images[idx].to(device, non_blocking=True), *norm,

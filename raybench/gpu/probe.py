@@ -179,7 +179,7 @@ def probe_here(key: ProbeKey) -> ProbeRecord:
     # What the GPU holds beyond this process's tensors: its CUDA context (and any other
     # process's memory on a shared GPU, which errs on the safe side).
     context = max(int(total - free - torch.cuda.memory_reserved(device)), 0)
-    cfg = TrainConfig(device="cuda", precision=key.precision)
+    cfg = TrainConfig(device="cuda", precision=key.precision)  # type: ignore[arg-type]
     m = measure_training(Workload(key.model, key.image_size, key.batch_size, PROBE_STEPS,
                                   PROBE_WARMUP, cfg), device)
     log.info("probe %s on %s: peak %.2f GiB, %.0f images/s", key.label(), gpu.name,
@@ -197,26 +197,46 @@ def _ray_get(refs: Any, what: str) -> Any:
     try:
         return ray.get(refs)
     except Exception as exc:
-        cause = final_error(exc)
-        if cause is not None:
-            raise ConfigError(str(cause)) from None
-        text = str(exc).strip().splitlines()
-        raise ConfigError(f"the GPU probe failed ({what}): {text[-1] if text else exc}"
-                          ) from None
+        # Ray's error text is the task's traceback; its last line is the exception's own.
+        inner = getattr(exc, "cause", None) or exc
+        last = (str(inner).strip().splitlines() or [type(inner).__name__])[-1]
+        if final_error(exc) is not None:
+            raise ConfigError(last.split("Error: ", 1)[-1]) from None
+        raise ConfigError(f"the GPU probe failed ({what}): {last}") from None
 
 
-def cluster_gpu() -> GpuInfo:
-    """The GPU of the cluster (one Ray task holding a whole GPU)."""
+def _check_gpus(remote: bool, what: str) -> None:
+    """One line instead of a Ray task that would wait forever for a GPU that never comes."""
     import ray
+
+    if not ray.is_initialized() or (not remote and not ray.cluster_resources().get("GPU")):
+        raise ConfigError(f"{what}a GPU probe needs a GPU and this Ray has none; give a "
+                          "recorded probe file (--probe FILE) or an explicit "
+                          "scaling.gpus_per_worker")
+
+
+def cluster_gpu(remote: bool = False) -> GpuInfo:
+    """The GPU of the cluster (one Ray task holding a whole GPU).
+
+    Raises:
+        ConfigError: The embedded local Ray (``remote`` false) has no GPU: the task would wait
+            forever. A remote cluster's autoscaler may still add one, so there it waits.
+    """
+    import ray
+
+    _check_gpus(remote, "")
 
     return _ray_get(ray.remote(num_gpus=1, max_retries=0)(gpu_info_here).remote(),
                     "reading the GPU")  # type: ignore[no-any-return]
 
 
-def probe_on_ray(keys: list[ProbeKey]) -> list[ProbeRecord]:
+def probe_on_ray(keys: list[ProbeKey], remote: bool = False) -> list[ProbeRecord]:
     """Each workload measured by its own Ray task holding a whole GPU (in parallel across the
     cluster's GPUs; Ray reuses the worker processes, so torch is imported once per GPU)."""
     import ray
+
+    _check_gpus(remote, f"no record of {keys[0].label()}"
+                        f"{f' and {len(keys) - 1} more' if len(keys) > 1 else ''}: ")
 
     task = ray.remote(num_gpus=1, max_retries=0)(probe_here)
     log.info("probing %d workload(s) on the cluster's GPUs: %s", len(keys),

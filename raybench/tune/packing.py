@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 from ray.tune import Callback
 
 from raybench.config import Spec
+from raybench.errors import ConfigError
 from raybench.gpu import packing
 from raybench.gpu.probe import (
     GpuInfo,
@@ -96,18 +97,29 @@ def workloads(spec: Spec, batch_sizes: Mapping[str, tuple[int, ...]], precision:
     return out
 
 
-def _records(spec: Spec, keys: list[ProbeKey], gpu: GpuInfo, given: list[ProbeRecord]
-             ) -> dict[ProbeKey, ProbeRecord]:
+def _floored(record: Optional[ProbeRecord], cached: list[ProbeRecord]
+             ) -> Optional[ProbeRecord]:
+    """``record`` with the highest ``min_share`` the cache holds for its workload on its GPU
+    (a share that ran out of memory is never given again, whichever file the record is from)."""
+    if record is None:
+        return None
+    floors = [r.min_share for r in cached if r.key == record.key and r.gpu.name == record.gpu.name]
+    return dataclasses.replace(record, min_share=max([record.min_share, *floors]))
+
+
+def _records(spec: Spec, keys: list[ProbeKey], gpu: GpuInfo, given: list[ProbeRecord],
+             remote: bool) -> dict[ProbeKey, ProbeRecord]:
     """Each workload's record: the given file's, the cache's, else probed now (and cached)."""
     cache = ProbeCache(spec.results)
     cached = cache.load()
-    found = {k: lookup(given, k, gpu, versions=False) or lookup(cached, k, gpu) for k in keys}
+    found = {k: _floored(lookup(given, k, gpu, versions=False) or lookup(cached, k, gpu),
+                         cached) for k in keys}
     missing = [k for k, r in found.items() if r is None]
     if missing and given:
         log.info("the probe file has no record of %s; probing them",
                  ", ".join(k.label() for k in missing))
     if missing:
-        fresh = probe_on_ray(missing)
+        fresh = probe_on_ray(missing, remote)
         cache.add(fresh)
         found.update({r.key: r for r in fresh})
     else:
@@ -117,7 +129,7 @@ def _records(spec: Spec, keys: list[ProbeKey], gpu: GpuInfo, given: list[ProbeRe
 
 
 def plan_gpu(spec: Spec, batch_sizes: Mapping[str, tuple[int, ...]],
-             probe_file: Optional[str] = None, gpu: Optional[GpuInfo] = None) -> GpuPlan:
+             probe_file: Optional[str] = None, remote: bool = False) -> GpuPlan:
     """The sweep's :class:`GpuPlan` (probing what neither ``probe_file`` nor the cache holds).
 
     Raises:
@@ -125,22 +137,46 @@ def plan_gpu(spec: Spec, batch_sizes: Mapping[str, tuple[int, ...]],
             line, before any trial).
     """
     given = read_probe_file(probe_file) if probe_file else []
-    gpu = gpu or (given[0].gpu if given else cluster_gpu())
+    if probe_file and not given:
+        raise ConfigError(f"--probe {probe_file} holds no records")
+    gpu = given[0].gpu if given else cluster_gpu(remote)
     precision = resolved_precision(spec, gpu)
     data = workloads(spec, batch_sizes, precision)
-    records = _records(spec, sorted(data), gpu, given)
+    records = _records(spec, sorted(data), gpu, given, remote)
     base = GpuPlan(gpu, records, {}, data, precision)
     shares = {}
     for key in sorted(data):
         need = base.need(key)
         packing.check_fits(key.model, need, gpu.name, gpu.memory_bytes)
         shares[key] = packing.share(need, gpu.memory_bytes, records[key].min_share)
+    fixed = ddp_checked(spec) if not is_auto(spec) else None
+    if fixed is not None:  # an explicit number (or DDP's whole GPUs) overrides the measure
+        shares = {key: fixed for key in shares}
     plan = dataclasses.replace(base, shares=shares)
     for key, value in shares.items():
         log.info("GPU share %s: %.3g (peak %.2f GiB of %.0f GiB %s)", key.label(), value,
                  records[key].peak_allocated_bytes / packing.GIB, gpu.memory_bytes / packing.GIB,
                  gpu.name)
     return plan
+
+
+def plan_sweep(spec: Spec, gpus: Optional[int] = None, probe_file: Optional[str] = None,
+               address: Optional[str] = None) -> Any:
+    """``raybench plan``: the sweep's :class:`raybench.predict.Prediction` on ``gpus`` GPUs.
+
+    Without ``probe_file`` the records come from the results root's cache or a probe on the
+    cluster (``address``, else an embedded Ray), which needs a GPU there.
+    """
+    from raybench import cluster, predict
+    from raybench.tune import feasible
+
+    batch_sizes = feasible.batch_sizes(spec, feasible.train_sizes(spec))
+    gpu_spec = dataclasses.replace(spec, scaling=dataclasses.replace(spec.scaling, use_gpu=True))
+    if not probe_file:
+        cluster.ensure_ray(address)
+    plan = plan_gpu(gpu_spec, batch_sizes, probe_file, cluster.is_remote(address))
+    return predict.predict(gpu_spec, plan, batch_sizes, gpus or (
+        cluster.gpu_count() if not probe_file else 1))
 
 
 def ddp_checked(spec: Spec) -> Optional[float]:
@@ -204,7 +240,8 @@ class OomRetry(Callback):
         log.warning("trial %s ran out of GPU memory at share %g; retrying it alone on a GPU "
                     "(share 1.0)", trial.config.get("trial_id", trial.trial_id), share)
         trial.config[GPU_SHARE] = 1.0
-        cpus = next(iter(trial.placement_group_factory.bundles), {}).get("CPU", 1.0)
+        bundles: list[dict[str, float]] = trial.placement_group_factory.bundles
+        cpus = bundles[0].get("CPU", 1.0) if bundles else 1.0
         trial.update_resources(TrialResources(cpus, 1.0)(trial.config))
         self.correct(trial.config, share)
 

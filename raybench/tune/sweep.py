@@ -84,7 +84,8 @@ def _start(spec: Spec, store: ResultStore, lease: Lease, ray_opts: RayOptions,
         packing.ddp_checked(spec)  # a placement that cannot work fails before Ray starts
         slots = cluster.trial_slots(spec, ray_opts.address, ray_opts.num_cpus, ray_opts.num_gpus)
         if packing.is_auto(spec) and spec.scaling.num_workers == 1:
-            gpu = packing.plan_gpu(spec, plan.batch_sizes, ray_opts.probe_file)
+            gpu = packing.plan_gpu(spec, plan.batch_sizes, ray_opts.probe_file,
+                                   cluster.is_remote(ray_opts.address))
             plan = dataclasses.replace(plan, gpu=gpu)
             predict.save(store, spec, predict.predict(spec, gpu, plan.batch_sizes,
                                                       cluster.gpu_count()))
