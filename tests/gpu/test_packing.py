@@ -131,3 +131,18 @@ def test_fixed_shares_and_the_ddp_rule_on_the_spec(tmp_path) -> None:
     with pytest.raises(ConfigError, match="DDP ranks could land on one GPU"):
         tp.ddp_checked(_spec(tmp_path, "scaling.num_workers=2", "scaling.gpus_per_worker=0.5"))
     assert tp.ddp_checked(load_spec(None, [])) is None  # no GPU asked for
+
+
+@pytest.mark.parametrize("value,message", [
+    ("half", "scaling.gpus_per_worker must be float, got 'half'"),
+    ("-1", "scaling.gpus_per_worker must be auto or a number >= 0, got -1.0")])
+def test_a_bad_gpu_share_is_one_line(value, message) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_spec(None, ["scaling.use_gpu=true", f"scaling.gpus_per_worker={value}"])
+    assert str(err.value).endswith(message)
+
+
+def test_gpu_share_is_auto_by_default_and_a_number_when_given() -> None:
+    assert load_spec(None, ["scaling.use_gpu=true"]).scaling.gpus_per_worker == "auto"
+    assert load_spec(None, ["scaling.use_gpu=true",
+                            "scaling.gpus_per_worker=0.25"]).scaling.gpus_per_worker == 0.25
