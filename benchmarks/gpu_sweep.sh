@@ -72,7 +72,8 @@ PY
 else
   MODELS="[alexnet, vgg16, vgg19, resnet18, resnet50, resnet101, googlenet, inception_v3, squeezenet, inception_resnet_v2, xception, densenet201, cnnx]"
   # 4 x 1850 films, 5 % test, 15 % of the rest validation: about 5,975 training images.
-  PER_CLASS=1850; SIZE=224; MODEL_SEC="model: {}"; RAYARGS=(); LIMIT=255; TEST_FRACTION=0.05
+  # Films at 128 px (3x faster to make; the cache resizes them to 224 and 299 anyway).
+  PER_CLASS=1850; SIZE=128; MODEL_SEC="model: {}"; RAYARGS=(); LIMIT=230; TEST_FRACTION=0.05
 fi
 
 rb data synth "$WORK/films" --per-class "$PER_CLASS" --size "$SIZE" --seed 0 >/dev/null

@@ -5,9 +5,10 @@
 #   benchmarks/gpu_wheels.sh [PYTHON]     # downloads into .whl/ (ignored), trims Ray's wheel
 #
 # Ray's wheel (79 MB) is trimmed of what a Python driver and its workers never load: the Java
-# worker's jars (32 MB), the dashboard's web client build, RLlib and Ray LLM. Their RECORD
-# entries go too, so pip installs the rest as usual. Ray then runs without its dashboard
-# (ray[default]'s packages are not carried); raybench starts it only when they are there.
+# worker's jars (32 MB), RLlib and Ray LLM (the dashboard's web client stays: a dashboard
+# that finds no client build fails to start on Linux). Their RECORD entries go too, so pip
+# installs the rest as usual. Ray then runs without its dashboard (ray[default]'s packages
+# are not carried); raybench starts it only when they are there.
 # The whole tree that travels (checkout + .whl/) must stay under 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +36,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REMOVE = ("ray/jars/", "ray/dashboard/client/build/", "ray/rllib/", "ray/llm/")
+REMOVE = ("ray/jars/", "ray/rllib/", "ray/llm/")
 out = Path(sys.argv[1])
 for whl in out.glob("ray-*.whl"):
     with zipfile.ZipFile(whl) as src:
