@@ -182,6 +182,8 @@ def probe_here(key: ProbeKey) -> ProbeRecord:
     cfg = TrainConfig(device="cuda", precision=key.precision)  # type: ignore[arg-type]
     m = measure_training(Workload(key.model, key.image_size, key.batch_size, PROBE_STEPS,
                                   PROBE_WARMUP, cfg), device)
+    torch.cuda.empty_cache()  # the worker lives on (Ray reuses it): its cache must not hold
+    # GPU memory the packed trials were promised
     log.info("probe %s on %s: peak %.2f GiB, %.0f images/s", key.label(), gpu.name,
              m.peak_allocated_bytes / 1024 ** 3, m.train_images_per_s)
     return ProbeRecord(key, gpu, m.peak_allocated_bytes, m.peak_reserved_bytes, context,

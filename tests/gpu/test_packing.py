@@ -99,6 +99,9 @@ def test_auto_shares_come_from_a_recorded_probe_file(tmp_path) -> None:
     plan = tp.plan_gpu(spec, {}, str(probe))
     assert plan.gpu == GPU and plan.precision == "bf16"  # auto on a bf16 GPU
     assert {k.model: v for k, v in plan.shares.items()} == {"cnnx": 0.125, "resnet18": 0.375}
+    fixed = tp.plan_gpu(_spec(tmp_path, "train.data_on_device=false",
+                              "scaling.gpus_per_worker=0.25"), {}, str(probe))
+    assert set(fixed.shares.values()) == {0.25}  # an explicit number overrides the measure
 
 
 def test_data_kept_on_the_gpu_counts_in_the_share(tmp_path) -> None:

@@ -71,6 +71,21 @@ def test_packed_trials_share_a_gpu_and_an_oom_trial_is_retried_alone(
     assert [(r["key"]["model"], r["min_share"]) for r in cache] == [("cnnx", 0.625)]
     saved = json.loads((tmp_path / "runs" / "pack" / "gpu_plan.json").read_text())
     assert saved["gpus"] == 1 and saved["cells"][0]["share"] == 0.5
+    _check_report_section(tmp_path, runs, saved)
+
+
+def _check_report_section(tmp_path, runs: pd.DataFrame, saved: dict) -> None:
+    from raybench.report.gpu import gpu_blocks
+    from raybench.results import load
+
+    blocks = gpu_blocks(load(str(tmp_path / "runs"), "pack"), "pack")
+    assert blocks[0] == "## GPU cost"
+    assert f"predicted {saved['packed_s'] / 60:.1f} min packed on 1 x Test GPU 80GB" in blocks[1]
+    table = blocks[2].frame.loc["cnnx"]
+    expected = (runs["wall_s"] * runs["gpu_share"]).sum() / 3600
+    assert table["trials"] == 3 and table["gpu_share"] == 1.0
+    assert table["gpu_hours"] == pytest.approx(expected, abs=1e-3)
+    assert table["probe_peak_gib"] == pytest.approx(30.0, abs=1e-3)
 
 
 def test_a_model_that_does_not_fit_stops_the_sweep_before_any_trial(tmp_path, run_cli) -> None:
