@@ -9,7 +9,7 @@ STAMP := $(VENV)/.raybench-$(shell (cat pyproject.toml; pwd) | sha256sum | cut -
 RESULTS ?= ./runs
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 install: $(STAMP)
 
@@ -24,8 +24,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/raybench demo --results $(RESULTS)
 
+# Every test, with line and branch coverage of raybench/ (pyproject.toml [tool.coverage.*]),
+# CLI subprocesses and Ray workers included; prints the total and each package's figure.
+# CI runs this. The second combine takes the data of processes that ended after pytest-cov
+# combined (the session's Ray workers stop at session end).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	rm -f .coverage .coverage.*
+	$(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/python -m coverage combine --append -q || true
+	$(BIN)/python .ci/coverage_by_package.py
+
+# The quick loop: every test not marked slow, cluster or ray (no Ray start, no training run).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not cluster and not ray" $(PYTEST_ARGS)
 
 # The linter and the type checker, with the settings in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(STAMP)
@@ -34,4 +45,4 @@ lint: $(STAMP)
 
 # Everything the README's commands and the tests write into the checkout (all git-ignored).
 clean:
-	rm -rf .raybench-cache runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .raybench-cache runs .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -15,7 +15,7 @@ default, or 16 = 256 bits, the audit's former default, via the second argument):
 Run: ``PYTHONPATH=. python benchmarks/near_duplicates.py [DATA_DIR [SIDE]]`` (default
 ``../shared/data`` and 32).
 Prints the quantiles and the cumulative counts at each distance; the figures chosen from are
-recorded in ``raybench/data/audit.py`` next to ``NEAR_THRESHOLD``.
+recorded in ``raybench/data/near_duplicates.py`` next to ``NEAR_THRESHOLD``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-from raybench.data.audit import HASH_SIDE, dhash, file_dhash
+from raybench.data.fingerprints import HASH_SIDE, dhash, file_dhash
 from raybench.data.importers import kermany_label_patient
 
 

@@ -20,7 +20,7 @@ from raybench.catalog.importers import cli_kinds
 from raybench.errors import RaybenchError
 from raybench.results.choices import FORMATS, INTERVALS, QUERIES
 
-log = logging.getLogger("raybench")
+log = logging.getLogger(__name__)
 #: What ``raybench --help`` says first (plain text: argparse prints it as it is).
 DESCRIPTION = ("raybench COMMAND: train, sweep and compare CNNs on chest X-rays; each command "
                "parses its arguments, calls one library function and prints.")
@@ -112,19 +112,27 @@ class Models(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print a JSON list")
+        p.add_argument("--search", metavar="PATTERN",
+                       help="list the timm / torchvision models matching a shell pattern "
+                            "('convnext*', 'timm.efficientnet_b*') instead of the paper's")
+        p.add_argument("--limit", type=int, default=50, help="--search: at most this many")
 
     def run(self, args: argparse.Namespace) -> None:
         from raybench.models.listing import model_table
 
-        rows = model_table()
+        rows = model_table(search=args.search, limit=args.limit)
+        if args.search is not None and not rows:
+            raise RaybenchError(f"models --search {args.search!r}: no timm or torchvision model "
+                              "matches")
         if args.json:
             print(json.dumps(rows, indent=2))
             return
-        print(f"{'name':<20} {'paper name':<20} {S.PARAMS:>12} {'input':>5}  {'source':<11} "
+        wide = max([20] + [len(r["name"]) for r in rows])
+        print(f"{'name':<{wide}} {'paper name':<20} {S.PARAMS:>12} {'input':>5}  {'source':<11} "
               "cam layer, options")
         for r in rows:
             options = ", ".join(f"{k}={v}" for k, v in r["options"].items())
-            print(f"{r['name']:<20} {r['paper_name']:<20} {r[S.PARAMS]:>12,} {r['input_size']:>5}  "
+            print(f"{r['name']:<{wide}} {r['paper_name']:<20} {r[S.PARAMS]:>12,} {r['input_size']:>5}  "
                   f"{r['source']:<11} {r['cam_layer']} ({r['cam_method']}){'; ' + options if options else ''}")
 
 
@@ -236,7 +244,8 @@ class ResultsTable(Command):
         p.add_argument("--format", choices=FORMATS, default=FORMATS[0])
         p.add_argument("--interval", choices=INTERVALS, default=INTERVALS[0],
                        help="paper / significance: intervals across seeds from the two-level "
-                       "bootstrap (seeds x patients) or a Student t over seeds")
+                       "bootstrap (seeds x patients) with the seed variance pooled across the "
+                       "study, the same unpooled, or a Student t over seeds")
         _add_skip_corrupt(p)
 
     def run(self, args: argparse.Namespace) -> None:
@@ -503,6 +512,8 @@ class Audit(Command):
     name, help = "audit", "duplicates, leakage, unreadable files, source confounds"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        from raybench.config.spec import DEFAULT_CACHE_DIR
+
         p.add_argument("manifest")
         p.add_argument("--against", help="a second manifest (e.g. the test set) to check overlap with")
         p.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -519,7 +530,7 @@ class Audit(Command):
                        "pixels (patient-disjoint folds) and report its AUC")
         p.add_argument("--probe-size", type=int, default=224, metavar="PX",
                        help="probe: side of the decoded images, as the models see them")
-        p.add_argument("--cache-dir", default=".raybench-cache",
+        p.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
                        help="probe: the decoded-image cache (data.cache_dir)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -568,13 +579,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(verbose: bool) -> None:
+    """One stderr handler for every record; the ``raybench`` logger sets the level of all of
+    raybench's modules (each logs under its own name, ``raybench.<module>``)."""
+    level = logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("raybench").setLevel(level)
+    for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``raybench`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("PIL", "matplotlib", "urllib3", "botocore", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_logging(args.verbose)
     func: Callable[[argparse.Namespace], Optional[int]] = args.func
     try:
         code = func(args)

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from raybench.config import Spec
 from raybench.errors import RaybenchError
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 #: Environment variable of the fault-injection hook (JSON ``{"epoch": N, "marker": path}``).
 INJECT_ENV = "RAYBENCH_INJECT_FAILURE"
@@ -349,10 +349,23 @@ def gpu_count() -> int:
     return max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
-#: Seconds between the driver's checks that the Ray head still answers, and the failed checks
-#: in a row after which the head counts as lost (about 30 s with the 3 s connect timeout).
+#: Seconds between the driver's checks that the Ray head still answers
+#: (``RAYBENCH_HEAD_CHECK_S`` overrides it), and the failed checks in a row after which the
+#: head counts as lost (about 30 s with the 3 s connect timeout).
 HEAD_CHECK_S = 5.0
 HEAD_LOST_AFTER = 4
+
+
+def head_check_s() -> float:
+    """Seconds between head checks: ``RAYBENCH_HEAD_CHECK_S`` or :data:`HEAD_CHECK_S`."""
+    raw = os.environ.get("RAYBENCH_HEAD_CHECK_S")
+    try:
+        value = float(raw) if raw else HEAD_CHECK_S
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise RaybenchError(f"RAYBENCH_HEAD_CHECK_S={str(raw)[:20]!r}: expected seconds > 0")
+    return value
 
 
 def head_address() -> Optional[str]:
@@ -371,7 +384,7 @@ class HeadWatch:
     Ray 2.60.0: a driver whose head (GCS) died waits for it to come back
     (``gcs_rpc_server_reconnect_timeout_s``, 60 s by default) and then aborts with a native
     stack trace, or hangs in ``Tuner.fit``. This thread probes the head's port every
-    :data:`HEAD_CHECK_S` seconds; after :data:`HEAD_LOST_AFTER` failures in a row it writes
+    :func:`head_check_s` seconds; after :data:`HEAD_LOST_AFTER` failures in a row it writes
     one line to stderr and exits with status 1. The sweep's files stay as they were, so
     ``--resume`` on a new cluster continues it (the dead driver's lease is stale: its process
     is gone).
@@ -379,12 +392,13 @@ class HeadWatch:
 
     def __init__(self, address: Optional[str]) -> None:
         self.address = address
+        self.interval_s = head_check_s() if address else HEAD_CHECK_S
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="raybench-head", daemon=True)
 
     def _run(self) -> None:
         failed = 0
-        while self.address and not self._stop.wait(HEAD_CHECK_S):
+        while self.address and not self._stop.wait(self.interval_s):
             try:
                 check_reachable(self.address, timeout_s=3.0)
                 failed = 0

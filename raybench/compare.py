@@ -18,7 +18,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from raybench import schema as S
-from raybench import stats
+from raybench import bayes, pooling, stats
 from raybench.errors import RaybenchError
 
 
@@ -43,16 +43,21 @@ TESTS: dict[str, str] = {"accuracy": "mcnemar", "balanced_accuracy": "bootstrap"
                          "specificity": "bootstrap", "auc": "delong"}
 SELECT_METRIC = "balanced_accuracy"
 TWO_LEVEL = "two-level bootstrap"
+TWO_LEVEL_POOLED = "two-level bootstrap, pooled seed variance"
 #: The ``test`` column's values and what each means, for the prose of a table.
 TEST_NAMES: dict[str, str] = {
     "mcnemar": "exact McNemar test (one seed)",
     "bootstrap": "paired bootstrap (one seed)",
     "delong": "DeLong's test (one seed)",
     TWO_LEVEL: "two-level bootstrap over seeds, then patients (images without patient ids)",
+    TWO_LEVEL_POOLED: "two-level bootstrap over seeds, then patients, with the seed variance "
+                      "pooled across the study's comparisons (moderated variance, Smyth 2004)",
     "t over seeds": "Student t over the per-seed differences",
 }
-#: Interval methods across seeds: the two-level bootstrap (default) or today's t interval.
-INTERVALS: tuple[str, ...] = ("bootstrap", "t")
+#: Interval methods across seeds: the two-level bootstrap with the seed variance pooled
+#: across the study (default), the same without pooling, or a Student t over the seeds.
+POOLED, UNPOOLED = "bootstrap", "unpooled"
+INTERVALS: tuple[str, ...] = (POOLED, UNPOOLED, "t")
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ class CompareOptions:
     n_boot: int = 2000
     seed: int = 0
     per_seed: bool = False
-    interval: str = "bootstrap"  # across seeds: "bootstrap" (two-level) or "t"
+    interval: str = POOLED  # across seeds: see INTERVALS
+    rope: float = bayes.ROPE  # the Bayesian verdict's region of practical equivalence
 
 
 def cells(res: Tables, scenario: Optional[str] = None) -> pd.DataFrame:
@@ -188,36 +194,73 @@ def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
 
 def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
                     opts: CompareOptions) -> list[dict]:
-    """One row per pair and metric over its seeds (two-level bootstrap); with one seed, that
+    """One row per pair and metric over its seeds (two-level bootstrap, the seed variance
+    pooled across the study unless ``opts.interval`` is ``unpooled``); with one seed, that
     seed's own tests (McNemar, paired bootstrap, DeLong)."""
     rows: list[dict] = []
+    cells: list[pooling.SeedCell] = []  # one per multi-seed row, pooled at the end
+    caches: dict[tuple, stats.BootCache] = {}  # one per context: its models share draws
     for head, seeds in _comparisons(runs, baseline, opts):
         if len(seeds) == 1:
             rows += [{**head, **row, "seeds": 1} for row in _pair_rows(preds, *seeds[0][1:], opts)]
         elif seeds:
             pairs = [_paired(preds, ta, tb) for _, ta, tb in seeds]
-            rows += [{**head, **row} for row in _pooled_rows(pairs, opts)]
-    return rows
+            context = tuple(v for k, v in head.items() if k not in (opts.by, "baseline"))
+            if context not in caches:
+                caches.clear()  # contexts come one after another: keep only the current one
+                caches[context] = stats.BootCache()
+            for row, cell in _pooled_rows(pairs, opts, caches[context]):
+                rows.append({**head, **row, "_cell": len(cells)})
+                cells.append(cell)
+    if opts.interval == POOLED:
+        _fill_pooled(rows, cells)
+    return [{k: v for k, v in row.items() if k != "_cell"} for row in rows]
 
 
-def _pooled_rows(pairs: list[Pair], opts: CompareOptions) -> list[dict]:
-    """Every metric over the seeds' pairs, from :func:`raybench.stats.paired_over_seeds`."""
+def _fill_pooled(rows: list[dict], cells: list[pooling.SeedCell]) -> None:
+    """Each multi-seed row's moderated interval; one prior per metric, fitted to the seed
+    variances of all that metric's rows in the study."""
+    by_metric: dict[str, list[dict]] = {}
+    for row in rows:
+        if "_cell" in row:
+            by_metric.setdefault(str(row[S.METRIC]), []).append(row)
+    for part in by_metric.values():
+        ivs, prior = pooling.pooled_intervals([cells[r["_cell"]] for r in part],
+                                              stats.DIFF_BOUNDS)
+        for row, iv in zip(part, ivs, strict=True):
+            row.update({"diff": iv.value, S.CI_LOW: iv.ci_low, S.CI_HIGH: iv.ci_high,
+                        "p": iv.pvalue, "dof": iv.dof, "prior_dof": prior.d0,
+                        "pooled_cells": prior.cells, "test": TWO_LEVEL_POOLED})
+
+
+def _pooled_rows(pairs: list[Pair], opts: CompareOptions, cache: Optional[stats.BootCache] = None
+                 ) -> list[tuple[dict, pooling.SeedCell]]:
+    """Every metric over the seeds' pairs (:func:`raybench.stats.paired_cells`), with the
+    unpooled two-level interval, and the cell a pooled interval starts from."""
     labels = pairs[0].labels
     if any(p.labels != labels for p in pairs[1:]):
         raise RaybenchError(f"the seeds of one comparison score different classes: "
                             f"{sorted({tuple(p.labels) for p in pairs})}")
-    out = stats.paired_over_seeds([(p.y, p.prob_a, p.prob_b, p.units) for p in pairs],
-                                  opts.n_boot, opts.seed)
+    rng = np.random.default_rng(opts.seed)
+    out = stats.paired_cells([(p.y, p.prob_a, p.prob_b, p.units) for p in pairs],
+                             opts.n_boot, rng, cache)
     patients = all(p.clusters is not None for p in pairs)
     base = {"n_images": len(set().union(*(p.image_ids.tolist() for p in pairs))),
             "resampled": f"seeds x {'patients' if patients else 'images'}",
             "seeds": len(pairs), "test": TWO_LEVEL}
     names = [(m, "all", m) for m in stats.OVERALL_STATS] + [
         (m, lab, f"{m}:{c}") for c, lab in enumerate(labels) for m in stats.CLASS_STATS]
-    return [{**base, S.METRIC: metric, S.CLASS: cls, S.VALUE: out[key].value_b,
-             "baseline_value": out[key].value_a, "diff": out[key].diff.value,
-             S.CI_LOW: out[key].diff.ci_low, S.CI_HIGH: out[key].diff.ci_high,
-             "p": out[key].diff.pvalue} for metric, cls, key in names]
+    rows = []
+    for metric, cls, key in names:
+        c = out[key]
+        iv = stats.two_level_interval(c.point, c.per_seed, rng, stats.DIFF_BOUNDS)
+        v = bayes.t_verdict(c.point.tolist(), opts.rope)
+        rows.append(({**base, S.METRIC: metric, S.CLASS: cls, S.VALUE: c.value_b,
+                      "baseline_value": c.value_a, "diff": iv.value, S.CI_LOW: iv.ci_low,
+                      S.CI_HIGH: iv.ci_high, "p": iv.pvalue, "dof": iv.dof,
+                      "p_baseline_better": v.p_a, "p_equivalent": v.p_rope, "p_better": v.p_b},
+                     pooling.SeedCell.of(c.point, c.per_seed)))
+    return rows
 
 
 def _over_seeds(part: pd.DataFrame) -> pd.Series:
@@ -228,7 +271,8 @@ def _over_seeds(part: pd.DataFrame) -> pd.Series:
     if len(part) == 1:
         return first
     diffs = part["diff"].to_numpy(float)
-    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = stats.mean_interval(diffs.tolist())
+    interval = stats.mean_interval(diffs.tolist(), bounds=stats.DIFF_BOUNDS)
+    first["diff"], first[S.CI_LOW], first[S.CI_HIGH] = interval
     first[S.VALUE], first["baseline_value"] = part[S.VALUE].mean(), part["baseline_value"].mean()
     if np.all(diffs == diffs[0]):
         first["p"] = 1.0 if diffs[0] == 0 else math.nan  # no spread: a t test is undefined
@@ -260,7 +304,7 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
                             f"{sorted(runs[opts.by].dropna().unique())}")
     preds = split_predictions(res, opts.split)
     preds = preds[preds[S.TRIAL_ID].isin(runs[S.TRIAL_ID])]
-    two_level = opts.interval == "bootstrap" and not opts.per_seed
+    two_level = opts.interval in (POOLED, UNPOOLED) and not opts.per_seed
     rows = pd.DataFrame((_two_level_rows if two_level else _seed_rows)(runs, preds, baseline, opts))
     if rows.empty:
         raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
@@ -286,8 +330,21 @@ def describe_tests(table: pd.DataFrame) -> str:
     parts = []
     for test, part in table.groupby("test", sort=True):
         metrics = ", ".join(dict.fromkeys(str(m) for m in part[S.METRIC]))
-        parts.append(f"{TEST_NAMES.get(str(test), str(test))} for {metrics}")
+        parts.append(f"{TEST_NAMES.get(str(test), str(test))} for {metrics}"
+                     + (_pooled_dof(part) if test == TWO_LEVEL_POOLED else ""))
     return "; ".join(parts)
+
+
+def _pooled_dof(part: pd.DataFrame) -> str:
+    """The prior's and the rows' degrees of freedom of pooled intervals, per metric."""
+    out = []
+    for metric, rows in part.groupby(S.METRIC, sort=False):
+        d0 = float(rows["prior_dof"].iloc[0])
+        dof = rows["dof"].astype(float)
+        out.append(f"{metric}: {int(rows['pooled_cells'].iloc[0])} comparisons, prior dof "
+                   f"{pooling.dof_words(d0)}, interval dof "
+                   f"{dof.min():.1f}-{dof.max():.1f}")
+    return " (" + "; ".join(out) + ")"
 
 
 def rank_models(res: Tables, metric: str = "balanced_accuracy", split: str = "test",

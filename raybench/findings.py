@@ -1,26 +1,29 @@
 """What a study found, one row per verdict: ``Results.findings()``, ``raybench results --table
 findings`` and the report's first section.
 
-Each row has its ``kind`` (:data:`KINDS`), ``severity`` (``critical``, ``warning``, ``info``),
-``scenario``, ``model``, the plain sentence (``finding``) with its numbers, the main number
-(``value``) with its ``n`` (images) and the report ``section`` the numbers come from. The numbers
-are read from the same tables the report shows (full-image trials, one per cell and seed: the
-best on validation; test split).
+Each row has its ``kind`` (:data:`KINDS`: the kind each detector is registered under),
+``severity`` (``critical``, ``warning``, ``info``), ``scenario``, ``model``, the plain sentence
+(``finding``) with its numbers, the main number (``value``) with its ``n`` (images) and the
+report ``section`` the numbers come from. The numbers are read from the same tables the report
+shows (full-image trials, one per cell and seed: the best on validation; test split).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
 
 import pandas as pd
 
+from raybench import gaps
 from raybench import schema as S
-from raybench.compare import ROI, TEST_NAMES, Tables, cells, split_predictions
+from raybench.compare import ROI, TEST_NAMES, cells, split_predictions
 from raybench.errors import RaybenchError
+from raybench.registry import Registry
 
-KINDS: tuple[str, ...] = ("best model", "source gap", "collapsed model", "ROI focus",
-                          "lungs-hidden control", "calibration", "test origin",
-                          "selection disagreement", "few seeds")
+if TYPE_CHECKING:  # the findings read a Results; results.py imports this module to run them
+    from raybench.results import Results
+
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 COLUMNS: list[str] = ["kind", "severity", S.SCENARIO, S.MODEL, "finding", S.VALUE, "n",
                       "section"]
@@ -31,39 +34,20 @@ MIN_SEEDS = 3
 KEPT_SHARE = 0.5  # lungs hidden: keeping half of the skill above chance is a shortcut
 
 
-class StudyResults(Tables, Protocol):
-    """What the findings read (``raybench.results.Results`` has it)."""
-
-    @property
-    def runs(self) -> pd.DataFrame: ...
-
-    def scenarios(self) -> list[str]: ...
-
-    def paper_table(self, scenario: Optional[str] = None, *, layout: str = "auto",
-                    split: str = "test", positive: Optional[str] = None,
-                    by_source: bool = False, roi: Optional[str] = "full",
-                    interval: str = "bootstrap", n_boot: int = 2000,
-                    seed: int = 0) -> pd.DataFrame: ...
-
-    def compare_models(self, metric: Union[str, Sequence[str], None] = None,
-                       scenario: Optional[str] = None, baseline: Optional[str] = None, *,
-                       split: str = "test", by: str = S.MODEL, per_seed: bool = False,
-                       n_boot: int = 2000, seed: int = 0, interval: str = "bootstrap"
-                       ) -> pd.DataFrame: ...
-
-
-def _row(kind: str, severity: str, section: str, text: str, scenario: Optional[str] = None,
+def _row(severity: str, section: str, text: str, scenario: Optional[str] = None,
          model: Optional[str] = None, value: float = math.nan, n: Optional[float] = None) -> dict:
-    return {"kind": kind, "severity": severity, S.SCENARIO: scenario, S.MODEL: model,
+    """A finding without its kind (:func:`findings` adds the kind its detector is registered
+    under)."""
+    return {"severity": severity, S.SCENARIO: scenario, S.MODEL: model,
             "finding": text, S.VALUE: value, "n": n, "section": section}
 
 
-def _full(res: StudyResults, scenario: Optional[str] = None) -> pd.DataFrame:
+def _full(res: Results, scenario: Optional[str] = None) -> pd.DataFrame:
     runs = cells(res, scenario)
     return runs[runs[ROI] == "full"]
 
 
-def _metric(res: StudyResults, runs: pd.DataFrame, metric: str, split: str = "test",
+def _metric(res: Results, runs: pd.DataFrame, metric: str, split: str = "test",
             cls: str = "all") -> pd.DataFrame:
     """Whole-split rows of one metric, merged with ``runs`` (model, scenario, seed, roi)."""
     m = res.metrics
@@ -73,12 +57,12 @@ def _metric(res: StudyResults, runs: pd.DataFrame, metric: str, split: str = "te
         m[[S.SWEEP, S.TRIAL_ID, S.VALUE]], on=[S.SWEEP, S.TRIAL_ID])
 
 
-def _n_test(res: StudyResults, runs: pd.DataFrame) -> Optional[float]:
+def _n_test(res: Results, runs: pd.DataFrame) -> Optional[float]:
     n = _metric(res, runs, "n")[S.VALUE]
     return float(round(n.mean())) if len(n) else None
 
 
-def _ranking(res: StudyResults, scenario: str) -> pd.DataFrame:
+def _ranking(res: Results, scenario: str) -> pd.DataFrame:
     """Per model: mean validation and test balanced accuracy and seeds, best on val first."""
     runs = _full(res, scenario)
     val = _metric(res, runs, HEADLINE, "val").groupby(S.MODEL)[S.VALUE].mean()
@@ -93,7 +77,7 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _versus(res: StudyResults, scenario: str, best: str, runner: str, n_boot: int) -> str:
+def _versus(res: Results, scenario: str, best: str, runner: str, n_boot: int) -> str:
     """``significantly better than`` or not, from the paired comparison (Holm)."""
     try:
         table = res.compare_models(HEADLINE, scenario, runner, n_boot=n_boot)
@@ -111,7 +95,7 @@ def _versus(res: StudyResults, scenario: str, best: str, runner: str, n_boot: in
             f"{TEST_NAMES.get(r['test'], r['test'])})")
 
 
-def best_model(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def best_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """The model first on validation, its test value, and whether it beats the runner-up."""
     table = _ranking(res, scenario)
     if table.empty:
@@ -123,11 +107,11 @@ def best_model(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
             f"{table['seeds'].iloc[0]} seed(s))" if n else f"{best} ranks first")
     if len(table) > 1:
         text += _versus(res, scenario, best, str(table.index[1]), n_boot)
-    return [_row("best model", "info", f"Ranking and significance: {scenario}", text + ".",
+    return [_row("info", f"Ranking and significance: {scenario}", text + ".",
                  scenario, best, float(table["test"].iloc[0]), n)]
 
 
-def selection_disagreement(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def selection_disagreement(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """The model first on validation is not first on test."""
     table = _ranking(res, scenario)
     if len(table) < 2 or table["val"].isna().all():
@@ -139,7 +123,7 @@ def selection_disagreement(res: StudyResults, scenario: str, n_boot: int) -> lis
     text = (f"{on_val} ranks first on validation ({val[on_val]:.3f}) but {on_test} ranks first "
             f"on test ({test[on_test]:.3f} against {test[on_val]:.3f}): the validation set did "
             "not pick the test winner.")
-    return [_row("selection disagreement", "warning", f"Ranking and significance: {scenario}",
+    return [_row("warning", f"Ranking and significance: {scenario}",
                  text, scenario, on_test, test[on_test])]
 
 
@@ -147,7 +131,7 @@ def _floats(column: pd.Series) -> dict[str, float]:
     return {str(k): float(v) for k, v in column.items()}
 
 
-def few_seeds(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def few_seeds(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """Fewer than :data:`MIN_SEEDS` seeds per cell."""
     runs = _full(res, scenario)
     seeds = int(runs.groupby(S.MODEL)[S.SEED].nunique().min()) if len(runs) else 0
@@ -157,60 +141,18 @@ def few_seeds(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
             "of freedom, so an interval widens a lot when the seeds disagree and the Friedman "
             f"ranking has {seeds} block(s) per scenario; run {MIN_SEEDS} or more seeds before "
             "trusting a ranking.")
-    return [_row("few seeds", "warning", "Trials", text, scenario, None, float(seeds))]
+    return [_row("warning", "Trials", text, scenario, None, float(seeds))]
 
 
-def _per_seed_counts(preds: pd.DataFrame, source: str, cls: str, metric: str,
-                     seeds: int) -> str:
-    """``k of n <label> films predicted <class>`` on one source, per seed (mean)."""
-    part = preds[preds[S.SOURCE] == source]
-    if metric == "sensitivity":
-        films = part[part[S.LABEL] == cls]
-        k, label = int((films[S.PREDICTED] == cls).sum()), cls
-    else:
-        films = part[(part[S.LABEL] != cls)]
-        called = films[films[S.PREDICTED] == cls][S.LABEL].value_counts()
-        label = str(called.idxmax()) if len(called) else str(films[S.LABEL].mode().iloc[0])
-        films = films[films[S.LABEL] == label]
-        k = int((films[S.PREDICTED] == cls).sum())
-    each = "" if seeds == 1 else f" (per seed, mean of {seeds})"
-    return f"{source}: {round(k / seeds)} of {round(len(films) / seeds)} {label} films predicted {cls}{each}"
+def source_gap(res: Results, scenario: str, n_boot: int) -> list[dict]:
+    """A class whose sensitivity or specificity differs between two sources: the paired gap
+    within seeds has an interval that excludes 0 (:mod:`raybench.gaps`)."""
+    table = gaps.significant_gaps(gaps.source_gaps(res, scenario, n_boot=n_boot))
+    return [_row("warning", f"Per source: {scenario}", gaps.gap_sentence(r),
+                 scenario, str(r[S.MODEL]), abs(float(r["gap"]))) for _, r in table.iterrows()]
 
 
-def _gap_rows(table: pd.DataFrame, preds: pd.DataFrame, scenario: str) -> list[dict]:
-    rows = []
-    for (model, cls), part in table.groupby(level=[S.MODEL, S.CLASS], sort=True):
-        part = part.droplevel([S.MODEL, S.CLASS])
-        for metric in ("sensitivity", "specificity"):
-            vals = {k: v for k, v in _floats(part[metric]).items() if not math.isnan(v)}
-            if len(vals) < 2:
-                continue
-            hi, lo = max(vals, key=lambda k: vals[k]), min(vals, key=lambda k: vals[k])
-            if not _floats(part[f"{metric}_low"])[hi] > _floats(part[f"{metric}_high"])[lo]:
-                continue
-            seeds = int(_floats(part["seeds"])[lo])
-            mine = preds[preds[S.MODEL] == model]
-            text = (f"{model} {cls} {metric}: {vals[lo]:.3f} on {lo} against {vals[hi]:.3f} on "
-                    f"{hi}, beyond both intervals; "
-                    f"{_per_seed_counts(mine, lo, str(cls), metric, seeds)}.")
-            n = _floats(part["n" if metric == "sensitivity" else "n_rest"])[lo]
-            rows.append(_row("source gap", "warning", f"Per source: {scenario}", text, scenario,
-                             str(model), vals[lo], n))
-    return rows
-
-
-def source_gap(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
-    """A class whose sensitivity or specificity differs between sources beyond both intervals."""
-    try:
-        table = res.paper_table(scenario, layout="table2", by_source=True, n_boot=n_boot)
-    except RaybenchError:
-        return []
-    preds = split_predictions(res, "test").merge(
-        _full(res, scenario)[[S.SWEEP, S.TRIAL_ID, S.MODEL]], on=[S.SWEEP, S.TRIAL_ID])
-    return _gap_rows(table, preds, scenario)
-
-
-def collapsed_model(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def collapsed_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """A model that predicts one class for more than :data:`COLLAPSE_SHARE` of the test set."""
     try:
         preds = split_predictions(res, "test")
@@ -226,12 +168,12 @@ def collapsed_model(res: StudyResults, scenario: str, n_boot: int) -> list[dict]
             text = (f"{model} predicts {share.index[0]} for {share.iloc[0]:.0%} of its "
                     f"{len(part) // seeds} test images (pooled over {seeds} seed(s)): it has "
                     "collapsed to one class, and its other numbers mean little.")
-            rows.append(_row("collapsed model", "critical", f"Scenario: {scenario}", text,
+            rows.append(_row("critical", f"Scenario: {scenario}", text,
                              scenario, str(model), float(share.iloc[0]), len(part) / seeds))
     return rows
 
 
-def calibration(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def calibration(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """Expected calibration error above :data:`ECE_LIMIT`."""
     runs = _full(res, scenario)
     ece = _metric(res, runs, "ece").groupby(S.MODEL)[S.VALUE].agg(["mean", "count"])
@@ -242,12 +184,12 @@ def calibration(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
                 f"({n:.0f} images, mean over {int(r['count'])} seed(s)), above {ECE_LIMIT}: "
                 f"its confidence is off by about {100 * r['mean']:.0f} points on average, so its "
                 "probabilities are not risks.")
-        rows.append(_row("calibration", "warning", "Calibration", text, scenario, str(model),
+        rows.append(_row("warning", "Calibration", text, scenario, str(model),
                          float(r["mean"]), n))
     return rows
 
 
-def test_origin(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def test_origin(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """Whether the test set is an in-distribution split or came from ``test_from``."""
     runs = _full(res, scenario)
     origin = runs[S.TEST_FROM].dropna() if S.TEST_FROM in runs else pd.Series(dtype=object)
@@ -261,10 +203,10 @@ def test_origin(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
         text = (f"{scenario} is tested on a held-out split of its own data{where}: "
                 "in-distribution, so the scores do not say how the models do at another "
                 "hospital.")
-    return [_row("test origin", "info", "Test sets", text, scenario, None, math.nan, n)]
+    return [_row("info", "Test sets", text, scenario, None, math.nan, n)]
 
 
-def roi_focus(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def roi_focus(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """ROI focus at or below its chance level (the lung fields' share of the image)."""
     from raybench.cam.roi import lung_field_template
 
@@ -285,12 +227,12 @@ def roi_focus(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
             text = (f"{model}: ROI focus {value:.3f}, at or below the chance level {chance:.3f} "
                     f"(a uniform map; {n:.0f} test images with CAMs): the model does not look "
                     "at the lungs more than at the rest of the film.")
-            rows.append(_row("ROI focus", "warning", "ROI focus", text, scenario, str(model),
+            rows.append(_row("warning", "ROI focus", text, scenario, str(model),
                              float(value), n))
     return rows
 
 
-def lungs_hidden(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
+def lungs_hidden(res: Results, scenario: str, n_boot: int) -> list[dict]:
     """Balanced accuracy kept when the lung fields are blanked (``roi: outside_lungs``)."""
     runs = cells(res, scenario)
     if not {"full", "outside_lungs"} <= set(runs[ROI]):
@@ -308,21 +250,52 @@ def lungs_hidden(res: StudyResults, scenario: str, n_boot: int) -> list[dict]:
                 if shortcut else "it needs the lungs")
         text = (f"{model} with the lungs hidden: test balanced accuracy {hidden:.3f} against "
                 f"{full:.3f} with them (chance {chance:.3f}); {tail}.")
-        rows.append(_row("lungs-hidden control", "critical" if shortcut else "info",
+        rows.append(_row("critical" if shortcut else "info",
                          "Shortcut control: the lungs hidden", text, scenario, str(model),
                          hidden, n))
     return rows
 
 
-DETECTORS: tuple[Callable[[Any, str, int], list[dict]], ...] = (
-    best_model, source_gap, collapsed_model, roi_focus, lungs_hidden, calibration, test_origin,
-    selection_disagreement, few_seeds)
+@dataclass(frozen=True)
+class Detector:
+    """A kind of finding and the function that finds it.
+
+    Attributes:
+        kind: The ``kind`` column of its rows.
+        detect: ``detect(results, scenario, n_boot)`` -> the rows (without ``kind``).
+    """
+
+    kind: str
+    detect: Callable[[Results, str, int], list[dict]]
 
 
-def findings(res: StudyResults, n_boot: int = 1000) -> pd.DataFrame:
+#: Every detector, keyed by its function's name; their order is the report's order of kinds.
+FINDING_DETECTORS: Registry[Detector] = Registry("finding detector")
+
+
+def _add(kind: str, detect: Callable[[Results, str, int], list[dict]]) -> None:
+    FINDING_DETECTORS.register(detect.__name__, Detector(kind, detect))
+
+
+_add("best model", best_model)
+_add("source gap", source_gap)
+_add("collapsed model", collapsed_model)
+_add("ROI focus", roi_focus)
+_add("lungs-hidden control", lungs_hidden)
+_add("calibration", calibration)
+_add("test origin", test_origin)
+_add("selection disagreement", selection_disagreement)
+_add("few seeds", few_seeds)
+
+#: The kinds of finding, in the order :func:`findings` sorts them (within a severity).
+KINDS: tuple[str, ...] = tuple(FINDING_DETECTORS.get(k).kind for k in FINDING_DETECTORS)
+
+
+def findings(res: Results, n_boot: int = 1000) -> pd.DataFrame:
     """Every verdict of every scenario, most severe first (see :data:`KINDS`)."""
-    rows = [row for scenario in res.scenarios() for detect in DETECTORS
-            for row in detect(res, scenario, n_boot)]
+    detectors = [FINDING_DETECTORS.get(key) for key in FINDING_DETECTORS]
+    rows = [{"kind": d.kind, **row} for scenario in res.scenarios() for d in detectors
+            for row in d.detect(res, scenario, n_boot)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     kinds = {k: i for i, k in enumerate(KINDS)}

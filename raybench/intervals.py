@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from raybench import schema as S
-from raybench import stats
+from raybench import pooling, stats
 from raybench.compare import ROI, TWO_LEVEL, Tables, cells, split_predictions
 from raybench.errors import RaybenchError
 
@@ -59,23 +59,56 @@ def _selected_predictions(res: Tables, scenario: str, roi: Optional[str], split:
 
 
 def rate_table(res: Tables, scenario: str, *, roi: Optional[str] = "full", split: str = "test",
-               by_source: bool = False, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+               by_source: bool = False, n_boot: int = 2000, seed: int = 0,
+               pooled: bool = True) -> pd.DataFrame:
     """One row per model (and source) and class: ``sensitivity``, ``sensitivity_low``,
-    ``sensitivity_high``, the same for ``specificity``, ``seeds`` and ``interval``."""
+    ``sensitivity_high``, the same for ``specificity``, ``seeds`` and ``interval``.
+
+    With ``pooled`` the seed variance of every multi-seed row is moderated across the table's
+    rows (one prior per rate, :mod:`raybench.pooling`), else each row's own two-level
+    bootstrap interval."""
     preds = _selected_predictions(res, scenario, roi, split, by_source)
     if preds.empty:
         return pd.DataFrame()
     labels = prob_labels(preds)
-    rows = []
+    rows: list[dict] = []
+    cells: dict[str, list[pooling.SeedCell]] = {name: [] for name in RATES}
     groups = [S.MODEL, S.SOURCE] if by_source else [S.MODEL]
     for key, part in preds.groupby(groups, sort=True):
         seeds = [_seed_arrays(t, labels) for _, t in part.groupby(S.TRIAL_ID, sort=True)]
-        out = stats.rates_over_seeds(seeds, len(labels), n_boot, seed)
+        rng = np.random.default_rng(seed)
+        out = stats.rate_cells(seeds, len(labels), n_boot, rng)
+        ivs = {name: [stats.two_level_interval(pt, bt, rng, stats.RATE_BOUNDS)
+                      for pt, bt in out[name]] for name in RATES}
         ident = dict(zip(groups, key, strict=True))
         for c, label in enumerate(labels):
             row: dict = {**ident, S.CLASS: label, "seeds": len(seeds), "interval": TWO_LEVEL}
             for name in RATES:
-                iv = out[name][c]
+                iv = ivs[name][c]
                 row.update({name: iv.value, f"{name}_low": iv.ci_low, f"{name}_high": iv.ci_high})
+                cells[name].append(pooling.SeedCell.of(*out[name][c]))
             rows.append(row)
+    if pooled:
+        _pool_rates(rows, cells)
     return pd.DataFrame(rows)
+
+
+def _pool_rates(rows: list[dict], cells: dict[str, list[pooling.SeedCell]]) -> None:
+    """The moderated interval of every row with several seeds; the ``interval`` column
+    names the method and both rates' prior dof."""
+    priors = {}
+    for name in RATES:
+        ivs, priors[name] = pooling.pooled_intervals(cells[name], stats.RATE_BOUNDS)
+        for row, iv in zip(rows, ivs, strict=True):
+            if row["seeds"] > 1:
+                row.update({f"{name}_low": iv.ci_low, f"{name}_high": iv.ci_high})
+    label = pooled_label(priors)
+    for row in rows:
+        if row["seeds"] > 1:
+            row["interval"] = label
+
+
+def pooled_label(priors: dict[str, pooling.Prior]) -> str:
+    """``two-level bootstrap, seed variance pooled (prior dof: sensitivity 7.3, ...)``."""
+    dofs = ", ".join(f"{name} {pooling.dof_words(p.d0)}" for name, p in priors.items())
+    return f"{TWO_LEVEL}, seed variance pooled across the table (prior dof: {dofs})"

@@ -71,7 +71,6 @@ SEED = "seed"
 LR = "lr"
 BATCH_SIZE = "batch_size"
 EPOCHS = "epochs"
-STRIDE = "stride"
 IMAGE_SIZE = "image_size"
 PRETRAINED = "pretrained"
 PARAMS = "params"
@@ -85,6 +84,11 @@ RAYBENCH_VERSION = "raybench_version"
 TORCH_VERSION = "torch_version"
 RAY_VERSION = "ray_version"
 TIMM_VERSION = "timm_version"
+#: What the model name built (``torchvision.resnet50``, ``timm.convnext_tiny.in12k_ft_in1k``),
+#: the version of its library (``timm 1.0.31``), and the SHA-256 of a ``model.weights`` file.
+MODEL_RESOLVED = "model_resolved"
+MODEL_LIBRARY = "model_library"
+WEIGHTS_SHA256 = "weights_sha256"
 STATUS = "status"
 ERROR = "error"
 SKIPPED_IMAGES = "skipped_images"
@@ -135,51 +139,79 @@ def prob_column(label: str) -> str:
     return f"{PROB_PREFIX}{label}"
 
 
-def _runs_schema() -> pa.Schema:
-    """The runs table's schema (:data:`RUNS_SCHEMA`)."""
+#: The runs table's own columns and their types, pyarrow-free; :func:`runs_schema` adds the
+#: model options after ``epochs``.
+_RUNS_FIELDS: tuple[tuple[str, str], ...] = (
+    (SWEEP, "string"),
+    (TRIAL_ID, "string"),
+    (MODEL, "string"),
+    (SCENARIO, "string"),
+    (SEED, "int64"),
+    (LR, "float64"),
+    (BATCH_SIZE, "int64"),
+    (EPOCHS, "int64"),
+    (IMAGE_SIZE, "int64"),
+    (PRETRAINED, "bool"),
+    (PARAMS, "int64"),
+    (EPOCHS_RUN, "int64"),
+    (WALL_S, "float64"),
+    (TRAIN_IMAGES_PER_S, "float64"),
+    (DEVICE, "string"),
+    (PRECISION, "string"),
+    (NUM_WORKERS, "int64"),
+    (RAYBENCH_VERSION, "string"),
+    (TORCH_VERSION, "string"),
+    (RAY_VERSION, "string"),
+    (TIMM_VERSION, "string"),
+    (MODEL_RESOLVED, "string"),  # what the model name built (timm.convnext_tiny...)
+    (MODEL_LIBRARY, "string"),  # its library and version (timm 1.0.31)
+    (WEIGHTS_SHA256, "string"),  # model.weights: the file's SHA-256
+    (STATUS, "string"),
+    (ERROR, "string"),
+    (SKIPPED_IMAGES, "string"),  # JSON list of {path, reason} (on_bad_image=skip)
+    (ROI, "string"),  # data.roi: full | lungs_only | outside_lungs
+    (TEST_FROM, "string"),  # the test set's origin: scenario test_from or file
+    (TEST_SOURCES, "string"),  # comma-separated sources of the test images
+    (STARTED_AT, "timestamp"),
+    (FINISHED_AT, "timestamp"),
+    (NODE, "string"),  # Ray node id / host the trial ran on
+    (ACCELERATOR, "string"),  # GPU name or "cpu"
+    (GPU_SHARE, "float64"),  # GPU share per worker; null without a GPU
+    (CHANNELS_LAST, "bool"),  # the training settings the trial used, resolved for its device
+    (DATA_ON_DEVICE, "bool"),
+    (COMPILE, "bool"),
+    (PEAK_MEMORY_BYTES, "int64"),  # torch.cuda.max_memory_allocated; null on a CPU
+)
+
+# --- model options: runs-table columns that only models/ names ------------------------------
+#: One int64 column of the runs table per architecture option a model declares (null for the
+#: models without it). :mod:`raybench.models.table` adds each as it registers its entries,
+#: at import time like every registry; the names below read them.
+_MODEL_OPTIONS: list[str] = []
+
+
+def add_model_option(name: str) -> None:
+    """Adds the runs-table column of a model option (once, whichever models declare it).
+
+    Raises:
+        ValueError: ``name`` is already one of the runs table's own columns.
+    """
+    if any(column == name for column, _ in _RUNS_FIELDS):
+        raise ValueError(f"model option {name!r} would shadow the runs column {name!r}")
+    if name not in _MODEL_OPTIONS:
+        _MODEL_OPTIONS.append(name)
+
+
+def runs_schema() -> pa.Schema:
+    """The runs table's schema: its own columns, with the model options after ``epochs``."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            pa.field(SWEEP, pa.string()),
-            pa.field(TRIAL_ID, pa.string()),
-            pa.field(MODEL, pa.string()),
-            pa.field(SCENARIO, pa.string()),
-            pa.field(SEED, pa.int64()),
-            pa.field(LR, pa.float64()),
-            pa.field(BATCH_SIZE, pa.int64()),
-            pa.field(EPOCHS, pa.int64()),
-            pa.field(STRIDE, pa.int64()),  # a model option (CNN-X's pooling stride); else null
-            pa.field(IMAGE_SIZE, pa.int64()),
-            pa.field(PRETRAINED, pa.bool_()),
-            pa.field(PARAMS, pa.int64()),
-            pa.field(EPOCHS_RUN, pa.int64()),
-            pa.field(WALL_S, pa.float64()),
-            pa.field(TRAIN_IMAGES_PER_S, pa.float64()),
-            pa.field(DEVICE, pa.string()),
-            pa.field(PRECISION, pa.string()),
-            pa.field(NUM_WORKERS, pa.int64()),
-            pa.field(RAYBENCH_VERSION, pa.string()),
-            pa.field(TORCH_VERSION, pa.string()),
-            pa.field(RAY_VERSION, pa.string()),
-            pa.field(TIMM_VERSION, pa.string()),
-            pa.field(STATUS, pa.string()),
-            pa.field(ERROR, pa.string()),
-            pa.field(SKIPPED_IMAGES, pa.string()),  # JSON list of {path, reason} (on_bad_image=skip)
-            pa.field(ROI, pa.string()),  # data.roi: full | lungs_only | outside_lungs
-            pa.field(TEST_FROM, pa.string()),  # the test set's origin: scenario test_from or file
-            pa.field(TEST_SOURCES, pa.string()),  # comma-separated sources of the test images
-            pa.field(STARTED_AT, pa.timestamp("us", tz="UTC")),
-            pa.field(FINISHED_AT, pa.timestamp("us", tz="UTC")),
-            pa.field(NODE, pa.string()),  # Ray node id / host the trial ran on
-            pa.field(ACCELERATOR, pa.string()),  # GPU name or "cpu"
-            pa.field(GPU_SHARE, pa.float64()),  # GPU share per worker; null without a GPU
-            pa.field(CHANNELS_LAST, pa.bool_()),  # the training settings the trial used
-            pa.field(DATA_ON_DEVICE, pa.bool_()),
-            pa.field(COMPILE, pa.bool_()),
-            pa.field(PEAK_MEMORY_BYTES, pa.int64()),  # torch.cuda.max_memory_allocated; CPU: null
-        ]
-    )
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(),
+             "bool": pa.bool_(), "timestamp": pa.timestamp("us", tz="UTC")}
+    at = next(i for i, (column, _) in enumerate(_RUNS_FIELDS) if column == EPOCHS) + 1
+    fields = [*_RUNS_FIELDS[:at], *((name, "int64") for name in _MODEL_OPTIONS),
+              *_RUNS_FIELDS[at:]]
+    return pa.schema([pa.field(column, types[kind]) for column, kind in fields])
 
 
 def _metrics_schema() -> pa.Schema:
@@ -248,15 +280,14 @@ RUNS_SCHEMA: pa.Schema
 METRICS_SCHEMA: pa.Schema
 EPOCHS_SCHEMA: pa.Schema
 TABLE_SCHEMAS: dict[str, pa.Schema]
+MODEL_OPTION_COLUMNS: tuple[str, ...]
+SEARCHED: tuple[str, ...]
+HYPERPARAMETERS: tuple[str, ...]
 _LAZY: dict[str, Callable[[], Any]] = {
     "MANIFEST_SCHEMA": _manifest_schema,
     "MANIFEST_COLUMNS": lambda: tuple(_lazy("MANIFEST_SCHEMA").names),
-    "RUNS_SCHEMA": _runs_schema,
     "METRICS_SCHEMA": _metrics_schema,
     "EPOCHS_SCHEMA": _epochs_schema,
-    "TABLE_SCHEMAS": lambda: {RUNS_TABLE: _lazy("RUNS_SCHEMA"),
-                              METRICS_TABLE: _lazy("METRICS_SCHEMA"),
-                              EPOCHS_TABLE: _lazy("EPOCHS_SCHEMA")},
 }
 
 
@@ -267,11 +298,36 @@ def _lazy(name: str) -> Any:
     return globals()[name]
 
 
+def _following_options(name: str) -> Any:
+    """The names that follow the model options registered so far, read like constants:
+
+    * ``RUNS_SCHEMA``: :func:`runs_schema`; ``TABLE_SCHEMAS``: table name -> schema (the
+      predictions' depends on the labels: :func:`predictions_schema`);
+    * ``MODEL_OPTION_COLUMNS``: the model-option columns, in the order models declared them;
+    * ``SEARCHED``: what an Optuna sweep searches (lr, batch size, the model options);
+    * ``HYPERPARAMETERS``: the runs table's hyperparameter columns (what a sweep varies).
+    """
+    options = tuple(_MODEL_OPTIONS)
+    if name == "RUNS_SCHEMA":
+        return runs_schema()
+    if name == "TABLE_SCHEMAS":
+        return {RUNS_TABLE: runs_schema(), METRICS_TABLE: _lazy("METRICS_SCHEMA"),
+                EPOCHS_TABLE: _lazy("EPOCHS_SCHEMA")}
+    if name == "MODEL_OPTION_COLUMNS":
+        return options
+    if name == "SEARCHED":
+        return (LR, BATCH_SIZE) + options
+    if name == "HYPERPARAMETERS":
+        return (LR, BATCH_SIZE, EPOCHS) + options + (IMAGE_SIZE, PRETRAINED)
+    raise AttributeError(f"module 'raybench.schema' has no attribute {name!r}")
+
+
 if not TYPE_CHECKING:  # type checkers read the declarations above
     def __getattr__(name: str) -> Any:
-        if name not in _LAZY:
-            raise AttributeError(f"module 'raybench.schema' has no attribute {name!r}")
-        return _lazy(name)
+        if name in _LAZY:
+            return _lazy(name)
+        return _following_options(name)
+
 
 #: Columns every row of a table must carry (``ResultStore.write_table`` refuses a row without
 #: one; it adds ``sweep`` and ``trial_id`` itself). Chosen from what every writer provides:
@@ -299,15 +355,6 @@ def required_columns(table: str, schema: pa.Schema) -> tuple[str, ...]:
     probs = tuple(n for n in schema.names if n.startswith(PROB_PREFIX))
     return REQUIRED[table] + (probs if table == PREDICTIONS_TABLE else ())
 
-
-#: Model-option columns of the runs table: one per option any model declares
-#: (the ``options`` of :mod:`raybench.models.table` entries; a test keeps the two in step).
-MODEL_OPTION_COLUMNS: tuple[str, ...] = (STRIDE,)
-#: What an Optuna sweep searches: lr, batch size and the tunable model options.
-SEARCHED: tuple[str, ...] = (LR, BATCH_SIZE) + MODEL_OPTION_COLUMNS
-#: Hyperparameter columns of the runs table (what a sweep varies).
-HYPERPARAMETERS: tuple[str, ...] = (LR, BATCH_SIZE, EPOCHS) + MODEL_OPTION_COLUMNS + (
-    IMAGE_SIZE, PRETRAINED)
 
 # --- CAM tensors: <root>/<sweep>/cams/<trial_id>.npz (README, "Results, reports and CAMs") --
 #: Array keys of a CAM NPZ file. ``cams`` is float16 (N, h, w); ``images`` (optional) is the

@@ -17,12 +17,14 @@ All functions take numpy arrays: ``y`` integer class indices (N,), ``prob`` (N, 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+from scipy import sparse
 from scipy import stats as sps
 
 #: Two-sided 95% normal quantile, ``Phi^-1(0.975)`` (Wilson, DeLong and t intervals use it).
@@ -34,6 +36,18 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 #: Metric names :func:`weighted_metrics` returns; per-class ones are ``<metric>:<class index>``.
 OVERALL_STATS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "macro_auc")
 CLASS_STATS: tuple[str, ...] = ("sensitivity", "specificity", "auc")
+#: Every metric here is a proportion (or an AUC) in [0, 1], so a difference of two lies in
+#: [-1, 1]; an interval is clipped to its quantity's range.
+RATE_BOUNDS = (0.0, 1.0)
+DIFF_BOUNDS = (-1.0, 1.0)
+
+
+def clip(low: float, high: float, bounds: Optional[tuple[float, float]]) -> tuple[float, float]:
+    """``(low, high)`` within ``bounds`` (unchanged when None; NaN stays NaN)."""
+    if bounds is None:
+        return low, high
+    return (low if math.isnan(low) else max(bounds[0], low),
+            high if math.isnan(high) else min(bounds[1], high))
 
 
 def t95(dof: int) -> float:
@@ -62,9 +76,7 @@ def mean_interval(values: Sequence[float], low: Sequence[float] = (),
         hi = float(high[0]) if len(high) else math.nan
         return float(x[0]), lo, hi
     half = t95(x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    low_, high_ = float(x.mean() - half), float(x.mean() + half)
-    if bounds is not None:  # a proportion's interval stays within [0, 1]
-        low_, high_ = max(bounds[0], low_), min(bounds[1], high_)
+    low_, high_ = clip(float(x.mean() - half), float(x.mean() + half), bounds)
     return float(x.mean()), low_, high_
 
 
@@ -174,38 +186,89 @@ def delong_test(pos: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> 
         z = diff / se
         p = float(2 * sps.norm.sf(abs(z)))
     half = Z_95 * se
-    return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, diff - half, diff + half)
+    low, high = clip(diff - half, diff + half, DIFF_BOUNDS)
+    return DeLong(float(auc[0]), float(auc[1]), diff, se, z, p, low, high)
+
+
+def _pairs_below(wt: np.ndarray, run_idx: np.ndarray, other_idx: np.ndarray,
+                 scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per replicate: the weighted count of (run, other) image pairs with the run image
+    scored below the other one (a tie counts one half), and each group's total weight.
+
+    ``wt`` is (N, B), one row of B replicate weights per image. The images ``run_idx`` add
+    their rows to a running sum in score order (contiguous vector additions); each image of
+    the other group reads the sums just below and at its score, gathered for all of them at
+    once by one sparse product, and a row-wise dot product gives all B counts.
+    """
+    order = run_idx[np.argsort(scores[run_idx], kind="stable")]
+    run = np.zeros((order.size + 1, wt.shape[1]))
+    for j, i in enumerate(order):
+        np.add(run[j], wt[i], out=run[j + 1])
+    s_run, at = scores[order], scores[other_idx]
+    lo = np.searchsorted(s_run, at, side="left")
+    hi = np.searchsorted(s_run, at, side="right")
+    m = other_idx.size
+    pick = sparse.csr_array(  # rows 0..R: half-weights at lo and hi; row R + 1: the total
+        (np.r_[np.full(2 * m, 0.5), np.ones(m)],
+         (np.r_[lo, hi, np.full(m, order.size + 1)], np.tile(other_idx, 3))),
+        shape=(order.size + 2, wt.shape[0]))
+    other = pick @ wt
+    return np.einsum("kb,kb->b", run, other[:-1]), run[-1], other[-1]
+
+
+def _auc_t(pos: np.ndarray, scores: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """:func:`_weighted_auc` from the transposed weights ``wt`` (N, B)."""
+    pos = np.asarray(pos, bool)
+    s = np.asarray(scores, float)
+    p_idx, n_idx = np.flatnonzero(pos), np.flatnonzero(~pos)
+    if p_idx.size > n_idx.size:  # the running sum goes over the smaller group
+        num, wn_tot, wp_tot = _pairs_below(wt, n_idx, p_idx, s)
+    else:  # pairs with the positive above = all pairs - pairs with the positive below
+        below, wp_tot, wn_tot = _pairs_below(wt, p_idx, n_idx, s)
+        num = wp_tot * wn_tot - below
+    den = wp_tot * wn_tot
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def _weighted_auc(pos: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
     """AUC of one class under B weightings of the images: ``w`` (B, N) -> (B,).
 
     An integer weight is how often the bootstrap drew the image, so this equals the
-    Mann-Whitney AUC of the resampled set; the score order is computed once for all B.
+    Mann-Whitney AUC of the resampled set. One sort serves all B replicates: each image of
+    the smaller group adds its B weights to a running sum in score order, and a product of
+    the other group's weights with the sums below their scores gives every replicate's
+    numerator at once.
     """
-    order = np.argsort(scores, kind="stable")
-    s_sorted = scores[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # tie groups
-    wp = np.add.reduceat(w[:, order] * pos[order], starts, axis=1)
-    wn = np.add.reduceat(w[:, order] * ~pos[order], starts, axis=1)
-    below = np.cumsum(wn, axis=1) - wn
-    num = (wp * (below + 0.5 * wn)).sum(axis=1)
-    den = wp.sum(axis=1) * wn.sum(axis=1)
+    return _auc_t(pos, scores, np.ascontiguousarray(np.asarray(w, float).T))
+
+
+def _class_sums(y: np.ndarray, predicted: np.ndarray, k: int, wt: np.ndarray) -> np.ndarray:
+    """(3K + 2, B) sums of the weights ``wt`` (N, B) in one pass: true positives, support and
+    calls per class, then hits and the total (a sparse product: no threads, no copies)."""
+    n = y.size
+    rows = np.r_[np.where(predicted == y, y, -1), k + y, 2 * k + predicted,
+                 np.where(predicted == y, 3 * k, -1), np.full(n, 3 * k + 1)]
+    cols = np.tile(np.arange(n), 5)
+    keep = rows >= 0
+    pick = sparse.csr_array((np.ones(int(keep.sum())), (rows[keep], cols[keep])),
+                            shape=(3 * k + 2, n))
+    return pick @ wt
+
+
+def _rates(sums: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sensitivity, specificity), each (B, K), from :func:`_class_sums`."""
+    tp, support, called, total = sums[:k].T, sums[k:2 * k].T, sums[2 * k:3 * k].T, sums[-1:].T
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+        return tp / support, (total - support - (called - tp)) / (total - support)
 
 
 def weighted_rates(y: np.ndarray, predicted: np.ndarray, k: int, w: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """One-vs-rest sensitivity and specificity of ``k`` classes under weightings ``w`` (B, N):
     two (B, K) arrays, NaN where a class has no positives (or no negatives)."""
-    onehot = np.eye(k, dtype=bool)[y]  # (N, K)
-    tp = w @ (onehot & (predicted == y)[:, None])
-    support = w @ onehot
-    called = w @ np.eye(k, dtype=bool)[predicted]
-    total = w.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tp / support, (total - support - (called - tp)) / (total - support)
+    wt = np.ascontiguousarray(np.asarray(w, float).T)
+    return _rates(_class_sums(np.asarray(y), np.asarray(predicted), k, wt), k)
 
 
 def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str, np.ndarray]:
@@ -222,16 +285,19 @@ def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str
     Returns:
         Name -> (B,) values; per-class names are ``sensitivity:k``, ``specificity:k``, ``auc:k``.
     """
+    return _metrics_t(y, prob, np.ascontiguousarray(np.asarray(w, float).T))
+
+
+def _metrics_t(y: np.ndarray, prob: np.ndarray, wt: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`weighted_metrics` from the transposed weights ``wt`` (N, B)."""
     k = prob.shape[1]
-    onehot = np.eye(k, dtype=bool)[y]  # (N, K)
-    hit = prob.argmax(axis=1) == y
-    support = w @ onehot  # (B, K)
-    total = w.sum(axis=1, keepdims=True)
-    sens, spec = weighted_rates(y, prob.argmax(axis=1), k, w)
-    aucs = np.column_stack([_weighted_auc(onehot[:, c], prob[:, c], w) for c in range(k)])
+    sums = _class_sums(y, prob.argmax(axis=1), k, wt)
+    sens, spec = _rates(sums, k)
+    support = sums[k:2 * k].T
+    aucs = np.column_stack([_auc_t(y == c, prob[:, c], wt) for c in range(k)])
     with warnings.catch_warnings():  # a replicate without any defined AUC is NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = {"accuracy": (w @ hit) / total[:, 0],
+        out = {"accuracy": sums[3 * k] / sums[3 * k + 1],
                "balanced_accuracy": np.nanmean(np.where(support > 0, sens, np.nan), axis=1),
                "macro_auc": np.nanmean(aucs, axis=1)}
     for c in range(k):
@@ -242,9 +308,14 @@ def weighted_metrics(y: np.ndarray, prob: np.ndarray, w: np.ndarray) -> dict[str
 
 def draw_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, n): how often each of ``n`` units is drawn when a replicate draws ``n`` of
-    them with replacement."""
-    picks = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
-    return np.bincount(picks.reshape(-1), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+    them with replacement (a transposed view of :func:`draw_counts_t`)."""
+    return draw_counts_t(n, n_boot, rng).T
+
+
+def draw_counts_t(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, n_boot): :func:`draw_counts` laid out one row per unit, the layout the AUC reads."""
+    picks = rng.integers(0, n, size=(n_boot, n)) * n_boot + np.arange(n_boot)[:, None]
+    return np.bincount(picks.reshape(-1), minlength=n_boot * n).reshape(n, n_boot).astype(float)
 
 
 def cluster_codes(clusters: "Optional[Sequence[str] | np.ndarray]", n: int
@@ -393,8 +464,7 @@ def two_level_interval(point: np.ndarray, per_seed: np.ndarray, rng: np.random.G
     low, high = (float(v) for v in np.percentile(spread, [2.5, 97.5]))
     side = min(int((spread <= 0).sum()), int((spread >= 0).sum()))
     p = min(1.0, 2 * (side + 1) / (spread.size + 1))
-    if bounds is not None:
-        low, high = max(bounds[0], low), min(bounds[1], high)
+    low, high = clip(low, high, bounds)
     return SeedInterval(est, low, high, p, int(x.size), dof, int(spread.size))
 
 
@@ -405,11 +475,17 @@ def shared_weights(clusters: Sequence[np.ndarray], n_boot: int, rng: np.random.G
     ``clusters`` holds each seed's cluster ids (patient ids, else image ids); a patient scored
     by several seeds is drawn as often in all of them, so what the seeds share cancels.
     """
+    return [wt.T for wt in shared_weights_t(clusters, n_boot, rng)]
+
+
+def shared_weights_t(clusters: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
+                     ) -> list[np.ndarray]:
+    """:func:`shared_weights` as per-seed (N_s, n_boot) arrays, one row per image."""
     every = np.concatenate([np.asarray(c).astype(str) for c in clusters])
     codes, n = cluster_codes(every, every.size)
-    counts = draw_counts(n, n_boot, rng)
+    counts = draw_counts_t(n, n_boot, rng)
     ends = np.cumsum([len(c) for c in clusters])[:-1]
-    return [counts[:, part] for part in np.split(codes, ends)]
+    return [counts[part] for part in np.split(codes, ends)]
 
 
 def rates_over_seeds(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int,
@@ -427,14 +503,24 @@ def rates_over_seeds(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
         ``{"sensitivity": [one SeedInterval per class], "specificity": [...]}``.
     """
     rng = np.random.default_rng(seed)
-    ws = shared_weights([c for _, _, c in seeds], n_boot, rng)
-    point = [weighted_rates(y, p, k, np.ones((1, len(y)))) for y, p, _ in seeds]
-    boot = [weighted_rates(y, p, k, w) for (y, p, _), w in zip(seeds, ws, strict=True)]
-    out: dict[str, list[SeedInterval]] = {}
+    cells = rate_cells(seeds, k, n_boot, rng)
+    return {name: [two_level_interval(pt, bt, rng, RATE_BOUNDS) for pt, bt in per_class]
+            for name, per_class in cells.items()}
+
+
+def rate_cells(seeds: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int,
+               n_boot: int, rng: np.random.Generator
+               ) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per rate and class: each seed's value (S,) and its values on shared patient draws
+    (B, S), what :func:`rates_over_seeds` and a study-wide pooled interval start from."""
+    wts = shared_weights_t([c for _, _, c in seeds], n_boot, rng)
+    point = [_rates(_class_sums(y, p, k, np.ones((len(y), 1))), k) for y, p, _ in seeds]
+    boot = [_rates(_class_sums(y, p, k, wt), k) for (y, p, _), wt in zip(seeds, wts, strict=True)]
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for i, name in enumerate(("sensitivity", "specificity")):
         pt = np.stack([pp[i][0] for pp in point], axis=1)  # (K, S)
         bt = np.stack([bb[i] for bb in boot], axis=2)  # (B, K, S)
-        out[name] = [two_level_interval(pt[c], bt[:, c, :], rng, (0.0, 1.0)) for c in range(k)]
+        out[name] = [(pt[c], bt[:, c, :]) for c in range(k)]
     return out
 
 
@@ -447,8 +533,86 @@ class PairedSeeds:
     diff: SeedInterval
 
 
+def _digest(*arrays: np.ndarray) -> str:
+    """A content key for arrays (their dtype, shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class BootCache:
+    """Replicate weights and per-model replicate metrics shared by the comparisons of one
+    study: a model meets every other model on the same seeds' images with the same patient
+    draws, so its bootstrap metrics are computed once, not once per pair. The numbers are
+    the same with or without it (the generator's state after the draw is cached too)."""
+
+    def __init__(self) -> None:
+        self._weights: dict[tuple, tuple[list[np.ndarray], Any]] = {}
+        self._metrics: dict[tuple, dict[str, np.ndarray]] = {}
+
+    def weights(self, units: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
+                ) -> list[np.ndarray]:
+        """:func:`shared_weights_t`, drawn once per set of units, size and generator state."""
+        key = (_digest(*(np.asarray(u).astype(str) for u in units)), n_boot,
+               repr(rng.bit_generator.state))
+        if key not in self._weights:
+            ws = shared_weights_t(units, n_boot, rng)
+            self._weights[key] = (ws, rng.bit_generator.state)
+        ws, state = self._weights[key]
+        rng.bit_generator.state = state
+        return ws
+
+    def metrics(self, y: np.ndarray, prob: np.ndarray, wt: np.ndarray
+                ) -> dict[str, np.ndarray]:
+        """:func:`weighted_metrics` of one model's scores under one seed's weights ``wt``."""
+        key = (id(wt), _digest(y, prob))  # wt is held by self._weights, so its id is stable
+        if key not in self._metrics:
+            self._metrics[key] = _metrics_t(y, prob, wt)
+        return self._metrics[key]
+
+
+@dataclass(frozen=True)
+class PairedCell:
+    """B minus A on each seed: both models' means, the per-seed differences (S,) and the
+    differences on B shared patient draws (B, S)."""
+
+    value_a: float
+    value_b: float
+    point: np.ndarray
+    per_seed: np.ndarray
+
+
+def paired_cells(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                 n_boot: int, rng: np.random.Generator, cache: Optional[BootCache] = None
+                 ) -> dict[str, PairedCell]:
+    """Every :func:`weighted_metrics` metric of B minus A per seed and per patient draw: what
+    :func:`paired_over_seeds` (one pair) and a study-wide pooled interval start from."""
+    cache = cache if cache is not None else BootCache()
+    wts = cache.weights([p[3] for p in pairs], n_boot, rng)
+    a0: dict[str, list[float]] = {}
+    b0: dict[str, list[float]] = {}
+    boot: dict[str, list[np.ndarray]] = {}
+    for (y, pa, pb, _), wt in zip(pairs, wts, strict=True):
+        ones = np.ones((len(y), 1))
+        pa0, pb0 = _metrics_t(y, pa, ones), _metrics_t(y, pb, ones)
+        ba, bb = cache.metrics(y, pa, wt), cache.metrics(y, pb, wt)
+        for name in pa0:
+            a0.setdefault(name, []).append(float(pa0[name][0]))
+            b0.setdefault(name, []).append(float(pb0[name][0]))
+            boot.setdefault(name, []).append(bb[name] - ba[name])
+    with warnings.catch_warnings():  # a metric undefined in every seed is NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {name: PairedCell(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
+                                 np.subtract(b0[name], a0[name]), np.column_stack(boot[name]))
+                for name in a0}
+
+
 def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                      n_boot: int = 2000, seed: int = 0) -> dict[str, PairedSeeds]:
+                      n_boot: int = 2000, seed: int = 0,
+                      cache: Optional[BootCache] = None) -> dict[str, PairedSeeds]:
     """Every :func:`weighted_metrics` metric of B minus A, over seeds (two-level bootstrap).
 
     Args:
@@ -456,26 +620,13 @@ def paired_over_seeds(pairs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, 
             with that seed; the class columns are the same in every pair.
         n_boot: Replicates.
         seed: Seed of the resampling.
+        cache: Shares each model's replicate metrics between the pairs of one study.
     """
     rng = np.random.default_rng(seed)
-    ws = shared_weights([p[3] for p in pairs], n_boot, rng)
-    a0: dict[str, list[float]] = {}
-    b0: dict[str, list[float]] = {}
-    boot: dict[str, list[np.ndarray]] = {}
-    for (y, pa, pb, _), w in zip(pairs, ws, strict=True):
-        ones = np.ones((1, len(y)))
-        pa0, pb0 = weighted_metrics(y, pa, ones), weighted_metrics(y, pb, ones)
-        ba, bb = weighted_metrics(y, pa, w), weighted_metrics(y, pb, w)
-        for name in pa0:
-            a0.setdefault(name, []).append(float(pa0[name][0]))
-            b0.setdefault(name, []).append(float(pb0[name][0]))
-            boot.setdefault(name, []).append(bb[name] - ba[name])
-    with warnings.catch_warnings():  # a metric undefined in every seed is NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return {name: PairedSeeds(float(np.nanmean(a0[name])), float(np.nanmean(b0[name])),
-                                  two_level_interval(np.subtract(b0[name], a0[name]),
-                                                     np.column_stack(boot[name]), rng))
-                for name in a0}
+    cells = paired_cells(pairs, n_boot, rng, cache)
+    return {name: PairedSeeds(c.value_a, c.value_b,
+                              two_level_interval(c.point, c.per_seed, rng, DIFF_BOUNDS))
+            for name, c in cells.items()}
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]*$")
 COMPACT_DIR = "_compact"
 CAMS_DIR = "cams"
+#: A trial's own checkpoint, ``<sweep>/_state/<trial_id>.pt`` (written by the engine's worker;
+#: named here so that the sweep driver can remove it without importing torch).
+STATE_DIR = "_state"
 #: In ``_compact/``: the (size, mtime) of each CAM file whose ZIP directory read back whole.
 CAMS_INDEX = "cams.json"
 _INDEX_KEY = b"raybench.index"
@@ -217,7 +220,7 @@ class ResultStore:
             return
         with storage.io_errors(self.root):
             spec = self.root.fs.get_file_info(self.root.join("spec.yaml").path)
-        if spec.type == pafs.FileType.File or storage.list_files(self.root.join("runs"),
+        if spec.type == pafs.FileType.File or storage.list_files(self.root.join(S.RUNS_TABLE),
                                                                  ".parquet"):
             parent, name = posixpath.split(self.root.uri.split("?")[0].rstrip("/"))
             raise RaybenchError(f"{self.root.uri} is a sweep's folder, not a results root: pass "
@@ -272,15 +275,29 @@ class ResultStore:
         """Whether the trial wrote its file of ``table`` (a run row exists once it completed)."""
         return storage.exists(self.location(sweep, table, f"{trial_id}.parquet"))
 
+    def trial_rows(self, sweep: str, table: str, trial_id: str) -> Optional[list[dict[str, Any]]]:
+        """The rows of the trial's file of ``table``; None when the trial has no such file.
+
+        Raises:
+            CorruptResultError: The file is cut short (a crash) or is not Parquet.
+        """
+        loc = self.location(sweep, table, f"{trial_id}.parquet")
+        if not storage.exists(loc):
+            return None
+        return _parse_parquet(storage.read_bytes(loc), loc.uri).to_pylist()
+
     def trial_row(self, sweep: str, table: str, trial_id: str) -> Optional[dict[str, Any]]:
         """The first row of the trial's file of ``table``; None when it is missing or unreadable
         (cut short by a crash)."""
-        loc = self.location(sweep, table, f"{trial_id}.parquet")
         try:
-            rows = pq.read_table(loc.path, filesystem=loc.fs).slice(0, 1).to_pylist()
-        except (OSError, ValueError):
+            rows = self.trial_rows(sweep, table, trial_id)
+        except RaybenchError:
             return None
         return rows[0] if rows else None
+
+    def delete_trial_file(self, sweep: str, table: str, trial_id: str) -> None:
+        """Removes the trial's file of ``table``; a missing file is fine."""
+        self.delete_file(sweep, f"{table}/{trial_id}.parquet")
 
     def check_writable(self) -> None:
         """Fails in seconds, with one line, when the root cannot be written."""
@@ -294,7 +311,7 @@ class ResultStore:
         """Names of the sweeps under the root (folders with a spec or a runs table)."""
         names = storage.list_dirs(self.root)
         return [n for n in names if _SAFE.match(n) and (
-            storage.exists(self.location(n, "spec.yaml")) or storage.exists(self.location(n, "runs")))]
+            storage.exists(self.location(n, "spec.yaml")) or storage.exists(self.location(n, S.RUNS_TABLE)))]
 
     def write_table(self, sweep: str, table: str, trial_id: str,
                     rows: Sequence[dict[str, Any]] | pd.DataFrame,
@@ -443,7 +460,7 @@ class ResultStore:
     def delete_trial_results(self, sweep: str, trial_id: str) -> None:
         """Removes one trial's files of every table and its CAMs (its rerun writes them again)."""
         for table in S.TABLES:
-            self.delete_file(sweep, f"{table}/{trial_id}.parquet")
+            self.delete_trial_file(sweep, table, trial_id)
         self.delete_file(sweep, f"{CAMS_DIR}/{trial_id}.npz")
 
     def compact(self, sweep: str, tables: Sequence[str] = S.TABLES) -> dict[str, int]:

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from raybench.cluster import check_reachable
 from raybench.config import load_spec
+from raybench.config.spec import DEFAULT_CACHE_DIR
 from raybench.errors import RaybenchError
 from raybench.storage import redact
 
@@ -42,7 +43,7 @@ READ_TIMEOUT_S = 30.0
 #: Seconds between status checks while following a job's log stream.
 STREAM_CHECK_S = 30.0
 # Never uploaded with the working dir (gitignore-style patterns, as Ray's `excludes`).
-WORKDIR_EXCLUDES = [".git", ".venv", "venv", "runs", ".raybench-cache", "__pycache__",
+WORKDIR_EXCLUDES = [".git", ".venv", "venv", "runs", DEFAULT_CACHE_DIR, "__pycache__",
                     "*.egg-info", ".pytest_cache", ".mypy_cache", "build", "dist", "*.pyc"]
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 #: What to check when the dashboard's port does not answer (``{port}``: its port).

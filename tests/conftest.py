@@ -33,6 +33,35 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def shared_films(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The shared Kermany (5,232 films) and Hannover (243) sets imported once for the session,
+    serially: the tests using them are about the importers and scenarios, not the Ray fan-out
+    (test_prepare's), and an embedded Ray would start for them alone.
+
+    Returns a namespace: ``kermany`` and ``hannover`` (ImportResult), ``manifest`` (both
+    written to one manifest, Kermany first; read-only for the tests) and ``merged`` (what the
+    appending write returned).
+    """
+    from types import SimpleNamespace
+
+    from raybench.data import prepare
+    from raybench.data.importers import ImportOptions, import_dataset, write_import
+
+    saved = prepare.LOCAL_RAY_MIN_ITEMS
+    prepare.LOCAL_RAY_MIN_ITEMS = sys.maxsize  # no embedded Ray (a connected one is still used)
+    try:
+        kermany = import_dataset("kermany", shared_data / "kermany-cxr-train")
+        hannover = import_dataset("metadata-csv", shared_data / "hannover-covid" / "data.csv",
+                                  ImportOptions(label="covid19", source="hannover"))
+        manifest = tmp_path_factory.mktemp("shared-films") / "m.parquet"
+        write_import(kermany, manifest)
+        merged = write_import(hannover, manifest, append=True)
+    finally:
+        prepare.LOCAL_RAY_MIN_ITEMS = saved
+    return SimpleNamespace(kermany=kermany, hannover=hannover, manifest=manifest, merged=merged)
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]):
     """Runs ``raybench ARGS`` in-process; returns (exit code, stdout, stderr)."""
@@ -114,6 +143,31 @@ def no_ray_left_behind():
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def _ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses ``local_ray`` is a ``ray`` test (``make test-fast`` leaves it out)."""
+    for item in items:
+        if "local_ray" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture(autouse=True)
+def ray_tests_are_marked(request: pytest.FixtureRequest):
+    """Warns when a test not marked ``ray`` left a Ray running (an embedded one that a CLI
+    command or a large import started): ``make test-fast`` would start Ray for it."""
+    before = _ray_up()
+    yield
+    if not before and _ray_up() and request.node.get_closest_marker("ray") is None:
+        import warnings
+
+        warnings.warn(pytest.PytestWarning(f"{request.node.nodeid} started Ray but is not "
+                                           "marked ray"), stacklevel=1)
 
 
 _SESSION: dict[str, int] = {}

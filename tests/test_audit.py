@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from raybench import schema as S
-from raybench.data.audit import audit_manifest, dhash, strict_failures
+from raybench.data.audit import audit_manifest, strict_failures
+from raybench.data import fingerprints
+from raybench.data.fingerprints import dhash
 from raybench.data.importers import ImportOptions, import_dataset, write_import
 from raybench.data.manifest import write_manifest
 
@@ -59,6 +61,58 @@ def test_audit_finds_duplicates_and_source_facts(dataset: Path) -> None:
     assert report["unreadable"] == [] and report["hash_mismatch"] == []
     assert not [f for f in strict_failures(report) if "patient" in f or "duplicate" in f]
     json.dumps(report)  # JSON-ready
+
+
+def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Records every file the audit decodes (the audit's one decoding body)."""
+    decoded: list[Path] = []
+    real = fingerprints.fingerprint_file
+
+    def counted(path: Path) -> fingerprints.Fingerprint:
+        decoded.append(path)
+        return real(path)
+
+    monkeypatch.setattr(fingerprints, "fingerprint_file", counted)
+    return decoded
+
+
+def test_audit_reads_the_import_fingerprints(dataset: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    turned = dataset.parent / "normal" / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated by 90 degrees: 40 x 72 stored, 72 x 40 shown
+    _xray(5, 72).resize((40, 72)).save(turned, quality=90, exif=exif)
+    write_import(import_dataset("folder", dataset.parent), dataset)
+    df = pd.read_parquet(dataset).set_index(S.PATH)
+    assert (df.loc["normal/turned.jpg", S.WIDTH], df.loc["normal/turned.jpg", S.HEIGHT]) == (72, 40)
+    stored = pd.read_parquet(fingerprints.sidecar_path(dataset))
+    assert len(stored) == 8  # 9 files, two of them the same bytes: keyed by content
+    assert set(stored[S.SHA256]) == set(df[S.SHA256])
+    decoded = _counting_decodes(monkeypatch)
+    with_prints = audit_manifest(dataset)
+    assert decoded == []  # every file matched its stored fingerprint
+    assert with_prints["per_source"]["d"]["sizes"]["40x72"] == 1  # as stored, like a decode
+    fingerprints.sidecar_path(dataset).unlink()
+    decoded_again = audit_manifest(dataset)
+    assert len(decoded) == 9
+    assert json.dumps(with_prints) == json.dumps(decoded_again)
+
+
+def test_audit_decodes_files_changed_since_import(dataset: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    changed = dataset.parent / "normal" / "n3.png"
+    _xray(40).save(changed)
+    fingerprints.sidecar_path(dataset).write_bytes(b"not parquet")  # a damaged sidecar
+    decoded = _counting_decodes(monkeypatch)
+    report = audit_manifest(dataset)
+    assert len(decoded) == 8  # the damaged sidecar is ignored: every file is decoded
+    assert [c["image_id"] for c in report["hash_mismatch"]] == ["d/normal/n3"]
+    write_import(import_dataset("folder", dataset.parent), dataset)
+    _xray(41).save(changed)
+    decoded.clear()
+    report = audit_manifest(dataset)
+    assert decoded == [changed]  # only the file whose bytes no longer match
+    assert [c["image_id"] for c in report["hash_mismatch"]] == ["d/normal/n3"]
 
 
 def test_unreadable_and_changed_files(dataset: Path) -> None:

@@ -245,7 +245,7 @@ def test_runner_checks_default_targets_and_prints_only_sections_that_ran() -> No
     from raybench.bench import EXTRA_SECTIONS, SECTIONS, check_targets, format_report
 
     assert SECTIONS == ("train", "cache", "trials", "cam", "results")
-    assert EXTRA_SECTIONS == ("sweep", "data")
+    assert EXTRA_SECTIONS == ("sweep", "data", "analysis")
     report = {"machine": {"cpu": "x", "cores": 2, "gpu": None, "loadavg": [1.0, 1, 1],
                           "loadavg_end": [2.0, 1, 1], "torch": "t", "ray": "r"},
               "results": {"results_load_s": 0.5, "trials": 10}, "results_load_s": 0.5,

@@ -119,8 +119,9 @@ def test_warming_splits_each_data_config_once(synth_manifest: Path, tmp_path: Pa
     from raybench.data import dataset
 
     planned: list[DataConfig] = []
-    real = dataset.decoded_manifests
-    monkeypatch.setattr(dataset, "decoded_manifests", lambda c: planned.append(c) or real(c))
+    real = dataset._make_plan
+    monkeypatch.setattr(dataset, "_PLANS", type(dataset._PLANS)())  # none from earlier tests
+    monkeypatch.setattr(dataset, "_make_plan", lambda c, p: planned.append(c) or real(c, p))
     cfg = DataConfig(manifest=str(synth_manifest), cache_dir=str(tmp_path), test_fraction=0.25)
     other = dataclasses.replace(cfg, split_seed=cfg.split_seed + 1)
     jobs = [(cfg, 32)] * 50 + [(other, 32)] * 50 + [(cfg, 24)]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 
+from raybench import bayes
 from raybench.compare import rank_models
 from raybench.errors import RaybenchError
 from raybench.results import load
@@ -89,10 +90,20 @@ def test_several_seeds_give_per_seed_rows_and_an_across_seed_interval(tmp_path: 
     mean, low, high = mean_interval(per_seed["diff"].tolist())
     assert (t["diff"], t["ci_low"], t["ci_high"]) == pytest.approx((mean, low, high))
     assert t["seeds"] == 3 and t["test"] == "t over seeds" and 0 <= t["p"] <= 1
-    agg = res.compare_models("balanced_accuracy", n_boot=200).iloc[0]  # two-level bootstrap
+    agg = res.compare_models("balanced_accuracy", n_boot=200).iloc[0]  # pooled two-level
     assert agg["diff"] == pytest.approx(mean) and agg["ci_low"] < mean < agg["ci_high"]
-    assert agg["test"] == "two-level bootstrap" and agg["resampled"] == "seeds x images"
+    assert agg["test"] == "two-level bootstrap, pooled seed variance"
+    assert agg["resampled"] == "seeds x images" and agg["pooled_cells"] == 1
     assert agg["seeds"] == 3 and agg["n_images"] == 90 and 0 < agg["p"] <= 1
+    assert agg["dof"] >= 2 and agg["prior_dof"] == 0  # one comparison: nothing to pool
+    verdict = bayes.t_verdict(per_seed["diff"].tolist(), 0.01)  # Bayesian t over the seeds
+    assert (agg["p_baseline_better"], agg["p_equivalent"], agg["p_better"]) == pytest.approx(
+        (verdict.p_a, verdict.p_rope, verdict.p_b))
+    wide = res.compare_models("balanced_accuracy", n_boot=200, rope=0.5).iloc[0]
+    assert wide["p_equivalent"] > agg["p_equivalent"]
+    raw = res.compare_models("balanced_accuracy", n_boot=200, interval="unpooled").iloc[0]
+    assert raw["test"] == "two-level bootstrap" and raw["diff"] == pytest.approx(mean)
+    assert raw["ci_low"] < mean < raw["ci_high"] and "pooled_cells" not in raw
     with pytest.raises(RaybenchError, match="interval 'z'"):
         res.compare_models(interval="z")
 

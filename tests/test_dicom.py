@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -22,9 +23,10 @@ from pydicom.uid import JPEG2000Lossless, RLELossless, UID  # noqa: E402
 
 from raybench import schema as S  # noqa: E402
 from raybench.data import dicom  # noqa: E402
-from raybench.data.audit import _probe  # noqa: E402
+from raybench.data.audit import audit_manifest  # noqa: E402
+from raybench.data.fingerprints import fingerprint_file, sidecar_path  # noqa: E402
 from raybench.data.images import decode_image  # noqa: E402
-from raybench.data.importers import ImportOptions, import_dataset  # noqa: E402
+from raybench.data.importers import ImportOptions, import_dataset, write_import  # noqa: E402
 from raybench.errors import DataError  # noqa: E402
 
 
@@ -198,11 +200,25 @@ def test_decode_image_dispatches_dicom_by_suffix_and_by_content(tmp_path: Path) 
 
 def test_audit_probe_reads_dicom(tmp_path: Path) -> None:
     path = dicoms.write(tmp_path / "a.dcm", dicoms.gradient(), bits_stored=12)
-    probe = _probe(path)
+    probe = fingerprint_file(path)
     assert (probe.fmt, probe.mode, probe.size, probe.error) == ("DICOM", "I;16", (32, 24), None)
     assert probe.dhash is not None and probe.dhash.shape == (128,)
-    bad = _probe(_unsupported(tmp_path / "mpeg.dcm"))
+    bad = fingerprint_file(_unsupported(tmp_path / "mpeg.dcm"))
     assert bad.dhash is None and "MPEG2" in (bad.error or "")
+
+
+def test_import_stores_no_dicom_fingerprint_and_the_audit_decodes_it(tmp_path: Path) -> None:
+    """The stored fingerprint would carry the DICOM's bit depth (a header value): none is kept."""
+    dicoms.write(tmp_path / "normal" / "a.dcm", dicoms.gradient(), bits_stored=12)
+    Image.fromarray(dicoms.gradient().astype(np.uint8)).save(tmp_path / "normal" / "b.png")
+    out = tmp_path / "m.parquet"
+    write_import(import_dataset("folder", tmp_path), out)
+    df = pd.read_parquet(out).set_index(S.PATH)
+    stored = pd.read_parquet(sidecar_path(out))
+    assert stored[S.SHA256].tolist() == [df.loc["normal/b.png", S.SHA256]]
+    assert "I;16" not in stored.to_string()
+    report = audit_manifest(out)
+    assert report["per_source"][str(tmp_path.name)]["modes"] == {"I;16": 1, "L": 1}
 
 
 def test_16_bit_png_with_12_bit_values_uses_the_full_range(tmp_path: Path) -> None:

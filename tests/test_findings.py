@@ -35,10 +35,11 @@ def test_every_planted_kind_is_found_with_its_numbers(root: str) -> None:
     assert "bacteria for 100% of its 240 test images" in by[("collapsed model", "flat")]["finding"]
     gap = found[(found["kind"] == "source gap")].set_index("finding")
     cov = next(t for t in gap.index if "covid19 specificity" in t)
-    assert "hospB: 30 of 40 normal films predicted covid19" in cov
     table = res.paper_table("sc", by_source=True, n_boot=200)
-    assert gap.loc[cov, "value"] == pytest.approx(table.loc[("good", "hospB", "covid19"),
-                                                            "specificity"])
+    b, a = (table.loc[("good", src, "covid19"), "specificity"] for src in ("hospB", "hospA"))
+    assert f"good covid19 specificity: {b:.3f} on hospB against {a:.3f} on hospA; gap +" in cov
+    assert "paired within 2 seed(s); per-seed counts hospB 47/80, 50/80, hospA" in cov
+    assert gap.loc[cov, "value"] == pytest.approx(a - b)  # the gap as stated: higher - lower
     assert by[("ROI focus", "good")]["value"] == pytest.approx(0.2)
     ece = res.metrics.query("metric == 'ece' and split == 'test' and source.isna()")
     flat_ece = ece[ece["trial_id"].str.startswith("flat")]["value"].mean()
@@ -84,4 +85,4 @@ def test_report_opens_with_every_planted_finding(root: str, tmp_path: Path, run_
     section = md[first:md.index("\n## ", first + 1)]
     for kind in KINDS:
         assert f"| {kind} |" in section, kind
-    assert "hospB: 30 of 40 normal films predicted covid19" in section
+    assert "per-seed counts hospB 47/80, 50/80, hospA" in section

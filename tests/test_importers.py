@@ -76,8 +76,8 @@ def test_kermany_small_tree_with_split_folders(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_import_shared_kermany_and_hannover(shared_data: Path, tmp_path: Path) -> None:
-    kermany = import_dataset("kermany", shared_data / "kermany-cxr-train").df
+def test_import_shared_kermany_and_hannover(shared_data: Path, shared_films) -> None:
+    kermany = shared_films.kermany.df
     assert len(kermany) == 5232
     assert kermany[S.LABEL].value_counts().to_dict() == {
         "bacteria": 2538, "normal": 1349, "viral": 1345}
@@ -90,8 +90,7 @@ def test_import_shared_kermany_and_hannover(shared_data: Path, tmp_path: Path) -
     assert normal.str.fullmatch(r"(NORMAL2-)?IM-\d+").all()
     assert {(kermany[S.WIDTH] == 224).all(), (kermany[S.HEIGHT] == 224).all()} == {True}
 
-    hannover = import_dataset("metadata-csv", shared_data / "hannover-covid" / "data.csv",
-                              ImportOptions(label="covid19", source="hannover")).df
+    hannover = shared_films.hannover.df
     meta = pd.read_csv(shared_data / "hannover-covid" / "data.csv", dtype=str)
     assert len(hannover) == 243 and (hannover[S.LABEL] == "covid19").all()
     expected = dict(zip(meta["image_id"], meta["patient_id"]))
@@ -99,11 +98,9 @@ def test_import_shared_kermany_and_hannover(shared_data: Path, tmp_path: Path) -
     assert hannover[S.PATIENT_ID].tolist() == [expected[s] for s in stems]
     assert hannover[S.PATIENT_ID].nunique() == 71
 
-    out = tmp_path / "m.parquet"  # images stay in the read-only folder: file:// URIs
-    write_import(import_dataset("kermany", shared_data / "kermany-cxr-train"), out)
-    merged = write_import(import_dataset("metadata-csv", shared_data / "hannover-covid" / "data.csv",
-                                         ImportOptions(label="covid19", source="hannover")),
-                          out, append=True)
+    # Both written to one manifest (the session's fixture: write_import, then append=True);
+    # the images stay in the read-only folder: file:// URIs.
+    out, merged = shared_films.manifest, shared_films.merged
     back = read_manifest(out)
     assert len(back) == 5475 and back[S.SOURCE].value_counts().to_dict() == {
         "kermany": 5232, "hannover": 243}

@@ -109,3 +109,39 @@ def test_paired_over_seeds_of_identical_models_is_zero_with_p_one() -> None:
     acc = out["accuracy"]
     assert acc.diff.value == 0 and acc.diff.pvalue == 1.0 and acc.diff.seeds == 3
     assert acc.diff.ci_low == 0 and acc.diff.ci_high == 0 and acc.value_a == acc.value_b
+
+
+def _opposed_seeds(rng: np.random.Generator) -> list[tuple]:
+    """Two seeds: model B right on every image in seed 0 and wrong on every one in seed 1,
+    model A the other way round; balanced-accuracy differences of +1 and -1."""
+    y = rng.integers(0, 2, 60)
+    right, wrong = np.eye(2)[y] * 0.9 + 0.05, np.eye(2)[1 - y] * 0.9 + 0.05
+    ids = np.array([f"p{i}" for i in range(60)])
+    return [(y, wrong, right, ids), (y, right, wrong, ids)]
+
+
+def test_a_difference_of_proportions_stays_within_minus_one_and_one() -> None:
+    pairs = _opposed_seeds(np.random.default_rng(3))
+    out = stats.paired_over_seeds(pairs, n_boot=300)["balanced_accuracy"].diff
+    assert out.value == 0.0 and out.dof < 2  # 2 seeds: t(1) = 12.7 widens the replicates
+    assert (out.ci_low, out.ci_high) == (-1.0, 1.0)
+    # the same replicates unclipped leave the range: the clip is what keeps it in
+    per_seed = np.column_stack([np.full(300, 1.0), np.full(300, -1.0)])
+    raw = stats.two_level_interval(np.array([1.0, -1.0]), per_seed, np.random.default_rng(0))
+    assert raw.ci_low < -1.0 and raw.ci_high > 1.0
+    assert stats.mean_interval([1.0, -1.0], bounds=stats.DIFF_BOUNDS)[1:] == (-1.0, 1.0)
+    assert stats.mean_interval([1.0, -1.0])[1] < -1.0
+
+
+def test_a_rate_stays_within_zero_and_one_and_delong_within_minus_one_and_one() -> None:
+    y = np.r_[np.ones(20, np.int64), np.zeros(20, np.int64)]
+    ids = np.array([f"p{i}" for i in range(40)])
+    seeds = [(y, y.copy(), ids), (y, 1 - y, ids)]  # sensitivity 1 in one seed, 0 in the other
+    out = stats.rates_over_seeds(seeds, 2, n_boot=300)
+    for iv in out["sensitivity"] + out["specificity"]:
+        assert 0.0 <= iv.ci_low <= iv.value <= iv.ci_high <= 1.0
+    assert (out["sensitivity"][1].ci_low, out["sensitivity"][1].ci_high) == (0.0, 1.0)
+    pos = np.array([1, 1, 1, 0, 0, 0], bool)  # B reverses A: diff -0.89, z-interval past -1
+    a, b = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.4]), np.array([0.1, 0.2, 0.5, 0.8, 0.9, 0.4])
+    d = stats.delong_test(pos, a, b)
+    assert d.diff - stats.Z_95 * d.se < -1.0 and d.ci_low == -1.0 and d.ci_high < 0

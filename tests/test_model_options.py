@@ -35,6 +35,19 @@ def test_every_declared_option_has_a_runs_column() -> None:
             assert opt.name in S.RUNS_SCHEMA.names and opt.name in S.HYPERPARAMETERS
 
 
+def test_option_columns_sit_after_epochs_and_never_shadow_a_runs_column() -> None:
+    import raybench.models.table  # noqa: F401  registers the options
+
+    names = S.RUNS_SCHEMA.names
+    assert names[names.index(S.EPOCHS) + 1] == "stride" and names.count("stride") == 1
+    assert S.RUNS_SCHEMA.field("stride").type == "int64"
+    assert S.SEARCHED == (S.LR, S.BATCH_SIZE, "stride")
+    S.add_model_option("stride")  # a second model declaring it adds no second column
+    assert S.RUNS_SCHEMA.names == names
+    with pytest.raises(ValueError, match="would shadow the runs column 'seed'"):
+        S.add_model_option(S.SEED)
+
+
 def test_builders_reject_options_the_model_does_not_declare() -> None:
     from raybench.models import build_model
 

@@ -18,7 +18,7 @@ from PIL import Image
 from raybench import schema as S
 from raybench import lease, storage
 from raybench.bench.data import planted_hashes
-from raybench.data import audit, cache, prepare
+from raybench.data import audit, cache, fingerprints, near_duplicates, prepare
 from raybench.data.importers import import_dataset, rows, write_import
 from raybench.errors import DataError
 
@@ -74,7 +74,7 @@ def films(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many chunks and several shards even for a small set."""
     monkeypatch.setattr(rows, "ROWS_CHUNK", 7)
-    monkeypatch.setattr(audit, "PROBE_CHUNK", 9)
+    monkeypatch.setattr(fingerprints, "PROBE_CHUNK", 9)
     monkeypatch.setattr(cache, "DECODE_CHUNK", 5)
     monkeypatch.setattr(cache, "SHARD_ROWS", 32)
 
@@ -316,28 +316,42 @@ def test_near_pairs_index_equals_brute_force() -> None:
     hashes = planted_hashes(20_000, 1, copies=400)
     valid = np.ones(len(hashes), dtype=bool)
     valid[::997] = False
-    found = audit.near_pairs(hashes, valid, audit.NEAR_THRESHOLD)
-    assert len(hashes) ** 2 > audit.BRUTE_FORCE_PAIRS  # the index path ran
-    ref = [p for p in _faiss_pairs(hashes, audit.NEAR_THRESHOLD) if valid[p[0]] and valid[p[1]]]
+    found = near_duplicates.near_pairs(hashes, valid, near_duplicates.NEAR_THRESHOLD)
+    assert len(hashes) ** 2 > near_duplicates.BRUTE_FORCE_PAIRS  # the index path ran
+    ref = [p for p in _faiss_pairs(hashes, near_duplicates.NEAR_THRESHOLD) if valid[p[0]] and valid[p[1]]]
     assert len(ref) > 250 and found == ref
-    assert found == audit.near_pairs(hashes, valid, audit.NEAR_THRESHOLD)  # deterministic
+    assert found == near_duplicates.near_pairs(hashes, valid, near_duplicates.NEAR_THRESHOLD)  # deterministic
+
+
+def test_near_pairs_all_pairs_path_equals_faiss() -> None:
+    """The block-wise comparison that small sets take, within one set and across two."""
+    hashes = planted_hashes(3000, 3, copies=200)
+    valid = np.ones(len(hashes), dtype=bool)
+    valid[::97] = False
+    found = near_duplicates._all_pairs(hashes, valid, 112)
+    ref = [p for p in _faiss_pairs(hashes, 112) if valid[p[0]] and valid[p[1]]]
+    assert len(ref) > 100 and found == ref
+    a, b = hashes[:1800], hashes[1800:]
+    across = near_duplicates._all_pairs(a, valid[:1800], 112, b, valid[1800:])
+    ref = [p for p in _faiss_pairs(a, 112, b) if valid[p[0]] and valid[1800 + p[1]]]
+    assert len(ref) > 20 and across == ref
 
 
 def test_near_pairs_index_across_two_sets() -> None:
     both = planted_hashes(16_000, 2, copies=300)
     a, b = both[:9000], both[9000:]
     va, vb = np.ones(len(a), dtype=bool), np.ones(len(b), dtype=bool)
-    found = audit.near_pairs(a, va, 100, b, vb)
-    assert len(a) * len(b) > audit.BRUTE_FORCE_PAIRS
+    found = near_duplicates.near_pairs(a, va, 100, b, vb)
+    assert len(a) * len(b) > near_duplicates.BRUTE_FORCE_PAIRS
     ref = _faiss_pairs(a, 100, b)
     assert len(ref) > 50 and found == ref
 
 
 def test_table_plan_meets_the_miss_probability() -> None:
-    bits, tables = audit._table_plan(200_000, 112, 1024)
+    bits, tables = near_duplicates._table_plan(200_000, 112, 1024)
     p = (1 - 112 / 1024) ** bits
-    assert (1 - p) ** tables <= audit.MISS_PROBABILITY < (1 - p) ** (tables - 1)
-    assert audit._table_plan(200_000, 400, 1024)[1] > audit.MAX_TABLES  # brute force instead
+    assert (1 - p) ** tables <= near_duplicates.MISS_PROBABILITY < (1 - p) ** (tables - 1)
+    assert near_duplicates._table_plan(200_000, 400, 1024)[1] > near_duplicates.MAX_TABLES  # brute force instead
 
 
 def test_sweep_start_builds_every_cells_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -400,5 +414,5 @@ def test_bench_projection_and_planted_hashes() -> None:
     assert nih["1x16_cores_h"] == pytest.approx(112_120 / (86.0 * 16 * 0.9) / 3600)
     assert nih["4x16_cores_h"] == pytest.approx(nih["1x16_cores_h"] / 4)
     hashes = bench_data.planted_hashes(3000, share=0.02)
-    pairs = audit.near_pairs(hashes, np.ones(3000, dtype=bool), 140)
+    pairs = near_duplicates.near_pairs(hashes, np.ones(3000, dtype=bool), 140)
     assert len(pairs) >= 60  # the 60 planted copies (0-140 bits from their originals)

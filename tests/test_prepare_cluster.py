@@ -13,7 +13,7 @@ from PIL import Image
 from raybench import schema as S
 from raybench.data import cache
 
-pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.s3, pytest.mark.slow]
 
 N = 90
 

@@ -50,8 +50,9 @@ def test_report_writes_html_with_figures_and_numbers(tmp_path: Path, run_cli) ->
     assert "1.000 [1.000, 1.000]" in page and "Scenario: scenario2" in page
     md = (out / "report.md").read_text()
     assert (f"| cnnx | covid19 | {cell['Sensitivity']} | {cell['Specificity']} | 2 | 10 / 30 | "
-            "two-level bootstrap |") in md
+            "two-level bootstrap, seed variance pooled across the table") in md
     assert "](figures/cams.png)" in md and "| resnet18-seed1 | resnet18 | scenario2 | 1 |" in md
+    assert "Bayesian verdict on balanced accuracy over the seeds (region of practical " in md
     assert f"wrote {out / 'report.html'}" in stdout
 
 
@@ -202,9 +203,9 @@ def test_report_statistics_sections(tmp_path: Path, run_cli) -> None:
     claim = re.search(r"cnnx vs xception: balanced accuracy ([-+]\d\.\d{3}) "
                       r"\[([-+]\d\.\d{3}), ([-+]\d\.\d{3})\], p = ([<\d. ]+) \(Holm; cnnx worse\)", md)
     assert claim and float(claim[1]) < float(claim[3]) < 0, md[:3000]
-    assert ("Flagged (sensitivity or specificity differs between sources beyond both "
-            "intervals): cnnx normal sensitivity: 0.000 on hannover against") in md
-    assert "hannover: 0 of 20 normal films predicted normal (per seed, mean of 3)" in md
+    assert ("Flagged (the gap between two sources, paired within seeds, has a 95% interval "
+            "that excludes 0): cnnx normal sensitivity: 0.000 on hannover against") in md
+    assert "paired within 3 seed(s); per-seed counts hannover 0/20, 0/20, 0/20, kermany" in md
     # The findings open the report (after the contents) and state what the sections show.
     findings = md[md.index("## Findings"):md.index("## Test sets")]
     assert md.index("## Findings") < md.index("## Test sets") < md.index("## Scenario: sc")

@@ -55,7 +55,11 @@ def test_table2_default_is_the_two_level_bootstrap(root: str) -> None:
     """Same means as the t table; the interval combines 2 seeds and 10 images per class."""
     res = load(root)
     boot, t = res.paper_table("scenario2"), res.paper_table("scenario2", interval="t")
-    assert set(boot["interval"]) == {"two-level bootstrap"}
+    assert {v.split(",")[0] for v in boot["interval"]} == {"two-level bootstrap"}
+    assert all("seed variance pooled across the table (prior dof: sensitivity " in v
+               for v in boot["interval"] if v != "two-level bootstrap")
+    raw = res.paper_table("scenario2", interval="unpooled")
+    assert set(raw["interval"]) == {"two-level bootstrap"}
     assert boot[["sensitivity", "specificity", "seeds", "n", "n_rest"]].equals(
         t[["sensitivity", "specificity", "seeds", "n", "n_rest"]])
     row = boot.loc[("cnnx", "covid19")]  # seeds 10/10 and 9/10 right
@@ -135,7 +139,7 @@ def test_cli_results_formats(root: str, run_cli) -> None:
         not in out  # the default interval is the two-level bootstrap
     cell = format_paper_table(load(root).paper_table()).loc[("cnnx", "covid19")]
     assert f"| cnnx | covid19 | {cell['Sensitivity']} | {cell['Specificity']} | 2 | 10 / 30 | " \
-           "two-level bootstrap |" in out
+           "two-level bootstrap, seed variance pooled across the table" in out
     code, out, err = run_cli("results", root, "--table", "paper", "--interval", "t",
                              "--format", "markdown")
     assert code == 0, err

@@ -10,7 +10,7 @@ import pytest
 from raybench import schema as S
 from raybench.config import DataConfig, load_spec
 from raybench.data.dataset import prepare_data
-from raybench.data.importers import ImportOptions, import_dataset, write_import
+from raybench.data.importers import import_dataset, write_import
 from raybench.data.manifest import write_manifest
 from raybench.catalog.scenarios import SCENARIOS, ScenarioSpec, get_scenario
 from raybench.data.scenarios import build_scenario
@@ -160,11 +160,8 @@ def test_prepare_data_with_a_scenario(synth_manifest: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_paper_scenarios_on_the_shared_sets(shared_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "m.parquet"
-    write_import(import_dataset("kermany", shared_data / "kermany-cxr-train"), out)
-    write_import(import_dataset("metadata-csv", shared_data / "hannover-covid" / "data.csv",
-                                ImportOptions(label="covid19", source="hannover")), out, append=True)
+def test_paper_scenarios_on_the_shared_sets(shared_films) -> None:
+    out = shared_films.manifest  # Kermany and Hannover, imported once per session
     spec = get_scenario("paper-2")
     one = build_scenario(spec, out, seed=7)
     two = build_scenario(spec, out, seed=7)

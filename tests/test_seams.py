@@ -25,8 +25,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("bench/sweep.py", "wall_s"): "a bench sweep's wall time (bench JSON key)",
     ("bench/runner.py", "seconds"): "the whole bench run's duration (bench JSON key)",
     ("submit.py", "value"): "the `.value` attribute of an enum (KubeRay job status)",
-    ("data/audit.py", "value"): "the top value of an image property in a confound summary",
-    ("data/audit.py", "label"): "the label's side ({label, others}) of a confound summary",
+    ("data/confounds.py", "value"): "the top value of an image property in a confound summary",
+    ("data/confounds.py", "label"): "the label's side ({label, others}) of a confound summary",
     ("data/importers/metadata_csv.py", "class"): "a header a foreign metadata CSV may give its labels",
     ("data/importers/mimic.py", "split"): "a column of MIMIC-CXR-JPG's official -split.csv",
     ("data/importers/rsna.py", "class"): "a column of RSNA's stage_2_detailed_class_info.csv",
@@ -36,11 +36,17 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("report/figures.py", "epoch"): "an axis title (display text)",
     ("plots.py", "predicted"): "an axis title (display text)",
     ("trial.py", "params"): "TrialConfig's searched-values key in a Tune trial config",
+    ("models/table.py", "stride"): "CNN-X declares its option; the runs column follows from it",
+    ("models/zoo.py", "image_size"): "the keyword torchvision's vision transformers take",
+    ("models/weightfile.py", "model"): "the checkpoint key holding a state dict (Lightning, EMA)",
 }
 
 
 def result_columns() -> set[str]:
-    """Every column name of the four result tables (predictions with the paper's labels)."""
+    """Every column name of the four result tables (predictions with the paper's labels; the
+    runs table with the model options the model table declares)."""
+    import raybench.models.table  # noqa: F401  registers the model-option columns
+
     schemas = [*S.TABLE_SCHEMAS.values(), S.predictions_schema(S.LABELS)]
     return {name for schema in schemas for name in schema.names}
 
@@ -132,3 +138,36 @@ def test_run_statuses_are_spelt_only_in_schema() -> None:
     found = column_literals(sources, statuses)
     assert column_literals({"x.py": 'status = "interrupted"\n'}, statuses) == ["x.py:1: 'interrupted'"]
     assert found == []
+
+
+def test_the_sweep_outcome_needs_no_torch() -> None:
+    """tune/outcome.py reads the state folder's name from the store, not from the torch worker,
+    and the experiment imports the trainable only where trials run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raybench.tune.outcome as o, raybench.store as st; "
+            "assert o.STATE_DIR == st.STATE_DIR == '_state'; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_modules_log_under_their_own_names_and_the_cli_sets_the_package_level(run_cli) -> None:
+    """``getLogger(__name__)`` everywhere (a literal name may only be the ``raybench`` package
+    logger the CLI configures, or a third-party one); the CLI's level reaches every module
+    through the ``raybench`` logger."""
+    import logging
+    import re
+
+    literal = re.compile(r"getLogger\(\s*[\"'](raybench\.[^\"']*)[\"']")
+    named = [f"{rel}: {m}" for rel, text in _sources().items() for m in literal.findall(text)]
+    assert named == []
+    package = logging.getLogger("raybench")
+    before = package.level
+    try:
+        for flags, level in (([], logging.INFO), (["-v"], logging.DEBUG)):
+            code, out, _ = run_cli(*flags, "models")
+            assert code == 0 and "cnnx" in out and package.level == level
+            assert logging.getLogger("raybench.tune.claim").getEffectiveLevel() == level
+    finally:
+        package.setLevel(before)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from raybench.config import load_spec
-from raybench.data.dataset import split_sizes
+from raybench.data import dataset
+from raybench.data.dataset import decoded_manifests, split_sizes
 from raybench.data.manifest import sha256_file
 from raybench.errors import DataError
 
@@ -59,3 +60,22 @@ def test_plain_manifest_split_refuses_duplicates_across_train_and_test(tmp_path:
     with pytest.raises(DataError, match=pattern):
         split_sizes(_data(path))
     assert split_sizes(_data(path, "data.allow_overlap=true"))["test"] == len(df) // 4
+
+
+def test_one_plan_per_data_config_until_the_manifest_changes(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path, df = _manifest(tmp_path)
+    df.to_parquet(path)
+    made: list[Path] = []
+    real = dataset._make_plan
+    monkeypatch.setattr(dataset, "_PLANS", type(dataset._PLANS)())  # none from earlier tests
+    monkeypatch.setattr(dataset, "_make_plan", lambda c, p: made.append(p) or real(c, p))
+    cfg = _data(path)
+    assert split_sizes(cfg) == split_sizes(_data(path)) == {"train": 8, "val": 4, "test": 4}
+    assert decoded_manifests(cfg) == (path,)
+    assert made == [path]  # sizing the splits and planning the cache: one plan
+    split_sizes(_data(path, "data.allow_overlap=true"))
+    assert len(made) == 2  # another data config: its own plan
+    df.assign(split=["train" if i % 4 == 0 else "test" for i in range(len(df))]).to_parquet(path)
+    assert split_sizes(cfg)["test"] == 12  # the manifest was rewritten: planned again
+    assert len(made) == 3

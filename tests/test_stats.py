@@ -131,6 +131,66 @@ def test_weighted_auc_equals_auc_of_the_expanded_sample() -> None:
         assert value == pytest.approx(roc_auc_score(pos[idx], s[idx]), abs=1e-12)
 
 
+def _reference_weighted_auc(pos: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The previous implementation (tie groups by ``reduceat``, a cumsum along each row),
+    kept here as the reference the vectorised one must reproduce."""
+    order = np.argsort(scores, kind="stable")
+    s_sorted = scores[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    wp = np.add.reduceat(w[:, order] * pos[order], starts, axis=1)
+    wn = np.add.reduceat(w[:, order] * ~pos[order], starts, axis=1)
+    below = np.cumsum(wn, axis=1) - wn
+    num = (wp * (below + 0.5 * wn)).sum(axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_weighted_auc_reproduces_the_reference_implementation(case: int) -> None:
+    rng = np.random.default_rng([7, case])
+    n, b = int(rng.integers(1, 80)), int(rng.integers(1, 12))
+    pos = rng.random(n) < rng.random()  # from no positives to all positives
+    s = np.round(rng.random(n), int(rng.integers(0, 3)))  # 0-2 decimals: many ties
+    w = rng.integers(0, 4, (b, n)).astype(float) if case % 3 else rng.random((b, n))
+    got, ref = stats._weighted_auc(pos, s, w), _reference_weighted_auc(pos, s, w)
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    if case % 3:  # integer draw counts: every sum is exact, so the AUCs are equal bit for bit
+        assert np.array_equal(got, ref, equal_nan=True)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-14)
+
+
+def test_bootstrap_metrics_match_per_replicate_scikit_learn() -> None:
+    rng = np.random.default_rng(8)
+    y = rng.integers(0, 3, 120)
+    prob = noisy_probs(y, 3, 1.0, rng)
+    w = stats.draw_counts(y.size, 5, rng)
+    got = stats.weighted_metrics(y, prob, w)
+    for b, row in enumerate(w):
+        idx = np.repeat(np.arange(y.size), row.astype(int))
+        ref = compute_metrics(y[idx], prob[idx], ["a", "b", "c"])
+        assert got["accuracy"][b] == pytest.approx(ref.accuracy, abs=1e-12)
+        assert got["macro_auc"][b] == pytest.approx(
+            roc_auc_score(y[idx], prob[idx], multi_class="ovr"), abs=1e-12)
+        for c, cls in enumerate(ref.per_class):
+            assert got[f"specificity:{c}"][b] == pytest.approx(cls.specificity, abs=1e-12)
+
+
+def test_paired_over_seeds_is_the_same_with_a_shared_cache() -> None:
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 3, 60)
+    ids = np.array([f"p{i // 2}" for i in range(60)])
+    models = [[noisy_probs(y, 3, skill, rng) for _ in range(3)] for skill in (0.5, 1.0, 1.5)]
+    cache = stats.BootCache()
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        pairs = [(y, models[a][s], models[b][s], ids) for s in range(3)]
+        alone = stats.paired_over_seeds(pairs, n_boot=200, seed=3)
+        shared = stats.paired_over_seeds(pairs, n_boot=200, seed=3, cache=cache)
+        assert alone == shared
+    assert len(cache._metrics) == 9  # three models x three seeds, each computed once
+
+
 def test_identical_models_p_near_one_and_interval_covers_zero() -> None:
     rng = np.random.default_rng(6)
     y = rng.integers(0, 3, 150)

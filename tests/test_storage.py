@@ -136,6 +136,25 @@ def test_rerun_replaces_rows_and_snapshot_tracks_changes(tmp_path: Path) -> None
         direct.sort_values(key).reset_index(drop=True), check_dtype=False)
 
 
+def test_trial_rows_read_one_trial_file_and_name_a_cut_short_one(tmp_path: Path) -> None:
+    from raybench.store import CorruptResultError
+
+    store = ResultStore(str(tmp_path))
+    write_trial(store, "s2", "cnnx-seed0", model="cnnx", seed=0, scenario="scenario2",
+                labels=FOUR, n=10, correct=dict.fromkeys(FOUR, 3), epochs=3)
+    epochs = store.trial_rows("s2", S.EPOCHS_TABLE, "cnnx-seed0")
+    assert [r[S.EPOCH] for r in epochs or []] == [1, 2, 3]
+    assert store.trial_row("s2", S.RUNS_TABLE, "cnnx-seed0")[S.SEED] == 0
+    assert store.trial_rows("s2", S.RUNS_TABLE, "no-such-trial") is None
+    store.delete_trial_file("s2", S.EPOCHS_TABLE, "cnnx-seed0")
+    assert store.trial_rows("s2", S.EPOCHS_TABLE, "cnnx-seed0") is None
+    run = tmp_path / "s2" / S.RUNS_TABLE / "cnnx-seed0.parquet"
+    run.write_bytes(run.read_bytes()[:40])  # a crash cut it short
+    with pytest.raises(CorruptResultError, match=f"corrupt result file {run}: not a readable"):
+        store.trial_rows("s2", S.RUNS_TABLE, "cnnx-seed0")
+    assert store.trial_row("s2", S.RUNS_TABLE, "cnnx-seed0") is None
+
+
 def test_cam_npz_round_trip_and_validation(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     cams = CamSet(image_ids=["a", "b"], labels=["normal", "covid19"],

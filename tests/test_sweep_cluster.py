@@ -11,7 +11,7 @@ import pytest
 
 from raybench.config import load_spec
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow]
 
 
 def test_a_node_joining_mid_sweep_raises_concurrency(tmp_path: Path) -> None:

@@ -2,8 +2,12 @@
 leaves it, then ``raybench sweep --resume``: it completes with every trial's results whole, or
 names the damaged file in one line with exit 2; never a traceback (issue 23, item 8).
 
-One finished sweep (optuna mode, one cell, two trials) is copied for each case to the same
-path (the spec, and so the claim's hash, names the results root).
+One finished sweep (optuna mode, one cell, two trials) is copied for each resume to the same
+path (the spec, and so the claim's hash, names the results root). Damages that do not depend on
+each other share one resume: three resumes cover every kind of file. ``spec.yaml`` and
+``_claim.json`` are test_lease.py's (taken over or rewritten before anything resumes); the
+damaged-file detection on its own, without Ray, is test_store_damage.py's; and which Tune file
+is a recognised sign of unreadable state is checked below on the real files, without a resume.
 """
 from __future__ import annotations
 
@@ -24,21 +28,32 @@ SWEEP = "cut"
 SETS = ["name=cut", "sweep.models=[cnnx]", "sweep.seeds=[0]", "sweep.num_samples=2",
         "train.epochs=2", "sweep.progress_interval_s=60"]
 T0, T1 = "cnnx-synthetic-s0-t000", "cnnx-synthetic-s0-t001"
-#: One file of each kind the sweep writes (a glob under the sweep's folder), cut to half its
-#: length or to nothing; a reader that tells the two apart meets both.
-CASES = [
-    ("spec.yaml", "half"), ("spec.yaml", "empty"), ("_claim.json", "half"),
-    ("_lease/*.json", "empty"), ("optuna/journal.log", "half"), ("optuna/journal.log", "empty"),
-    (f"_tune/{SWEEP}/tuner.pkl", "half"), (f"_tune/{SWEEP}/experiment_state-*.json", "empty"),
-    (f"_tune/{SWEEP}/searcher-state-*.pkl", "half"),
-    (f"_tune/{SWEEP}/search_gen_state-*.json", "empty"),
-    (f"_tune/{SWEEP}/{T1}_*/result.json", "half"), ("_compact/runs.parquet", "half"),
-    ("_compact/cams.json", "empty"), (f"runs/{T0}.parquet", "half"),
-    (f"predictions/{T0}.parquet", "empty"), (f"cams/{T0}.npz", "half"),
-    (f"_state/{T1}.pt", "half"),
-]
-# metrics/ and epochs/ trial files take the same path as runs/ and predictions/ (a Parquet
-# footer that does not read back); each rerun case costs a trial's process start (~8 s).
+TUNE = f"_tune/{SWEEP}"
+#: Per resume, files of different kinds (a glob under the sweep's folder) cut to half their
+#: length or to nothing. metrics/ and epochs/ trial files take the same path as runs/ and
+#: predictions/ (a Parquet footer that does not read back).
+GROUPS = {
+    # Tune restores its state with one trial's result.json cut; T0 and T1 rerun (named); the
+    # snapshot and the CAM index are rebuilt; the stale lease is taken over; the journal's cut
+    # last line is dropped.
+    "trial-files": [(f"runs/{T0}.parquet", "half"), (f"cams/{T1}.npz", "half"),
+                    ("_compact/runs.parquet", "half"), ("_compact/cams.json", "empty"),
+                    ("_lease/*.json", "empty"), ("optuna/journal.log", "half"),
+                    (f"{TUNE}/{T1}_*/result.json", "half")],
+    # T1 was in flight (its checkpoint cut short: epoch 1 again), T0's predictions are gone,
+    # and the searcher's state that Tune would skip silently is cut: Tune's state is rebuilt.
+    "in-flight": [(f"_state/{T1}.pt", "half"), (f"predictions/{T0}.parquet", "empty"),
+                  (f"{TUNE}/searcher-state-*.pkl", "half")],
+    # All of Tune's state and the studies' journal: rebuilt from the run rows, nothing reruns.
+    "tune-state": [(f"{TUNE}/tuner.pkl", "half"), (f"{TUNE}/experiment_state-*.json", "empty"),
+                   (f"{TUNE}/search_gen_state-*.json", "empty"), ("optuna/journal.log", "empty")],
+}
+#: Tune's files and the sign each gives when cut (raybench.tune.experiment.unreadable_tune_state).
+TUNE_SIGNS = [("tuner.pkl", "half", "{name} is cut short"),
+              ("experiment_state-*.json", "half", "{name} is not valid JSON"),
+              ("experiment_state-*.json", "empty", "{name} is empty"),
+              ("searcher-state-*.pkl", "half", "{name} is cut short"),
+              ("search_gen_state-*.json", "empty", "{name} is empty")]
 
 
 def _args(root: Path, cache: Path) -> list[str]:
@@ -77,17 +92,7 @@ def _in_flight_state(sweep: Path) -> Path:
     return state
 
 
-@pytest.mark.parametrize("pattern,how", CASES)
-def test_a_cut_short_sweep_file_then_resume(finished, pattern: str, how: str, capfd,
-                                            caplog) -> None:
-    import logging
-
-    from raybench.cli import main
-
-    root, pristine, cache = finished
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(pristine, root)
-    sweep = root / SWEEP
+def _damage(sweep: Path, pattern: str, how: str) -> Path:
     if pattern.startswith("_state/"):
         target = _in_flight_state(sweep)
     else:
@@ -95,17 +100,58 @@ def test_a_cut_short_sweep_file_then_resume(finished, pattern: str, how: str, ca
         assert found, f"the finished sweep has no {pattern}"
         target = found[-1]
     _cut(target, how)
+    return target
+
+
+def _pristine_copy(finished) -> Path:
+    root, pristine, _ = finished
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(pristine, root)
+    return root / SWEEP
+
+
+@pytest.mark.parametrize("pattern,how,sign", TUNE_SIGNS)
+def test_each_cut_short_tune_file_is_a_recognised_sign(finished, pattern: str, how: str,
+                                                       sign: str) -> None:
+    from raybench import storage
+    from raybench.tune.experiment import unreadable_tune_state
+
+    sweep = _pristine_copy(finished)
+    loc = storage.resolve(sweep / TUNE)
+    assert unreadable_tune_state(loc) is None
+    target = _damage(sweep, f"{TUNE}/{pattern}", how)
+    assert unreadable_tune_state(loc) == sign.format(name=target.name)
+
+
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_cut_short_sweep_files_then_resume(finished, group: str, capfd, caplog) -> None:
+    import logging
+
+    from raybench.cli import main
+
+    root, _, cache = finished
+    sweep = _pristine_copy(finished)
+    targets = {pattern: _damage(sweep, pattern, how) for pattern, how in GROUPS[group]}
     capfd.readouterr()
     caplog.set_level(logging.INFO, logger="raybench")
     code = main([*_args(root, cache), "--resume"])
     out, err = capfd.readouterr()
     said = out + err + caplog.text
-    assert "is unreadable" not in said or pattern.startswith("_tune/"), said[-3000:]
+    assert "is unreadable" not in said or any(p.startswith("_tune/") for p in targets), said[-3000:]
     assert "Traceback" not in said, said[-4000:]
     assert "Failed to restore the run state" not in said, said[-4000:]  # Tune's silent skip
     lines = [ln for ln in err.splitlines() if ln.startswith("raybench: error:")]
     assert code == 0 and not lines, (code, lines, said[-3000:])
+    _assert_whole(root, sweep)
+    for pattern, target in targets.items():
+        if pattern.startswith(("runs/", "metrics/", "epochs/", "predictions/", "cams/")):
+            assert f"{target} is damaged" in said, pattern  # named, and the trial ran again
+        if pattern.startswith("_state/"):  # a readable state would have started it at epoch 2
+            epochs = ResultStore(str(root)).read_table(SWEEP, "epochs")
+            assert sorted(epochs.loc[epochs["trial_id"] == T1, "epoch"]) == [1, 2]
 
+
+def _assert_whole(root: Path, sweep: Path) -> None:
     store = ResultStore(str(root))
     runs = store.read_table(SWEEP, "runs").sort_values("trial_id")
     assert runs["trial_id"].tolist() == [T0, T1]
@@ -122,8 +168,3 @@ def test_a_cut_short_sweep_file_then_resume(finished, pattern: str, how: str, ca
     trials = optuna.load_study(study_name="cnnx-synthetic-s0", storage=storage).trials
     latest = studies.latest_attempts(trials)
     assert sorted(latest) == [0, 1] and all(t.state.name == "COMPLETE" for t in latest.values())
-    if pattern.startswith(("runs/", "metrics/", "epochs/", "predictions/", "cams/")):
-        assert f"{target} is damaged" in said  # named, and the trial ran again
-    if pattern.startswith("_state/"):  # a readable state would have started it at epoch 2
-        epochs = store.read_table(SWEEP, "epochs")
-        assert sorted(epochs.loc[epochs["trial_id"] == T1, "epoch"]) == [1, 2]

@@ -10,7 +10,7 @@ Keys:
 * ``prep_parallel_speedup``: their ratio;
 * ``prep_peak_rss_mib``: the driver's peak RSS growth during the parallel cache build, beside
   ``prep_entry_mib``, the size of the entry it built (memory stays flat: chunks stream to disk);
-* ``near_dup_200k_s`` / ``near_dup_peak_mib``: :func:`raybench.data.audit.near_pairs` of 200,000
+* ``near_dup_200k_s`` / ``near_dup_peak_mib``: :func:`raybench.data.near_duplicates.near_pairs` of 200,000
   random 1024-bit hashes with 2% planted near-duplicates, in a fresh process;
 * ``decodes_per_image``: decodes / images when two ``ray.cluster_utils`` nodes with separate
   local folders race for an entry in one shared store and then read it (target exactly 1.0);
@@ -200,7 +200,7 @@ def planted_hashes(n: int, seed: int = 0, share: float = 0.02,
 
 def near_dup_child(n: int) -> dict[str, Any]:
     """Run in a fresh process: time ``near_pairs`` on ``n`` planted hashes; peak RSS."""
-    from raybench.data.audit import NEAR_THRESHOLD, near_pairs
+    from raybench.data.near_duplicates import NEAR_THRESHOLD, near_pairs
 
     hashes = planted_hashes(n)
     start = time.perf_counter()

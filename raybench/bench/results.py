@@ -48,10 +48,10 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
              S.SOURCE: ["bench"] * n_pred, S.LABEL: [S.LABELS[k] for k in labels],
              S.PREDICTED: [S.LABELS[k] for k in probs.argmax(1)],
              **{f"p_{lab}": probs[:, k] for k, lab in enumerate(S.LABELS)}}
-    return {"runs": pa.Table.from_pylist(runs, S.RUNS_SCHEMA),
-            "metrics": pa.Table.from_pylist(metrics, S.METRICS_SCHEMA),
+    return {S.RUNS_TABLE: pa.Table.from_pylist(runs, S.RUNS_SCHEMA),
+            S.METRICS_TABLE: pa.Table.from_pylist(metrics, S.METRICS_SCHEMA),
             S.EPOCHS_TABLE: pa.Table.from_pylist(epochs, S.EPOCHS_SCHEMA),
-            "predictions": pa.Table.from_pydict(preds, S.predictions_schema(S.LABELS))}
+            S.PREDICTIONS_TABLE: pa.Table.from_pydict(preds, S.predictions_schema(S.LABELS))}
 
 
 def write_result_range(args: tuple[str, int, int, int]) -> None:

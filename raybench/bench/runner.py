@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Callable
 
-from raybench.bench import cache, cam, data, results, sweep, train, trials
+from raybench.bench import analysis, cache, cam, data, results, sweep, train, trials
 from raybench.bench.options import BenchOptions, Section, machine
 from raybench.errors import ConfigError
 
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 #: Every section, in the order they run and print.
 SECTION_TABLE: tuple[Section, ...] = (train.SECTION, cache.SECTION, trials.SECTION, cam.SECTION,
-                                      results.SECTION, sweep.SECTION, data.SECTION)
+                                      results.SECTION, sweep.SECTION, data.SECTION,
+                                      analysis.SECTION)
 _BY_NAME = {s.name: s for s in SECTION_TABLE}
 SECTIONS = tuple(s.name for s in SECTION_TABLE if s.default)
 #: Sections run only when asked for (``--only sweep``): the sweep comparison takes minutes.

@@ -28,10 +28,10 @@ def trial_bench_spec(root: Path, trials: int) -> Any:
 
 def bench_trials(opts: BenchOptions) -> dict[str, Any]:
     """``trial_overhead_s``: (sweep wall time - trials' epoch seconds) / trials, serial trials."""
-    import pandas as pd
     import ray
 
     from raybench.data.dataset import prepare_data
+    from raybench.store import ResultStore
     from raybench.cluster import ensure_ray
     from raybench.tune.sweep import run_sweep
 
@@ -46,8 +46,9 @@ def bench_trials(opts: BenchOptions) -> dict[str, Any]:
             start = time.perf_counter()
             summary = run_sweep(spec)
             wall = time.perf_counter() - start
-            epochs = pd.read_parquet(Path(tmp) / "results" / spec.name / S.EPOCHS_TABLE)
-            runs = pd.read_parquet(Path(tmp) / "results" / spec.name / "runs")
+            store = ResultStore(spec.results)
+            epochs = store.read_table(spec.name, S.EPOCHS_TABLE)
+            runs = store.read_table(spec.name, S.RUNS_TABLE)
     finally:
         if started:
             ray.shutdown()

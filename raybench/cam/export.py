@@ -105,12 +105,15 @@ def trial_cams(model: nn.Module, spec: Spec, data: PreparedData,
                predicted: np.ndarray) -> Optional[CamExport]:
     """CAMs and ROI scores of the test images that ``spec.cam`` selects (None when none are)."""
     cfg, split = spec.cam, data.test
+    model_spec = get_model_spec(spec.model.name)
+    if not model_spec.cam_layer:
+        log.info("CAM: none for %s: %s", spec.model.name, model_spec.cam_note)
+        return None
     targets = split.targets.numpy()
     idx = select_images(cfg, targets, predicted)
     if len(idx) == 0:
         log.info("CAM: no test images selected (select=%s)", cfg.select)
         return None
-    model_spec = get_model_spec(spec.model.name)
     method = resolve_method(cfg.method, model_spec)
     images = split.images[torch.from_numpy(idx)]  # (N, S, S) uint8
     out = compute_cams(model, spec.model.name, images, method.name, cfg.batch_size)

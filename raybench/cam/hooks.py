@@ -22,8 +22,11 @@ def target_layer(model: nn.Module, spec: ModelSpec) -> nn.Module:
     """The module named by ``spec.cam_layer`` in the (unwrapped) model.
 
     Raises:
-        ConfigError: The model has no such module (a registry entry out of date).
+        ConfigError: The model has no CAM layer (``spec.cam_note`` says why), or no such
+            module (a registry entry out of date).
     """
+    if not spec.cam_layer:
+        raise ConfigError(f"{spec.name} cannot have CAMs: {spec.cam_note or 'no CAM layer'}")
     try:
         return unwrap_model(model).get_submodule(spec.cam_layer)
     except AttributeError:
@@ -48,27 +51,51 @@ def classifier_head(model: nn.Module) -> nn.Linear | nn.Conv2d:
     return last
 
 
+def as_grid(tokens: torch.Tensor, prefix: int) -> torch.Tensor:
+    """A transformer block's ``(B, prefix + h*w, C)`` tokens as a ``(B, C, h, w)`` map."""
+    patches = tokens[:, prefix:]
+    side = int(round(patches.shape[1] ** 0.5))
+    if side * side != patches.shape[1]:
+        raise ConfigError(f"{patches.shape[1]} patch tokens do not form a square grid")
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+
+
+def capture_target(model: nn.Module, spec: ModelSpec,
+                   track_grad: bool = False) -> contextlib.AbstractContextManager[Capture]:
+    """:func:`capture_layer` at ``spec``'s CAM layer (token grids for a transformer)."""
+    return capture_layer(target_layer(model, spec), track_grad, spec.cam_tokens)
+
+
 @contextlib.contextmanager
-def capture_layer(layer: nn.Module, track_grad: bool = False) -> Iterator[Capture]:
+def capture_layer(layer: nn.Module, track_grad: bool = False,
+                  tokens: Optional[int] = None) -> Iterator[Capture]:
     """Records ``layer``'s output during forward passes inside the ``with`` block.
 
     The record is a copy, so in-place operations after the layer (an inplace ReLU target, or
     DenseNet's ``F.relu(..., inplace=True)``) cannot change it. With ``track_grad`` the record
     is a leaf that requires grad and the rest of the network reads a clone of it, so
     ``torch.autograd.grad(score, capture.activation)`` gives d score / d A without touching any
-    parameter's ``.grad`` (safe in a DDP worker after training).
+    parameter's ``.grad`` (safe in a DDP worker after training). With ``tokens`` (a transformer
+    block: that many prefix tokens, then the patches) the record is the patch grid
+    (:func:`as_grid`) and the network reads the prefix tokens followed by the record's tokens.
     """
     cap = Capture()
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> Optional[torch.Tensor]:
-        if not isinstance(output, torch.Tensor) or output.dim() != 4:
-            raise ConfigError(f"CAM target {type(module).__name__} must output a (B, C, h, w) "
-                              f"tensor, got {type(output).__name__}")
-        cap.activation = output.detach().clone()
+        dims = 4 if tokens is None else 3
+        if not isinstance(output, torch.Tensor) or output.dim() != dims:
+            raise ConfigError(f"CAM target {type(module).__name__} must output a "
+                              f"{'(B, C, h, w)' if tokens is None else '(B, N, C)'} tensor, "
+                              f"got {type(output).__name__}")
+        grid = output if tokens is None else as_grid(output, tokens)
+        cap.activation = grid.detach().clone()
         if not track_grad:
             return None
         cap.activation.requires_grad_(True)
-        return cap.activation.clone()
+        if tokens is None:
+            return cap.activation.clone()
+        patches = cap.activation.flatten(2).transpose(1, 2)
+        return torch.cat([output[:, :tokens], patches], dim=1)
 
     handle = layer.register_forward_hook(hook)
     try:

@@ -31,10 +31,9 @@ from torch import nn
 from raybench.catalog.cam_methods import METHODS, CamMethod
 from raybench.cam.hooks import (
     Capture,
-    capture_layer,
+    capture_target,
     classifier_head,
     eval_mode,
-    target_layer,
 )
 from raybench.data.transforms import to_model_input
 from raybench.errors import ConfigError
@@ -68,7 +67,7 @@ def cam_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
               classes: Optional[torch.Tensor]) -> CamBatch:
     """The ``cam`` method: exact CAM of a global-average-pooled layer read by a linear head."""
     head = classifier_head(model)
-    with capture_layer(target_layer(model, spec)) as cap:
+    with capture_target(model, spec) as cap:
         logits = model(x)
     a = _recorded(cap)  # (B, C, h, w)
     if spec.cam_activation:  # applied functionally after the layer (DenseNet's F.relu)
@@ -97,7 +96,7 @@ def cnnx_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
     if not hasattr(net, "feature_shape") or not isinstance(getattr(net, "fc", None), nn.Linear):
         raise ConfigError(f"{spec.name}: the cnnx method needs a CNN-X model; use cam.method="
                           "auto, cam or gradcam")
-    with capture_layer(target_layer(model, spec)) as cap:
+    with capture_target(model, spec) as cap:
         logits = model(x)
     cls = _pick(logits, classes)
     fc: nn.Linear = net.fc  # type: ignore[assignment]  # checked to be nn.Linear above
@@ -110,7 +109,7 @@ def cnnx_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
 def gradcam_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
                   classes: Optional[torch.Tensor]) -> CamBatch:
     """The ``gradcam`` method: Grad-CAM at the model's CAM layer (any model)."""
-    with torch.enable_grad(), capture_layer(target_layer(model, spec), track_grad=True) as cap:
+    with torch.enable_grad(), capture_target(model, spec, track_grad=True) as cap:
         logits = model(x)
         cls = _pick(logits.detach(), classes)
         # Images are independent in eval mode, so one backward of the summed scores gives
@@ -118,6 +117,8 @@ def gradcam_batch(model: nn.Module, spec: ModelSpec, x: torch.Tensor,
         score = logits.gather(1, cls[:, None]).sum()
         (grads,) = torch.autograd.grad(score, _recorded(cap))  # (B, C, h, w)
     a = _recorded(cap).detach()
+    if spec.cam_activation:  # the map the pooling reads (DenseNet's F.relu after the layer)
+        a = getattr(F, spec.cam_activation)(a)
     alpha = grads.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
     return CamBatch((alpha * a).sum(dim=1), logits.detach(), cls)
 

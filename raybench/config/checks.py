@@ -26,6 +26,9 @@ def validate(spec: Spec, where: str = "spec") -> None:
     for i, name in enumerate(spec.sweep.scenarios):
         _check_scenario(name, where, f"sweep.scenarios[{i}]")
     _validate_model_options(spec, where)
+    if spec.model.weights and spec.model.pretrained:
+        raise ConfigError(f"{where}: model.pretrained=true and model.weights both choose the "
+                          "starting weights; set one")
     if spec.tracking.mlflow.tracking_uri is not None and importlib.util.find_spec("mlflow") is None:
         raise ConfigError(f"{where}: tracking.mlflow needs the mlflow package, which is not "
                           "installed: pip install 'raybench[tracking]'")

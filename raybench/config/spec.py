@@ -30,19 +30,24 @@ from raybench.config.fields import (
     non_negative,
     positive,
 )
-from raybench.models.table import DEFAULT_MODEL, MODELS
+from raybench.models.names import model_problem
+from raybench.models.table import DEFAULT_MODEL
 from raybench.safeyaml import short
 
 #: ``data.roi``: the lungs-hidden shortcut control.
 Roi = Literal["full", "lungs_only", "outside_lungs"]
 ROIS: tuple[str, ...] = get_args(Roi)
 #: Metrics a sweep may optimise (reported every epoch).
+#: The decoded-image cache's folder when a spec sets no ``data.cache_dir`` (relative to the
+#: working directory, so a checkout's runs share it).
+DEFAULT_CACHE_DIR = ".raybench-cache"
 SWEEP_METRICS = (schema.VAL_BALANCED_ACCURACY, schema.VAL_ACCURACY, schema.VAL_MACRO_AUC,
                  schema.VAL_LOSS, schema.TRAIN_LOSS)
 
 
 def _model(name: str) -> Optional[str]:
-    return None if name in MODELS else f": {MODELS.unknown_message(name)}"
+    problem = model_problem(name)
+    return f": {problem}" if problem else None
 
 
 def _cam_method(name: str) -> Optional[str]:
@@ -103,9 +108,12 @@ class ModelConfig(Checked):
     """Which architecture to build and how.
 
     Attributes:
-        name: A key of the model registry (``raybench models``).
+        name: A key of the model registry, or a library model ``timm.<name>`` /
+            ``torchvision.<name>`` (``raybench models --search``).
         pretrained: Start from ImageNet weights (see ``raybench.models.weights``).
         weights_dir: Local folder or ``s3://`` prefix holding ``<model>.pth`` state dicts.
+        weights: A weights file (local or ``s3://``; state dict or safetensors) that
+            initialises the backbone instead of ImageNet (``raybench.models.weightfile``).
         image_size: Input size in pixels; ``None`` uses the model's default (224 or 299).
         options: Architecture options by name, e.g. ``{stride: 3}`` (CNN-X's pooling stride,
             the paper's 3). Each applies to the models that declare it (``raybench models``);
@@ -115,6 +123,7 @@ class ModelConfig(Checked):
     name: str = checked(DEFAULT_MODEL, _model)
     pretrained: bool = False
     weights_dir: Optional[str] = None
+    weights: Optional[str] = None
     image_size: Optional[int] = image_side(None, low=16)
     options: dict[str, int] = field(default_factory=dict)
 
@@ -167,7 +176,7 @@ class DataConfig(Checked):
     test_fraction: float = fraction(0.2)
     split_seed: int = non_negative(0)
     on_bad_image: Literal["fail", "skip"] = "fail"
-    cache_dir: str = ".raybench-cache"
+    cache_dir: str = DEFAULT_CACHE_DIR
     local_cache_dir: Optional[str] = None
     scenario: Optional[str] = None
     test_from: Optional[str] = None
@@ -418,7 +427,8 @@ def with_absolute_paths(spec: Spec) -> Spec:
                                cache_dir=_absolute(data.cache_dir) or data.cache_dir,
                                local_cache_dir=_absolute(data.local_cache_dir),
                                test_from=test_from)
-    model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir))
+    model = dataclasses.replace(spec.model, weights_dir=_absolute(spec.model.weights_dir),
+                                weights=_absolute(spec.model.weights))
     return dataclasses.replace(spec, results=_absolute(spec.results) or spec.results, data=data,
                                model=model)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -113,7 +114,39 @@ class _Plan:
     summary: dict
 
 
+#: Plans kept per process (the driver sizes the splits and warms the cache from one plan; a
+#: worker's trials of one data config share one): most recent last.
+_PLANS: OrderedDict[tuple[DataConfig, str], tuple[tuple, _Plan]] = OrderedDict()
+PLANS_KEPT = 8
+
+
+def _stamp(paths: Iterable[Path]) -> tuple:
+    """What tells that a manifest was rewritten: its path, size and modification time."""
+    out: list[tuple[str, Optional[int], Optional[int]]] = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), None, None))
+    return tuple(out)
+
+
 def _plan(cfg: DataConfig, path: Path) -> _Plan:
+    """:func:`_make_plan`, computed once per data config while its manifests stay unchanged."""
+    key = (cfg, str(path))
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] == _stamp(dict.fromkeys((path, *hit[1].manifests))):
+        _PLANS.move_to_end(key)
+        return hit[1]
+    plan = _make_plan(cfg, path)
+    _PLANS[key] = (_stamp(dict.fromkeys((path, *plan.manifests))), plan)
+    while len(_PLANS) > PLANS_KEPT:
+        _PLANS.popitem(last=False)
+    return plan
+
+
+def _make_plan(cfg: DataConfig, path: Path) -> _Plan:
     """The scenario's split when ``cfg.scenario`` is set, else the manifest's labels as they are."""
     if cfg.scenario:
         from raybench.catalog.scenarios import get_scenario
@@ -253,13 +286,10 @@ def warm_decoded_cache(jobs: Iterable[tuple[DataConfig, int]], address: Optional
     from raybench.data.cache import decoded_images
 
     done: set[tuple[str, str, int]] = set()
-    planned: dict[DataConfig, tuple[Path, ...]] = {}  # cells sharing a data config: one split
     for cfg, size in jobs:
         if not cfg.decoded_cache:
             continue
-        if cfg not in planned:
-            planned[cfg] = decoded_manifests(cfg)
-        for mpath in planned[cfg]:
+        for mpath in decoded_manifests(cfg):  # cells sharing a data config share one plan
             key = (str(mpath), cfg.cache_dir, size)
             if key in done:
                 continue

@@ -1,11 +1,12 @@
 """Preparation as Ray work: a per-item body applied to chunks of items over the cluster's CPUs.
 
-Import (hashing, header probes), the audit's probes and the decoded-cache build all have the same
-shape: one cheap, independent body per image (``entry_row``, ``_probe``, ``decode_image``)
-applied to up to hundreds of thousands of images. :func:`imap_chunks` cuts the items into chunks,
-runs each chunk as one Ray task (the serial loop is the task's body), and yields the chunks'
-results **in order**, so whatever the caller builds from them (manifest rows, an audit report,
-a shard file written front to back) is byte for byte what the serial loop built.
+Import (hashing, decoding, fingerprints), the audit's probes and the decoded-cache build all
+have the same shape: one cheap, independent body per image (``entry_facts``,
+``fingerprint_file``, ``decode_image``) applied to up to hundreds of thousands of images.
+:func:`imap_chunks` cuts the items into chunks, runs each chunk as one Ray task (the serial loop
+is the task's body), and yields the chunks' results **in order**, so whatever the caller builds
+from them (manifest rows, an audit report, a shard file written front to back) is byte for byte
+what the serial loop built.
 
 Ray tasks rather than Ray Data: the bodies are plain functions of a path, the outputs go back to
 one writer in row order, and a task retried after its worker died simply recomputes its chunk;

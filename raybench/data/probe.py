@@ -28,6 +28,7 @@ import pandas as pd
 
 from raybench import schema as S
 from raybench import stats
+from raybench.config.spec import DEFAULT_CACHE_DIR
 from raybench.errors import DataError
 
 SIDE = 16  # the classifier sees SIDE x SIDE block means of each cached image
@@ -158,7 +159,7 @@ def probe_frames(frames: Sequence[tuple[pd.DataFrame, Sequence[Path]]], size: in
 
 
 def probe_manifest(path: str | os.PathLike, size: int = 224,
-                   cache_dir: str | os.PathLike = ".raybench-cache",
+                   cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR,
                    allow_outside_root: bool = False, n_boot: int = 1000) -> SourceProbe:
     """:func:`probe_frames` on one manifest file."""
     from raybench.data import manifest as mf

@@ -73,7 +73,8 @@ def near_duplicate_pairs(files: list[Path], threshold: Optional[int] = None
     hash each image once; 5,475 real images hash in about 3 s, their 15 M pairs compare in
     well under a second.
     """
-    from raybench.data.audit import NEAR_THRESHOLD, HASH_SIDE, near_pairs
+    from raybench.data.fingerprints import HASH_SIDE
+    from raybench.data.near_duplicates import NEAR_THRESHOLD, near_pairs
 
     width = HASH_SIDE * HASH_SIDE // 8
     mat = np.zeros((len(files), width), dtype=np.uint8)
@@ -89,7 +90,7 @@ _DHASH_MEMO: dict[tuple, Optional[np.ndarray]] = {}
 
 
 def _file_dhash(path: Path) -> Optional[np.ndarray]:
-    from raybench.data.audit import file_dhash
+    from raybench.data.fingerprints import file_dhash
 
     try:
         st = path.stat()

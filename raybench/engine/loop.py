@@ -16,13 +16,15 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raybench import schema as S
 from raybench.config import TrainConfig
 from raybench.data.dataset import PreparedData, SplitData
 from raybench.data.transforms import random_affine, to_model_input
@@ -32,19 +34,27 @@ from raybench.metrics import MetricsResult, compute_metrics
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class EpochStats:
-    """One epoch's numbers (one row of the epochs table)."""
+#: The epochs table's columns one epoch fills, in the table's order (the store adds the sweep
+#: and the trial id).
+EPOCH_COLUMNS: tuple[str, ...] = tuple(n for n in S.EPOCHS_SCHEMA.names
+                                       if n not in (S.SWEEP, S.TRIAL_ID))
 
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    val_balanced_accuracy: float
-    val_macro_auc: float
-    lr: float
-    seconds: float
-    train_images_per_s: float
+
+def _epoch_stats_class() -> type:
+    """A frozen dataclass with one field per :data:`EPOCH_COLUMNS` entry (``stats.epoch``,
+    ``stats.val_loss``, ...), typed from the schema, so the columns are spelt only there."""
+    fields = [(name, int if pa.types.is_integer(S.EPOCHS_SCHEMA.field(name).type) else float)
+              for name in EPOCH_COLUMNS]
+    cls = dataclasses.make_dataclass("EpochStats", fields, frozen=True)
+    cls.__module__ = __name__  # pickled by reference, like any class of this module
+    cls.__doc__ = "One epoch's numbers (one row of the epochs table)."
+    return cls
+
+
+if TYPE_CHECKING:
+    EpochStats = Any  # built from the schema at import time: its fields are not static
+else:
+    EpochStats = _epoch_stats_class()
 
 
 @dataclass

@@ -37,6 +37,7 @@ from raybench.engine.loop import (
 )
 from raybench.metrics import split_rows
 from raybench.models import build_model, count_parameters, get_model_spec
+from raybench.models.zoo import check_weights_fit, model_record
 from raybench.models import names as model_names
 from raybench import tracking
 from raybench.storage import check_writable
@@ -67,7 +68,8 @@ def build_from_spec(spec: Spec, num_classes: int) -> torch.nn.Module:
     seed_everything(spec.train.seed)
     options = model_names.applicable(spec.model.name, spec.model.options)
     return build_model(spec.model.name, num_classes, pretrained=spec.model.pretrained,
-                       image_size=image_size(spec), weights_dir=spec.model.weights_dir, **options)
+                       image_size=image_size(spec), weights_dir=spec.model.weights_dir,
+                       weights=spec.model.weights, **options)
 
 
 def versions() -> dict[str, str]:
@@ -130,6 +132,7 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
         S.TRAIN_IMAGES_PER_S: result.train_images_per_s, S.DEVICE: describe_device(device),
         S.NUM_WORKERS: num_workers, S.STATUS: status,
         **settings_fields(spec, result, device, gpu_share), **versions(),
+        **model_record(spec.model.name, spec.model.weights),
     }
 
 
@@ -181,14 +184,14 @@ def write_results(store: ResultStore, spec: Spec, trial_id: str, outcome_row: di
     rows: list[dict] = []
     for split, part, probs in evaluated:  # per source too when a split mixes sources
         rows += split_rows(part.targets.numpy(), probs, data.labels, split, part.sources or None)
-    store.write_table(sweep, "metrics", trial_id, rows + (cams.rows if cams else []))
+    store.write_table(sweep, S.METRICS_TABLE, trial_id, rows + (cams.rows if cams else []))
     preds = pd.concat([prediction_frame(split, part, probs, data.labels)
                        for split, part, probs in evaluated], ignore_index=True)
-    store.write_table(sweep, "predictions", trial_id, preds, S.predictions_schema(data.labels))
+    store.write_table(sweep, S.PREDICTIONS_TABLE, trial_id, preds, S.predictions_schema(data.labels))
     skipped = [{"path": b.path, "reason": b.reason} for b in data.skipped]
     if outcome_row.get(S.FINISHED_AT) is not None:  # writing its results is part of the trial
         outcome_row = {**outcome_row, S.FINISHED_AT: datetime.now(timezone.utc)}
-    store.write_table(sweep, "runs", trial_id, [{
+    store.write_table(sweep, S.RUNS_TABLE, trial_id, [{
         **test_origin(spec, data), **outcome_row,
         S.SKIPPED_IMAGES: json.dumps(skipped) if skipped else None}])
     tracking.log_trial(spec, trial_id, outcome_row, result, cams,  # after the results
@@ -222,6 +225,7 @@ def run_training(spec: Spec, trial_id: Optional[str] = None) -> RunOutcome:
     started_at = datetime.now(timezone.utc)
     check_writable(spec.results)  # an unusable store fails in seconds, before any training
     tracking.check_tracking(spec)  # so does an unreachable MLflow server
+    check_weights_fit([spec.model.name], spec.model.weights, spec.model.image_size)
     store = ResultStore(spec.results)
     t0 = time.perf_counter()
     device = resolve_device(spec.train.device)

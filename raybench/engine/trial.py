@@ -80,7 +80,7 @@ def _write_error_row(trial: TrialConfig, error: BaseException) -> None:
     spec = trial.trial_spec
     text = f"{type(error).__name__}: {str(error).strip()}"[:500]
     try:
-        ResultStore(spec.results).write_table(spec.name, "runs", trial.trial_id,
+        ResultStore(spec.results).write_table(spec.name, S.RUNS_TABLE, trial.trial_id,
                                               [trial.run_row(S.STATUS_ERROR, text)])
     except Exception as exc:  # the trial's own error is what the driver must see
         log.warning("trial %s: could not write its error row (%s)", trial.trial_id, exc)

@@ -41,10 +41,10 @@ from raybench import schema as S
 from raybench.cluster import INJECT_ENV
 from raybench.config import DataConfig, Spec
 from raybench.data.dataset import PreparedData, prepare_data
-from raybench.engine.loop import EpochStats, FitOptions, LoopResult, check_batch_size, fit
+from raybench.engine.loop import EPOCH_COLUMNS, EpochStats, FitOptions, LoopResult, check_batch_size, fit
 from raybench.engine.run import build_from_spec, run_row, timeline_fields, write_results
 from raybench.models import get_model_spec, unwrap_model
-from raybench.store import ResultStore
+from raybench.store import STATE_DIR, CorruptResultError, ResultStore
 from raybench.trial import TrialConfig, image_size, searched_values
 
 
@@ -65,9 +65,6 @@ class WorkerContext:
     checkpoint_cls: Any
     prepare_model: Callable[[torch.nn.Module], torch.nn.Module]
     own_state: bool = False  # checkpoint in the store (TrialState), not through ``report``
-
-
-STATE_DIR = "_state"
 
 
 class TrialState:
@@ -185,18 +182,11 @@ def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     believing the trial unfinished; on resume it is restored, sees its results and stops, so a
     finished trial is never trained or written twice.
     """
-    import pyarrow.parquet as pq
-
-    from raybench import storage
-
-    loc = store.location(spec.name, "runs", f"{trial_id}.parquet")
-    if not storage.exists(loc):
-        return False
     try:
-        row = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()[0]
-    except (OSError, ValueError, IndexError):  # cut short by a crash: train it again
-        log.warning("trial %s: its run row %s is unreadable; training it again", trial_id,
-                    loc.uri)
+        row = (store.trial_rows(spec.name, S.RUNS_TABLE, trial_id) or [{}])[0]
+    except CorruptResultError as exc:  # cut short by a crash: train it again
+        log.warning("trial %s: its run row is unreadable (%s); training it again", trial_id,
+                    str(exc).split("; ")[0] if str(exc) else type(exc).__name__)
         return False
     same = row.get(S.EPOCHS) == spec.train.epochs and all(
         row.get(key) == value for key, value in searched_values(spec).items())
@@ -208,18 +198,14 @@ def _report_last_epoch(store: ResultStore, trial: TrialConfig, ctx: WorkerContex
     """Reports a completed trial's last epoch again, so that a Tune trial restored from a
     snapshot taken before its first report ends with its metric (Tune refuses a trial that
     ends without the metric it optimises)."""
-    import pyarrow.parquet as pq
-
     spec = trial.trial_spec
-    loc = store.location(spec.name, S.EPOCHS_TABLE, f"{trial.trial_id}.parquet")
     try:
-        rows = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()
-    except (OSError, ValueError):  # its epochs file is gone or unreadable: nothing to report
+        rows = store.trial_rows(spec.name, S.EPOCHS_TABLE, trial.trial_id) or []
+    except CorruptResultError:  # its epochs file is unreadable: nothing to report
         rows = []
-    fields = {f.name for f in dataclasses.fields(EpochStats)}
     last = max(rows, key=lambda r: r.get(S.EPOCH) or 0, default=None)
     if ctx.rank == 0 and last is not None:
-        ctx.report({**{k: v for k, v in last.items() if k in fields}, S.MODEL: spec.model.name,
+        ctx.report({**{k: v for k, v in last.items() if k in EPOCH_COLUMNS}, S.MODEL: spec.model.name,
                     S.SCENARIO: trial.cell.scenario, "raybench_trial": trial.trial_id})
 
 

@@ -5,30 +5,58 @@ Ray import takes); everything here reads :mod:`raybench.models.table`, which hol
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from raybench.models.table import (
     CNNX_CAM_METHOD,
     CNNX_MIN_POOLED,
     CNNX_POOL_WINDOW,
     DEFAULT_MODEL,
+    LIBRARIES,
     MODELS,
     PAPER_MODEL,
     ModelOption,
     cnnx_pooled_size,
 )
+from raybench.registry import load_ref
 
-__all__ = ["CNNX_CAM_METHOD", "CNNX_MIN_POOLED", "CNNX_POOL_WINDOW", "DEFAULT_MODEL",
+__all__ = ["CNNX_CAM_METHOD", "CNNX_MIN_POOLED", "CNNX_POOL_WINDOW", "DEFAULT_MODEL", "LIBRARIES",
            "MODEL_NAMES", "PAPER_MODEL", "ModelOption", "applicable", "check_options",
-           "cnnx_pooled_size", "options_of", "tunable_options", "unknown_model_message"]
+           "cnnx_pooled_size", "library_name", "model_problem", "options_of", "tunable_options",
+           "unknown_model_message"]
 
 #: The table's keys, in table order.
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
+def library_name(name: object) -> Optional[tuple[str, str]]:
+    """``(library, name)`` of a library model name (``timm.convnext_tiny``), else ``None``."""
+    library, dot, arch = str(name).partition(".")
+    return (library, arch) if dot and library in LIBRARIES and arch else None
+
+
 def unknown_model_message(name: object) -> str:
-    """The table's one-line message for an unknown model, with a close match if any."""
-    return MODELS.unknown_message(name)
+    """The one-line message for an unknown model, with a close match if any."""
+    text = str(name)
+    library, slash, arch = text.partition("/")
+    if slash and library in LIBRARIES:  # the hub spelling; a '/' cannot be part of a file name
+        return f"unknown model {text!r} (did you mean '{library}.{arch}'?): library models are " \
+               "named <library>.<name>"
+    return (f"{MODELS.unknown_message(name)}; or any {' / '.join(LIBRARIES)} model as "
+            "timm.<name> or torchvision.<name> (raybench models --search 'PATTERN')")
+
+
+def model_problem(name: object) -> Optional[str]:
+    """Why ``name`` names no model (one line, with a close match), or ``None``.
+
+    Table names are checked without torch; a library name imports its library (seconds).
+    """
+    if name in MODELS:
+        return None
+    if library_name(name) is not None:
+        problem: Optional[str] = load_ref("raybench.models.generic:name_problem")(str(name))
+        return problem
+    return unknown_model_message(name)
 
 
 def options_of(name: str) -> tuple[ModelOption, ...]:

@@ -74,7 +74,8 @@ class ModelSpec:
         source: ``torchvision``, ``timm`` or ``raybench``.
         arch: The architecture's name in its source library.
         cam_layer: Dotted module path of the CAM target layer (last conv block).
-        head: Dotted module path of the classifier layer a torchvision builder replaces.
+        head: Dotted module path of the classifier layer (a torchvision builder replaces it;
+            a weights file's keys under it are ignored); timm models name theirs.
         cam_method: ``cam`` (GAP + linear head), ``gradcam`` (fully connected head) or ``cnnx``.
         cam_activation: A ``torch.nn.functional`` activation the architecture applies
             functionally between ``cam_layer`` and the pooling, where no module can be hooked
@@ -84,6 +85,9 @@ class ModelSpec:
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
         aux_heads: An Inception-style torchvision model with auxiliary heads (dropped).
+        cam_tokens: Vision transformers: the prefix (class) tokens dropped before the last
+            block's tokens are reshaped to the patch grid; ``None`` for convolutional maps.
+        cam_note: Why the model has no CAMs, when ``cam_layer`` is empty (it still trains).
         options: Architecture options (``model.options.<name>``); tunable ones are what a
             sweep's search space may vary besides lr and batch size.
         builder: ``module:function`` of the builder; empty: the source's
@@ -105,6 +109,13 @@ class ModelSpec:
     aux_heads: bool = False
     options: tuple[ModelOption, ...] = ()
     builder: str = ""
+    cam_tokens: Optional[int] = None
+    cam_note: str = ""
+
+    @property
+    def resolved(self) -> str:
+        """``<source>.<arch>``: what the name builds (the runs table's ``model_resolved``)."""
+        return f"{self.source}.{self.arch}"
 
     @property
     def tunables(self) -> tuple[str, ...]:
@@ -137,6 +148,8 @@ MODELS: Registry[ModelSpec] = Registry(S.MODEL)
 
 def _add(spec: ModelSpec) -> None:
     MODELS.register(spec.name, spec)
+    for option in spec.options:  # each option is also a column of the runs table
+        S.add_model_option(option.name)
 
 
 _add(ModelSpec("alexnet", "AlexNet", "torchvision", "alexnet", "features.11", "classifier.6",
@@ -161,14 +174,23 @@ _add(ModelSpec("xception", "Xception", "timm", "legacy_xception", "act4", input_
                min_input_size=71, mean=INCEPTION_MEAN, std=INCEPTION_STD))
 _add(ModelSpec("densenet201", "DenseNet201", "torchvision", "densenet201", "features",
                "classifier", cam_activation="relu"))
-_add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled",
+_add(ModelSpec(PAPER_MODEL, "CNN-X", "raybench", PAPER_MODEL, "pooled", "fc",
                cam_method=CNNX_CAM_METHOD, min_input_size=16, mean=INCEPTION_MEAN,
                std=INCEPTION_STD,
                builder="raybench.models.cnnx:build_cnnx",
-               options=(ModelOption(S.STRIDE, 3, "CNN-X pooling stride (the paper's 3)",
+               options=(ModelOption("stride", 3, "CNN-X pooling stride (the paper's 3)",
                                     search=(2, 3, 4), check=_cnnx_stride_fits),)))
 
 
+#: Libraries whose models a spec names as ``<library>.<name>`` (``timm.convnext_tiny``).
+LIBRARIES = ("timm", "torchvision")
+
+
 def get_model_spec(name: str) -> ModelSpec:
-    """The entry for ``name``; unknown names raise ``ConfigError`` listing all."""
+    """The entry for ``name``: a table entry, or a library model's (``timm.convnext_tiny``,
+    made by :mod:`raybench.models.generic`, which imports torch); unknown names raise
+    ``ConfigError`` with a close match."""
+    if name not in MODELS and str(name).partition(".")[0] in LIBRARIES:
+        spec: ModelSpec = load_ref("raybench.models.generic:library_spec")(name)
+        return spec
     return MODELS.get(name)

@@ -6,15 +6,19 @@ layers stay trainable, as in the paper.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
+import raybench
+from raybench import schema as S
 from raybench.errors import ConfigError
 from raybench.models import weights
 from raybench.models.names import check_options
 from raybench.models.table import ModelSpec, get_model_spec
+from raybench.models.weightfile import file_sha256, load_weights_file, read_weights
 
 IMAGENET_CLASSES = 1000
 
@@ -64,6 +68,7 @@ def build_torchvision(spec: ModelSpec, num_classes: int, pretrained: bool = Fals
     if spec.aux_heads:
         # The ImageNet checkpoints carry auxiliary heads and expect transform_input.
         kwargs.update(aux_logits=True, transform_input=pretrained, init_weights=not pretrained)
+    kwargs.update(_transformer_size(spec, image_size, pretrained, "image_size"))
     model = torchvision.models.get_model(spec.arch, num_classes=IMAGENET_CLASSES, **kwargs)
     if pretrained:
         model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
@@ -71,6 +76,18 @@ def build_torchvision(spec: ModelSpec, num_classes: int, pretrained: bool = Fals
         _drop_aux_heads(model)
     _replace_head(model, spec.head, num_classes)
     return model
+
+
+def _transformer_size(spec: ModelSpec, image_size: Optional[int], pretrained: bool,
+                      key: str) -> dict[str, Any]:
+    """``{key: image_size}`` for a vision transformer at another size than its default (its
+    position embedding is sized for one input), else nothing."""
+    if spec.cam_tokens is None or not image_size or image_size == spec.input_size:
+        return {}
+    if pretrained:  # ImageNet's position embedding is for the default size
+        raise ConfigError(f"{spec.name}: its ImageNet weights are for {spec.input_size} px "
+                          f"inputs, not {image_size}; leave model.image_size unset")
+    return {key: image_size}
 
 
 def _drop_aux_heads(model: nn.Module) -> None:
@@ -86,7 +103,10 @@ def build_timm(spec: ModelSpec, num_classes: int, pretrained: bool = False,
     """A timm architecture (``spec.arch``) with a ``num_classes`` classifier."""
     import timm
 
-    model = timm.create_model(spec.arch, pretrained=False, num_classes=IMAGENET_CLASSES)
+    kwargs = _transformer_size(spec, image_size, pretrained, "img_size")
+    # The tag's own class count (1000 for ImageNet-1k, 21841 for 22k tags), so that its
+    # pretrained checkpoint loads before the head is replaced.
+    model = timm.create_model(spec.arch, pretrained=False, **kwargs)
     if pretrained:
         model.load_state_dict(weights.load_imagenet_state_dict(spec, weights_dir))
     model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's own method
@@ -95,15 +115,18 @@ def build_timm(spec: ModelSpec, num_classes: int, pretrained: bool = False,
 
 def build_model(name: str, num_classes: int, pretrained: bool = False,
                 image_size: Optional[int] = None, weights_dir: Optional[str] = None,
-                **options: Any) -> nn.Module:
+                weights: Optional[str] = None, **options: Any) -> nn.Module:
     """Builds a registered model with a fresh ``num_classes`` head.
 
     Args:
-        name: Registry key, e.g. ``resnet18`` or ``cnnx``.
+        name: Registry key, e.g. ``resnet18`` or ``cnnx``, or a library model
+            (``timm.convnext_tiny``, ``torchvision.efficientnet_b0``).
         num_classes: Output classes.
         pretrained: Load ImageNet weights first (error when none can be found).
         image_size: Input size (only CNN-X depends on it); default: the model's input size.
         weights_dir: Local folder or ``s3://`` prefix with ``<name>.pth`` state dicts.
+        weights: A weights file for the backbone (:mod:`raybench.models.weightfile`), used
+            instead of ImageNet's; the head stays new.
         **options: The architecture options the model declares (``ModelSpec.options``, e.g.
             CNN-X's ``stride``); unset ones take their defaults.
 
@@ -112,6 +135,9 @@ def build_model(name: str, num_classes: int, pretrained: bool = False,
             or missing weights.
     """
     spec = get_model_spec(name)
+    if pretrained and weights:
+        raise ConfigError(f"{name}: model.pretrained=true and model.weights both choose the "
+                          "starting weights; set one")
     if num_classes < 2:
         raise ConfigError(f"{name}: num_classes must be >= 2, got {num_classes}")
     size = image_size or spec.input_size
@@ -126,6 +152,8 @@ def build_model(name: str, num_classes: int, pretrained: bool = False,
     model = spec.load_builder()(spec, num_classes, pretrained=pretrained, image_size=size,
                                 weights_dir=weights_dir, **values)
     assert isinstance(model, nn.Module), f"{name}: its builder returned {type(model).__name__}"
+    if weights:
+        load_weights_file(model, name, spec.head, weights)
     return model
 
 
@@ -133,3 +161,34 @@ def meta_parameter_count(name: str, num_classes: int = 4) -> int:
     """Parameter count without allocating weights (built on the ``meta`` device)."""
     with torch.device("meta"):
         return count_parameters(build_model(name, num_classes))
+
+
+def check_weights_fit(names: Sequence[str], weights: Optional[str],
+                      image_size: Optional[int] = None) -> None:
+    """Refuses (one line, ``ConfigError``) a ``model.weights`` file that does not fit one of
+    ``names``; a driver calls it before any trial starts. Built on the ``meta`` device."""
+    if not weights:
+        return
+    read_weights(weights)  # read outside the meta context: its tensors must hold data
+    for name in dict.fromkeys(names):
+        try:
+            with torch.device("meta"):
+                build_model(name, 2, image_size=image_size, weights=weights)
+        except NotImplementedError:  # an initialiser that reads values: build it for real
+            build_model(name, 2, image_size=image_size, weights=weights)
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return raybench.__version__ if package == "raybench" else "not installed"
+
+
+def model_record(name: str, weights: Optional[str] = None) -> dict[str, Optional[str]]:
+    """The runs-table columns that say what ``name`` built: the resolved library name, that
+    library's version and the weights file's SHA-256."""
+    spec = get_model_spec(name)
+    return {S.MODEL_RESOLVED: spec.resolved,
+            S.MODEL_LIBRARY: f"{spec.source} {_version(spec.source)}",
+            S.WEIGHTS_SHA256: file_sha256(weights)}

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from raybench import schema as S
-from raybench import stats
+from raybench import bayes, stats
 from raybench.compare import ROI, cells, describe_tests, rank_models, split_predictions
 from raybench.errors import RaybenchError
 from raybench.metrics import reliability_bins
@@ -143,6 +143,11 @@ def ranking_blocks(res: Results, scenario: str, figs: Path, tag: str) -> list:
                f"p-values and 95% intervals (the `test` column): {describe_tests(table)}; "
                "`p_holm`: Holm across the comparisons of one metric.",
                Table(format_significance(table))]
+    verdicts = bayes.verdict_sentences(table)
+    if verdicts:
+        blocks.append(f"Bayesian verdict on balanced accuracy over the seeds (region of practical "
+                      f"equivalence +-{bayes.ROPE:g}; Bayesian t-test, `p_equivalent` in "
+                      f"`compare_models`): " + "; ".join(verdicts) + ".")
     return blocks
 
 
@@ -158,10 +163,10 @@ def source_blocks(res: Results, scenario: str, found: pd.DataFrame) -> list:
                     "of the other classes per trial. A model that works on one hospital's "
                     "images only shows here.", Table(format_paper_table(table))]
     gaps = found[(found["kind"] == "source gap") & (found[S.SCENARIO] == scenario)]
-    blocks.append("Flagged (sensitivity or specificity differs between sources beyond both "
-                  "intervals): " + " ".join(gaps["finding"]) if len(gaps) else
-                  "No class's sensitivity or specificity differs between sources beyond both "
-                  "intervals.")
+    blocks.append("Flagged (the gap between two sources, paired within seeds, has a 95% "
+                  "interval that excludes 0): " + " ".join(gaps["finding"]) if len(gaps) else
+                  "No class's sensitivity or specificity differs between sources (paired "
+                  "within seeds, 95% interval).")
     return blocks
 
 

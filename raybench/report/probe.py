@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from raybench import schema as S
+from raybench.config.spec import DEFAULT_CACHE_DIR
 from raybench.errors import RaybenchError
 from raybench.report.blocks import Block, Table, fmt
 from raybench.results.loading import Results
@@ -52,7 +53,7 @@ def probe_blocks(res: Results, sweep: str, n_boot: int = 1000) -> list[Block]:
         frames = _frames(paths, bool(data.get("allow_outside_root")))
         if len({str(s) for df, _ in frames for s in df[S.SOURCE].dropna()}) < 2:
             return []
-        probe = probe_frames(frames, _size(res), data.get("cache_dir") or ".raybench-cache",
+        probe = probe_frames(frames, _size(res), data.get("cache_dir") or DEFAULT_CACHE_DIR,
                              n_boot)
     except (RaybenchError, OSError) as exc:
         log.warning("no source probe for %s: %s", sweep, exc)

@@ -15,4 +15,4 @@ QUERIES: tuple[str, ...] = (S.RUNS_TABLE, S.METRICS_TABLE, *DERIVED)
 #: Output formats of :func:`~raybench.results.output.render` (``--format``).
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "markdown")
 #: Interval methods of a paper table (``interval`` argument, ``--interval``).
-INTERVALS: tuple[str, ...] = ("bootstrap", "t")
+INTERVALS: tuple[str, ...] = ("bootstrap", "unpooled", "t")

@@ -54,12 +54,12 @@ class Results:
     @cached_property
     def runs(self) -> pd.DataFrame:
         """One row per trial: identity, hyperparameters, timing, device, versions, status."""
-        return self._read("runs")
+        return self._read(S.RUNS_TABLE)
 
     @cached_property
     def metrics(self) -> pd.DataFrame:
         """Long format: split, class, metric, value, ci_low, ci_high per trial."""
-        return self._read("metrics")
+        return self._read(S.METRICS_TABLE)
 
     @cached_property
     def epochs(self) -> pd.DataFrame:
@@ -69,13 +69,13 @@ class Results:
     @cached_property
     def predictions(self) -> pd.DataFrame:
         """One row per trial and test image: label, predicted, ``p_<class>`` probabilities."""
-        return self._read("predictions")
+        return self._read(S.PREDICTIONS_TABLE)
 
     def compare_models(self, metric: Union[str, Sequence[str], None] = None,
                        scenario: Optional[str] = None, baseline: Optional[str] = None, *,
                        split: str = "test", by: str = S.MODEL, per_seed: bool = False,
-                       n_boot: int = 2000, seed: int = 0, interval: str = "bootstrap"
-                       ) -> pd.DataFrame:
+                       n_boot: int = 2000, seed: int = 0, interval: str = "bootstrap",
+                       rope: float = 0.01) -> pd.DataFrame:
         """Paired comparison of models (or of a model's ``roi`` variants) on the same images.
 
         For each model against ``baseline`` (default: every pair, the alphabetically first as
@@ -109,12 +109,14 @@ class Results:
             Columns ``scenario``, ``roi`` (or ``model``), ``model`` (or ``roi``),
             ``baseline``, ``metric``, ``class``, ``value``, ``baseline_value``, ``diff``,
             ``ci_low``, ``ci_high``, ``p``, ``test``, ``p_holm``, ``seeds``, ``n_images``,
-            ``resampled`` (and ``seed`` with ``per_seed``).
+            ``resampled`` (and ``seed`` with ``per_seed``); over several seeds the Bayesian
+            verdict of :mod:`raybench.bayes` with region of practical equivalence ``rope``:
+            ``p_baseline_better``, ``p_equivalent``, ``p_better``.
         """
         from raybench.compare import CompareOptions, compare_models
 
         opts = CompareOptions(by=by, split=split, n_boot=n_boot, seed=seed, per_seed=per_seed,
-                              interval=interval)
+                              interval=interval, rope=rope)
         return compare_models(self, metric, scenario, baseline, opts)
 
     def findings(self, n_boot: int = 1000) -> pd.DataFrame:
@@ -177,7 +179,8 @@ class Results:
             roi: Only trials of this ``data.roi`` (a missing roi counts as ``full``); None
                 mixes them.
             interval: ``bootstrap``: the two-level bootstrap over seeds and patients on the
-                predictions of one trial per seed (the best on validation); ``t``: a
+                predictions of one trial per seed (the best on validation), its seed variance
+                pooled across the table (``unpooled``: each row's own); ``t``: a
                 Student t interval over the trials' values (one trial: its Wilson interval).
                 Without predictions the ``t`` interval is used.
             n_boot: Bootstrap replicates; ``seed``: their seed.
@@ -272,7 +275,7 @@ def load(uri: str, sweep: Optional[str] = None, *, compact: bool = False,
     store.check_root()
     if sweep is not None:
         sweeps = [sweep]
-        if not any(storage.exists(store.location(sweep, p)) for p in ("runs", "spec.yaml")):
+        if not any(storage.exists(store.location(sweep, p)) for p in (S.RUNS_TABLE, "spec.yaml")):
             raise RaybenchError(f"no sweep {sweep!r} in {store.root.uri}; found "
                                 f"{store.sweeps() or 'none'}")
     else:

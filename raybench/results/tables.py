@@ -63,11 +63,11 @@ def paper_table(res: "Results", scenario: Optional[str] = None, *, layout: str =
         positive = positive or ("covid19" if "covid19" in classes else classes[-1])
         rows = rows[rows[S.CLASS] == positive]
     out = _aggregate(rows, keys)
-    if interval == "bootstrap":
+    if interval in ("bootstrap", "unpooled"):
         from raybench.intervals import rate_table
 
         boot = rate_table(res, scenarios[0], roi=roi, split=split, by_source=by_source,
-                          n_boot=n_boot, seed=seed)
+                          n_boot=n_boot, seed=seed, pooled=interval == "bootstrap")
         if layout == "table1" and not boot.empty:
             boot = boot[boot[S.CLASS] == positive]
         out = _with_bootstrap(out, boot, keys)

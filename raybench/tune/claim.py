@@ -28,7 +28,7 @@ from raybench.storage import redact
 from raybench.store import ResultStore
 from raybench.tune import studies
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 CLAIM_FILE = "_claim.json"
 
 

@@ -31,7 +31,7 @@ import logging
 from raybench.config import Spec
 from raybench.store import ResultStore
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def check_sweep(spec: Spec, store: ResultStore) -> None:

@@ -15,12 +15,11 @@ from typing import Any, Callable, Optional
 from raybench import schema as S
 from raybench.config import Spec
 from raybench.errors import SweepError
-from raybench.engine.trial import run_trial
 from raybench.storage import Location
 from raybench.store import ResultStore
 from raybench.trial import cells
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def tune_location(spec: Spec) -> Location:
@@ -33,6 +32,7 @@ def trainable(spec: Spec) -> Any:
     share read from its config (the driver's share for ``auto``, a whole GPU after an OOM)."""
     from ray import tune
 
+    from raybench.engine.trial import run_trial  # torch: only the process that runs trials
     from raybench.tune.packing import TrialResources
 
     s = spec.scaling

@@ -21,7 +21,7 @@ from raybench.config import SearchSpace, Spec
 from raybench.errors import ConfigError
 from raybench.trial import Cell, cell_spec, cells
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def train_sizes(spec: Spec) -> dict[str, int]:

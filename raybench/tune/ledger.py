@@ -29,7 +29,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.progress_reporter import TrialProgressCallback
 from ray.tune.schedulers import FIFOScheduler
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -17,14 +17,13 @@ from typing import Any, Optional, Sequence
 
 from raybench import schema as S
 from raybench.config import Spec
-from raybench.engine.worker import STATE_DIR
 from raybench.errors import RaybenchError, SweepError, SweepInterrupted, final_error
-from raybench.store import ResultStore
+from raybench.store import STATE_DIR, ResultStore
 from raybench.trial import TrialConfig, searched_values
 from raybench.tune import studies
 from raybench.tune.experiment import plan_of
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 
 
 def error_text(error: BaseException) -> str:
@@ -55,21 +54,21 @@ def trial_outcome(spec: Spec, store: ResultStore, config: dict[str, Any],
     params = searched_values(tspec)
     text = error_text(error) if error else None
     if error:
-        row = store.trial_row(spec.name, "runs", trial_id)  # the trial's own, if it wrote one
+        row = store.trial_row(spec.name, S.RUNS_TABLE, trial_id)  # the trial's own, if it wrote one
         final = (row or {}).get(S.STATUS) == S.STATUS_ERROR or final_error(error) is not None
         status = S.STATUS_ERROR if final else S.STATUS_CRASHED
         if final:
             text = (row or {}).get(S.ERROR) or text
     # Otherwise a trial writes its run row last: its file exists only once it completed (a
     # retried crash's old row is removed when the retry starts).
-    elif store.has_trial_file(spec.name, "runs", trial_id):
+    elif store.has_trial_file(spec.name, S.RUNS_TABLE, trial_id):
         return {S.TRIAL_ID: trial_id, S.STATUS: S.STATUS_COMPLETED, S.ERROR: None, **params}
     else:
         status = S.STATUS_INTERRUPTED if interrupted else S.STATUS_STOPPED
     if status == S.STATUS_STOPPED:  # stopped by ASHA: never continued, its state goes
         store.delete_file(spec.name, f"{STATE_DIR}/{trial_id}.pt")
     if status != S.STATUS_INTERRUPTED:
-        store.write_table(spec.name, "runs", trial_id, [
+        store.write_table(spec.name, S.RUNS_TABLE, trial_id, [
             trial.run_row(status, text, metrics.get(S.EPOCH, 0))])
     return {S.TRIAL_ID: trial_id, S.STATUS: status, S.ERROR: text, **params}
 

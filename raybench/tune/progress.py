@@ -31,7 +31,7 @@ from ray import tune
 from raybench import schema as S
 from raybench.trial import cell_name_of
 
-log = logging.getLogger("raybench.tune.sweep")
+log = logging.getLogger(__name__)
 MAX_CELLS_SHOWN = 12
 
 
@@ -113,11 +113,11 @@ def earlier_session(results: str, name: str, metric: str, mode: str, total: int,
     from raybench.store import ResultStore
 
     store = ResultStore(results)
-    runs = store.read_table(name, "runs")
+    runs = store.read_table(name, S.RUNS_TABLE)
     done = frozenset(runs.loc[runs[S.STATUS].isin(DONE_STATUSES), S.TRIAL_ID])
     errored = frozenset(runs.loc[runs[S.STATUS].isin(FAILED_STATUSES), S.TRIAL_ID])
     best: dict[str, float] = {}
-    epochs = store.read_table(name, "epochs") if done else None
+    epochs = store.read_table(name, S.EPOCHS_TABLE) if done else None
     if epochs is not None and metric in epochs.columns:
         ended = epochs[epochs[S.TRIAL_ID].isin(done)].dropna(subset=[metric])
         per_trial = ended.groupby(S.TRIAL_ID)[metric].agg("max" if mode == "max" else "min")

@@ -33,7 +33,7 @@ from ray.tune.search import SearchGenerator, Searcher
 
 from raybench import schema as S
 from raybench.config import SearchSpace, Spec
-from raybench.store import ResultStore
+from raybench.store import CorruptResultError, ResultStore
 from raybench.tune import studies
 from raybench.trial import Cell, TrialConfig, cell_spec, searched_values
 from raybench.tune.space import SPACES, first_point
@@ -330,8 +330,8 @@ class CellSearcher(Searcher):
         trial_id = self.plan.trial_id(cell, int(first))
         # Its crashed run row goes: the retry writes its own (its stored state stays, so it
         # continues from its last finished epoch).
-        ResultStore(self.plan.spec.results).delete_file(self.plan.spec.name,
-                                                        f"runs/{trial_id}.parquet")
+        ResultStore(self.plan.spec.results).delete_trial_file(self.plan.spec.name,
+                                                              S.RUNS_TABLE, trial_id)
         log.info("retrying trial %s (study trial %d)", trial_id, number)
         return number, params
 
@@ -358,7 +358,7 @@ class CellSearcher(Searcher):
         self._flying[cell.name] -= 1
         if error:  # FAIL; error (its spec or data) is final, crashed is retried by --resume
             row = ResultStore(self.plan.spec.results).trial_row(
-                self.plan.spec.name, "runs", self._trial_id(cell, entry[1]))
+                self.plan.spec.name, S.RUNS_TABLE, self._trial_id(cell, entry[1]))
             status = (S.STATUS_ERROR if row and row.get(S.STATUS) == S.STATUS_ERROR
                       else S.STATUS_CRASHED)
             self._handle(cell, entry[1]).set_user_attr(studies.STATUS_ATTR, status)
@@ -400,21 +400,16 @@ class CellSearch(SearchGenerator):
 
 def completed_value(spec: Spec, trial_id: str) -> Optional[float]:
     """The final metric of a trial whose run row says completed, else None."""
-    import pyarrow.parquet as pq
-
-    from raybench import storage
-
     store = ResultStore(spec.results)
-    run = store.location(spec.name, "runs", f"{trial_id}.parquet")
-    epochs = store.location(spec.name, S.EPOCHS_TABLE, f"{trial_id}.parquet")
-    if not (storage.exists(run) and storage.exists(epochs)):
+    if not (store.has_trial_file(spec.name, S.RUNS_TABLE, trial_id)
+            and store.has_trial_file(spec.name, S.EPOCHS_TABLE, trial_id)):
         return None
     try:
-        status = pq.read_table(run.path, filesystem=run.fs).column(S.STATUS)[0].as_py()
-        rows = pq.read_table(epochs.path, filesystem=epochs.fs).to_pylist()
-    except (OSError, ValueError, KeyError, IndexError) as exc:  # cut short by a crash
+        status = (store.trial_rows(spec.name, S.RUNS_TABLE, trial_id) or [])[0][S.STATUS]
+        rows = store.trial_rows(spec.name, S.EPOCHS_TABLE, trial_id) or []
+    except (CorruptResultError, KeyError, IndexError) as exc:  # cut short by a crash
         log.warning("trial %s: its result files are unreadable (%s); running it again",
-                    trial_id, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                    trial_id, str(exc).split("; ")[0] if str(exc) else type(exc).__name__)
         return None
     if status != S.STATUS_COMPLETED:
         return None

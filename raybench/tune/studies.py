@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from raybench import storage
-from raybench.store import sweep_location
+from raybench.store import ResultStore, sweep_location
 
 log = logging.getLogger(__name__)
 OPTUNA_DIR = "optuna"
 JOURNAL = "journal.log"
+#: The journal as a sweep's file in the store (``ResultStore.read_file`` / ``replace_file``).
+JOURNAL_NAME = f"{OPTUNA_DIR}/{JOURNAL}"
 #: A study trial's user attribute: its raybench status (``running``, ``error``, ``crashed``).
 STATUS_ATTR = "raybench_status"
 #: A retry's user attribute: the study number of its trial id's first attempt. A crashed trial
@@ -60,7 +62,7 @@ def latest_attempts(trials: Any) -> dict[int, Any]:
 
 def journal_location(results: str, sweep: str) -> storage.Location:
     """The journal's place in the results store: ``<results>/<sweep>/optuna/journal.log``."""
-    return sweep_location(storage.resolve(results), sweep, OPTUNA_DIR, JOURNAL)
+    return sweep_location(storage.resolve(results), sweep, JOURNAL_NAME)
 
 
 def local_journal(results: str, sweep: str) -> Path:
@@ -93,8 +95,9 @@ def download(results: str, sweep: str) -> Path:
     if loc.is_local:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    if storage.exists(loc):
-        path.write_bytes(storage.read_bytes(loc))
+    data = ResultStore(results).read_file(sweep, JOURNAL_NAME)
+    if data is not None:
+        path.write_bytes(data)
         log.info("loaded the Optuna journal from %s", loc.uri)
     elif path.exists():
         path.unlink()  # a stale copy from another sweep of the same name
@@ -127,7 +130,7 @@ def upload(results: str, sweep: str) -> None:
     path = local_journal(results, sweep)
     if loc.is_local or not path.exists():
         return
-    storage.write_bytes_atomic(loc, path.read_bytes())
+    ResultStore(results).replace_file(sweep, JOURNAL_NAME, path.read_bytes())
 
 
 def reset(results: str, sweep: str) -> None:

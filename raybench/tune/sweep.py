@@ -140,6 +140,10 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     spec = with_absolute_paths(spec)
     store = ResultStore(spec.results)
     store.check_writable()  # a bad store fails in seconds, before Ray starts
+    if spec.model.weights:  # a file that does not fit fails here, before any trial
+        from raybench.models.zoo import check_weights_fit  # torch: only with a weights file
+
+        check_weights_fit(spec.sweep.models, spec.model.weights, spec.model.image_size)
     lease = Lease(store, spec.name)
     existed = claim_sweep(store, spec, resume, overwrite, lease)
     ray_opts = ray_opts or RayOptions(address, num_cpus)

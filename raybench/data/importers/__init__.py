@@ -25,6 +25,7 @@ import pandas as pd
 from raybench import schema as S
 from raybench.catalog.importers import IMPORTERS, Importer
 from raybench.data import manifest as mf
+from raybench.data.fingerprints import write_sidecar
 from raybench.data.importers.common import (
     DEFAULT_LABEL_MAP,
     DEFAULTS,
@@ -84,7 +85,8 @@ def filter_views(result: ImportResult, views: Sequence[str]) -> ImportResult:
         raise DataError(f"{result.root}: no image has a view in {', '.join(sorted(wanted))}; "
                         f"views found: {', '.join(sorted(dropped))}")
     df = result.df[keep].reset_index(drop=True)
-    return ImportResult(df, result.root, result.skipped, dict(sorted(dropped.items())))
+    return ImportResult(df, result.root, result.skipped, dict(sorted(dropped.items())),
+                        result.fingerprints)
 
 
 def rebase_paths(result: ImportResult, manifest_dir: str | os.PathLike) -> pd.DataFrame:
@@ -119,7 +121,8 @@ def merge_manifests(frames: Sequence[pd.DataFrame], where: str = "merge") -> pd.
 def write_import(result: ImportResult, out: str | os.PathLike, append: bool = False) -> pd.DataFrame:
     """Writes ``result`` as the manifest ``out`` (merged into it when ``append``); returns it.
 
-    Skipped files are listed in ``<out>.skipped.csv`` so they stay recorded with the data.
+    Skipped files are listed in ``<out>.skipped.csv`` so they stay recorded with the data; the
+    files' fingerprints go to ``<out>.fingerprints.parquet``, where ``data audit`` reads them.
     """
     out = Path(out)
     df = rebase_paths(result, out.parent)
@@ -128,6 +131,7 @@ def write_import(result: ImportResult, out: str | os.PathLike, append: bool = Fa
         roots += mf.image_roots(out)[1:]  # keep the roots of earlier imports
         df = merge_manifests([mf.read_manifest(out), df], where=str(out))
     mf.write_manifest(df, out, image_roots=roots)
+    write_sidecar(out, result.fingerprints, append=append)
     skipped = out.with_name(out.name + ".skipped.csv")
     if result.skipped:
         pd.DataFrame([vars(b) for b in result.skipped]).to_csv(skipped, index=False)

@@ -15,13 +15,13 @@ import pandas as pd
 
 from raybench import schema as S
 from raybench.data import manifest as mf
+from raybench.data.fingerprints import Fingerprint
 from raybench.data.images import BadImage
 from raybench.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-EXIF_ORIENTATION = 0x0112
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                 "validation": "val", "test": "test", "testing": "test"}
 
@@ -46,6 +46,8 @@ class ImportResult:
     root: Path
     skipped: list[BadImage] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    #: What the import's decode learned of each kept file (the audit's fingerprints).
+    fingerprints: list[Fingerprint] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

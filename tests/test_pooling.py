@@ -1,0 +1,127 @@
+"""Moderated seed variances (raybench.pooling) against an independent computation of limma's
+fitFDist with scipy (root-finding instead of Newton's method), a known prior recovered from
+simulated variances, and Student t intervals written out by hand."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize, special
+from scipy import stats as sps
+
+from raybench import pooling
+
+
+def _fit_fdist_scipy(s2: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """Smyth (2004), section 6.2, written out: e = log s2 - digamma(d/2) + log(d/2);
+    trigamma(d0/2) = var(e) - mean(trigamma(d/2)); s0^2 = exp(mean(e) + digamma(d0/2) -
+    log(d0/2)). The trigamma equation is solved with brentq."""
+    e = np.log(s2) - special.digamma(d / 2) + np.log(d / 2)
+    target = np.var(e, ddof=1) - np.mean(special.polygamma(1, d / 2))
+    half = optimize.brentq(lambda h: special.polygamma(1, h) - target, 1e-8, 1e8, xtol=1e-14,
+                           rtol=1e-14)
+    d0 = 2 * half
+    return d0, math.exp(e.mean() + special.digamma(d0 / 2) - math.log(d0 / 2))
+
+
+def _draw_variances(rng: np.random.Generator, cells: int, d: np.ndarray, d0: float,
+                    s0_sq: float) -> np.ndarray:
+    """s2 | sigma2 ~ sigma2 chi2(d) / d, with 1 / sigma2 ~ chi2(d0) / (d0 s0_sq)."""
+    sigma2 = d0 * s0_sq / rng.chisquare(d0, cells)
+    return sigma2 * rng.chisquare(d, cells) / d
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_prior_matches_the_formula_solved_by_scipy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    d = rng.choice([1.0, 2.0, 9.0], 400)  # 2, 3 and 10 seeds
+    s2 = _draw_variances(rng, 400, d, 4.0, 0.02)
+    prior = pooling.fit_prior(s2, d)
+    d0, s0_sq = _fit_fdist_scipy(s2, d)
+    assert prior.d0 == pytest.approx(d0, rel=1e-7)
+    assert prior.s0_sq == pytest.approx(s0_sq, rel=1e-7)
+    assert prior.cells == 400 and 2 < prior.d0 < 8
+
+
+def test_fit_prior_recovers_a_known_prior_from_many_cells() -> None:
+    rng = np.random.default_rng(3)
+    d = np.full(20000, 1.0)  # every cell measured on 2 seeds
+    prior = pooling.fit_prior(_draw_variances(rng, 20000, d, 6.0, 0.01), d)
+    assert prior.d0 == pytest.approx(6.0, rel=0.15)
+    assert prior.s0_sq == pytest.approx(0.01, rel=0.05)
+
+
+def test_equal_true_variances_give_unlimited_prior_dof() -> None:
+    rng = np.random.default_rng(4)
+    d = np.full(5000, 2.0)
+    prior = pooling.fit_prior(0.04 * rng.chisquare(2, 5000) / 2, d)
+    assert math.isinf(prior.d0) or prior.d0 > 30  # 30x the cells own dof: no spread left
+    assert prior.s0_sq == pytest.approx(0.04, rel=0.05)
+
+
+@pytest.mark.parametrize("x", [1e-3, 0.1, 1.0, 10.0, 1e4])
+def test_trigamma_inverse(x: float) -> None:
+    assert float(special.polygamma(1, pooling.trigamma_inverse(x))) == pytest.approx(x, rel=1e-7)
+
+
+def test_cell_interval_is_the_moderated_t_interval_written_out() -> None:
+    point = np.array([0.30, 0.52])  # 2 seeds, d = 1
+    cell = pooling.SeedCell(point, np.full(50, point.mean()))  # no patient variance
+    prior = pooling.Prior(d0=5.0, s0_sq=0.004, cells=16)
+    s2 = (5.0 * 0.004 + 1 * point.var(ddof=1)) / 6.0
+    low, high = sps.t.interval(0.95, 6.0, loc=point.mean(), scale=math.sqrt(s2 / 2))
+    got = pooling.cell_interval(cell, prior)
+    assert (got.ci_low, got.ci_high) == pytest.approx((low, high), abs=1e-12)
+    assert got.dof == pytest.approx(6.0)
+    assert got.pvalue == pytest.approx(2 * sps.t.sf(point.mean() / math.sqrt(s2 / 2), 6.0))
+
+
+def test_patient_and_seed_parts_combine_by_welch_satterthwaite() -> None:
+    rng = np.random.default_rng(5)
+    point = np.array([0.40, 0.46, 0.43])
+    every = 0.43 + rng.normal(0, 0.01, 4000)
+    prior = pooling.Prior(d0=8.0, s0_sq=0.002, cells=10)
+    got = pooling.cell_interval(pooling.SeedCell(point, every), prior)
+    v_seed = (8.0 * 0.002 + 2 * point.var(ddof=1)) / 10.0 / 3
+    v_pat = every.var()
+    dof = (v_seed + v_pat) ** 2 / (v_seed ** 2 / 10.0)
+    half = sps.t.ppf(0.975, dof) * math.sqrt(v_seed + v_pat)
+    assert got.dof == pytest.approx(dof)
+    assert (got.ci_low, got.ci_high) == pytest.approx((point.mean() - half, point.mean() + half))
+
+
+def test_pooling_narrows_two_seed_intervals_that_share_a_seed_variance() -> None:
+    rng = np.random.default_rng(6)
+    cells = []
+    for _ in range(16):  # 16 cells, 2 seeds each, one true seed sd of 0.05
+        point = 0.5 + rng.normal(0, 0.05, 2)
+        cells.append(pooling.SeedCell(point, np.full(100, point.mean())))
+    ivs, prior = pooling.pooled_intervals(cells, (0.0, 1.0))
+    assert prior.d0 > 10  # the shared variance is found
+    widths = [iv.ci_high - iv.ci_low for iv in ivs]
+    raw = [2 * sps.t.ppf(0.975, 1) * c.point.std(ddof=1) / math.sqrt(2) for c in cells]
+    assert np.median(widths) < 0.5 * np.median(raw)  # t(1) = 12.7 is gone
+    assert min(iv.dof for iv in ivs) > 10
+    assert all(0.0 <= iv.ci_low <= iv.ci_high <= 1.0 for iv in ivs)
+
+
+def test_identical_seeds_everywhere_give_a_zero_width_interval() -> None:
+    rng = np.random.default_rng(7)
+    varied = [pooling.SeedCell(0.5 + rng.normal(0, 0.05, 2), 0.5 + rng.normal(0, 0.01, 50))
+              for _ in range(5)]
+    flat = [pooling.SeedCell(np.zeros(3), np.zeros(20)), pooling.SeedCell(np.ones(2), np.ones(9))]
+    ivs, prior = pooling.pooled_intervals(flat + varied)
+    assert prior.cells == 5  # the rates of 0 and 1 on every film neither inform nor borrow
+    assert (ivs[0].value, ivs[0].ci_low, ivs[0].ci_high, ivs[0].pvalue) == (0.0, 0.0, 0.0, 1.0)
+    assert (ivs[1].ci_low, ivs[1].ci_high) == (1.0, 1.0)
+    assert all(iv.ci_high > iv.ci_low for iv in ivs[2:])
+
+
+def test_fewer_than_three_cells_keep_their_own_variance() -> None:
+    cells = [pooling.SeedCell(np.array([0.2, 0.4]), np.full(10, 0.3)),
+             pooling.SeedCell(np.array([0.5, 0.52]), np.full(10, 0.51))]
+    ivs, prior = pooling.pooled_intervals(cells)
+    assert prior.d0 == 0 and prior.cells == 2
+    half = sps.t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) / math.sqrt(2)
+    assert (ivs[0].ci_low, ivs[0].ci_high) == pytest.approx((0.3 - half, 0.3 + half))
