@@ -46,8 +46,8 @@ def test_plan_prints_each_cell_and_the_predicted_sweep_time(tmp_path, run_cli) -
     assert f"{one_per_gpu / 60:.1f} min one trial per GPU" in total
 
 
+@pytest.mark.ray
 def test_plan_without_a_gpu_or_a_probe_file_says_a_probe_needs_a_gpu(tmp_path, run_cli) -> None:
-    pytest.importorskip("ray")
     code, out, err = run_cli(*_args(tmp_path, "--num-gpus", "1"))
     assert code == 2 and out == ""
     assert err.strip().splitlines() == [
