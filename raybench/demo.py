@@ -12,9 +12,10 @@ LOOK_AT: tuple[str, ...] = (
     "every class; read sensitivity / specificity per class with their 95% intervals.",
     "Class activation maps: three synthetic images in four carry their class's letter in a "
     "corner; on those, CNN-X's heat sits on the letter, outside the lungs. That is the shortcut.",
-    "The ROI-focus table under the CAM grid: the share of CAM energy inside the lungs. The lungs "
-    "are about 22% of a synthetic image; a score near or below 0.22 means the model is not "
-    "looking at them, which accuracy alone never shows.",
+    "The ROI-focus table under the CAM grid: the share of CAM energy inside the lungs. The "
+    "report states its chance level, the lung masks' share of the images (about 0.22 on the "
+    "synthetic films): a score near or below it means the model is not looking at the lungs, "
+    "which accuracy alone never shows.",
 )
 
 

@@ -206,21 +206,32 @@ def test_origin(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return [_row("info", "Test sets", text, scenario, None, math.nan, n)]
 
 
-def roi_focus(res: Results, scenario: str, n_boot: int) -> list[dict]:
-    """ROI focus at or below its chance level (the lung fields' share of the image)."""
-    from raybench.cam.roi import lung_field_template
+def roi_chance(res: Results, runs: pd.DataFrame, suffix: str = "") -> pd.Series:
+    """The ROI focus a map spread evenly scores, per model: the lung masks' mean area share
+    of the images with CAMs (``roi_chance`` rows), else the lung-field template's share."""
+    chance = _metric(res, runs, f"roi_chance{suffix}").groupby(S.MODEL)[S.VALUE].mean()
+    missing = sorted(set(runs[S.MODEL]) - set(chance.index))
+    if missing:  # results written before roi_chance rows existed
+        from raybench.data.masks import lung_field_template
 
+        sizes = res.runs[S.IMAGE_SIZE].dropna().tolist() if S.IMAGE_SIZE in res.runs else []
+        share = float(lung_field_template(int(sizes[0]) if sizes else 224).mean())
+        chance = pd.concat([chance, pd.Series(share, index=missing)])
+    return chance
+
+
+def roi_focus(res: Results, scenario: str, n_boot: int) -> list[dict]:
+    """ROI focus at or below its chance level (the lung masks' share of the image)."""
     runs = _full(res, scenario)
     rows = []
     for suffix in ("", "_approx"):
         focus = _metric(res, runs, f"roi_focus{suffix}")
         if focus.empty:
             continue
-        sizes = res.runs[S.IMAGE_SIZE].dropna().tolist() if S.IMAGE_SIZE in res.runs else []
-        size = int(sizes[0]) if sizes else 224
-        chance = float(lung_field_template(size).mean())
+        chances = roi_chance(res, runs, suffix)
         count = _metric(res, runs, f"roi_n{suffix}").groupby(S.MODEL)[S.VALUE].mean()
         for model, value in focus.groupby(S.MODEL)[S.VALUE].mean().items():
+            chance = float(chances.get(model, math.nan))
             if value > chance:
                 continue
             n = float(count.get(model, math.nan))

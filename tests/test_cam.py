@@ -190,6 +190,11 @@ def test_select_images_and_roi_rows() -> None:
     assert by[("covid19", "pointing_game_approx")]["value"] == 0.0
     assert by[("all", "roi_n_approx")]["value"] == 4.0
     assert 0.0 < by[("all", "pointing_game_approx")]["ci_low"] < 0.5
+    assert ("all", "roi_chance_approx") not in by  # no mask shares given: no chance row
+    shares = roi_rows(("normal", "covid19"), np.array([0, 0, 1, 1]), focus, hits,
+                      share=np.array([0.2, 0.4, 0.6, 0.8]))
+    chance = {r["class"]: r["value"] for r in shares if r["metric"] == "roi_chance"}
+    assert chance == pytest.approx({"normal": 0.3, "covid19": 0.7, "all": 0.5})
 
 
 def test_stored_maps_are_float16_in_unit_range() -> None:

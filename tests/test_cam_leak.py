@@ -45,6 +45,8 @@ def test_leaky_model_looks_outside_the_lungs(trained) -> None:
     _, (_, _, leaky), (_, _, clean) = trained
     assert leaky["accuracy"] >= 0.9, leaky  # the shortcut works: accuracy looks fine
     assert leaky["roi_n"] == clean["roi_n"] > 20
+    # a uniform map's score: the synthetic lung masks' mean share, not the 64 px template's 0.29
+    assert 0.15 < clean["roi_chance"] < 0.27 and 0.15 < leaky["roi_chance"] < 0.27
     assert leaky["roi_focus"] < 0.6 * clean["roi_focus"], (leaky, clean)
     assert leaky["pointing_game"] < clean["pointing_game"], (leaky, clean)
 
@@ -73,6 +75,7 @@ def test_report_shows_the_cam_figure_and_cli_renders(trained, run_cli) -> None:
     md = (tmp / "report" / "report.md").read_text()
     assert "## Class activation maps" in md and "figures/cams.png" in md
     assert "| trial_id | class | pointing_game | roi_focus |" in md  # the ROI-focus table
+    assert "Chance level of ROI focus: 0.2" in md and "the lung masks' mean share" in md
     assert (tmp / "report" / "figures" / "cams.png").stat().st_size > 10_000
     image_id = outcome.data.test.image_ids[0]
     code, out, err = run_cli("cam", spec.results, "--sweep", spec.name, "--trial",

@@ -86,3 +86,42 @@ def test_report_opens_with_every_planted_finding(root: str, tmp_path: Path, run_
     for kind in KINDS:
         assert f"| {kind} |" in section, kind
     assert "per-seed counts hospB 47/80, 50/80, hospA" in section
+
+
+def _roi(focus: float, chance: float) -> list[dict]:
+    return [{"split": "test", "class": "all", "metric": metric, "value": v, "ci_low": None,
+             "ci_high": None, "source": None}
+            for metric, v in (("roi_focus", focus), ("roi_n", 60.0), ("roi_chance", chance))]
+
+
+def test_roi_focus_is_judged_against_the_share_of_the_masks_used(tmp_path: Path) -> None:
+    """The chance level is what a uniform map scores on the images with CAMs: the masks' mean
+    area share (roi_chance rows), not the lung-field template's share of the image."""
+    from comparedata import write_preds_trial
+    from findingsdata import PATIENTS, SOURCES, Y, _confident
+    from raybench.report.evidence import roi_chance_note
+
+    store = ResultStore(str(tmp_path))
+    p = _confident(Y, 0.9)
+    for model, chance in (("wide", 0.20), ("narrow", 0.30)):
+        write_preds_trial(store, "roi", f"{model}-s0", model=model, seed=0, y=Y,
+                          probs={"test": p, "val": p}, patients=PATIENTS, sources=SOURCES,
+                          extra_metrics=_roi(0.25, chance))
+    res = load(str(tmp_path), "roi")
+    found = res.findings(n_boot=100)
+    roi = found[found["kind"] == "ROI focus"]
+    assert roi["model"].tolist() == ["narrow"]  # 0.25 is above 0.20 but below 0.30
+    assert "at or below the chance level 0.300" in roi["finding"].iloc[0]
+    note = roi_chance_note(res)
+    assert note is not None and "0.250, the lung masks' mean share" in note
+
+
+def test_findings_do_not_import_torch(root: str) -> None:
+    """README: of the notebook API only compute_cams imports torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from raybench.results import load; "
+            f"load({root!r}, 'planted').findings(n_boot=50); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -44,8 +44,9 @@ def test_after_ctrl_c_interrupted_trials_are_not_done(tmp_path: Path,
     from raybench.tune import ledger, progress
 
     monkeypatch.setitem(ledger._LEDGERS, "cc", Ledger())
-    p = progress.Progress("cc", METRIC, "max", 5, results=str(tmp_path),
-                          started=time.monotonic() - 12.2)
+    now = time.monotonic()
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now)  # elapsed exactly 12.2 s
+    p = progress.Progress("cc", METRIC, "max", 5, results=str(tmp_path), started=now - 12.2)
     p.setup()
     # b wrote its results, and the interrupt came before Tune took its last result
     write_trial(ResultStore(str(tmp_path)), "cc", "b-s-s0", model="b", seed=0, scenario="s",
@@ -55,7 +56,7 @@ def test_after_ctrl_c_interrupted_trials_are_not_done(tmp_path: Path,
     trials = [_trial("a-s-s0", "TERMINATED", done=True), _trial("b-s-s0", "TERMINATED"),
               _trial("c-s-s0", "TERMINATED"), _trial("d-s-s0", "TERMINATED"),
               _trial("e-s-s0", "PENDING")]
-    with caplog.at_level(logging.INFO, logger="raybench.tune.sweep"):
+    with caplog.at_level(logging.INFO, logger="raybench"):
         p.on_experiment_end(trials)
     assert _lines(caplog) == [
         "sweep cc | 2/5 done, 0 running, 1 pending, 0 errored, 2 interrupted | best "
@@ -86,7 +87,7 @@ def test_a_resumed_finished_sweep_counts_its_earlier_trials(tmp_path: Path,
     progress.Progress("fin", METRIC, "max", 5, results=root, started=time.monotonic() - 65)
     restored.setup()
     left = [_trial("squeezenet-s-s0-t001", "TERMINATED", done=True)]  # also in the run rows
-    with caplog.at_level(logging.INFO, logger="raybench.tune.sweep"):
+    with caplog.at_level(logging.INFO, logger="raybench"):
         restored.on_experiment_end(left)
     assert _lines(caplog) == [
         "sweep fin | 4/5 done, 0 running, 0 pending, 0 errored | best "

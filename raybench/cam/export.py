@@ -63,9 +63,11 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
 
 
 def roi_rows(labels: Sequence[str], targets: np.ndarray, focus: np.ndarray, hits: np.ndarray,
-             approx: bool = False) -> list[dict]:
+             approx: bool = False, share: Optional[np.ndarray] = None) -> list[dict]:
     """Metrics rows per true class and ``all``: roi_focus (mean, normal CI), pointing_game
-    (hit rate, Wilson CI) and roi_n; names get ``_approx`` when the lung template was used."""
+    (hit rate, Wilson CI), roi_n and, with ``share`` (each image's mask area share),
+    roi_chance: the ROI focus a map spread evenly over those images scores. Names get
+    ``_approx`` when the lung template was used."""
     suffix = "_approx" if approx else ""
     rows = []
     groups = [(lab, targets == k) for k, lab in enumerate(labels)] + [(ALL, np.ones_like(hits, bool))]
@@ -82,6 +84,10 @@ def roi_rows(labels: Sequence[str], targets: np.ndarray, focus: np.ndarray, hits
             {S.SPLIT: "test", S.CLASS: name, S.METRIC: f"roi_n{suffix}",
              S.VALUE: float(sel.sum()), S.CI_LOW: math.nan, S.CI_HIGH: math.nan},
         ]
+        if share is not None:
+            rows.append({S.SPLIT: "test", S.CLASS: name, S.METRIC: f"roi_chance{suffix}",
+                         S.VALUE: float(share[sel].mean()), S.CI_LOW: math.nan,
+                         S.CI_HIGH: math.nan})
     return rows
 
 
@@ -129,7 +135,8 @@ def trial_cams(model: nn.Module, spec: Spec, data: PreparedData,
                   cams=stored_maps(out.maps), method=method.name,
                   target_layer=model_spec.cam_layer, input_size=(size, size),
                   images=images.numpy() if cfg.images else None)
-    rows = roi_rows(labels, targets[idx], focus, hits, approx=not from_file.all())
+    share = masks.reshape(len(masks), -1).astype(np.float64).mean(axis=1)  # (N,) area share
+    rows = roi_rows(labels, targets[idx], focus, hits, approx=not from_file.all(), share=share)
     return CamExport(cams, focus, hits, rows)
 
 

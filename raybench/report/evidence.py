@@ -287,12 +287,20 @@ def calibration_blocks(res: Results, figs: Path) -> list:
 
 
 def roi_chance_note(res: Results) -> Optional[str]:
-    """ROI focus against its chance level: the lung fields' share of the image."""
-    from raybench.cam.roi import lung_field_template
+    """ROI focus against its chance level: the lung masks' share of the images with CAMs."""
+    m = res.metrics
+    rows = m[(m[S.CLASS] == "all") & m[S.METRIC].isin(["roi_chance", "roi_chance_approx"])]
+    if len(rows):
+        chance = float(rows[S.VALUE].mean())
+        what = "the lung masks' mean share of the test images with CAMs"
+    else:  # results written before roi_chance rows existed
+        from raybench.data.masks import lung_field_template
 
-    sizes = res.runs[S.IMAGE_SIZE].dropna() if S.IMAGE_SIZE in res.runs else pd.Series(dtype=int)
-    size = int(sizes.iloc[0]) if len(sizes) else 224
-    chance = float(lung_field_template(size).mean())
-    return (f"Chance level of ROI focus: {chance:.3f}, the lung-field template's share of a "
-            f"{size} px image (a map spread evenly scores this). A `roi_focus` below it means "
-            "the model looks at the lungs less than a uniform map would.")
+        sizes = res.runs[S.IMAGE_SIZE].dropna() if S.IMAGE_SIZE in res.runs else pd.Series(
+            dtype=int)
+        size = int(sizes.iloc[0]) if len(sizes) else 224
+        chance = float(lung_field_template(size).mean())
+        what = f"the lung-field template's share of a {size} px image"
+    return (f"Chance level of ROI focus: {chance:.3f}, {what} (a map spread evenly scores "
+            "this). A `roi_focus` below it means the model looks at the lungs less than a "
+            "uniform map would.")
