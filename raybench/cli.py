@@ -166,6 +166,7 @@ class Sweep(Command):
         p.add_argument("--retry-crashed", action="store_true",
                        help="with --resume: retry trials that crashed more often than "
                             "sweep.max_retries, with as many retries again")
+        _add_gpu_args(p, "logical GPUs of the embedded local Ray")
 
     def run(self, args: argparse.Namespace) -> None:
         if args.retry_crashed and not args.resume:
@@ -173,18 +174,46 @@ class Sweep(Command):
         spec = _spec(args)  # before torch and Ray are imported
         from raybench.errors import SweepError
         from raybench.tracking import check_tracking
-        from raybench.tune.sweep import run_sweep
+        from raybench.tune.sweep import RayOptions, run_sweep
 
         check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
         try:
-            summary = run_sweep(spec, resume=args.resume, address=args.address,
-                                num_cpus=args.num_cpus, overwrite=args.overwrite,
+            summary = run_sweep(spec, resume=args.resume, overwrite=args.overwrite,
+                                ray_opts=RayOptions(args.address, args.num_cpus, args.num_gpus,
+                                                    args.probe),
                                 retry_crashed=args.retry_crashed)
         except SweepError as exc:  # the trials that did run are still worth a table
             _print_summary(exc.summary)
             raise
         _print_summary(summary)
         print(f"results: {spec.results}/{spec.name}")
+
+
+def _add_gpu_args(p: argparse.ArgumentParser, gpus: str) -> None:
+    p.add_argument("--num-gpus", type=_positive_int, help=gpus)
+    p.add_argument("--probe", metavar="FILE",
+                   help="a recorded GPU probe file (<results>/_probes/probes.json of another "
+                   "run) used instead of probing; workloads it lacks are probed")
+
+
+class Plan(Command):
+    name, help = "plan", "a sweep's GPU shares, predicted wall time and GPU-hours on N GPUs"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
+        _add_set(p)
+        p.add_argument("--results", help="results root (its probe cache): a path or s3://...")
+        p.add_argument("--address", help="Ray cluster to probe on (default: RAY_ADDRESS or "
+                       "local Ray); not needed with --probe")
+        _add_gpu_args(p, "GPUs to plan for (default: the cluster's; 1 with --probe)")
+
+    def run(self, args: argparse.Namespace) -> None:
+        spec = _spec(args)
+        from raybench.predict import render
+        from raybench.tune.packing import plan_sweep
+
+        pred = plan_sweep(spec, args.num_gpus, args.probe, args.address)
+        print("\n".join(render(pred)))
 
 
 class Demo(Command):
@@ -531,8 +560,8 @@ class Audit(Command):
 
 
 #: ``raybench <name>``, in the order ``--help`` lists them.
-COMMANDS: tuple[Command, ...] = (Models(), Train(), Sweep(), Demo(), ResultsTable(), Report(),
-                                 Cam(), Dashboard(), Submit(), Bench())
+COMMANDS: tuple[Command, ...] = (Models(), Train(), Sweep(), Plan(), Demo(), ResultsTable(),
+                                 Report(), Cam(), Dashboard(), Submit(), Bench())
 #: ``raybench data <name>``.
 DATA_COMMANDS: tuple[Command, ...] = (Synth(), Import(), Audit())
 

@@ -224,12 +224,14 @@ def check_reachable(address: str, timeout_s: float = 3.0, *, what: str = "Ray",
 
 
 def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None, *,
-               tune: bool = True) -> None:
+               tune: bool = True, num_gpus: Optional[int] = None) -> None:
     """Connects to ``address`` (or ``RAY_ADDRESS``), else starts an embedded local Ray.
 
     Args:
         address: A Ray address; None uses ``RAY_ADDRESS``, else starts a local Ray.
         num_cpus: CPUs of a local Ray (default: Ray's, all of them).
+        num_gpus: GPUs of a local Ray (default: Ray's, the visible ones). Ray's GPUs are
+            logical: more than there are is how tests pack trials on a CPU.
         tune: For a sweep: quiet Ray's, Tune's and Optuna's banners first (:func:`quiet_ray`,
             which imports Optuna) and give a local Ray its dashboard. A data command passes
             False: it needs neither, and keeps Ray's own dashboard default.
@@ -250,11 +252,26 @@ def ensure_ray(address: Optional[str], num_cpus: Optional[int] = None, *,
         else:  # "local": a new embedded Ray, even when a `ray start` cluster runs on this host
             # (Ray 2.60.0 otherwise joins the cluster in /tmp/ray/ray_current_cluster, and
             # refuses num_cpus there).
-            ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING,
-                     log_to_driver=False, include_dashboard=True if tune else None)
+            ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus,
+                     logging_level=logging.WARNING,
+                     log_to_driver=False, include_dashboard=_dashboard() if tune else None)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise RaybenchError(f"cannot connect to Ray at {address or 'local'}: "
                             f"{str(exc).splitlines()[0]}") from None
+
+
+def _dashboard() -> Optional[bool]:
+    """True when Ray's dashboard can start (its State API cleans up after Train worker groups
+    stopped early); None on a minimal Ray (the trimmed wheels of benchmarks/gpu_wheels.sh),
+    where asking for it would fail ``ray.init``."""
+    from ray._private.utils import get_dashboard_dependency_error
+
+    missing = get_dashboard_dependency_error()
+    if missing is None:
+        return True
+    log.warning("Ray runs without its dashboard (%s; install ray[default]): a Train worker "
+                "group stopped early may keep its placement group", missing)
+    return None
 
 
 #: Where a user gives Ray a cluster token (Ray also reads ~/.ray/auth_token in token mode).
@@ -321,12 +338,20 @@ def max_concurrent(spec: Spec, resources: dict[str, float], remote: bool = False
     return fits
 
 
-def trial_slots(spec: Spec, address: Optional[str], num_cpus: Optional[int]) -> int:
+def trial_slots(spec: Spec, address: Optional[str], num_cpus: Optional[int],
+                num_gpus: Optional[int] = None) -> int:
     """Ray up (connected or started) and one trial known to fit; the trial slots there are now."""
     import ray
 
-    ensure_ray(address, num_cpus)
+    ensure_ray(address, num_cpus, num_gpus=num_gpus)
     return max_concurrent(spec, ray.cluster_resources(), remote=is_remote(address))
+
+
+def gpu_count() -> int:
+    """GPUs of the connected Ray cluster now (at least 1: an autoscaler may add the first)."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("GPU", 0)))
 
 
 #: Seconds between the driver's checks that the Ray head still answers

@@ -99,6 +99,11 @@ STARTED_AT = "started_at"
 FINISHED_AT = "finished_at"
 NODE = "node"
 ACCELERATOR = "accelerator"
+GPU_SHARE = "gpu_share"
+CHANNELS_LAST = "channels_last"
+DATA_ON_DEVICE = "data_on_device"
+COMPILE = "compile"
+PEAK_MEMORY_BYTES = "peak_memory_bytes"
 # metrics (and SPLIT, SOURCE above)
 CLASS = "class"
 METRIC = "metric"
@@ -171,6 +176,11 @@ _RUNS_FIELDS: tuple[tuple[str, str], ...] = (
     (FINISHED_AT, "timestamp"),
     (NODE, "string"),  # Ray node id / host the trial ran on
     (ACCELERATOR, "string"),  # GPU name or "cpu"
+    (GPU_SHARE, "float64"),  # GPU share per worker; null without a GPU
+    (CHANNELS_LAST, "bool"),  # the training settings the trial used, resolved for its device
+    (DATA_ON_DEVICE, "bool"),
+    (COMPILE, "bool"),
+    (PEAK_MEMORY_BYTES, "int64"),  # torch.cuda.max_memory_allocated; null on a CPU
 )
 
 # --- model options: runs-table columns that only models/ names ------------------------------

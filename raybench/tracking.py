@@ -249,7 +249,8 @@ def run_params(spec: "Spec", row: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters (the runs table's columns) plus seed, weight decay and precision."""
     params = {h: row[h] for h in S.HYPERPARAMETERS if row.get(h) is not None}
     params.update(seed=row.get(S.SEED, spec.train.seed), weight_decay=spec.train.weight_decay,
-                  precision=spec.train.precision, num_workers=row.get(S.NUM_WORKERS, 1))
+                  precision=row.get(S.PRECISION, spec.train.precision),  # as resolved
+                  num_workers=row.get(S.NUM_WORKERS, 1))
     return params
 
 

@@ -23,6 +23,8 @@ from raybench.models.names import tunable_options
 #: Searched training keys and the spec section each one replaces a field of; the other
 #: searched keys are the model's tunable options (``model.options``).
 PARAM_SECTIONS: dict[str, str] = {S.LR: "train", S.BATCH_SIZE: "train"}
+#: The trial config's GPU share per worker (set by the driver; Tune's resource request reads it).
+GPU_SHARE = S.GPU_SHARE
 
 
 def scenario_name(spec: Spec) -> str:
@@ -138,6 +140,7 @@ class TrialConfig:
         trial_id: ``<cell>`` in paper mode, ``<cell>-t<NNN>`` in optuna mode.
         params: Searched hyperparameters (keys of :data:`PARAM_SECTIONS`).
         number: The trial's number in its cell's Optuna study.
+        gpu_share: GPU share per worker the driver gave it (None: the spec's own).
     """
 
     spec: Spec
@@ -145,6 +148,7 @@ class TrialConfig:
     trial_id: str
     params: Mapping[str, Any] = field(default_factory=dict)
     number: int = 0
+    gpu_share: Optional[float] = None
 
     @property
     def trial_spec(self) -> Spec:
@@ -162,14 +166,15 @@ class TrialConfig:
     def to_ray(self) -> dict[str, Any]:
         """The plain dict that crosses into Ray (Tune's trial config)."""
         return {"spec": to_dict(self.spec), "cell": dataclasses.asdict(self.cell),
-                S.TRIAL_ID: self.trial_id, "params": dict(self.params), "number": self.number}
+                S.TRIAL_ID: self.trial_id, "params": dict(self.params), "number": self.number,
+                GPU_SHARE: self.gpu_share}
 
     @classmethod
     def from_ray(cls, config: Mapping[str, Any]) -> "TrialConfig":
         """Rebuilds the trial from :meth:`to_ray`'s dict (on the worker's first line)."""
         spec = from_dict(Spec, config["spec"], where="trial config")
         trial = cls(spec, Cell(**config["cell"]), config[S.TRIAL_ID], dict(config["params"]),
-                    int(config.get("number", 0)))
+                    int(config.get("number", 0)), config.get(GPU_SHARE))
         trial.trial_spec  # noqa: B018  an unknown searched key fails here, on arrival
         return trial
 

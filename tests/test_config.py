@@ -47,7 +47,7 @@ def test_round_trip_through_dict_and_yaml() -> None:
     ("train: {batch_size: 1.5}\n", r"train.batch_size must be int"),
     ("model: {pretrained: 3}\n", r"model.pretrained must be bool"),
     ("train: {epochs: 0}\n", r"train.epochs must be > 0"),
-    ("train: {precision: fp8}\n", r"train.precision='fp8'; allowed: fp32, bf16"),
+    ("train: {precision: fp8}\n", r"train.precision='fp8'; allowed: auto, fp32, bf16"),
     ("data: {val_fraction: 1.5}\n", r"data.val_fraction must be in \[0, 1\)"),
     ("data: {labels: [normal, pneumonia]}\n", r"need >= 2 of normal, bacteria"),
     ("train: [1, 2]\n", r"train must be a mapping"),

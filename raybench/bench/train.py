@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 from raybench import schema as S
 from raybench.bench.options import BenchOptions, Section, torch_threads
 
+EpochFn = Callable[[int, Optional[int]], int]
+
 
 def plain_epoch(model: Any, opt: Any, x: Any, y: Any, batch: int, seed: int,
                 bf16: bool = False) -> int:
@@ -54,6 +56,8 @@ def paired_epochs(name: str, opts: BenchOptions, device: Any,
         ``raybench_images_per_s`` and ``plain_images_per_s`` (best epoch each), ``ratio``
         (plain time / raybench time) and the epoch times ``raybench_s`` / ``plain_s``.
     """
+    from raybench.engine.measure import sync
+
     runners = _pair_runners(name, opts, device, cfg)
     n = opts.batch_size * opts.steps
     for fn in runners.values():
@@ -64,7 +68,7 @@ def paired_epochs(name: str, opts: BenchOptions, device: Any,
         for key, fn in (order if r % 2 == 0 else order[::-1]):
             start = time.perf_counter()
             seen = fn(r + 1, None)
-            _sync(device)
+            sync(device)
             times[key].append(time.perf_counter() - start)
             assert seen == n, f"{key} trained {seen} images, expected {n}"
     best = {k: min(v) for k, v in times.items()}
@@ -74,71 +78,36 @@ def paired_epochs(name: str, opts: BenchOptions, device: Any,
             "plain_s": [round(t, 4) for t in times["plain"]]}
 
 
-EpochFn = Callable[[int, Optional[int]], int]
-
-
 def _pair_runners(name: str, opts: BenchOptions, device: Any, cfg: Any) -> dict[str, EpochFn]:
     """``{"raybench": fn, "plain": fn}``: ``fn(epoch, steps)`` trains one epoch (or ``steps``
-    mini-batches) and returns the images it saw."""
+    mini-batches) and returns the images it saw. raybench's is the measuring code the GPU
+    probe uses (:mod:`raybench.engine.measure`)."""
     import torch
 
     from raybench.config import TrainConfig
-    from raybench.data.dataset import SplitData
     from raybench.data.transforms import to_model_input
-    from raybench.engine.loop import place_data, train_one_epoch
+    from raybench.engine.loop import resolve_train
+    from raybench.engine.measure import Workload, build_measured, raybench_runner, synthetic_split
     from raybench.models import get_model_spec
 
     spec = get_model_spec(name)
-    norm = (spec.mean, spec.std)
-    n, classes = opts.batch_size * opts.steps, 4
-    cfg = cfg or TrainConfig(device=device.type)
+    cfg = resolve_train(cfg or TrainConfig(device=device.type, precision="fp32"), device)
     cfg = dataclasses.replace(cfg, batch_size=opts.batch_size, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, opts.image_size, opts.image_size), dtype=torch.uint8,
-                           generator=gen)  # (N, S, S), as the decoded cache holds them
-    targets = torch.randint(0, classes, (n,), generator=gen)
-    data = place_data(SplitData(images, targets, [str(i) for i in range(n)]), device,
-                      cfg.data_on_device)
+    work = Workload(name, opts.image_size, opts.batch_size, opts.steps, opts.warmup, cfg)
+    data = synthetic_split(work.images, opts.image_size)
     fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    x_plain = to_model_input(images.to(device), *norm, memory_format=fmt)  # (N, 3, S, S)
-    y_plain = targets.to(device)
-    models, optims = _twin_models(name, classes, opts.image_size, device, cfg)
-
-    def run_raybench(epoch: int, steps: Optional[int]) -> int:
-        m = n if steps is None else steps * opts.batch_size
-        part = SplitData(data.images[:m], data.targets[:m], data.image_ids[:m])
-        return train_one_epoch(models[0], optims[0], part, norm, cfg, device, epoch)[1]
+    x_plain = to_model_input(data.images.to(device), spec.mean, spec.std,
+                             memory_format=fmt)  # (N, 3, S, S)
+    y_plain = data.targets.to(device)
+    twins = [build_measured(name, opts.image_size, device, cfg) for _ in range(2)]
+    plain_model, plain_opt = twins[1]
 
     def run_plain(epoch: int, steps: Optional[int]) -> int:
-        m = n if steps is None else steps * opts.batch_size
-        return plain_epoch(models[1], optims[1], x_plain[:m], y_plain[:m], opts.batch_size, epoch,
-                           bf16=cfg.precision == "bf16")
+        m = len(data) if steps is None else steps * opts.batch_size
+        return plain_epoch(plain_model, plain_opt, x_plain[:m], y_plain[:m], opts.batch_size,
+                           epoch, bf16=cfg.precision == "bf16")
 
-    return {"raybench": run_raybench, "plain": run_plain}
-
-
-def _twin_models(name: str, classes: int, size: int, device: Any,
-                 cfg: Any) -> tuple[list[Any], list[Any]]:
-    """Two identically initialised copies of model ``name`` and an Adam optimiser for each."""
-    import torch
-
-    from raybench.engine.loop import optimize_model, seed_everything
-    from raybench.models import build_model
-
-    models, optims = [], []
-    for _ in range(2):
-        seed_everything(0)
-        model = optimize_model(build_model(name, classes, image_size=size).to(device), cfg)
-        models.append(model)
-        optims.append(torch.optim.Adam(model.parameters(), lr=3e-4))
-    return models, optims
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return {"raybench": raybench_runner(work, device, data, twins[0]), "plain": run_plain}
 
 
 def bench_train(opts: BenchOptions, device: str = "cpu") -> dict[str, Any]:

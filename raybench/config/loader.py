@@ -114,6 +114,11 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        for alternative in args[1:]:  # e.g. gpus_per_worker: a number, or the word auto
+            try:
+                return _convert(alternative, value, where, key)
+            except ConfigError:
+                continue
         return _convert(args[0], value, where, key)
     allowed = literal_choices(tp)
     if allowed is not None:

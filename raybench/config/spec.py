@@ -11,7 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional, Union, get_args
 from urllib.parse import urlparse
 
 import yaml
@@ -89,6 +89,12 @@ def _tracking_uri(uri: Optional[str]) -> Optional[str]:
     if not uri.strip():
         return " is empty; leave it out to turn MLflow off"
     return None
+
+
+def _gpu_share(value: Any) -> Optional[str]:
+    if value == "auto" or (isinstance(value, float) and value >= 0):
+        return None
+    return f" must be auto or a number >= 0, got {short(value)}"
 
 
 def _spec_name(name: str) -> Optional[str]:
@@ -194,12 +200,14 @@ class TrainConfig(Checked):
 
     Attributes:
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
-        precision: ``fp32`` or ``bf16`` (autocast; CUDA only).
+        precision: ``auto`` (bf16 autocast on a GPU that supports it, else fp32), ``fp32``
+            or ``bf16``.
         num_threads: CPU threads for torch; ``None`` leaves torch's default.
         data_on_device: Keep every split on the training device as uint8 (a GPU holds
             COVIDx-sized data at 224 px in about 300 MB): no host-to-device copy per batch.
+            ``None``: on a GPU, yes; on a CPU, no.
         channels_last: NHWC memory layout for the model and its inputs (faster convolutions
-            on tensor-core GPUs).
+            on tensor-core GPUs). ``None``: on a GPU, yes; on a CPU, no.
         compile: ``torch.compile`` the model (first epoch pays the compilation).
         compile_mode: ``torch.compile`` mode.
         augment: Random shift and zoom of each training image, on the device.
@@ -211,10 +219,10 @@ class TrainConfig(Checked):
     weight_decay: float = non_negative(0.0)
     seed: int = non_negative(0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: Optional[int] = at_least_one()
-    data_on_device: bool = False
-    channels_last: bool = False
+    data_on_device: Optional[bool] = None
+    channels_last: Optional[bool] = None
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune",
                           "max-autotune-no-cudagraphs"] = "default"
@@ -233,7 +241,10 @@ class ScalingSpec(Checked):
         num_workers: Data-parallel Ray Train workers per trial (DDP when > 1).
         use_gpu: Give each worker a GPU share.
         cpus_per_worker: CPUs reserved per worker.
-        gpus_per_worker: GPU share per worker; fractions (0.25) let small models share a GPU.
+        gpus_per_worker: GPU share per worker. ``auto``: measured by a probe of each model,
+            input size, batch size and precision on a GPU of the cluster before the first
+            trial, and packed in steps of 1/8 (README, "Running on GPUs"); a number fixes it
+            (fractions such as 0.25 let small models share a GPU; 0 means a whole GPU).
         in_process: Run single-worker trials inside the Tune trial, without a worker group.
         max_concurrent_trials: Upper bound; by default derived from the cluster's resources.
         max_failures: Restarts of a trial (from its latest checkpoint) after a worker dies.
@@ -242,14 +253,14 @@ class ScalingSpec(Checked):
     num_workers: int = positive(1)
     use_gpu: bool = False
     cpus_per_worker: float = non_negative(1.0)
-    gpus_per_worker: float = non_negative(0.0)
+    gpus_per_worker: Union[float, Literal["auto"]] = checked("auto", _gpu_share)
     in_process: bool = True
     max_concurrent_trials: Optional[int] = at_least_one()
     max_failures: int = non_negative(1)
 
     def check_fields(self) -> None:
         super().check_fields()
-        if self.gpus_per_worker > 0 and not self.use_gpu:
+        if self.gpus_per_worker != "auto" and self.gpus_per_worker > 0 and not self.use_gpu:
             raise FieldError("gpus_per_worker", " is set but scaling.use_gpu is false")
 
     @property
@@ -261,8 +272,9 @@ class ScalingSpec(Checked):
     def worker_resources(self) -> dict[str, float]:
         """Ray resources of one worker: its CPUs, plus its GPU share when ``use_gpu``."""
         resources = {"CPU": self.cpus_per_worker}
-        if self.use_gpu:
-            resources["GPU"] = self.gpus_per_worker or 1.0
+        if self.use_gpu:  # auto: a whole GPU until the sweep's probe gives each trial its share
+            share = self.gpus_per_worker
+            resources["GPU"] = 1.0 if share == "auto" else share or 1.0
         return resources
 
 

@@ -75,6 +75,7 @@ class LoopResult:
     val: Optional[Evaluation] = None  # the last epoch's validation (select on validation)
     train_seconds: float = 0.0
     train_images: int = 0
+    train: Optional[TrainConfig] = None  # the settings used, resolved for the device
 
     @property
     def train_images_per_s(self) -> float:
@@ -97,17 +98,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_train(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with its GPU-fast defaults decided for ``device``.
+
+    Settings the spec leaves unset (``precision: auto``, ``channels_last`` / ``data_on_device``
+    null) become, on CUDA, bf16 autocast where the GPU supports it, the NHWC layout and the
+    uint8 splits resident on the GPU; on a CPU, fp32 and neither. A value the spec sets is kept.
+    """
+    cuda = device.type == "cuda"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return dataclasses.replace(
+        cfg, precision=precision,
+        channels_last=cuda if cfg.channels_last is None else cfg.channels_last,
+        data_on_device=cuda if cfg.data_on_device is None else cfg.data_on_device)
+
+
 def shard_batch_size(global_batch: int, world_size: int) -> int:
     """Per-worker batch for a global batch split over ``world_size`` workers (rounded up)."""
     return max(1, -(-global_batch // world_size))
 
 
-def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int
-             ) -> Iterator[torch.Tensor]:
+def _batches(n: int, batch: int, seed: int, epoch: int, rank: int, world: int,
+             device: Optional[torch.device] = None) -> Iterator[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
     # Every rank gets exactly n // world samples, so all ranks run the same number of steps
     # (DDP would hang otherwise); the few left over are seen in other epochs' permutations.
     order = torch.randperm(n, generator=gen)[: n - n % world][rank::world]
+    if device is not None:  # one copy per epoch, not a host-to-device copy per step
+        order = order.to(device)
     for start in range(0, len(order), batch):
         idx = order[start:start + batch]
         if len(idx) == 1 and start > 0:
@@ -152,13 +172,16 @@ def train_one_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: SplitDat
                     norm: tuple[Sequence[float], Sequence[float]], cfg: TrainConfig,
                     device: torch.device, epoch: int, rank: int = 0, world: int = 1
                     ) -> tuple[float, int]:
-    """One pass over the (sharded) training split; returns mean loss and images seen."""
+    """One pass over the (sharded) training split; returns mean loss and images seen.
+
+    ``cfg`` is resolved for the device (:func:`resolve_train`); nothing waits for the device
+    inside the loop: the loss is summed there and read once, at the end of the epoch.
+    """
     model.train()
     batch = shard_batch_size(cfg.batch_size, world)
-    fmt = _memory_format(cfg.channels_last)
+    fmt = _memory_format(bool(cfg.channels_last))
     total, seen = torch.zeros((), device=device), 0
-    for idx in _batches(len(data), batch, cfg.seed, epoch, rank, world):
-        idx = idx.to(data.images.device, non_blocking=True)
+    for idx in _batches(len(data), batch, cfg.seed, epoch, rank, world, data.images.device):
         x = to_model_input(data.images[idx].to(device, non_blocking=True), *norm,
                            memory_format=fmt)
         if cfg.augment:
@@ -234,20 +257,21 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, opts: FitOptions
         opts: Device, normalisation, rank/world, resume point and the per-epoch callback.
     """
     norm, device, rank, world = opts.norm, opts.device, opts.rank, opts.world
+    cfg = resolve_train(cfg, device)
     check_batch_size(data, cfg.batch_size)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     opt = opts.optimizer or torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model = optimize_model(model, cfg)
-    train, val_split, test_split = (place_data(d, device, cfg.data_on_device)
+    train, val_split, test_split = (place_data(d, device, bool(cfg.data_on_device))
                                     for d in (data.train, data.val, data.test))
-    result = LoopResult()
+    result = LoopResult(train=cfg)
     for epoch in range(opts.start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loss, seen = train_one_epoch(model, opt, train, norm, cfg, device, epoch, rank, world)
         train_s = time.perf_counter() - t0
         val = evaluate(model, val_split, data.labels, norm, device, precision=cfg.precision,
-                       channels_last=cfg.channels_last)
+                       channels_last=bool(cfg.channels_last))
         stats = EpochStats(epoch + 1, train_loss, val.loss, val.metrics.accuracy,
                            val.metrics.balanced_accuracy, val.metrics.macro_auc,
                            opt.param_groups[0]["lr"], time.perf_counter() - t0,
@@ -262,7 +286,7 @@ def fit(model: nn.Module, data: PreparedData, cfg: TrainConfig, opts: FitOptions
             opts.on_epoch(stats, model)
     if result.val is None:  # resumed after its last epoch: the restored model's validation
         result.val = evaluate(model, val_split, data.labels, norm, device,
-                              precision=cfg.precision, channels_last=cfg.channels_last)
+                              precision=cfg.precision, channels_last=bool(cfg.channels_last))
     result.test = evaluate(model, test_split, data.labels, norm, device, precision=cfg.precision,
-                           channels_last=cfg.channels_last)
+                           channels_last=bool(cfg.channels_last))
     return result

@@ -106,9 +106,21 @@ def timeline_fields(started_at: datetime, device: torch.device,
             S.NODE: node or socket.gethostname(), S.ACCELERATOR: accelerator(device)}
 
 
+def settings_fields(spec: Spec, result: LoopResult, device: torch.device,
+                    gpu_share: Optional[float] = None) -> dict[str, Any]:
+    """The training settings the trial used (resolved for its device), its GPU share and its
+    peak GPU memory (``torch.cuda.max_memory_allocated``; null on a CPU)."""
+    used = result.train or spec.train
+    cuda = device.type == "cuda"
+    return {S.PRECISION: used.precision, S.CHANNELS_LAST: bool(used.channels_last),
+            S.DATA_ON_DEVICE: bool(used.data_on_device), S.COMPILE: used.compile,
+            S.GPU_SHARE: (gpu_share or 1.0) if cuda or gpu_share else None,
+            S.PEAK_MEMORY_BYTES: int(torch.cuda.max_memory_allocated(device)) if cuda else None}
+
+
 def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResult,
             device: torch.device, wall_s: float, status: str = S.STATUS_COMPLETED,
-            num_workers: int = 1) -> dict[str, Any]:
+            num_workers: int = 1, gpu_share: Optional[float] = None) -> dict[str, Any]:
     """The runs-table row of one trial."""
     return {
         S.MODEL: spec.model.name, S.SCENARIO: scenario_name(spec),
@@ -118,8 +130,9 @@ def run_row(spec: Spec, trial_id: str, model: torch.nn.Module, result: LoopResul
         S.IMAGE_SIZE: image_size(spec), S.PRETRAINED: spec.model.pretrained,
         S.PARAMS: count_parameters(model), S.EPOCHS_RUN: len(result.history), S.WALL_S: wall_s,
         S.TRAIN_IMAGES_PER_S: result.train_images_per_s, S.DEVICE: describe_device(device),
-        S.PRECISION: spec.train.precision, S.NUM_WORKERS: num_workers, S.STATUS: status,
-        **versions(), **model_record(spec.model.name, spec.model.weights),
+        S.NUM_WORKERS: num_workers, S.STATUS: status,
+        **settings_fields(spec, result, device, gpu_share), **versions(),
+        **model_record(spec.model.name, spec.model.weights),
     }
 
 

@@ -39,12 +39,15 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
 
     scaling = trial.spec.scaling
     store = ResultStore(trial.spec.results).location(trial.spec.name, "_train")
+    resources = dict(scaling.worker_resources)
+    if trial.gpu_share:  # the driver's share (auto packing, the DDP rule, an OOM retry)
+        resources["GPU"] = trial.gpu_share
     trainer = TorchTrainer(
         train_fn_per_worker,
         train_loop_config=config,  # the same plain dict; each worker rebuilds it once
         scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers,
                                                use_gpu=scaling.use_gpu,
-                                               resources_per_worker=scaling.worker_resources),
+                                               resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=trial.trial_id, storage_path=store.path, storage_filesystem=store.fs,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train callback

@@ -180,6 +180,22 @@ def _kill_points(epoch: int, before_report: bool) -> None:
         killpoint.kill_at("mid_trial")
 
 
+#: Test hook: JSON ``{"trial": trial_id, "marker": path}``: that trial raises torch's
+#: out-of-memory error once, while it holds a GPU share below 1 (the OOM-retry path).
+OOM_INJECT_ENV = "RAYBENCH_INJECT_OOM"
+
+
+def _maybe_inject_oom(trial: TrialConfig) -> None:
+    raw = os.environ.get(OOM_INJECT_ENV)
+    if not raw or not trial.gpu_share or trial.gpu_share >= 1.0:
+        return
+    inject = json.loads(raw)
+    marker = Path(inject["marker"])
+    if inject["trial"] == trial.trial_id and not marker.exists():
+        marker.write_text(f"out of memory at share {trial.gpu_share}")
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected at share {trial.gpu_share})")
+
+
 def completed_before(store: ResultStore, spec: Spec, trial_id: str) -> bool:
     """True when this exact trial already wrote a completed run row.
 
@@ -270,6 +286,7 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
 
     spec_model = get_model_spec(spec.model.name)
     t0 = time.perf_counter()
+    _maybe_inject_oom(trial)
     result = fit(model, data, spec.train, FitOptions(
         (spec_model.mean, spec_model.std), ctx.device, on_epoch=on_epoch, rank=ctx.rank,
         world=ctx.world, start_epoch=start, optimizer=opt))
@@ -277,7 +294,8 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
     if ctx.rank == 0:
         result.history = [EpochStats(**h) for h in history]
         row = run_row(spec, trial_id, unwrap_model(model), result, ctx.device,
-                      time.perf_counter() - t0, num_workers=ctx.world)
+                      time.perf_counter() - t0, num_workers=ctx.world,
+                      gpu_share=trial.gpu_share)
         row.update(scenario=trial.cell.scenario, roi=spec.data.roi,
                    **timeline_fields(started_at, ctx.device, ray_node()))
         # Rank 0 alone, on the unwrapped module: CAMs need a local forward, no DDP collective.

@@ -20,6 +20,7 @@ from raybench.report.evidence import (
 from raybench.report.figures import (
     cam_grid_figure, confusion_figure, gantt_figure, learning_curves_figure, sens_spec_figure,
 )
+from raybench.report.gpu import gpu_blocks
 from raybench.report.probe import probe_blocks
 from raybench.results.loading import Results
 from raybench.results.tables import OVERALL, format_paper_table, whole_split
@@ -130,7 +131,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
     blocks += shortcut_blocks(res) + roi_confusion_blocks(res, figs)
     blocks += calibration_blocks(res, figs)
     blocks += ["## Trials", Table(_summary(res))]
-    blocks += _timeline_blocks(res, figs)
+    blocks += _timeline_blocks(res, figs) + gpu_blocks(res, sweep)
     cams = _cam_sets(res, sweep)
     if cams:
         blocks += ["## Class activation maps", cam_grid_figure(cams, figs / "cams.png")]

@@ -30,13 +30,19 @@ def tune_location(spec: Spec) -> Location:
 
 
 def trainable(spec: Spec) -> Any:
-    """The Tune trainable; an in-process trial reserves its worker's resources itself."""
+    """The Tune trainable; an in-process trial reserves its worker's resources itself, its GPU
+    share read from its config (the driver's share for ``auto``, a whole GPU after an OOM)."""
     from ray import tune
 
     from raybench.engine.trial import run_trial  # torch: only the process that runs trials
+    from raybench.tune.packing import TrialResources
 
-    if spec.scaling.single_in_process:
-        return tune.with_resources(run_trial, spec.scaling.worker_resources)
+    s = spec.scaling
+    if s.single_in_process and s.use_gpu:
+        return tune.with_resources(run_trial, TrialResources(s.cpus_per_worker,
+                                                             s.worker_resources["GPU"]))
+    if s.single_in_process:
+        return tune.with_resources(run_trial, s.worker_resources)
     return run_trial
 
 
@@ -239,9 +245,14 @@ def make_tuner(spec: Spec, resume: bool, progress: Any, remote: bool = False,
         log.log(level, "Tune's state at %s is %s; rebuilding the sweep from the Optuna studies "
                 "and the per-trial result files", path.uri, what)
         loc.fs.delete_dir(path.path)
+    callbacks = [progress, JsonLog(), TrialProgress(metric=spec.sweep.metric)]
+    if plan is not None and plan.gpu is not None:
+        from raybench.tune.packing import OomRetry
+
+        callbacks.append(OomRetry(spec.results, plan.gpu))
     run_config = tune.RunConfig(
         name=spec.name, storage_path=loc.path, storage_filesystem=loc.fs, verbose=0,
-        callbacks=[progress, JsonLog(), TrialProgress(metric=spec.sweep.metric)],
+        callbacks=callbacks,
         failure_config=tune.FailureConfig(max_failures=spec.scaling.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
     return tune.Tuner(trainable(spec), param_space={},

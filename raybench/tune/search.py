@@ -74,6 +74,15 @@ class SweepPlan:
     spec: Spec
     cells: tuple[Cell, ...]
     batch_sizes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    gpu: Any = None  # the sweep's GpuPlan (scaling.gpus_per_worker: auto), else None
+
+    def gpu_share(self, cell: Cell, params: Mapping[str, Any]) -> Optional[float]:
+        """The GPU share per worker of a trial of ``cell`` with ``params`` (None: the spec's)."""
+        from raybench.tune.packing import share_of
+
+        cspec = cell_spec(self.spec, cell)
+        return share_of(self.gpu, cspec, cell.model,
+                        int(params.get(S.BATCH_SIZE, cspec.train.batch_size)))
 
     def space(self, cell: Cell) -> SearchSpace:
         """The cell's search space: ``sweep.space`` less the batches its data cannot take."""
@@ -329,7 +338,7 @@ class CellSearcher(Searcher):
         self._live[trial_id] = (cell.name, number)
         self._flying[cell.name] += 1
         trial = TrialConfig(cell_spec(self.plan.spec, cell), cell, self.plan.trial_id(cell, first),
-                            params, first)
+                            params, first, self.plan.gpu_share(cell, params))
         return trial.to_ray()
 
     def _ask(self, cell: Cell, study: Any) -> tuple[int, dict[str, Any]]:

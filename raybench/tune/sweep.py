@@ -26,15 +26,18 @@ Exit status (:func:`run_sweep` raises, the CLI maps): errored trials or lost sto
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from raybench import cluster, killpoint
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench.tune import claim, damage, feasible, ledger, outcome, search, studies
+from raybench import predict
+from raybench.tune import claim, damage, feasible, ledger, outcome, packing, search, studies
 from raybench.tune.claim import Lease, claim_sweep, moved_from, release_claim
 from raybench.tune.experiment import make_tuner, plan_of, tune_location
 
@@ -74,16 +77,36 @@ def _forget_moved_tune_state(spec: Spec, store: ResultStore) -> None:
         loc.fs.delete_dir(loc.path)
 
 
-def _start(spec: Spec, store: ResultStore, lease: Lease, address: Optional[str],
-           num_cpus: Optional[int], existed: bool) -> tuple[int, Any]:
-    """The space checked against the data, then Ray up and one trial known to fit.
+@dataclass(frozen=True)
+class RayOptions:
+    """Where the sweep runs: a Ray address, or the embedded Ray's logical CPUs and GPUs; and a
+    recorded GPU probe file that stands in for the probe (``--probe``)."""
+
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    probe_file: Optional[str] = None
+
+
+def _start(spec: Spec, store: ResultStore, lease: Lease, ray_opts: RayOptions,
+           existed: bool) -> tuple[int, Any]:
+    """The space checked against the data, the DDP placement rule, then Ray up, one trial
+    known to fit, and (``gpus_per_worker: auto``) the GPU shares from the probe.
 
     Returns:
         The trial slots there are now, and the searcher's plan.
     """
     try:
         plan = plan_of(spec, feasible.batch_sizes(spec, feasible.train_sizes(spec)))
-        return cluster.trial_slots(spec, address, num_cpus), plan
+        packing.ddp_checked(spec)  # a placement that cannot work fails before Ray starts
+        slots = cluster.trial_slots(spec, ray_opts.address, ray_opts.num_cpus, ray_opts.num_gpus)
+        if packing.is_auto(spec) and spec.scaling.num_workers == 1:
+            gpu = packing.plan_gpu(spec, plan.batch_sizes, ray_opts.probe_file,
+                                   cluster.is_remote(ray_opts.address))
+            plan = dataclasses.replace(plan, gpu=gpu)
+            predict.save(store, spec, predict.predict(spec, gpu, plan.batch_sizes,
+                                                      cluster.gpu_count()))
+        return slots, plan
     except BaseException:
         if not existed:
             release_claim(store, spec, lease)
@@ -119,6 +142,7 @@ def _fit(store: ResultStore, tuner: Any, pending: int) -> Any:
 
 def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
               num_cpus: Optional[int] = None, overwrite: bool = False,
+              ray_opts: Optional[RayOptions] = None,
               retry_crashed: bool = False) -> list[dict[str, Any]]:
     """Runs (or resumes, or starts with ``resume``) the sweep as one Tune experiment.
 
@@ -145,17 +169,19 @@ def run_sweep(spec: Spec, resume: bool = False, address: Optional[str] = None,
     lease = Lease(store, spec.name)
     existed = claim_sweep(store, spec, resume, overwrite, lease)
     search.retry_crashed(spec.name, retry_crashed)
+    ray_opts = ray_opts or RayOptions(address, num_cpus)
     with lease:  # heartbeats while this driver runs the sweep; released when it ends
-        return _run(spec, store, lease, existed, address, num_cpus)
+        return _run(spec, store, lease, existed, ray_opts)
 
 
-def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool, address: Optional[str],
-         num_cpus: Optional[int]) -> list[dict[str, Any]]:
+def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool,
+         ray_opts: RayOptions) -> list[dict[str, Any]]:
     """The sweep once claimed: Ray, the studies, the Tune experiment, the outcome."""
     from raybench.tune.progress import Progress
 
     began = time.monotonic()  # the progress line's elapsed: Ray's start and the data included
-    slots, plan = _start(spec, store, lease, address, num_cpus, existed)
+    slots, plan = _start(spec, store, lease, ray_opts, existed)
+    address = ray_opts.address
     _prepare_data(spec, store, lease, existed)
     if existed:
         _forget_moved_tune_state(spec, store)
