@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from findingsdata import write_clean, write_planted
+from tests.helpers.findingsdata import write_clean, write_planted
 from raybench.findings import KINDS
 from raybench.results import load
 from raybench.store import ResultStore
