@@ -26,25 +26,20 @@ pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory: pytest.TempPathFactory):
-    """A local Ray whose workers log each decode (the variable is read when a worker starts)."""
-    import ray
-
-    log_dir = tmp_path_factory.mktemp("decodes")
-    os.environ[cache.DECODE_LOG_ENV] = str(log_dir)
-    ray.init(address="local", num_cpus=2, logging_level="WARNING", log_to_driver=False,
-             include_dashboard=False)
-    yield log_dir
-    ray.shutdown()
+def decodes(local_ray, ray_decode_log: Path):
+    """The folder where each decode is logged: the session Ray's workers log there (the
+    variable is read when a worker starts), and so does this process while the module runs."""
+    os.environ[cache.DECODE_LOG_ENV] = str(ray_decode_log)
+    yield ray_decode_log
     os.environ.pop(cache.DECODE_LOG_ENV, None)
 
 
 @pytest.fixture
-def decode_log(local_ray: Path) -> Path:
+def decode_log(decodes: Path) -> Path:
     """The decode log folder, emptied."""
-    for p in local_ray.iterdir():
+    for p in decodes.iterdir():
         p.unlink()
-    return local_ray
+    return decodes
 
 
 def _films(root: Path, n: int, side: int = 96) -> Path:

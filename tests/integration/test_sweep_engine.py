@@ -18,24 +18,22 @@ import optuna
 import pandas as pd
 import pytest
 
+from tests.helpers.rayenv import RAY_WORKER_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
         "train.num_threads=1", "cam.enabled=false", "sweep.progress_interval_s=2"]
-S3_ENV = {"AWS_ACCESS_KEY_ID": "rbenginekey", "AWS_SECRET_ACCESS_KEY": "rb-engine-secret-42",
-          "AWS_REGION": "us-east-1"}
+S3_ENV = {k: RAY_WORKER_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
 
 
 @pytest.fixture(scope="module")
-def ray_address():
-    """One local Ray for the module (4 logical CPUs); its workers get dummy S3 credentials."""
-    import ray
-
+def ray_address(local_ray: str):
+    """The session's local Ray (4 logical CPUs; its workers have the dummy S3 credentials of
+    ``S3_ENV``); this process has them too while the module runs."""
     saved = {k: os.environ.get(k) for k in S3_ENV}
     os.environ.update(S3_ENV)
-    ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    yield local_ray
     for key, value in saved.items():
         os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
 
