@@ -61,6 +61,7 @@ def test_compute_cams_is_imported_on_first_use() -> None:
     assert proc.stdout.split() == ["False", "True", "raybench.cam.methods"]
 
 
+@pytest.mark.slow  # a whole report in a fresh interpreter
 def test_report_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     # A notebook user's backend (svg stands in for inline/Qt): importing raybench.report and
     # writing a whole report must not switch it, nor open pyplot figures.
