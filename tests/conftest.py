@@ -223,6 +223,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ray)
     shared = _modules_on_shared_ray(items)
     items.sort(key=lambda item: getattr(item, "module", None) in shared)  # stable
+    for item in items:  # under ``pytest -n N --dist loadgroup``: one worker runs every Ray test
+        if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(autouse=True)
