@@ -5,7 +5,7 @@
 #
 #   benchmarks/gpu.sh [--dry-run] [--out FILE] [gpu_bench.py options]
 #
-# --dry-run runs the same code on the CPU with tiny images (tests/test_bench.py runs it).
+# --dry-run runs the same code on the CPU with tiny images (tests/bench/test_bench.py runs it).
 # Environment: PYTHON (default: python3), GPU_BENCH_TIMEOUT (seconds, default 470).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

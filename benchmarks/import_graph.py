@@ -5,7 +5,7 @@
     python benchmarks/import_graph.py --json
 
 The definitions (modules, edges, levels, cycles, upward imports) are those of
-``tests/layers_graph.py``, which ``tests/test_layers.py`` asserts on; this script prints the
+``tests/helpers/layers_graph.py``, which ``tests/test_layers.py`` asserts on; this script prints the
 figures, for the working tree or any commit, so they compare across commits.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from layers_graph import components, graph, levels, module_files, upward  # noqa: E402
+sys.path.insert(0, str(REPO))  # run as a script: the checkout's tests package
+from tests.helpers.layers_graph import components, graph, levels, module_files, upward  # noqa: E402
 
 
 def figures(root: Path, largest: int = 8) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.rayenv import RAY_WORKER_ENV
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -123,25 +125,79 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray with 2 logical CPUs for the module's tests (no dashboard, quiet workers)."""
+_SHARED_RAY: dict[str, str] = {}  # the session Ray's GCS address while it runs
+
+
+@pytest.fixture(scope="session")
+def ray_decode_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder where the session Ray's workers log each image they decode (one empty file
+    per decode; tests/data/test_prepare.py counts them)."""
+    return tmp_path_factory.mktemp("decodes")
+
+
+def _start_shared_ray(decode_log: Path) -> str:
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
+    from raybench.data.cache import DECODE_LOG_ENV
+
+    env = {**RAY_WORKER_ENV, DECODE_LOG_ENV: str(decode_log)}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False)
+    finally:  # the workers have it; the tests' own process stays as it was
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    _SHARED_RAY["address"] = ray.get_runtime_context().gcs_address
+    return _SHARED_RAY["address"]
+
+
+def _shared_ray_up() -> bool:
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or "address" not in _SHARED_RAY:
+        return False
+    return ray.get_runtime_context().gcs_address == _SHARED_RAY["address"]
+
+
+@pytest.fixture(scope="session")
+def _shared_ray_session():
+    """Shuts the session Ray down once, at the end of the session."""
     yield
-    ray.shutdown()
+    if _shared_ray_up():
+        sys.modules["ray"].shutdown()
+    _SHARED_RAY.clear()
+
+
+@pytest.fixture(scope="module")
+def local_ray(_shared_ray_session, ray_decode_log: Path) -> str:
+    """The session's local Ray (4 logical CPUs, no dashboard, quiet workers, RAY_WORKER_ENV);
+    returns its GCS address, for CLI drivers that join it with ``--address``.
+
+    Started once and kept across modules (the modules that use it run together, see
+    ``pytest_collection_modifyitems``); started again only if a test with its own Ray (a
+    cluster, a Ray with other settings) shut it down in between.
+    """
+    if _shared_ray_up():
+        return _SHARED_RAY["address"]
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()  # a Ray that a previous module left: not this fixture's settings
+    return _start_shared_ray(ray_decode_log)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def no_ray_left_behind():
-    """Shuts down a Ray that a module's tests started implicitly (an import or audit of enough
-    images fans out on an embedded local Ray, as the CLI does), so the next module's own
-    ``ray.init`` starts clean instead of failing with "called ray.init twice"."""
+def no_ray_left_behind(request: pytest.FixtureRequest):
+    """Shuts down a Ray that a module's tests started themselves (an import or audit of enough
+    images fans out on an embedded local Ray, as the CLI does; a module's own ``ray.init``),
+    so the next module starts clean instead of failing with "called ray.init twice". The
+    session Ray stays up for the next module that uses it; a module that does not use it
+    finds no Ray running (it may start its own)."""
+    if request.module not in _modules_on_shared_ray(request.session.items) and _shared_ray_up():
+        sys.modules["ray"].shutdown()
     yield
     ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if ray is not None and ray.is_initialized() and not _shared_ray_up():
         ray.shutdown()
 
 
@@ -150,11 +206,26 @@ def _ray_up() -> bool:
     return ray is not None and ray.is_initialized()
 
 
+def _modules_on_shared_ray(items: list[pytest.Item]) -> set:
+    return {getattr(item, "module", None) for item in items
+            if "local_ray" in getattr(item, "fixturenames", ())}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that uses ``local_ray`` is a ``ray`` test (``make test-fast`` leaves it out)."""
+    """A test that uses ``local_ray`` is a ``ray`` test (``make test-fast`` leaves it out).
+
+    The modules that use the session Ray run last, together, each in its collected order:
+    the Ray starts once for them all rather than once for each run of them between modules
+    that start their own Ray (clusters, other settings) or must find none running.
+    """
     for item in items:
         if "local_ray" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.ray)
+    shared = _modules_on_shared_ray(items)
+    items.sort(key=lambda item: getattr(item, "module", None) in shared)  # stable
+    for item in items:  # under ``pytest -n N --dist loadgroup``: one worker runs every Ray test
+        if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(autouse=True)

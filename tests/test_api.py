@@ -10,7 +10,7 @@ import pytest
 
 import raybench
 from raybench.errors import RaybenchError
-from resultdata import write_scenario2
+from tests.helpers.resultdata import write_scenario2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,14 +61,14 @@ def test_compute_cams_is_imported_on_first_use() -> None:
     assert proc.stdout.split() == ["False", "True", "raybench.cam.methods"]
 
 
+@pytest.mark.slow  # a whole report in a fresh interpreter
 def test_report_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     # A notebook user's backend (svg stands in for inline/Qt): importing raybench.report and
     # writing a whole report must not switch it, nor open pyplot figures.
     code = (
-        "import sys; sys.path.insert(0, 'tests')\n"
         "import matplotlib; matplotlib.use('svg')\n"
         "import raybench.report\n"
-        "from resultdata import write_scenario2\n"
+        "from tests.helpers.resultdata import write_scenario2\n"
         "from raybench.store import ResultStore\n"
         f"write_scenario2(ResultStore({str(tmp_path / 'runs')!r}))\n"
         f"raybench.report.write_report({str(tmp_path / 'runs')!r}, 's2', {str(tmp_path / 'o')!r})\n"

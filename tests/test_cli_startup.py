@@ -85,7 +85,7 @@ def test_render_takes_every_format_and_query_names_the_choices(tmp_path: Path) -
     from raybench.errors import RaybenchError
     from raybench.results import query, render
     from raybench.store import ResultStore
-    from resultdata import write_scenario2
+    from tests.helpers.resultdata import write_scenario2
 
     frame = pd.DataFrame({"a": [1.5], "b": ["x"]})
     assert [len(render(frame, fmt)) > 0 for fmt in choices.FORMATS] == [True] * 4

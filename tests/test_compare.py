@@ -14,7 +14,7 @@ from raybench.compare import rank_models
 from raybench.errors import RaybenchError
 from raybench.results import load
 from raybench.stats import mean_interval
-from comparedata import probs_for, write_preds_trial
+from tests.helpers.comparedata import probs_for, write_preds_trial
 from raybench.store import ResultStore
 
 

@@ -1,5 +1,5 @@
 """`raybench demo`: the spec teaches (learning models, a planted shortcut) and the output says
-where the report is and what to look at. The Ray run itself is in test_sweep_ray.py."""
+where the report is and what to look at. The Ray run itself is in integration/test_sweep_ray.py."""
 from __future__ import annotations
 
 from pathlib import Path

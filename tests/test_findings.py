@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from findingsdata import write_clean, write_planted
+from tests.helpers.findingsdata import write_clean, write_planted
 from raybench.findings import KINDS
 from raybench.results import load
 from raybench.store import ResultStore
@@ -75,6 +75,7 @@ def test_cli_prints_the_findings_table(root: str, run_cli) -> None:
     assert Path(root, "clean").is_dir()
 
 
+@pytest.mark.slow  # a whole report with its figures
 def test_report_opens_with_every_planted_finding(root: str, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "report"
     code, _, err = run_cli("report", root, "--sweep", "planted", "--out", str(out))

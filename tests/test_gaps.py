@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from comparedata import write_preds_trial
+from tests.helpers.comparedata import write_preds_trial
 from raybench import gaps
 from raybench.results import load
 from raybench.store import ResultStore

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import layers_graph as ig
+from tests.helpers import layers_graph as ig
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPH = ig.graph(REPO)

@@ -18,7 +18,7 @@ from raybench import storage
 from raybench.camset import CamSet
 from raybench.errors import RaybenchError
 from raybench.store import ResultStore
-from resultdata import FOUR, write_scenario2, write_trial
+from tests.helpers.resultdata import FOUR, write_scenario2, write_trial
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from typing import Iterator
 import pandas as pd
 import pytest
 
-from test_submit import TOKEN, ray_head_ports
+from tests.test_submit import TOKEN, ray_head_ports
 
 REPO = Path(__file__).resolve().parents[1]
 
