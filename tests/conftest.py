@@ -144,7 +144,9 @@ def _start_shared_ray(decode_log: Path) -> str:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING",
+        # the dashboard on, as a sweep's own local Ray has it: without Ray's State API an early
+        # stopped trial's placement group leaks and the next trial waits for it forever
+        ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level="WARNING",
                  log_to_driver=False)
     finally:  # the workers have it; the tests' own process stays as it was
         for key, value in saved.items():
@@ -171,7 +173,7 @@ def _shared_ray_session():
 
 @pytest.fixture(scope="module")
 def local_ray(_shared_ray_session, ray_decode_log: Path) -> str:
-    """The session's local Ray (4 logical CPUs, no dashboard, quiet workers, RAY_WORKER_ENV);
+    """The session's local Ray (4 logical CPUs, its dashboard, quiet workers, RAY_WORKER_ENV);
     returns its GCS address, for CLI drivers that join it with ``--address``.
 
     Started once and kept across modules (the modules that use it run together, see

@@ -98,8 +98,8 @@ def _roi(focus: float, chance: float) -> list[dict]:
 def test_roi_focus_is_judged_against_the_share_of_the_masks_used(tmp_path: Path) -> None:
     """The chance level is what a uniform map scores on the images with CAMs: the masks' mean
     area share (roi_chance rows), not the lung-field template's share of the image."""
-    from comparedata import write_preds_trial
-    from findingsdata import PATIENTS, SOURCES, Y, _confident
+    from tests.helpers.comparedata import write_preds_trial
+    from tests.helpers.findingsdata import PATIENTS, SOURCES, Y, _confident
     from raybench.report.evidence import roi_chance_note
 
     store = ResultStore(str(tmp_path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpuprobes import record, write
+from tests.helpers.gpuprobes import record, write
 
 
 def _args(tmp_path, *more: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from raybench import store as store_module
 from raybench.store import ResultStore
-from resultdata import FOUR, write_trial
+from tests.helpers.resultdata import FOUR, write_trial
 
 TABLES = ("runs", "metrics", "epochs", "predictions")
 

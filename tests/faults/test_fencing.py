@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweepfaults import check_sweep, env_with, sweep_cmd, wait_for_actors_to_die
+from tests.faults.sweepfaults import check_sweep, env_with, sweep_cmd, wait_for_actors_to_die
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

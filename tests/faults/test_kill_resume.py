@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sweepfaults import check_sweep, env_with, sweep_cmd, wait_for_actors_to_die
+from tests.faults.sweepfaults import check_sweep, env_with, sweep_cmd, wait_for_actors_to_die
 
 from raybench.killpoint import STEPS
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweepfaults import env_with, sweep_cmd
+from tests.faults.sweepfaults import env_with, sweep_cmd
 
 from raybench.tune import studies
 

@@ -11,7 +11,7 @@ from raybench.config import load_spec
 from raybench.errors import ConfigError
 from raybench.gpu import packing
 from raybench.gpu.probe import GpuInfo, ProbeCache, ProbeKey, lookup, read_probe_file
-from gpuprobes import GIB, GPU, record, write
+from tests.helpers.gpuprobes import GIB, GPU, record, write
 
 
 @pytest.mark.parametrize("peak_gib,context_gib,data_gib,share", [

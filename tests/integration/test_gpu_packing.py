@@ -10,7 +10,7 @@ import socket
 import pandas as pd
 import pytest
 
-from gpuprobes import record, write
+from tests.helpers.gpuprobes import record, write
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
