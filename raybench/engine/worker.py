@@ -236,28 +236,11 @@ def _report_again(trial: TrialConfig, ctx: WorkerContext, rows: list[dict[str, A
                     "raybench_trial": trial.trial_id})
 
 
-def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
-    """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
-    started_at = datetime.now(timezone.utc)
+def _epoch_callback(trial: TrialConfig, ctx: WorkerContext, store: ResultStore,
+                    own: Optional[TrialState], opt: torch.optim.Optimizer,
+                    history: list[dict[str, Any]]) -> Callable[[EpochStats, torch.nn.Module], None]:
+    """What the loop calls after each epoch: the epoch rows, the state, Tune's report."""
     spec, trial_id = trial.trial_spec, trial.trial_id
-    store = ResultStore(spec.results, fence=trial_fence(spec.results, spec.name))
-    own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
-    if completed_before(store, spec, trial_id):
-        log.info("trial %s already completed; not training it again", trial_id)
-        _report_last_epoch(store, trial, ctx)
-        return None
-    killpoint.crash_trial(trial_id)
-    data = prepared_data(spec.data, image_size(spec))
-    check_batch_size(data, spec.train.batch_size)
-    model = build_from_spec(spec, len(data.labels)).to(ctx.device)
-    opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
-                           weight_decay=spec.train.weight_decay)
-    start, history = _restore(ctx.checkpoint, model, opt, own)
-    if start >= spec.train.epochs:
-        # Killed after its last epoch, before its run row: it writes its results without
-        # training, and Tune must still see the metric of a trial that ends.
-        _report_again(trial, ctx, history)
-    model = ctx.prepare_model(model)
 
     def on_epoch(stats: EpochStats, trained: torch.nn.Module) -> None:
         history.append(dataclasses.asdict(stats))
@@ -283,6 +266,33 @@ def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
                 checkpoint = ctx.checkpoint_cls.from_directory(folder)
             ctx.report(metrics, checkpoint=checkpoint)
         _maybe_inject_failure(stats.epoch, ctx.rank)
+
+    return on_epoch
+
+
+def run_worker(trial: TrialConfig, ctx: WorkerContext) -> Optional[LoopResult]:
+    """Trains one trial on this worker; rank 0 checkpoints and writes the results."""
+    started_at = datetime.now(timezone.utc)
+    spec, trial_id = trial.trial_spec, trial.trial_id
+    store = ResultStore(spec.results, fence=trial_fence(spec.results, spec.name))
+    own = TrialState(store, spec.name, trial_id) if ctx.own_state else None
+    if completed_before(store, spec, trial_id):
+        log.info("trial %s already completed; not training it again", trial_id)
+        _report_last_epoch(store, trial, ctx)
+        return None
+    killpoint.crash_trial(trial_id)
+    data = prepared_data(spec.data, image_size(spec))
+    check_batch_size(data, spec.train.batch_size)
+    model = build_from_spec(spec, len(data.labels)).to(ctx.device)
+    opt = torch.optim.Adam(model.parameters(), lr=spec.train.lr,
+                           weight_decay=spec.train.weight_decay)
+    start, history = _restore(ctx.checkpoint, model, opt, own)
+    if start >= spec.train.epochs:
+        # Killed after its last epoch, before its run row: it writes its results without
+        # training, and Tune must still see the metric of a trial that ends.
+        _report_again(trial, ctx, history)
+    model = ctx.prepare_model(model)
+    on_epoch = _epoch_callback(trial, ctx, store, own, opt, history)
 
     spec_model = get_model_spec(spec.model.name)
     t0 = time.perf_counter()
