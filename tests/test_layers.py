@@ -96,3 +96,18 @@ def test_cycles_and_levels_on_a_small_graph() -> None:
     g = {"a": {"b"}, "b": {"c"}, "c": {"b"}, "d": set()}
     assert [c for c in ig.components(g) if len(c) > 1] == [["b", "c"]]
     assert ig.levels(g) == 2 and ig.levels({"x": {"y"}, "y": {"z"}, "z": set()}) == 3
+
+
+def test_no_function_is_over_60_lines() -> None:
+    """DESIGN.md section 3: small functions; none over 60 lines (decorators and docstring
+    included), so a change that grows one past it splits it."""
+    import ast
+
+    long = []
+    for path in sorted((REPO / "raybench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if lines > 60:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} {lines}")
+    assert long == []
