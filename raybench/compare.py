@@ -340,10 +340,9 @@ def _pooled_dof(part: pd.DataFrame) -> str:
     out = []
     for metric, rows in part.groupby(S.METRIC, sort=False):
         d0 = float(rows["prior_dof"].iloc[0])
-        dof = rows["dof"].astype(float)
         out.append(f"{metric}: {int(rows['pooled_cells'].iloc[0])} comparisons, prior dof "
                    f"{pooling.dof_words(d0)}, interval dof "
-                   f"{dof.min():.1f}-{dof.max():.1f}")
+                   f"{pooling.dof_range(rows['dof'].astype(float).tolist())}")
     return " (" + "; ".join(out) + ")"
 
 

@@ -169,3 +169,14 @@ def pooled_intervals(cells: Sequence[SeedCell], bounds: Optional[tuple[float, fl
 def dof_words(d0: float) -> str:
     """A prior's dof for a table's prose: ``none`` (not pooled), ``unlimited`` or the number."""
     return "none" if d0 == 0 else "unlimited" if math.isinf(d0) else f"{d0:.1f}"
+
+
+def dof_range(dofs: Sequence[float]) -> str:
+    """The span of interval dofs for a table's prose: ``12.3-40.1``, ``12.3`` when they agree,
+    ``unlimited`` when every one is (a prior of unlimited dof), ``12.3 to unlimited``."""
+    d = np.asarray(dofs, float)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return "none"
+    low, high = (dof_words(v) for v in (float(d.min()), float(d.max())))
+    return low if low == high else f"{low} to {high}" if high == "unlimited" else f"{low}-{high}"
