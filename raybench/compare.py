@@ -9,6 +9,7 @@ compare like a grid's one.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterator, Optional, Protocol, Sequence, Union
@@ -192,8 +193,19 @@ def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
             for seed, ta, tb in seeds for row in _pair_rows(preds, ta, tb, opts)]
 
 
+#: Per results object: replicate metrics by content, shared by its comparisons (BootCache).
+_MEMOS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _memo(res: Tables) -> Optional[dict]:
+    try:
+        return _MEMOS.setdefault(res, {})
+    except TypeError:  # an object that cannot be weakly referenced: no memo
+        return None
+
+
 def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
-                    opts: CompareOptions) -> list[dict]:
+                    opts: CompareOptions, memo: Optional[dict] = None) -> list[dict]:
     """One row per pair and metric over its seeds (two-level bootstrap, the seed variance
     pooled across the study unless ``opts.interval`` is ``unpooled``); with one seed, that
     seed's own tests (McNemar, paired bootstrap, DeLong)."""
@@ -208,7 +220,7 @@ def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[
             context = tuple(v for k, v in head.items() if k not in (opts.by, "baseline"))
             if context not in caches:
                 caches.clear()  # contexts come one after another: keep only the current one
-                caches[context] = stats.BootCache()
+                caches[context] = stats.BootCache(memo)
             for row, cell in _pooled_rows(pairs, opts, caches[context]):
                 rows.append({**head, **row, "_cell": len(cells)})
                 cells.append(cell)
@@ -305,7 +317,8 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
     preds = split_predictions(res, opts.split)
     preds = preds[preds[S.TRIAL_ID].isin(runs[S.TRIAL_ID])]
     two_level = opts.interval in (POOLED, UNPOOLED) and not opts.per_seed
-    rows = pd.DataFrame((_two_level_rows if two_level else _seed_rows)(runs, preds, baseline, opts))
+    rows = pd.DataFrame(_two_level_rows(runs, preds, baseline, opts, _memo(res)) if two_level
+                        else _seed_rows(runs, preds, baseline, opts))
     if rows.empty:
         raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
                             f"seed in one scenario")

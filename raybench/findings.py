@@ -32,6 +32,7 @@ COLLAPSE_SHARE = 0.9  # one class predicted for more than this share of the test
 ECE_LIMIT = 0.1
 MIN_SEEDS = 3
 KEPT_SHARE = 0.5  # lungs hidden: keeping half of the skill above chance is a shortcut
+DECISIVE = 0.9  # a Bayesian verdict is stated when one of its probabilities reaches this
 
 
 def _row(severity: str, section: str, text: str, scenario: Optional[str] = None,
@@ -164,9 +165,15 @@ def _top_two(res: Results, scenario: Optional[str]) -> tuple[list[str], pd.DataF
 
 def _verdict_row(v: bayes.Verdict, a: str, b: str, blocks: str, scenario: Optional[str]
                  ) -> dict:
-    text = (f"{v.sentence(a, b)} on test balanced accuracy ({v.test} over {v.n} {blocks}; "
-            f"P({a} better) {v.p_a:.2f}, P(equivalent) {v.p_rope:.2f}, P({b} better) "
-            f"{v.p_b:.2f}).")
+    """The verdict when its largest probability reaches :data:`DECISIVE`, else "none"."""
+    probs = (f"P({a} better) {v.p_a:.2f}, P(equivalent) {v.p_rope:.2f}, P({b} better) "
+             f"{v.p_b:.2f}")
+    if max(v.p_a, v.p_rope, v.p_b) >= DECISIVE:
+        text = (f"{v.sentence(a, b)} on test balanced accuracy ({v.test} over {v.n} {blocks}; "
+                f"{probs}).")
+    else:
+        text = (f"No Bayesian verdict between {a} and {b} on test balanced accuracy: {probs} "
+                f"({v.test} over {v.n} {blocks}; none reaches {DECISIVE:g}).")
     section = f"Ranking and significance: {scenario}" if scenario else "Ranking and significance"
     return _row("info", section, text, scenario, a, max(v.p_a, v.p_rope, v.p_b))
 

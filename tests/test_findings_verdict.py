@@ -74,3 +74,11 @@ def test_several_scenarios_add_a_signed_rank_verdict_over_blocks(tmp_path) -> No
     y = np.concatenate([plan[sc]["b" if first == "a" else "a"] for sc in ("s1", "s2", "s3")]) / N
     ref = SignedRankTest.probs(x, y, rope=0.01, nsamples=20000, random_state=1)
     assert study["value"] == pytest.approx(max(ref), abs=0.02)  # two 20,000-draw estimates
+
+
+def test_an_undecided_comparison_states_no_verdict(tmp_path) -> None:
+    a, b = [150, 170, 140, 165, 155], [160, 150, 168, 142, 158]  # seeds disagree widely
+    _write(str(tmp_path), "open", {"sc": {"a": a, "b": b}})
+    row = _verdicts(str(tmp_path), "open").iloc[0]
+    assert row["finding"].startswith("No Bayesian verdict between ")
+    assert row["value"] < 0.9 and "none reaches 0.9" in row["finding"]
