@@ -116,10 +116,25 @@ class Pair:
         return self.clusters if self.clusters is not None else self.image_ids
 
 
-def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str) -> Pair:
-    """Labels, both probability matrices and clusters on the images both trials scored."""
-    a = preds[preds[S.TRIAL_ID] == trial_a].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
-    b = preds[preds[S.TRIAL_ID] == trial_b].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+def _by_trial(preds: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each trial's predictions, one row per image (the first), indexed by image id: one pass
+    over the table instead of one scan of it per pair and seed."""
+    return {str(t): g.drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+            for t, g in preds.groupby(S.TRIAL_ID, sort=False)}
+
+
+def _trial(preds: pd.DataFrame, trial: str, frames: Optional[dict[str, pd.DataFrame]]
+           ) -> pd.DataFrame:
+    if frames is not None:
+        return frames.get(trial, preds.iloc[:0].set_index(S.IMAGE_ID))
+    return preds[preds[S.TRIAL_ID] == trial].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+
+
+def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str,
+            frames: Optional[dict[str, pd.DataFrame]] = None) -> Pair:
+    """Labels, both probability matrices and clusters on the images both trials scored
+    (``frames``: :func:`_by_trial` of ``preds``, when several pairs are read)."""
+    a, b = _trial(preds, trial_a, frames), _trial(preds, trial_b, frames)
     shared = a.index.intersection(b.index)
     if len(shared) == 0:
         raise RaybenchError(f"trials {trial_a} and {trial_b} share no scored image")
@@ -212,11 +227,12 @@ def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[
     rows: list[dict] = []
     cells: list[pooling.SeedCell] = []  # one per multi-seed row, pooled at the end
     caches: dict[tuple, stats.BootCache] = {}  # one per context: its models share draws
+    frames = _by_trial(preds)
     for head, seeds in _comparisons(runs, baseline, opts):
         if len(seeds) == 1:
             rows += [{**head, **row, "seeds": 1} for row in _pair_rows(preds, *seeds[0][1:], opts)]
         elif seeds:
-            pairs = [_paired(preds, ta, tb) for _, ta, tb in seeds]
+            pairs = [_paired(preds, ta, tb, frames) for _, ta, tb in seeds]
             context = tuple(v for k, v in head.items() if k not in (opts.by, "baseline"))
             if context not in caches:
                 caches.clear()  # contexts come one after another: keep only the current one
