@@ -9,7 +9,9 @@ when u_i + d_s + e_si < c, u_i ~ N(0, 1) shared by all seeds, d_s ~ N(0, sd_seed
 at 2 seeds, seed spreads of the rate from about 0.05 to 0.40, cells sharing one seed sd or each
 with its own (0.5-1.5 x), the pooled interval (raybench.pooling) against the unpooled two-level
 one; ``--part gaps``: source gaps paired within seeds with a known true gap (0 and 0.25): the
-coverage of the pooled gap interval and the power to flag the 0.25 gap.
+coverage of the pooled gap interval and the power to flag the 0.25 gap; ``--part pairs``: the
+same for the paired difference of two models scored on the same films, each with its own seed
+effect (the significance table's intervals).
 """
 from __future__ import annotations
 
@@ -67,26 +69,33 @@ def pooled_study(rng: np.random.Generator, sd: float, shared: bool, k: int
     sds = np.full(CELLS, sd) if shared else sd * rng.uniform(0.5, 1.5, CELLS)
     data = [_cell(rng, t, s, 2, k * CELLS + i)
             for i, (t, s) in enumerate(zip(truths, sds, strict=True))]
-    cells = [pooling.SeedCell.of(pt, bt) for pt, bt in data]
+    cells = [pooling.SeedCell.of_rate(pt, bt, np.full(pt.size, N_FILMS)) for pt, bt in data]
     pooled, _ = pooling.pooled_intervals(cells, stats.RATE_BOUNDS)
     raw = [stats.two_level_interval(pt, bt, rng, stats.RATE_BOUNDS) for pt, bt in data]
     cover = [np.mean([iv.ci_low <= t <= iv.ci_high for iv, t in zip(ivs, truths, strict=True)])
              for ivs in (pooled, raw)]
     width = [float(np.median([iv.ci_high - iv.ci_low for iv in ivs])) for ivs in (pooled, raw)]
-    spread = float(np.mean([c.point.std(ddof=1) for c in cells]))
+    spread = float(np.mean([pt.std(ddof=1) for pt, _ in data]))
     return cover[0], cover[1], width[0], width[1], spread
 
 
-def gap_study(rng: np.random.Generator, sd: float, gap: float, k: int) -> tuple[float, float]:
+def gap_study(rng: np.random.Generator, sd: float, gap: float, k: int, pairs: bool = False
+              ) -> tuple[float, float]:
     """(share of 16 gap cells whose pooled interval holds the true gap, share flagged) at 2
-    seeds: source A true rate 0.75, source B 0.75 - gap, one seed effect for both sources."""
+    seeds: source A true rate 0.75, source B 0.75 - gap, one seed effect for both sources.
+    With ``pairs``, A and B are two models scored on the same films: each its own seed effect
+    (their paired difference in the significance table)."""
     cells = []
     for i in range(CELLS):
         d = rng.normal(0, sd, (2, 1))  # the seed effect: one trained model per seed
+        shared = rng.normal(size=N_FILMS) if pairs else None  # two models: the same films
         per = []
         for j, truth in enumerate((0.75, 0.75 - gap)):
             c = sps.norm.ppf(truth) * math.sqrt(2.0 + sd ** 2)
-            right = rng.normal(size=N_FILMS) + d + rng.normal(size=(2, N_FILMS)) < c
+            u = rng.normal(size=N_FILMS) if shared is None else shared  # sources: own films
+            if pairs:
+                d = rng.normal(0, sd, (2, 1))
+            right = u + d + rng.normal(size=(2, N_FILMS)) < c
             per.append(stats.rate_cells(_seeds_of(right), 2, 200, np.random.default_rng(
                 [k, i, j]))["sensitivity"][1])
         (pa, ba), (pb, bb) = per
@@ -100,7 +109,7 @@ def gap_study(rng: np.random.Generator, sd: float, gap: float, k: int) -> tuple[
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--studies", type=int, default=400)
-    p.add_argument("--part", choices=["seeds", "pooled", "gaps"], default="seeds")
+    p.add_argument("--part", choices=["seeds", "pooled", "gaps", "pairs"], default="seeds")
     p.add_argument("--sd", type=float, nargs="+", default=[0.15, 0.5, 1.2],
                    help="pooled / gaps: seed sds on the probit scale")
     args = p.parse_args()
@@ -114,12 +123,13 @@ def main() -> None:
                       f"{rows[:, 0].mean():15.3f}  {np.median(rows[:, 2]):5.3f}  "
                       f"{rows[:, 1].mean():17.3f}  {np.median(rows[:, 3]):5.3f}")
         return
-    if args.part == "gaps":
+    if args.part in ("gaps", "pairs"):
         print("sd_seed  true gap  coverage  share flagged (power when the gap is 0.25)")
         for sd in args.sd:
             for gap in (0.0, 0.25):
                 rng = np.random.default_rng([int(100 * sd), int(100 * gap)])
-                rows = np.array([gap_study(rng, sd, gap, k) for k in range(args.studies)])
+                rows = np.array([gap_study(rng, sd, gap, k, args.part == "pairs")
+                                 for k in range(args.studies)])
                 print(f"{sd:7.2f}  {gap:8.2f}  {rows[:, 0].mean():8.3f}  {rows[:, 1].mean():8.3f}")
         return
     print("seeds  sd_seed  two-level coverage  median width  t coverage  median width")

@@ -9,6 +9,7 @@ compare like a grid's one.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Iterator, Optional, Protocol, Sequence, Union
@@ -115,10 +116,25 @@ class Pair:
         return self.clusters if self.clusters is not None else self.image_ids
 
 
-def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str) -> Pair:
-    """Labels, both probability matrices and clusters on the images both trials scored."""
-    a = preds[preds[S.TRIAL_ID] == trial_a].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
-    b = preds[preds[S.TRIAL_ID] == trial_b].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+def _by_trial(preds: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Each trial's predictions, one row per image (the first), indexed by image id: one pass
+    over the table instead of one scan of it per pair and seed."""
+    return {str(t): g.drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+            for t, g in preds.groupby(S.TRIAL_ID, sort=False)}
+
+
+def _trial(preds: pd.DataFrame, trial: str, frames: Optional[dict[str, pd.DataFrame]]
+           ) -> pd.DataFrame:
+    if frames is not None:
+        return frames.get(trial, preds.iloc[:0].set_index(S.IMAGE_ID))
+    return preds[preds[S.TRIAL_ID] == trial].drop_duplicates(S.IMAGE_ID).set_index(S.IMAGE_ID)
+
+
+def _paired(preds: pd.DataFrame, trial_a: str, trial_b: str,
+            frames: Optional[dict[str, pd.DataFrame]] = None) -> Pair:
+    """Labels, both probability matrices and clusters on the images both trials scored
+    (``frames``: :func:`_by_trial` of ``preds``, when several pairs are read)."""
+    a, b = _trial(preds, trial_a, frames), _trial(preds, trial_b, frames)
     shared = a.index.intersection(b.index)
     if len(shared) == 0:
         raise RaybenchError(f"trials {trial_a} and {trial_b} share no scored image")
@@ -192,23 +208,35 @@ def _seed_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
             for seed, ta, tb in seeds for row in _pair_rows(preds, ta, tb, opts)]
 
 
+#: Per results object: replicate metrics by content, shared by its comparisons (BootCache).
+_MEMOS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _memo(res: Tables) -> Optional[dict]:
+    try:
+        return _MEMOS.setdefault(res, {})
+    except TypeError:  # an object that cannot be weakly referenced: no memo
+        return None
+
+
 def _two_level_rows(runs: pd.DataFrame, preds: pd.DataFrame, baseline: Optional[str],
-                    opts: CompareOptions) -> list[dict]:
+                    opts: CompareOptions, memo: Optional[dict] = None) -> list[dict]:
     """One row per pair and metric over its seeds (two-level bootstrap, the seed variance
     pooled across the study unless ``opts.interval`` is ``unpooled``); with one seed, that
     seed's own tests (McNemar, paired bootstrap, DeLong)."""
     rows: list[dict] = []
     cells: list[pooling.SeedCell] = []  # one per multi-seed row, pooled at the end
     caches: dict[tuple, stats.BootCache] = {}  # one per context: its models share draws
+    frames = _by_trial(preds)
     for head, seeds in _comparisons(runs, baseline, opts):
         if len(seeds) == 1:
             rows += [{**head, **row, "seeds": 1} for row in _pair_rows(preds, *seeds[0][1:], opts)]
         elif seeds:
-            pairs = [_paired(preds, ta, tb) for _, ta, tb in seeds]
+            pairs = [_paired(preds, ta, tb, frames) for _, ta, tb in seeds]
             context = tuple(v for k, v in head.items() if k not in (opts.by, "baseline"))
             if context not in caches:
                 caches.clear()  # contexts come one after another: keep only the current one
-                caches[context] = stats.BootCache()
+                caches[context] = stats.BootCache(memo)
             for row, cell in _pooled_rows(pairs, opts, caches[context]):
                 rows.append({**head, **row, "_cell": len(cells)})
                 cells.append(cell)
@@ -305,7 +333,8 @@ def compare_models(res: Tables, metric: Union[str, Sequence[str], None] = None,
     preds = split_predictions(res, opts.split)
     preds = preds[preds[S.TRIAL_ID].isin(runs[S.TRIAL_ID])]
     two_level = opts.interval in (POOLED, UNPOOLED) and not opts.per_seed
-    rows = pd.DataFrame((_two_level_rows if two_level else _seed_rows)(runs, preds, baseline, opts))
+    rows = pd.DataFrame(_two_level_rows(runs, preds, baseline, opts, _memo(res)) if two_level
+                        else _seed_rows(runs, preds, baseline, opts))
     if rows.empty:
         raise RaybenchError(f"nothing to compare: need two {opts.by}s scored with the same "
                             f"seed in one scenario")
@@ -340,10 +369,9 @@ def _pooled_dof(part: pd.DataFrame) -> str:
     out = []
     for metric, rows in part.groupby(S.METRIC, sort=False):
         d0 = float(rows["prior_dof"].iloc[0])
-        dof = rows["dof"].astype(float)
         out.append(f"{metric}: {int(rows['pooled_cells'].iloc[0])} comparisons, prior dof "
                    f"{pooling.dof_words(d0)}, interval dof "
-                   f"{dof.min():.1f}-{dof.max():.1f}")
+                   f"{pooling.dof_range(rows['dof'].astype(float).tolist())}")
     return " (" + "; ".join(out) + ")"
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import pandas as pd
 
-from raybench import gaps
+from raybench import bayes, gaps
 from raybench import schema as S
 from raybench.compare import ROI, TEST_NAMES, cells, split_predictions
 from raybench.errors import RaybenchError
@@ -32,6 +32,7 @@ COLLAPSE_SHARE = 0.9  # one class predicted for more than this share of the test
 ECE_LIMIT = 0.1
 MIN_SEEDS = 3
 KEPT_SHARE = 0.5  # lungs hidden: keeping half of the skill above chance is a shortcut
+DECISIVE = 0.9  # a Bayesian verdict is stated when one of its probabilities reaches this
 
 
 def _row(severity: str, section: str, text: str, scenario: Optional[str] = None,
@@ -62,8 +63,9 @@ def _n_test(res: Results, runs: pd.DataFrame) -> Optional[float]:
     return float(round(n.mean())) if len(n) else None
 
 
-def _ranking(res: Results, scenario: str) -> pd.DataFrame:
-    """Per model: mean validation and test balanced accuracy and seeds, best on val first."""
+def _ranking(res: Results, scenario: Optional[str]) -> pd.DataFrame:
+    """Per model: mean validation and test balanced accuracy and seeds, best on val first
+    (over every scenario when ``scenario`` is None)."""
     runs = _full(res, scenario)
     val = _metric(res, runs, HEADLINE, "val").groupby(S.MODEL)[S.VALUE].mean()
     test = _metric(res, runs, HEADLINE, "test").groupby(S.MODEL)[S.VALUE].mean()
@@ -150,6 +152,48 @@ def source_gap(res: Results, scenario: str, n_boot: int) -> list[dict]:
     table = gaps.significant_gaps(gaps.source_gaps(res, scenario, n_boot=n_boot))
     return [_row("warning", f"Per source: {scenario}", gaps.gap_sentence(r),
                  scenario, str(r[S.MODEL]), abs(float(r["gap"]))) for _, r in table.iterrows()]
+
+
+def _top_two(res: Results, scenario: Optional[str]) -> tuple[list[str], pd.DataFrame]:
+    """The two models first in :func:`_ranking` (all scenarios when None) and the test
+    balanced accuracy of both per scenario x seed block where both have one."""
+    pair = [str(m) for m in _ranking(res, scenario).index[:2]]
+    test = _metric(res, _full(res, scenario), HEADLINE, "test")
+    wide = test.pivot_table(index=[S.SCENARIO, S.SEED], columns=S.MODEL, values=S.VALUE)
+    return pair, (wide[pair].dropna() if len(pair) == 2 else wide.iloc[:0])
+
+
+def _verdict_row(v: bayes.Verdict, a: str, b: str, blocks: str, scenario: Optional[str]
+                 ) -> dict:
+    """The verdict when its largest probability reaches :data:`DECISIVE`, else "none"."""
+    probs = (f"P({a} better) {v.p_a:.2f}, P(equivalent) {v.p_rope:.2f}, P({b} better) "
+             f"{v.p_b:.2f}")
+    if max(v.p_a, v.p_rope, v.p_b) >= DECISIVE:
+        text = (f"{v.sentence(a, b)} on test balanced accuracy ({v.test} over {v.n} {blocks}; "
+                f"{probs}).")
+    else:
+        text = (f"No Bayesian verdict between {a} and {b} on test balanced accuracy: {probs} "
+                f"({v.test} over {v.n} {blocks}; none reaches {DECISIVE:g}).")
+    section = f"Ranking and significance: {scenario}" if scenario else "Ranking and significance"
+    return _row("info", section, text, scenario, a, max(v.p_a, v.p_rope, v.p_b))
+
+
+def equivalence(res: Results, scenario: str, n_boot: int) -> list[dict]:
+    """The Bayesian verdict between the two models first on validation (:mod:`raybench.bayes`):
+    over this scenario's seeds (Bayesian t-test), and, once per study with several scenarios,
+    over every scenario x seed block (Bayesian signed-rank test, with the first scenario)."""
+    rows = []
+    (pair, wide) = _top_two(res, scenario)
+    if len(wide) >= 2:
+        v = bayes.t_verdict((wide[pair[1]] - wide[pair[0]]).tolist())
+        rows.append(_verdict_row(v, pair[0], pair[1], "seeds", scenario))
+    scenarios = res.scenarios()
+    if len(scenarios) > 1 and scenario == scenarios[0]:
+        (pair, wide) = _top_two(res, None)
+        if wide.index.get_level_values(S.SCENARIO).nunique() > 1:
+            v = bayes.signed_rank_verdict((wide[pair[1]] - wide[pair[0]]).tolist())
+            rows.append(_verdict_row(v, pair[0], pair[1], "scenario x seed blocks", None))
+    return rows
 
 
 def collapsed_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
@@ -289,6 +333,7 @@ def _add(kind: str, detect: Callable[[Results, str, int], list[dict]]) -> None:
 
 
 _add("best model", best_model)
+_add("verdict", equivalence)
 _add("source gap", source_gap)
 _add("collapsed model", collapsed_model)
 _add("ROI focus", roi_focus)

@@ -65,8 +65,8 @@ def rate_table(res: Tables, scenario: str, *, roi: Optional[str] = "full", split
     ``sensitivity_high``, the same for ``specificity``, ``seeds`` and ``interval``.
 
     With ``pooled`` the seed variance of every multi-seed row is moderated across the table's
-    rows (one prior per rate, :mod:`raybench.pooling`), else each row's own two-level
-    bootstrap interval."""
+    rows on the logit scale (one prior per rate, :mod:`raybench.pooling`), else each row's
+    own two-level bootstrap interval."""
     preds = _selected_predictions(res, scenario, roi, split, by_source)
     if preds.empty:
         return pd.DataFrame()
@@ -81,16 +81,25 @@ def rate_table(res: Tables, scenario: str, *, roi: Optional[str] = "full", split
         ivs = {name: [stats.two_level_interval(pt, bt, rng, stats.RATE_BOUNDS)
                       for pt, bt in out[name]] for name in RATES}
         ident = dict(zip(groups, key, strict=True))
+        films = rate_films(seeds, len(labels))
         for c, label in enumerate(labels):
             row: dict = {**ident, S.CLASS: label, "seeds": len(seeds), "interval": TWO_LEVEL}
             for name in RATES:
                 iv = ivs[name][c]
                 row.update({name: iv.value, f"{name}_low": iv.ci_low, f"{name}_high": iv.ci_high})
-                cells[name].append(pooling.SeedCell.of(*out[name][c]))
+                cells[name].append(pooling.SeedCell.of_rate(*out[name][c], films[name][c]))
             rows.append(row)
     if pooled:
         _pool_rates(rows, cells)
     return pd.DataFrame(rows)
+
+
+def rate_films(seeds: list[tuple[np.ndarray, np.ndarray, np.ndarray]], k: int
+               ) -> dict[str, np.ndarray]:
+    """Per rate, the films behind each class's rate on each seed (K, S): the class's films
+    (sensitivity), the other classes' (specificity)."""
+    of_class = np.stack([np.bincount(y, minlength=k) for y, _, _ in seeds], axis=1)
+    return {"sensitivity": of_class, "specificity": of_class.sum(axis=0) - of_class}
 
 
 def _pool_rates(rows: list[dict], cells: dict[str, list[pooling.SeedCell]]) -> None:
@@ -109,6 +118,7 @@ def _pool_rates(rows: list[dict], cells: dict[str, list[pooling.SeedCell]]) -> N
 
 
 def pooled_label(priors: dict[str, pooling.Prior]) -> str:
-    """``two-level bootstrap, seed variance pooled (prior dof: sensitivity 7.3, ...)``."""
+    """``two-level bootstrap, seed variance pooled (prior dof: sensitivity 7.3, ...)``; the
+    variance pooled is the logit rate's (:meth:`raybench.pooling.SeedCell.of_rate`)."""
     dofs = ", ".join(f"{name} {pooling.dof_words(p.d0)}" for name, p in priors.items())
     return f"{TWO_LEVEL}, seed variance pooled across the table (prior dof: {dofs})"

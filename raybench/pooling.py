@@ -8,12 +8,19 @@ so, as limma's moderated t does for genes:
 - :func:`fit_prior` fits a scaled inverse chi-square prior (``d0``, ``s0^2``) to all cells'
   variances by the moments of ``log s^2`` (limma's ``fitFDist``: the trigamma method);
 - :func:`moderate` shrinks each cell's variance towards ``s0^2``:
-  ``(d0 s0^2 + d s^2) / (d0 + d)``, with ``d0 + d`` degrees of freedom;
+  ``(d0 s0^2 + d s^2) / (d0 + d)``, with ``d0 + d`` degrees of freedom, at most the dof of
+  all the cells' variances together (``s0^2`` is estimated from them);
 - :func:`pooled_intervals` gives each cell the interval ``mean +- t(dof) * se`` with
-  ``se^2 = var(patients) + moderated seed variance / S``; ``var(patients)`` is the variance
-  of the mean over seeds under the shared patient draws of the two-level bootstrap, and
-  ``dof`` is the Welch-Satterthwaite combination of the two parts (the patient part with
-  unlimited dof).
+  ``se^2 = var(patients) + max(moderated s^2 - within, 0) / S``; ``var(patients)`` is the
+  variance of the mean over seeds under the shared patient draws of the two-level bootstrap,
+  ``within`` the seeds' own sampling noise (in both parts, so taken out of one) and ``dof``
+  the Welch-Satterthwaite dof of ``se^2`` with the seed part's dof.
+
+Rates (sensitivity, specificity) are pooled on the logit scale (:meth:`SeedCell.of_rate`),
+where one seed effect moves cells at different rates alike; their interval for the mean logit
+is mapped back through the mean rate of a logit-normal seed distribution (:func:`mean_rate`),
+the quantity the mean of the seeds' rates estimates. Differences (paired model differences,
+source gaps) are pooled on their own scale.
 """
 from __future__ import annotations
 
@@ -35,11 +42,13 @@ MIN_CELLS = 3
 @dataclass(frozen=True)
 class Prior:
     """The prior of the seed variances: ``d0`` degrees of freedom (inf: every cell has the
-    same variance), scale ``s0_sq``, fitted on ``cells`` cells."""
+    same variance), scale ``s0_sq``, fitted on ``cells`` cells holding ``fitted_dof`` dof
+    between them."""
 
     d0: float
     s0_sq: float
     cells: int
+    fitted_dof: float = math.inf
 
 
 def trigamma_inverse(x: float) -> float:
@@ -69,10 +78,11 @@ def fit_prior(s2: Sequence[float], dof: Sequence[float]) -> Prior:
     x, d = np.asarray(s2, float), np.asarray(dof, float)
     ok = np.isfinite(x) & (d > 0)
     x, d = np.maximum(x[ok], 0.0), d[ok]
-    if x.size < MIN_CELLS:  # too few variances to learn their spread: no pooling
-        return Prior(0.0, math.nan, int(x.size))
+    n, total = int(x.size), float(d.sum())
+    if n < MIN_CELLS:  # too few variances to learn their spread: no pooling
+        return Prior(0.0, math.nan, n, total)
     if not np.any(x > 0):
-        return Prior(math.inf, 0.0, int(x.size))
+        return Prior(math.inf, 0.0, n, total)
     med = float(np.median(x)) or float(np.median(x[x > 0]))
     x = np.maximum(x, 1e-5 * med)
     e = np.log(x) - special.digamma(d / 2) + np.log(d / 2)
@@ -80,30 +90,45 @@ def fit_prior(s2: Sequence[float], dof: Sequence[float]) -> Prior:
     spread = float(np.var(e, ddof=1)) if x.size > 1 else 0.0
     excess = spread - float(np.mean(special.polygamma(1, d / 2)))
     if excess <= 0:
-        return Prior(math.inf, math.exp(e_mean), int(x.size))
+        return Prior(math.inf, math.exp(e_mean), n, total)
     d0 = 2.0 * trigamma_inverse(excess)
     return Prior(d0, math.exp(e_mean + float(special.digamma(d0 / 2)) - math.log(d0 / 2)),
-                 int(x.size))
+                 n, total)
 
 
 def moderate(s2: float, dof: float, prior: Prior) -> tuple[float, float]:
-    """(moderated variance, its dof): the cell's variance shrunk towards the prior's."""
+    """(moderated variance, its dof): the cell's variance shrunk towards the prior's.
+
+    The dof never exceed the prior's ``fitted_dof``: ``s0^2`` is itself estimated from the
+    cells' variances, so a prior of unlimited dof (every cell alike) makes the cell's
+    variance ``s0^2`` with the dof of the variances it is the mean of, not a known variance
+    (16 two-seed cells: 16 dof, not unlimited)."""
     if prior.d0 == 0:  # no prior: the cell's own variance (NaN with one seed)
         return s2, float(dof)
+    cap = prior.fitted_dof
     if math.isinf(prior.d0):
-        return prior.s0_sq, math.inf
+        return prior.s0_sq, cap
     if dof <= 0 or not math.isfinite(s2):
-        return prior.s0_sq, prior.d0
-    return (prior.d0 * prior.s0_sq + dof * s2) / (prior.d0 + dof), prior.d0 + dof
+        return prior.s0_sq, min(prior.d0, cap)
+    return (prior.d0 * prior.s0_sq + dof * s2) / (prior.d0 + dof), min(prior.d0 + dof, cap)
 
 
 @dataclass(frozen=True)
 class SeedCell:
     """One cell of a study: its per-seed values and the mean over seeds under each of B
-    shared patient draws (the two-level bootstrap's patient level)."""
+    shared patient draws (the two-level bootstrap's patient level).
+
+    ``within`` is the part of one seed's patient variance that the seeds do not share (each
+    seed's own sampling noise on the same films): it is in the seed spread already, so it is
+    taken out of the seed part rather than counted twice. Cells made by :meth:`of` keep it
+    at 0 (a conservative double count); :meth:`of_rate` measures it. ``rate`` (the mean of
+    the raw per-seed rates) is set on cells of logit rates, whose interval is mapped back to
+    the rate scale."""
 
     point: np.ndarray  # (S,) finite per-seed values
     every: np.ndarray  # (B,) finite replicate means over the seeds
+    within: float = 0.0
+    rate: Optional[float] = None
 
     @classmethod
     def of(cls, point: np.ndarray, per_seed: np.ndarray) -> "SeedCell":
@@ -114,6 +139,20 @@ class SeedCell:
         with np.errstate(invalid="ignore"):
             every = rep.mean(axis=1) if x.size else np.zeros(0)
         return cls(x, every[np.isfinite(every)])
+
+    @classmethod
+    def of_rate(cls, point: np.ndarray, per_seed: np.ndarray, films: np.ndarray) -> "SeedCell":
+        """A rate's cell on the logit scale, where a seed effect shifts every cell's rate by a
+        like amount (on the rate scale the seed variance shrinks towards 0 and 1, so cells at
+        different rates do not share one). ``films`` (S,): each seed's films behind the rate;
+        a rate of 0 or 1 is taken as ``0.5 / (films + 1)`` from the bound (Haldane)."""
+        keep = np.isfinite(np.asarray(point, float))
+        raw, rep = np.asarray(point, float)[keep], np.asarray(per_seed, float)[:, keep]
+        eps = 0.5 / (np.asarray(films, float)[keep] + 1.0)
+        rep = rep[np.isfinite(rep).all(axis=1)]
+        x, rep = (special.logit(np.clip(v, eps, 1 - eps)) for v in (raw, rep))
+        rate = float(raw.mean()) if raw.size else math.nan
+        return cls(x, rep.mean(axis=1), unshared_variance(rep), rate)
 
     @property
     def seeds(self) -> int:
@@ -131,27 +170,59 @@ class SeedCell:
         return float(self.point.var(ddof=1)) if self.seeds > 1 else math.nan
 
 
+def unshared_variance(rep: np.ndarray) -> float:
+    """Per-seed replicates (B, S): the mean variance of one seed minus the mean covariance of
+    two (what a seed's value varies by that the other seeds' values do not share)."""
+    if rep.shape[1] < 2 or rep.shape[0] < 2:
+        return 0.0
+    c = np.cov(rep, rowvar=False)
+    s = c.shape[0]
+    return max(float(np.trace(c)) / s - float(c.sum() - np.trace(c)) / (s * (s - 1)), 0.0)
+
+
+#: Gauss-Hermite nodes for the mean rate of a logit-normal seed distribution.
+_GH_X, _GH_W = np.polynomial.hermite.hermgauss(40)
+
+
+def mean_rate(mu: float, var: float) -> float:
+    """E[expit(mu + sd Z)], Z standard normal, sd^2 = ``var``: the mean over seeds of a rate
+    whose logit has mean ``mu`` and seed variance ``var`` (monotone in ``mu``)."""
+    if not math.isfinite(mu):
+        return 0.0 if mu < 0 else 1.0
+    vals = special.expit(mu + math.sqrt(2.0 * max(var, 0.0)) * _GH_X)
+    return float(np.dot(_GH_W, vals) / math.sqrt(math.pi))
+
+
 def cell_interval(cell: SeedCell, prior: Prior, bounds: Optional[tuple[float, float]] = None
                   ) -> SeedInterval:
-    """The moderated interval of one cell (see the module docstring); p against 0."""
+    """The moderated interval of one cell (see the module docstring); p against 0. A cell of
+    logit rates gets the interval of its mean logit mapped through :func:`mean_rate` and the
+    mean of its raw rates as the value (no p)."""
     s = cell.seeds
     if s == 0 or cell.every.size == 0:
-        return SeedInterval(math.nan if s == 0 else float(cell.point.mean()),
-                            math.nan, math.nan, math.nan, s, math.nan, 0)
+        value = math.nan if s == 0 else cell.rate if cell.rate is not None else cell.point.mean()
+        return SeedInterval(float(value), math.nan, math.nan, math.nan, s, math.nan, 0)
     est = float(cell.point.mean())
+    shown = est if cell.rate is None else cell.rate
     if cell.degenerate:
-        return SeedInterval(est, est, est, 1.0 if est == 0 else 0.0, s, math.inf,
+        return SeedInterval(shown, shown, shown, 1.0 if shown == 0 else 0.0, s, math.inf,
                             int(cell.every.size))
     v_seed_s2, dof = moderate(cell.seed_variance, s - 1, prior)
     v_seed = v_seed_s2 / s if math.isfinite(v_seed_s2) else 0.0  # one seed, no prior
-    v_pat = float(np.var(cell.every))
-    total = v_seed + v_pat
-    ws = math.inf if v_seed == 0 else (total ** 2 / (v_seed ** 2 / dof) if dof < math.inf
-                                       else math.inf)
+    # the seeds' own sampling noise is in both the seed spread and the patient draws: counted
+    # once, with the seed effect's variance kept >= 0; the dof are those of the whole spread
+    total = max(v_seed - cell.within / s, 0.0) + float(np.var(cell.every))
+    ws = math.inf if v_seed == 0 or dof == math.inf else total ** 2 / (v_seed ** 2 / dof)
     if total == 0:
-        return SeedInterval(est, est, est, 1.0 if est == 0 else 0.0, s, ws, cell.every.size)
+        return SeedInterval(shown, shown, shown, 1.0 if shown == 0 else 0.0, s, ws,
+                            cell.every.size)
     se = math.sqrt(total)
     q = float(sps.t.ppf(0.975, ws)) if ws < math.inf else float(sps.norm.ppf(0.975))
+    if cell.rate is not None:
+        spread = max(v_seed_s2 - cell.within, 0.0) if math.isfinite(v_seed_s2) else 0.0
+        low, high = (mean_rate(v, spread) for v in (est - q * se, est + q * se))
+        return SeedInterval(shown, min(low, shown), max(high, shown), math.nan, s, ws,
+                            int(cell.every.size))
     p = float(2 * (sps.t.sf(abs(est) / se, ws) if ws < math.inf else sps.norm.sf(abs(est) / se)))
     low, high = clip(est - q * se, est + q * se, bounds)
     return SeedInterval(est, low, high, p, s, ws, int(cell.every.size))
@@ -169,3 +240,14 @@ def pooled_intervals(cells: Sequence[SeedCell], bounds: Optional[tuple[float, fl
 def dof_words(d0: float) -> str:
     """A prior's dof for a table's prose: ``none`` (not pooled), ``unlimited`` or the number."""
     return "none" if d0 == 0 else "unlimited" if math.isinf(d0) else f"{d0:.1f}"
+
+
+def dof_range(dofs: Sequence[float]) -> str:
+    """The span of interval dofs for a table's prose: ``12.3-40.1``, ``12.3`` when they agree,
+    ``unlimited`` when every one is (a prior of unlimited dof), ``12.3 to unlimited``."""
+    d = np.asarray(dofs, float)
+    d = d[~np.isnan(d)]
+    if d.size == 0:
+        return "none"
+    low, high = (dof_words(v) for v in (float(d.min()), float(d.max())))
+    return low if low == high else f"{low} to {high}" if high == "unlimited" else f"{low}-{high}"

@@ -547,11 +547,17 @@ class BootCache:
     """Replicate weights and per-model replicate metrics shared by the comparisons of one
     study: a model meets every other model on the same seeds' images with the same patient
     draws, so its bootstrap metrics are computed once, not once per pair. The numbers are
-    the same with or without it (the generator's state after the draw is cached too)."""
+    the same with or without it (the generator's state after the draw is cached too).
 
-    def __init__(self) -> None:
+    ``memo`` keeps the replicate metrics by content (the draw's key, the seed's place in it,
+    the scores) beyond this cache: comparisons of one study made one after another (the
+    findings' and the report's ranking) then score each model once; the draws themselves are
+    not kept beyond this cache (they are large and quick to redraw)."""
+
+    def __init__(self, memo: Optional[dict] = None) -> None:
         self._weights: dict[tuple, tuple[list[np.ndarray], Any]] = {}
-        self._metrics: dict[tuple, dict[str, np.ndarray]] = {}
+        self._metrics: dict[tuple, dict[str, np.ndarray]] = {} if memo is None else memo
+        self._draw: dict[int, tuple] = {}  # id of a held weight array -> (draw key, seed)
 
     def weights(self, units: Sequence[np.ndarray], n_boot: int, rng: np.random.Generator
                 ) -> list[np.ndarray]:
@@ -561,6 +567,7 @@ class BootCache:
         if key not in self._weights:
             ws = shared_weights_t(units, n_boot, rng)
             self._weights[key] = (ws, rng.bit_generator.state)
+            self._draw.update({id(w): (key, i) for i, w in enumerate(ws)})
         ws, state = self._weights[key]
         rng.bit_generator.state = state
         return ws
@@ -568,7 +575,8 @@ class BootCache:
     def metrics(self, y: np.ndarray, prob: np.ndarray, wt: np.ndarray
                 ) -> dict[str, np.ndarray]:
         """:func:`weighted_metrics` of one model's scores under one seed's weights ``wt``."""
-        key = (id(wt), _digest(y, prob))  # wt is held by self._weights, so its id is stable
+        draw = self._draw.get(id(wt))  # weights drawn here: known by content across caches
+        key = (draw if draw is not None else ("local", id(self), id(wt)), _digest(y, prob))
         if key not in self._metrics:
             self._metrics[key] = _metrics_t(y, prob, wt)
         return self._metrics[key]

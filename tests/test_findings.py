@@ -11,7 +11,8 @@ from raybench.findings import KINDS
 from raybench.results import load
 from raybench.store import ResultStore
 
-PROBLEMS = set(KINDS) - {"best model", "test origin"}  # verdicts every study gets
+VERDICTS = {"best model", "verdict", "test origin"}  # what every study of 2+ seeds gets
+PROBLEMS = set(KINDS) - VERDICTS
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_every_planted_kind_is_found_with_its_numbers(root: str) -> None:
 
 def test_clean_results_carry_no_problem(root: str) -> None:
     found = load(root, "clean").findings(n_boot=200)
-    assert set(found["kind"]) == {"best model", "test origin"}
+    assert set(found["kind"]) == VERDICTS
     assert not PROBLEMS & set(found["kind"])
     best = found[found["kind"] == "best model"].iloc[0]
     assert best["model"] == "a" and "not significantly better than the runner-up b" in best[
@@ -69,7 +70,7 @@ def test_cli_prints_the_findings_table(root: str, run_cli) -> None:
                              "--format", "json")
     assert code == 0, err
     rows = json.loads(out)
-    assert [r["kind"] for r in rows] == ["best model", "test origin"]
+    assert [r["kind"] for r in rows] == ["best model", "verdict", "test origin"]
     assert {"kind", "severity", "scenario", "model", "finding", "value", "n", "section"} <= set(
         rows[0])
     assert Path(root, "clean").is_dir()

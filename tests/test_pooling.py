@@ -125,3 +125,27 @@ def test_fewer_than_three_cells_keep_their_own_variance() -> None:
     assert prior.d0 == 0 and prior.cells == 2
     half = sps.t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) / math.sqrt(2)
     assert (ivs[0].ci_low, ivs[0].ci_high) == pytest.approx((0.3 - half, 0.3 + half))
+
+
+@pytest.mark.parametrize(("dofs", "words"), [
+    ([math.inf, math.inf], "unlimited"),
+    ([3.25, math.inf], "3.2 to unlimited"),
+    ([3.25, 7.0, math.nan], "3.2-7.0"),
+    ([4.0, 4.0], "4.0"),
+    ([math.nan], "none"),
+])
+def test_dof_range_words(dofs: list[float], words: str) -> None:
+    assert pooling.dof_range(dofs) == words
+
+
+def test_table_prose_never_prints_inf_for_an_unlimited_prior() -> None:
+    import pandas as pd
+
+    from raybench import compare
+
+    table = pd.DataFrame({"metric": ["accuracy"] * 2, "test": [compare.TWO_LEVEL_POOLED] * 2,
+                          "prior_dof": [math.inf] * 2, "dof": [math.inf] * 2,
+                          "pooled_cells": [6, 6]})
+    prose = compare.describe_tests(table)
+    assert "inf" not in prose.replace("unlimited", "")
+    assert "accuracy: 6 comparisons, prior dof unlimited, interval dof unlimited" in prose

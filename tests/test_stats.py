@@ -191,6 +191,26 @@ def test_paired_over_seeds_is_the_same_with_a_shared_cache() -> None:
     assert len(cache._metrics) == 9  # three models x three seeds, each computed once
 
 
+def test_a_memo_shared_by_caches_scores_each_model_once_with_the_same_numbers(monkeypatch) -> None:
+    rng = np.random.default_rng(10)
+    y = rng.integers(0, 3, 60)
+    ids = np.array([f"p{i // 2}" for i in range(60)])
+    models = [[noisy_probs(y, 3, skill, rng) for _ in range(2)] for skill in (0.5, 1.0, 1.5)]
+    calls = []
+    real = stats._metrics_t
+    monkeypatch.setattr(stats, "_metrics_t", lambda *a: calls.append(a[2].shape[1]) or real(*a))
+    memo: dict = {}
+    for baseline in (0, 1):  # two comparison tables one after another, each its own cache
+        cache = stats.BootCache(memo)
+        for other in {0, 1, 2} - {baseline}:
+            pairs = [(y, models[baseline][s], models[other][s], ids) for s in range(2)]
+            alone = stats.paired_over_seeds(pairs, n_boot=150, seed=4)
+            assert stats.paired_over_seeds(pairs, n_boot=150, seed=4, cache=cache) == alone
+    assert len(memo) == 6  # three models x two seeds
+    # replicate scorings: 6 through the memo, 2 x 2 x 2 x 2 for the uncached references
+    assert sum(1 for b in calls if b == 150) == 6 + 16
+
+
 def test_identical_models_p_near_one_and_interval_covers_zero() -> None:
     rng = np.random.default_rng(6)
     y = rng.integers(0, 3, 150)

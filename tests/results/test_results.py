@@ -63,7 +63,8 @@ def test_table2_default_is_the_two_level_bootstrap(root: str) -> None:
     assert boot[["sensitivity", "specificity", "seeds", "n", "n_rest"]].equals(
         t[["sensitivity", "specificity", "seeds", "n", "n_rest"]])
     row = boot.loc[("cnnx", "covid19")]  # seeds 10/10 and 9/10 right
-    assert 0.4 < row["sensitivity_low"] < 0.95 and row["sensitivity_high"] == 1.0
+    # pooled on the logit scale: the upper end nears 1 without the clip reaching it
+    assert 0.4 < row["sensitivity_low"] < 0.95 < row["sensitivity_high"] <= 1.0
     assert row["sensitivity_low"] > t.loc[("cnnx", "covid19"), "sensitivity_low"]
     same = boot.loc[("resnet18", "normal")]  # 10 of 10 in both seeds: nothing varies
     assert (same["sensitivity_low"], same["sensitivity_high"]) == (1.0, 1.0)
