@@ -11,7 +11,7 @@ from baycomp.single import Posterior
 from raybench.findings import findings
 from raybench.results import load
 from raybench.store import ResultStore
-from resultdata import write_trial
+from tests.helpers.resultdata import write_trial
 
 LABELS = ("normal", "pneumonia")
 N = 200  # films per class: one film moves balanced accuracy by 1 / 400
