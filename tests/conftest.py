@@ -140,9 +140,17 @@ def _start_shared_ray(decode_log: Path) -> str:
 
     from raybench.data.cache import DECODE_LOG_ENV
 
-    env = {**RAY_WORKER_ENV, DECODE_LOG_ENV: str(decode_log)}
+    from ray._raylet import Config
+
+    # Token authentication off for the session's Ray, in its processes (the environment they
+    # inherit) and in this one (Ray caches its config, auth mode included, at first use: a test
+    # that changed the mode earlier would leave the driver without the token a new local Ray
+    # asks for: "InvalidAuthToken ... RAY_AUTH_MODE is currently 'disabled'"). Token mode has
+    # its own tests (tests/test_token_auth.py).
+    env = {**RAY_WORKER_ENV, DECODE_LOG_ENV: str(decode_log), "RAY_AUTH_MODE": "disabled"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    Config.initialize("")
     try:
         # the dashboard on, as a sweep's own local Ray has it: without Ray's State API an early
         # stopped trial's placement group leaks and the next trial waits for it forever

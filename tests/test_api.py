@@ -66,6 +66,7 @@ def test_report_leaves_the_matplotlib_backend_alone(tmp_path: Path) -> None:
     # A notebook user's backend (svg stands in for inline/Qt): importing raybench.report and
     # writing a whole report must not switch it, nor open pyplot figures.
     code = (
+        "import sys\n"
         "import matplotlib; matplotlib.use('svg')\n"
         "import raybench.report\n"
         "from tests.helpers.resultdata import write_scenario2\n"

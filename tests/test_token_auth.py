@@ -79,10 +79,13 @@ def test_token_mode_follows_a_given_token_and_keeps_the_users_mode(
     from ray._raylet import AuthenticationMode, get_authentication_mode
 
     assert get_authentication_mode() == AuthenticationMode.TOKEN  # Ray's cached config too
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     from ray._raylet import Config
 
-    Config.initialize("")  # back to what the rest of this process expects
+    # Ray caches its config: read the environment again as this test found it, or the next
+    # Ray started in this process (the session's local Ray) runs in another auth mode than its
+    # driver expects ("InvalidAuthToken ... RAY_AUTH_MODE is currently 'disabled'")
+    monkeypatch.undo()
+    Config.initialize("")
 
 
 @pytest.mark.parametrize("address", [None, "local"])
