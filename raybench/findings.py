@@ -11,18 +11,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import pandas as pd
 
 from raybench import bayes, gaps
 from raybench import schema as S
-from raybench.compare import ROI, TEST_NAMES, cells, split_predictions
+from raybench.compare import (
+    ROI,
+    TEST_NAMES,
+    CompareOptions,
+    Tables,
+    cells,
+    compare_models,
+    split_predictions,
+)
 from raybench.errors import RaybenchError
 from raybench.registry import Registry
 
-if TYPE_CHECKING:  # the findings read a Results; results.py imports this module to run them
-    from raybench.results import Results
+
+
+class Study(Tables, Protocol):
+    """What the findings read of the results (``raybench.results.Results`` has it); a
+    protocol, so this module never imports ``results``, whose ``Results.findings`` runs it."""
+
+    @property
+    def runs(self) -> pd.DataFrame: ...
+
+    def scenarios(self) -> list[str]: ...
 
 SEVERITIES: tuple[str, ...] = ("critical", "warning", "info")
 COLUMNS: list[str] = ["kind", "severity", S.SCENARIO, S.MODEL, "finding", S.VALUE, "n",
@@ -43,12 +59,12 @@ def _row(severity: str, section: str, text: str, scenario: Optional[str] = None,
             "finding": text, S.VALUE: value, "n": n, "section": section}
 
 
-def _full(res: Results, scenario: Optional[str] = None) -> pd.DataFrame:
+def _full(res: Study, scenario: Optional[str] = None) -> pd.DataFrame:
     runs = cells(res, scenario)
     return runs[runs[ROI] == "full"]
 
 
-def _metric(res: Results, runs: pd.DataFrame, metric: str, split: str = "test",
+def _metric(res: Study, runs: pd.DataFrame, metric: str, split: str = "test",
             cls: str = "all") -> pd.DataFrame:
     """Whole-split rows of one metric, merged with ``runs`` (model, scenario, seed, roi)."""
     m = res.metrics
@@ -58,12 +74,12 @@ def _metric(res: Results, runs: pd.DataFrame, metric: str, split: str = "test",
         m[[S.SWEEP, S.TRIAL_ID, S.VALUE]], on=[S.SWEEP, S.TRIAL_ID])
 
 
-def _n_test(res: Results, runs: pd.DataFrame) -> Optional[float]:
+def _n_test(res: Study, runs: pd.DataFrame) -> Optional[float]:
     n = _metric(res, runs, "n")[S.VALUE]
     return float(round(n.mean())) if len(n) else None
 
 
-def _ranking(res: Results, scenario: Optional[str]) -> pd.DataFrame:
+def _ranking(res: Study, scenario: Optional[str]) -> pd.DataFrame:
     """Per model: mean validation and test balanced accuracy and seeds, best on val first
     (over every scenario when ``scenario`` is None)."""
     runs = _full(res, scenario)
@@ -79,10 +95,10 @@ def _p(p: float) -> str:
     return "n/a" if math.isnan(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def _versus(res: Results, scenario: str, best: str, runner: str, n_boot: int) -> str:
+def _versus(res: Study, scenario: str, best: str, runner: str, n_boot: int) -> str:
     """``significantly better than`` or not, from the paired comparison (Holm)."""
     try:
-        table = res.compare_models(HEADLINE, scenario, runner, n_boot=n_boot)
+        table = compare_models(res, HEADLINE, scenario, runner, CompareOptions(n_boot=n_boot))
     except RaybenchError as exc:
         return f"; not compared with the runner-up {runner} ({exc})"
     row = table[(table[S.MODEL] == best) & (table[ROI] == "full")]
@@ -97,7 +113,7 @@ def _versus(res: Results, scenario: str, best: str, runner: str, n_boot: int) ->
             f"{TEST_NAMES.get(r['test'], r['test'])})")
 
 
-def best_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def best_model(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """The model first on validation, its test value, and whether it beats the runner-up."""
     table = _ranking(res, scenario)
     if table.empty:
@@ -113,7 +129,7 @@ def best_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
                  scenario, best, float(table["test"].iloc[0]), n)]
 
 
-def selection_disagreement(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def selection_disagreement(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """The model first on validation is not first on test."""
     table = _ranking(res, scenario)
     if len(table) < 2 or table["val"].isna().all():
@@ -133,7 +149,7 @@ def _floats(column: pd.Series) -> dict[str, float]:
     return {str(k): float(v) for k, v in column.items()}
 
 
-def few_seeds(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def few_seeds(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """Fewer than :data:`MIN_SEEDS` seeds per cell."""
     runs = _full(res, scenario)
     seeds = int(runs.groupby(S.MODEL)[S.SEED].nunique().min()) if len(runs) else 0
@@ -146,7 +162,7 @@ def few_seeds(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return [_row("warning", "Trials", text, scenario, None, float(seeds))]
 
 
-def source_gap(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def source_gap(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """A class whose sensitivity or specificity differs between two sources: the paired gap
     within seeds has an interval that excludes 0 (:mod:`raybench.gaps`)."""
     table = gaps.significant_gaps(gaps.source_gaps(res, scenario, n_boot=n_boot))
@@ -154,7 +170,7 @@ def source_gap(res: Results, scenario: str, n_boot: int) -> list[dict]:
                  scenario, str(r[S.MODEL]), abs(float(r["gap"]))) for _, r in table.iterrows()]
 
 
-def _top_two(res: Results, scenario: Optional[str]) -> tuple[list[str], pd.DataFrame]:
+def _top_two(res: Study, scenario: Optional[str]) -> tuple[list[str], pd.DataFrame]:
     """The two models first in :func:`_ranking` (all scenarios when None) and the test
     balanced accuracy of both per scenario x seed block where both have one."""
     pair = [str(m) for m in _ranking(res, scenario).index[:2]]
@@ -178,7 +194,7 @@ def _verdict_row(v: bayes.Verdict, a: str, b: str, blocks: str, scenario: Option
     return _row("info", section, text, scenario, a, max(v.p_a, v.p_rope, v.p_b))
 
 
-def equivalence(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def equivalence(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """The Bayesian verdict between the two models first on validation (:mod:`raybench.bayes`):
     over this scenario's seeds (Bayesian t-test), and, once per study with several scenarios,
     over every scenario x seed block (Bayesian signed-rank test, with the first scenario)."""
@@ -196,7 +212,7 @@ def equivalence(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return rows
 
 
-def collapsed_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def collapsed_model(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """A model that predicts one class for more than :data:`COLLAPSE_SHARE` of the test set."""
     try:
         preds = split_predictions(res, "test")
@@ -217,7 +233,7 @@ def collapsed_model(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return rows
 
 
-def calibration(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def calibration(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """Expected calibration error above :data:`ECE_LIMIT`."""
     runs = _full(res, scenario)
     ece = _metric(res, runs, "ece").groupby(S.MODEL)[S.VALUE].agg(["mean", "count"])
@@ -233,7 +249,7 @@ def calibration(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return rows
 
 
-def test_origin(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def test_origin(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """Whether the test set is an in-distribution split or came from ``test_from``."""
     runs = _full(res, scenario)
     origin = runs[S.TEST_FROM].dropna() if S.TEST_FROM in runs else pd.Series(dtype=object)
@@ -250,7 +266,7 @@ def test_origin(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return [_row("info", "Test sets", text, scenario, None, math.nan, n)]
 
 
-def roi_chance(res: Results, runs: pd.DataFrame, suffix: str = "") -> pd.Series:
+def roi_chance(res: Study, runs: pd.DataFrame, suffix: str = "") -> pd.Series:
     """The ROI focus a map spread evenly scores, per model: the lung masks' mean area share
     of the images with CAMs (``roi_chance`` rows), else the lung-field template's share."""
     chance = _metric(res, runs, f"roi_chance{suffix}").groupby(S.MODEL)[S.VALUE].mean()
@@ -264,7 +280,7 @@ def roi_chance(res: Results, runs: pd.DataFrame, suffix: str = "") -> pd.Series:
     return chance
 
 
-def roi_focus(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def roi_focus(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """ROI focus at or below its chance level (the lung masks' share of the image)."""
     runs = _full(res, scenario)
     rows = []
@@ -287,7 +303,7 @@ def roi_focus(res: Results, scenario: str, n_boot: int) -> list[dict]:
     return rows
 
 
-def lungs_hidden(res: Results, scenario: str, n_boot: int) -> list[dict]:
+def lungs_hidden(res: Study, scenario: str, n_boot: int) -> list[dict]:
     """Balanced accuracy kept when the lung fields are blanked (``roi: outside_lungs``)."""
     runs = cells(res, scenario)
     if not {"full", "outside_lungs"} <= set(runs[ROI]):
@@ -321,14 +337,14 @@ class Detector:
     """
 
     kind: str
-    detect: Callable[[Results, str, int], list[dict]]
+    detect: Callable[[Study, str, int], list[dict]]
 
 
 #: Every detector, keyed by its function's name; their order is the report's order of kinds.
 FINDING_DETECTORS: Registry[Detector] = Registry("finding detector")
 
 
-def _add(kind: str, detect: Callable[[Results, str, int], list[dict]]) -> None:
+def _add(kind: str, detect: Callable[[Study, str, int], list[dict]]) -> None:
     FINDING_DETECTORS.register(detect.__name__, Detector(kind, detect))
 
 
@@ -347,7 +363,7 @@ _add("few seeds", few_seeds)
 KINDS: tuple[str, ...] = tuple(FINDING_DETECTORS.get(k).kind for k in FINDING_DETECTORS)
 
 
-def findings(res: Results, n_boot: int = 1000) -> pd.DataFrame:
+def findings(res: Study, n_boot: int = 1000) -> pd.DataFrame:
     """Every verdict of every scenario, most severe first (see :data:`KINDS`)."""
     detectors = [FINDING_DETECTORS.get(key) for key in FINDING_DETECTORS]
     rows = [{"kind": d.kind, **row} for scenario in res.scenarios() for d in detectors

@@ -14,7 +14,7 @@ from raybench import schema as S
 from raybench import storage
 from raybench.camset import CamSet
 from raybench.errors import RaybenchError
-from raybench.results import tables
+import raybench.results.tables as tables
 from raybench.results.tables import KEYS, OVERALL
 from raybench.results.timeline import trial_timeline, utilisation
 from raybench.store import ResultStore

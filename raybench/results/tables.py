@@ -8,17 +8,25 @@ them.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Mapping, Optional, Protocol, Sequence
 
 import pandas as pd
 
 from raybench import schema as S
+from raybench.compare import Tables
 from raybench.errors import RaybenchError
 from raybench.results.choices import INTERVALS
 from raybench.stats import mean_interval
 
-if TYPE_CHECKING:
-    from raybench.results.loading import Results
+
+
+class Results(Tables, Protocol):
+    """What these tables read of a :class:`~raybench.results.loading.Results` (which calls
+    them); a protocol, so this module never imports ``loading``."""
+
+    def scenarios(self) -> list[str]: ...
+
+    def with_runs(self, frame: pd.DataFrame, columns: Sequence[str] = ()) -> pd.DataFrame: ...
 
 KEYS: list[str] = [S.SWEEP, S.TRIAL_ID]
 #: Columns of :meth:`Results.paper_table` (besides the index).
@@ -113,7 +121,7 @@ def leaderboard(res: "Results", metric: str = "balanced_accuracy", *, split: str
     return board.reset_index(drop=True)
 
 
-def compare_sweeps(each: dict[str, "Results"], sweep_a: str, sweep_b: str,
+def compare_sweeps(each: Mapping[str, "Results"], sweep_a: str, sweep_b: str,
                    metrics: Sequence[str] = OVERALL, split: str = "test") -> pd.DataFrame:
     """Per model and metric, the means of ``each[sweep_a]`` and ``each[sweep_b]`` and b - a;
     see :meth:`Results.compare`."""
