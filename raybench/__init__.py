@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from raybench.report import write_report
     from raybench.results.loading import Results, load
 
-__version__ = "0.1.0"
+from raybench.version import __version__ as __version__  # noqa: E402 (re-exported)
 
 #: Public name -> the module that defines it.
 _SOURCES = {

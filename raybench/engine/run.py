@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional
 import pandas as pd
 import torch
 
-import raybench
+from raybench.version import __version__ as raybench_version
 from raybench import schema as S
 from raybench import storage
 from raybench.config import Spec, dump_yaml
@@ -83,7 +83,7 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             return "not installed"
 
-    return {S.RAYBENCH_VERSION: raybench.__version__, S.TORCH_VERSION: torch.__version__,
+    return {S.RAYBENCH_VERSION: raybench_version, S.TORCH_VERSION: torch.__version__,
             S.RAY_VERSION: of("ray"), S.TIMM_VERSION: of("timm")}
 
 

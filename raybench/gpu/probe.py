@@ -157,12 +157,12 @@ def gpu_info_here() -> GpuInfo:
     """This process's GPU (index 0 of what Ray made visible)."""
     import torch
 
-    import raybench
+    from raybench.version import __version__ as raybench_version
 
     _need_cuda()
     props = torch.cuda.get_device_properties(0)
     return GpuInfo(props.name, int(props.total_memory), bool(torch.cuda.is_bf16_supported()),
-                   torch.__version__, raybench.__version__)
+                   torch.__version__, raybench_version)
 
 
 def probe_here(key: ProbeKey) -> ProbeRecord:

@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-import raybench
+from raybench.version import __version__ as raybench_version
 from raybench import schema as S
 from raybench.errors import ConfigError
 from raybench.models import weights
@@ -182,7 +182,7 @@ def _version(package: str) -> str:
     try:
         return version(package)
     except PackageNotFoundError:
-        return raybench.__version__ if package == "raybench" else "not installed"
+        return raybench_version if package == "raybench" else "not installed"
 
 
 def model_record(name: str, weights: Optional[str] = None) -> dict[str, Optional[str]]:
