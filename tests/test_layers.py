@@ -111,3 +111,25 @@ def test_no_function_is_over_60_lines() -> None:
                 if lines > 60:
                     long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} {lines}")
     assert long == []
+
+
+def test_no_cycle_even_counting_type_checking_imports() -> None:
+    """A cycle is a cycle: imports under ``if TYPE_CHECKING:`` count here too, and
+    ``from pkg import name`` names the package itself unless ``name`` is a submodule (a type
+    that two modules need goes in a protocol below both)."""
+    import ast
+
+    mods = {}
+    for path in (REPO / "raybench").rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                graph[mod] |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in mods:
+                for alias in node.names:
+                    sub = f"{node.module}.{alias.name}"
+                    graph[mod].add(sub if sub in mods else node.module)
+    assert [c for c in ig.components(graph) if len(c) > 1] == []
