@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from typing import Any, Optional
 
@@ -293,6 +294,9 @@ class Lease(leases.Lease):
         update); Ray ends the trials of the driver's job, and what they still try to write is
         refused by their fence (:class:`raybench.lease.Fence`)."""
         holder = renewal.holder or {}
+        # Once: the heartbeat thread and the main thread (check_held) may both notice; the
+        # second blocks here until the first's os._exit ends the process.
+        _STOPPING.acquire()
         sys.stderr.write(
             f"raybench: error: sweep {self.sweep!r} was taken over by {holder.get('host', '?')} "
             f"pid {holder.get('pid', '?')} (lease generation {renewal.generation}) while this "
@@ -304,6 +308,8 @@ class Lease(leases.Lease):
 
 #: The exit status of a driver stopped because another driver took its sweep over.
 FENCED_EXIT = 1
+#: Taken by the first :meth:`Lease.on_lost` of this process and never released.
+_STOPPING = threading.Lock()
 #: The sweep lease this process holds, by sweep name (:func:`check_held`).
 _HELD: dict[str, Lease] = {}
 
