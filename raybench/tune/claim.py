@@ -27,8 +27,8 @@ from typing import Any, Optional
 import yaml
 
 from raybench import lease as leases
-from raybench.config import Spec, dump_yaml
-from raybench.errors import RaybenchError
+from raybench.config import Spec, dump_yaml, from_dict, to_dict
+from raybench.errors import ConfigError, RaybenchError
 from raybench.storage import redact
 from raybench.store import LEASE_DIR, ResultStore
 from raybench.tune import studies
@@ -45,13 +45,34 @@ def _identity(spec: Spec) -> str:
 
 def spec_hash(spec: Spec) -> str:
     """The claim's key: the sha256 of the resolved spec, its results root left out."""
-    return hashlib.sha256(_identity(spec).encode()).hexdigest()
+    return _sha256(_identity(spec))
 
 
-def _same_hash(claim: dict[str, Any], spec: Spec) -> bool:
-    """The claim names this spec (claims written before the root was left out hashed it too)."""
-    legacy = hashlib.sha256(redact(dump_yaml(spec)).encode()).hexdigest()
-    return claim.get("spec_sha256") in (spec_hash(spec), legacy)
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _saved_hashes(saved: Optional[str]) -> set[str]:
+    """The claim keys that drivers wrote for the saved ``spec.yaml``, whatever fields their
+    Spec had: the hash of the saved text (claims from before the root was left out) and of
+    the saved spec with its root blanked (:func:`spec_hash`). ``dump_yaml`` is
+    ``yaml.safe_dump``, so loading and dumping the saved text again gives the same bytes."""
+    try:
+        doc = yaml.safe_load(saved) if saved else None
+    except yaml.YAMLError:
+        return set()
+    if not isinstance(doc, dict):
+        return set()
+    return {_sha256(saved or ""), _sha256(redact(yaml.safe_dump({**doc, "results": ""},
+                                                                 sort_keys=False)))}
+
+
+def _same_hash(claim: dict[str, Any], spec: Spec, saved: Optional[str] = None) -> bool:
+    """The claim names this spec, or ``saved`` (a ``spec.yaml`` that :func:`same_spec` found
+    to be this spec: written by a driver whose Spec lacked fields added since). Claims
+    written before the root was left out hashed it too."""
+    legacy = _sha256(redact(dump_yaml(spec)))
+    return claim.get("spec_sha256") in {spec_hash(spec), legacy, *_saved_hashes(saved)}
 
 
 def _saved_doc(text: str) -> Any:
@@ -65,10 +86,27 @@ def _saved_doc(text: str) -> Any:
     return doc
 
 
+def _as_today(doc: dict[str, Any]) -> Any:
+    """A spec mapping read through today's :class:`Spec`: a field added since it was saved
+    takes its default. A mapping today's Spec refuses (a key removed since) stays as it is."""
+    try:
+        return to_dict(from_dict(Spec, doc, where="the saved spec"))
+    except (ConfigError, TypeError, ValueError):
+        return doc
+
+
 def same_spec(saved: str, spec: Spec) -> bool:
-    """Whether the saved ``spec.yaml`` is ``spec``, wherever each says the results root is."""
-    doc = _saved_doc(saved)
-    return doc is not None and doc == _saved_doc(_identity(spec))
+    """Whether the saved ``spec.yaml`` is ``spec``, wherever each says the results root is.
+
+    A field added to the Spec after the sweep started is missing from its ``spec.yaml``: both
+    are compared as today's Spec reads them, so the new field's default stands in for it (a
+    sweep started before ``sweep.max_retries`` existed resumes with the default, not with
+    another value).
+    """
+    doc, ours = _saved_doc(saved), _saved_doc(_identity(spec))
+    if not isinstance(doc, dict) or not isinstance(ours, dict):
+        return doc is not None and doc == ours
+    return doc == ours or _as_today(doc) == _as_today(ours)
 
 
 def moved_from(store: ResultStore, spec: Spec) -> Optional[str]:
@@ -139,7 +177,7 @@ def _claim_resume(store: ResultStore, spec: Spec, saved: Optional[str],
     if not held and saved is not None:  # the claim was cut short; spec.yaml says it is ours
         log.warning("the claim %s was cut short; the saved spec matches, taking it over",
                     store.location(spec.name, CLAIM_FILE).uri)
-    elif not _same_hash(held, spec):
+    elif not _same_hash(held, spec, saved):
         raise RaybenchError(f"sweep {spec.name!r} at {where} is {holder(held)} with another "
                             "spec; resume it with the same spec and --set values")
     # The same spec: a driver that crashed (or a RayJob retry) left it; this driver continues
