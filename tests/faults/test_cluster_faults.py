@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from raybench.store import ResultStore
+from tests.helpers.sweepchecks import trials_once_each
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.cluster, pytest.mark.slow, pytest.mark.s3]
@@ -43,19 +44,6 @@ def _wait_for(store: ResultStore, sweep: str, n: int, timeout_s: float = 300) ->
         time.sleep(0.3)
 
 
-def _once_each(store: ResultStore, sweep: str, trials: list[str], epochs: int) -> None:
-    """Every trial completed once, epochs 1..N once each, no duplicated prediction, and no
-    file that a lost node or head cut short (every Parquet footer and CAM archive whole)."""
-    assert store.damaged_trial_files(sweep) == {}
-    runs = store.read_table(sweep, "runs")
-    assert sorted(runs["trial_id"]) == trials and (runs["status"] == "completed").all(), runs
-    preds = store.read_table(sweep, "predictions")
-    assert not preds.duplicated(["trial_id", "split", "image_id"]).any()
-    assert sorted(preds["trial_id"].unique()) == trials
-    per_trial = store.read_table(sweep, "epochs").groupby("trial_id")["epoch"].apply(sorted)
-    assert per_trial.tolist() == [list(range(1, epochs + 1))] * len(trials)
-
-
 def test_a_worker_node_lost_mid_sweep_retries_its_trials(tmp_path: Path, s3_bucket: str) -> None:
     from ray.cluster_utils import Cluster
 
@@ -72,7 +60,7 @@ def test_a_worker_node_lost_mid_sweep_retries_its_trials(tmp_path: Path, s3_buck
     finally:
         cluster.shutdown()
     assert proc.returncode == 0, err[-3000:]
-    _once_each(ResultStore(root), "lose", [f"cnnx-synthetic-s{s}" for s in range(4)], 4)
+    trials_once_each(ResultStore(root), "lose", [f"cnnx-synthetic-s{s}" for s in range(4)], 4)
 
 
 def test_the_head_lost_mid_sweep_is_one_line_then_resume_on_a_new_cluster(
@@ -106,4 +94,4 @@ def test_the_head_lost_mid_sweep_is_one_line_then_resume_on_a_new_cluster(
     said = [ln for ln in err.splitlines() if ln.startswith("raybench") or "Error" in ln]
     assert again.returncode == 0, "\n".join(said[-20:])
     assert "Traceback" not in err, err[-3000:]
-    _once_each(ResultStore(root), "head", [f"cnnx-synthetic-s{s}" for s in range(3)], 4)
+    trials_once_each(ResultStore(root), "head", [f"cnnx-synthetic-s{s}" for s in range(3)], 4)
