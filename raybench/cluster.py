@@ -76,9 +76,8 @@ def quiet_tune() -> None:
     """
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
-    state_log = logging.getLogger("ray.tune.execution.experiment_state")
-    if not any(isinstance(f, OneLineSyncError) for f in state_log.filters):
-        state_log.addFilter(OneLineSyncError())
+    for name, start, then in TUNE_ERRORS_ONE_LINE:
+        logging.getLogger(name).addFilter(OneLineSyncError(start, then))
     for name, start in TUNE_LINES_DROPPED:
         logging.getLogger(name).addFilter(DropLines(start))
     import optuna
@@ -93,9 +92,21 @@ def quiet_tune() -> None:
 #: result grid is built, ``ExperimentAnalysis`` warns ``Failed to fetch metrics for N trial(s)``
 #: for every trial without ``result.json``: trials cut short before their first report and
 #: trials that ended in an earlier session, whose results raybench reads from its own files.
+#: ``Trials did not complete: [run_trial_...]`` (an ERROR line) names Tune's internal trial
+#: names; raybench's exit line names the errored trials by trial id.
 TUNE_LINES_DROPPED = (
     ("ray.tune.tune", "Experiment has been interrupted, but the most recent state was saved"),
     ("ray.tune.analysis.experiment_analysis", "Failed to fetch metrics for "),
+    ("ray.tune.tune", "Trials did not complete"),
+)
+#: Tune's failed experiment-state uploads, logged with a traceback, as one warning line each:
+#: (logger, the message's start, what follows). The second is ``tune.run``'s final snapshot,
+#: which fails when the results store stopped answering: raybench's exit line says so.
+TUNE_ERRORS_ONE_LINE = (
+    ("ray.tune.execution.experiment_state", "Saving experiment state",
+     "Tune saves it again at its next checkpoint"),
+    ("ray.tune.tune", "Experiment state snapshotting failed",
+     "--resume starts from the last snapshot saved"),
 )
 
 
@@ -123,19 +134,32 @@ class OneLineSyncError(logging.Filter):
     full traceback when an upload of its driver folder fails, typically because a file it had
     listed was replaced meanwhile (a searcher state's temporary file, seen on resumes in one
     Ray session). Tune goes on and uploads again at its next checkpoint; a resume from an older
-    snapshot is handled (README, "Resume restores, or says why not").
+    snapshot is handled (README, "Resume restores, or says why not"). Records whose message
+    starts with ``start`` and carry an exception become ``<message> failed (<exception's first
+    line>); <then>``.
     """
 
+    def __init__(self, start: str = "Saving experiment state",
+                 then: str = "Tune saves it again at its next checkpoint") -> None:
+        super().__init__()
+        self.start, self.then = start, then
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and "Saving experiment state" in str(record.msg):
+        if record.exc_info and str(record.msg).startswith(self.start):
             exc = record.exc_info[1]
             first = str(exc).splitlines()[0][:200] if str(exc) else ""
-            record.msg = (f"{str(record.msg).split(' failed')[0]} failed this time "
-                          f"({type(exc).__name__}: {first}); Tune saves it again at its next "
-                          "checkpoint")
+            record.msg = (f"{str(record.msg).split(' failed')[0]} failed ({type(exc).__name__}: "
+                          f"{first}); {self.then}")
             record.args, record.exc_info, record.exc_text = (), None, None
+            record.stack_info = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+    def __eq__(self, other: object) -> bool:  # so that addFilter adds it once per logger
+        return isinstance(other, OneLineSyncError) and other.start == self.start
+
+    def __hash__(self) -> int:
+        return hash(self.start)
 
 
 def skip_callback_telemetry() -> None:
