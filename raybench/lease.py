@@ -42,11 +42,20 @@ GENERATION_ENV = "RAYBENCH_LEASE_GENERATION"
 UNREADABLE_S = 2.0
 
 
+#: Tokens of the leases this process holds or is taking right now. A record of this process
+#: whose token is not here was let go, even when marking it released failed (the store had
+#: stopped answering): this process may take it again at once instead of after the timeout.
+_LIVE_TOKENS: set[str] = set()
+
+
 def _pid_gone(record: dict[str, Any]) -> bool:
-    """The holder ran on this host and its process is gone (a crashed local holder)."""
+    """The holder ran on this host and its process is gone (a crashed local holder), or it is
+    this process and it let the lease go."""
     pid = record.get("pid")
     if record.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
+    if pid == os.getpid():
+        return record.get("token") not in _LIVE_TOKENS
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -192,7 +201,14 @@ class Lease:
         record = self.read(gens[newest]) if gens else None
         if gens and (record is None or not is_stale(record, self.timeout_s)):
             return Attempt(False, newest, record)
-        if not storage.create_exclusive(self._loc(self.file_name(newest + 1)), self._record()):
+        _LIVE_TOKENS.add(self.token)  # before the file exists: no thread here takes it as let go
+        won = False
+        try:
+            won = storage.create_exclusive(self._loc(self.file_name(newest + 1)), self._record())
+        finally:
+            if not won and self.generation is None:
+                _LIVE_TOKENS.discard(self.token)
+        if not won:
             return Attempt(False, newest + 1, None)
         self.generation = newest + 1
         self.renewed_at = time.monotonic()
@@ -230,6 +246,7 @@ class Lease:
         if self.generation is None:
             return
         gen, self.generation = self.generation, None
+        _LIVE_TOKENS.discard(self.token)
         try:
             if not delete:
                 storage.write_bytes_atomic(self._loc(self.file_name(gen)),

@@ -179,7 +179,7 @@ def _write(folder: storage.Location, name: str, **record: object) -> None:
     storage.write_bytes_atomic(folder.join(name), json.dumps(record).encode())
 
 
-def test_staleness_rule() -> None:
+def test_staleness_rule(tmp_path: Path) -> None:
     now = 1000.0
     live = {"host": "other-host", "pid": 1, "heartbeat": now - 5, "released": False}
     assert not leases.is_stale(live, 10, now)
@@ -188,7 +188,12 @@ def test_staleness_rule() -> None:
     assert leases.is_stale({k: v for k, v in live.items() if k != "heartbeat"}, 10, now)
     assert leases.is_stale({}, 10, now)  # a record cut short by a crash
     here = dict(live, host=socket.gethostname())
-    assert not leases.is_stale(dict(here, pid=os.getpid()), 10, now)
+    mine = leases.Lease(storage.resolve(str(tmp_path)).join("mine"))
+    assert mine.try_acquire().won
+    assert not leases.is_stale(dict(here, pid=os.getpid(), token=mine.token), 10, now)
+    mine.release()  # let go: stale at once, even had its file not been marked released
+    assert leases.is_stale(dict(here, pid=os.getpid(), token=mine.token), 10, now)
+    assert leases.is_stale(dict(here, pid=os.getpid(), token="not-held-here"), 10, now)
     assert leases.is_stale(dict(here, pid=_dead_pid()), 10, now)  # its process is gone
     assert not leases.is_stale(dict(live, pid=_dead_pid()), 10, now)  # another host's pid
 
@@ -386,3 +391,23 @@ def test_a_fenced_trial_publishes_nothing(root: str, tmp_path: Path, request) ->
             write()
     assert driver.read_file("sw", "_state/t0.pt") == b"state-0"
     assert len(pq.read_table(loc.path, filesystem=loc.fs)) == 1
+
+
+def test_a_lease_let_go_while_the_store_was_down_is_taken_again_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    folder = storage.resolve(str(tmp_path)).join("res")
+    first = leases.Lease(folder, timeout_s=600)
+    assert first.try_acquire().won
+
+    def down(*_args: object, **_kwargs: object) -> None:
+        raise OSError("the store stopped answering")
+
+    with monkeypatch.context() as m:
+        m.setattr(storage, "write_bytes_atomic", down)
+        first.release()  # its file still says held, with a fresh heartbeat
+    assert "cannot release the lease" in caplog.text
+    assert leases.Lease(folder).current()[1]["released"] is False
+    again = leases.Lease(folder, timeout_s=600).try_acquire()  # same process: no 600 s wait
+    assert again.won and again.generation == 1
+    other = dict(again.previous, pid=1, host="another-host")  # another host's: still live
+    assert not leases.is_stale(other, 600)
