@@ -5,22 +5,27 @@ accuracies...) measured on S seeds has a seed variance ``s^2`` with ``d = S - 1`
 freedom: at 2 seeds, one. Every cell of one study estimates the seed noise of the same recipe,
 so, as limma's moderated t does for genes:
 
-- :func:`fit_prior` fits a scaled inverse chi-square prior (``d0``, ``s0^2``) to all cells'
-  variances by the moments of ``log s^2`` (limma's ``fitFDist``: the trigamma method);
+- a scaled inverse chi-square prior (``d0``, ``s0^2``) is fitted to all cells' variances: for
+  logit rates by the moments of ``log s^2`` (:func:`fit_prior`, limma's ``fitFDist``), for
+  differences by the moments of ``s^2`` (:func:`fit_prior_moments`: bounded differences pile
+  up, and near-ties of two seeds mislead the log scale);
 - :func:`moderate` shrinks each cell's variance towards ``s0^2``:
   ``(d0 s0^2 + d s^2) / (d0 + d)``, with ``d0 + d`` degrees of freedom, at most the dof of
-  all the cells' variances together (``s0^2`` is estimated from them);
+  the ``s0^2`` estimate itself (:attr:`Prior.fitted_dof`); a cell whose seeds and draws all
+  sit at one value (a rate of 0 or 1 on every film) is censored, not measured: it has 0 dof
+  of its own and takes ``s0^2`` (:attr:`SeedCell.degenerate`);
 - :func:`pooled_intervals` gives each cell the interval ``mean +- t(dof) * se`` with
   ``se^2 = var(patients) + max(moderated s^2 - within, 0) / S``; ``var(patients)`` is the
   variance of the mean over seeds under the shared patient draws of the two-level bootstrap,
   ``within`` the seeds' own sampling noise (in both parts, so taken out of one) and ``dof``
   the Welch-Satterthwaite dof of ``se^2`` with the seed part's dof.
 
-Rates (sensitivity, specificity) are pooled on the logit scale (:meth:`SeedCell.of_rate`),
-where one seed effect moves cells at different rates alike; their interval for the mean logit
-is mapped back through the mean rate of a logit-normal seed distribution (:func:`mean_rate`),
-the quantity the mean of the seeds' rates estimates. Differences (paired model differences,
-source gaps) are pooled on their own scale.
+Rates (sensitivity, specificity) are pooled on the logit scale (:meth:`SeedCell.of_rate`,
+a rate of 0 or 1 moved 0.5 / (films + 1) inside: Haldane's correction), where one seed effect
+moves cells at different rates alike; their interval for the mean logit is mapped back
+through the mean rate of a logit-normal seed distribution (:func:`mean_rate`), the quantity
+the mean of the seeds' rates estimates, so it stays inside [0, 1]. Differences (paired model
+differences, source gaps) are pooled on their own scale and clipped to [-1, 1].
 """
 from __future__ import annotations
 
@@ -42,8 +47,9 @@ MIN_CELLS = 3
 @dataclass(frozen=True)
 class Prior:
     """The prior of the seed variances: ``d0`` degrees of freedom (inf: every cell has the
-    same variance), scale ``s0_sq``, fitted on ``cells`` cells holding ``fitted_dof`` dof
-    between them."""
+    same variance), scale ``s0_sq``, fitted on ``cells`` cells; ``fitted_dof``: the dof of
+    the ``s0_sq`` estimate (the cells' total dof for the pooled variance of
+    :func:`fit_prior_moments`, fewer for :func:`fit_prior`'s log-scale mean)."""
 
     d0: float
     s0_sq: float
@@ -88,12 +94,46 @@ def fit_prior(s2: Sequence[float], dof: Sequence[float]) -> Prior:
     e = np.log(x) - special.digamma(d / 2) + np.log(d / 2)
     e_mean = float(e.mean())
     spread = float(np.var(e, ddof=1)) if x.size > 1 else 0.0
-    excess = spread - float(np.mean(special.polygamma(1, d / 2)))
+    # s0^2 is exp(mean of e), and e of a cell with d dof varies by trigamma(d / 2): a
+    # variance estimate with nu dof has var(log) ~ 2 / nu, so s0^2 carries about
+    # 2 n / mean(trigamma(d / 2)) dof (6.5 for 16 two-seed cells, not 16), at most the total
+    sampling = float(np.mean(special.polygamma(1, d / 2)))
+    held = min(total, 2.0 * n / sampling)
+    excess = spread - sampling
     if excess <= 0:
-        return Prior(math.inf, math.exp(e_mean), n, total)
+        return Prior(math.inf, math.exp(e_mean), n, held)
     d0 = 2.0 * trigamma_inverse(excess)
     return Prior(d0, math.exp(e_mean + float(special.digamma(d0 / 2)) - math.log(d0 / 2)),
-                 n, total)
+                 n, held)
+
+
+def fit_prior_moments(s2: Sequence[float], dof: Sequence[float]) -> Prior:
+    """The same scaled inverse chi-square prior fitted by the moments of ``s^2`` instead of
+    ``log s^2``: ``E[s^2] = mu = s0^2 d0 / (d0 - 2)`` is estimated by the pooled variance
+    (``sum d s^2 / sum d``) and ``E[s^4] / (1 + 2 / d) = E[sigma^4] = mu^2 (d0 - 2) / (d0 - 4)``
+    by the cells' mean, so ``k = E[sigma^4] / mu^2`` gives ``d0 = (4k - 2) / (k - 1)``
+    (unlimited when ``k <= 1``: the cells' variances spread no more than sampling does).
+
+    For differences of rates: they are bounded and pile up (at 0 where both sides saturate,
+    at the largest gap where the curve is flat), so two seeds often nearly tie, and ``log s^2``
+    gets a long left tail that :func:`fit_prior` reads as variances differing between cells;
+    on the variance scale a near-tie weighs nothing and the pooled variance is unbiased
+    whatever the seeds' distribution. Same cells, dof and no-pooling rule as :func:`fit_prior`.
+    """
+    x, d = np.asarray(s2, float), np.asarray(dof, float)
+    ok = np.isfinite(x) & (d > 0)
+    x, d = np.maximum(x[ok], 0.0), d[ok]
+    n, total = int(x.size), float(d.sum())
+    if n < MIN_CELLS:
+        return Prior(0.0, math.nan, n, total)
+    mu = float((d * x).sum() / total)
+    if mu == 0:
+        return Prior(math.inf, 0.0, n, total)
+    k = float(np.mean(x ** 2 / (1.0 + 2.0 / d))) / mu ** 2
+    if k <= 1:
+        return Prior(math.inf, mu, n, total)
+    d0 = (4.0 * k - 2.0) / (k - 1.0)
+    return Prior(d0, mu * (d0 - 2.0) / d0, n, total)
 
 
 def moderate(s2: float, dof: float, prior: Prior) -> tuple[float, float]:
@@ -101,8 +141,8 @@ def moderate(s2: float, dof: float, prior: Prior) -> tuple[float, float]:
 
     The dof never exceed the prior's ``fitted_dof``: ``s0^2`` is itself estimated from the
     cells' variances, so a prior of unlimited dof (every cell alike) makes the cell's
-    variance ``s0^2`` with the dof of the variances it is the mean of, not a known variance
-    (16 two-seed cells: 16 dof, not unlimited)."""
+    variance ``s0^2`` with the dof of that estimate, not a known variance (16 two-seed
+    cells: at most 16, not unlimited)."""
     if prior.d0 == 0:  # no prior: the cell's own variance (NaN with one seed)
         return s2, float(dof)
     cap = prior.fitted_dof
@@ -161,7 +201,8 @@ class SeedCell:
     @property
     def degenerate(self) -> bool:
         """Every seed and every patient draw at one value (a rate of 0 or 1 on every film):
-        nothing varies, so the cell neither informs the prior nor borrows from it."""
+        the seed spread is censored at the bound, not measured, so the cell does not inform
+        the prior and takes the prior's variance (:func:`cell_interval`)."""
         return bool(self.seeds > 0 and np.ptp(self.point) == 0 and self.every.size > 0
                     and np.ptp(self.every) == 0)
 
@@ -204,10 +245,10 @@ def cell_interval(cell: SeedCell, prior: Prior, bounds: Optional[tuple[float, fl
         return SeedInterval(float(value), math.nan, math.nan, math.nan, s, math.nan, 0)
     est = float(cell.point.mean())
     shown = est if cell.rate is None else cell.rate
-    if cell.degenerate:
-        return SeedInterval(shown, shown, shown, 1.0 if shown == 0 else 0.0, s, math.inf,
-                            int(cell.every.size))
-    v_seed_s2, dof = moderate(cell.seed_variance, s - 1, prior)
+    # a degenerate cell's seed spread is censored at a bound, not measured: 0 dof of its own,
+    # so it takes the prior's variance (limma's squeezeVar for a gene without residual dof)
+    own, own_dof = (math.nan, 0) if cell.degenerate else (cell.seed_variance, s - 1)
+    v_seed_s2, dof = moderate(own, own_dof, prior)
     v_seed = v_seed_s2 / s if math.isfinite(v_seed_s2) else 0.0  # one seed, no prior
     # the seeds' own sampling noise is in both the seed spread and the patient draws: counted
     # once, with the seed effect's variance kept >= 0; the dof are those of the whole spread
@@ -231,9 +272,12 @@ def cell_interval(cell: SeedCell, prior: Prior, bounds: Optional[tuple[float, fl
 def pooled_intervals(cells: Sequence[SeedCell], bounds: Optional[tuple[float, float]] = None
                      ) -> tuple[list[SeedInterval], Prior]:
     """Every cell's moderated interval, the prior fitted to the seed variances of all the
-    cells but degenerate ones (:attr:`SeedCell.degenerate`: zero width)."""
+    cells but degenerate ones (:attr:`SeedCell.degenerate`: they borrow the prior's): by
+    :func:`fit_prior` for logit rates, by :func:`fit_prior_moments` for differences."""
     live = [c for c in cells if not c.degenerate]
-    prior = fit_prior([c.seed_variance for c in live], [c.seeds - 1 for c in live])
+    rates = all(c.rate is not None for c in live)  # logit rates: limma's fit; else moments
+    prior = (fit_prior if rates else fit_prior_moments)(
+        [c.seed_variance for c in live], [c.seeds - 1 for c in live])
     return [cell_interval(c, prior, bounds) for c in cells], prior
 
 

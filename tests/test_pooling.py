@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import optimize, special
+from scipy import integrate, optimize, special
 from scipy import stats as sps
 
 from raybench import pooling
@@ -60,6 +60,23 @@ def test_equal_true_variances_give_unlimited_prior_dof() -> None:
     assert prior.s0_sq == pytest.approx(0.04, rel=0.05)
 
 
+@pytest.mark.parametrize(("seeds", "held"), [(2, 2 * 16 / special.polygamma(1, 0.5)),
+                                              (10, 2 * 16 / special.polygamma(1, 4.5))])
+def test_the_log_scale_prior_holds_the_dof_of_a_mean_of_log_variances(seeds: int,
+                                                                      held: float) -> None:
+    # s0^2 = exp(mean log s^2): var(log s0^2) = trigamma(d / 2) / n, i.e. 2 n / trigamma(d / 2)
+    # dof (a variance with nu dof has var(log) ~ 2 / nu): 6.5 for 16 two-seed cells, not 16
+    rng = np.random.default_rng(12)
+    d = np.full(16, seeds - 1.0)
+    prior = pooling.fit_prior(0.02 * rng.chisquare(seeds - 1, 16) / (seeds - 1), d)
+    assert prior.fitted_dof == pytest.approx(min(held, d.sum()), rel=1e-12)
+    assert moderate_dof(prior) <= prior.fitted_dof
+
+
+def moderate_dof(prior: pooling.Prior) -> float:
+    return pooling.moderate(0.02, 1.0, prior)[1]
+
+
 @pytest.mark.parametrize("x", [1e-3, 0.1, 1.0, 10.0, 1e4])
 def test_trigamma_inverse(x: float) -> None:
     assert float(special.polygamma(1, pooling.trigamma_inverse(x))) == pytest.approx(x, rel=1e-7)
@@ -106,16 +123,93 @@ def test_pooling_narrows_two_seed_intervals_that_share_a_seed_variance() -> None
     assert all(0.0 <= iv.ci_low <= iv.ci_high <= 1.0 for iv in ivs)
 
 
-def test_identical_seeds_everywhere_give_a_zero_width_interval() -> None:
+def test_cells_at_one_value_everywhere_borrow_the_prior_variance() -> None:
+    # a cell whose every seed and draw sit at one value is censored at a bound: its spread is
+    # unknown, not 0, so it is left out of the prior and takes the prior's variance (0 dof of
+    # its own; a zero-width [0, 0] missed every true rate above 0 in the coverage simulation)
     rng = np.random.default_rng(7)
     varied = [pooling.SeedCell(0.5 + rng.normal(0, 0.05, 2), 0.5 + rng.normal(0, 0.01, 50))
               for _ in range(5)]
     flat = [pooling.SeedCell(np.zeros(3), np.zeros(20)), pooling.SeedCell(np.ones(2), np.ones(9))]
     ivs, prior = pooling.pooled_intervals(flat + varied)
-    assert prior.cells == 5  # the rates of 0 and 1 on every film neither inform nor borrow
+    assert prior.cells == 5  # the flat cells do not inform the prior
+    dof = min(prior.d0, prior.fitted_dof)  # the prior's dof, at most the 5 cells' own
+    for iv, cell in zip(ivs[:2], flat, strict=True):
+        low, high = sps.t.interval(0.95, dof, loc=cell.point.mean(),
+                                   scale=math.sqrt(prior.s0_sq / cell.seeds))
+        assert (iv.ci_low, iv.ci_high) == pytest.approx((low, high))
+        assert iv.dof == pytest.approx(dof)
+    assert ivs[0].pvalue == pytest.approx(1.0)
+    assert all(iv.ci_high > iv.ci_low for iv in ivs)
+
+
+def test_flat_cells_stay_zero_width_with_no_prior_to_borrow() -> None:
+    flat = [pooling.SeedCell(np.zeros(3), np.zeros(20)), pooling.SeedCell(np.ones(2), np.ones(9))]
+    ivs, prior = pooling.pooled_intervals(flat)
+    assert prior.d0 == 0
     assert (ivs[0].value, ivs[0].ci_low, ivs[0].ci_high, ivs[0].pvalue) == (0.0, 0.0, 0.0, 1.0)
     assert (ivs[1].ci_low, ivs[1].ci_high) == (1.0, 1.0)
-    assert all(iv.ci_high > iv.ci_low for iv in ivs[2:])
+
+
+def test_a_rate_at_one_on_every_film_gets_the_logit_normal_interval_written_out() -> None:
+    # both seeds right on all 250 films: logit of 1 - 0.5 / 251 (Haldane), the prior's
+    # variance, t(dof) on the mean logit, then the mean rate over a logit-normal seed
+    # distribution, here by scipy's quadrature instead of Gauss-Hermite
+    films = np.full(2, 250)
+    flat = pooling.SeedCell.of_rate(np.ones(2), np.ones((40, 2)), films)
+    rng = np.random.default_rng(8)
+    live = [pooling.SeedCell.of_rate(p, p + rng.normal(0, 0.01, (40, 2)), films)
+            for p in rng.uniform(0.55, 0.95, (12, 2))]
+    ivs, prior = pooling.pooled_intervals([flat] + live, (0.0, 1.0))
+    top = special.logit(1 - 0.5 / 251)
+    s2, dof = pooling.moderate(math.nan, 0, prior)
+    assert s2 == prior.s0_sq and math.isfinite(dof)
+    q = sps.t.ppf(0.975, dof)
+
+    def mean_rate(mu: float) -> float:
+        f = lambda z: special.expit(mu + math.sqrt(s2) * z) * sps.norm.pdf(z)  # noqa: E731
+        return integrate.quad(f, -40, 40)[0]
+
+    assert ivs[0].value == 1.0 and ivs[0].ci_high == 1.0
+    assert ivs[0].ci_low == pytest.approx(mean_rate(top - q * math.sqrt(s2 / 2)), abs=1e-9)
+    assert 0.5 < ivs[0].ci_low < 0.99
+
+
+def test_moment_prior_matches_the_inverse_gamma_moments_scipy_gives() -> None:
+    # the fitted prior as scipy's inverse gamma (shape d0 / 2, scale d0 s0^2 / 2) has the
+    # cells' pooled variance as its mean and their E[s^4] / (1 + 2 / d) as its second moment
+    rng = np.random.default_rng(9)
+    d = rng.choice([1.0, 2.0, 9.0], 300)
+    s2 = _draw_variances(rng, 300, d, 9.0, 0.03)
+    prior = pooling.fit_prior_moments(s2, d)
+    dist = sps.invgamma(prior.d0 / 2, scale=prior.d0 * prior.s0_sq / 2)
+    assert dist.mean() == pytest.approx(np.sum(d * s2) / np.sum(d), rel=1e-9)
+    assert dist.moment(2) == pytest.approx(np.mean(s2 ** 2 / (1 + 2 / d)), rel=1e-9)
+    assert prior.cells == 300 and prior.fitted_dof == d.sum()
+
+
+def test_moment_prior_recovers_a_known_prior_and_finds_equal_variances() -> None:
+    rng = np.random.default_rng(10)
+    d = np.full(40000, 1.0)
+    prior = pooling.fit_prior_moments(_draw_variances(rng, 40000, d, 12.0, 0.01), d)
+    assert prior.d0 == pytest.approx(12.0, rel=0.25)
+    assert prior.s0_sq == pytest.approx(0.01, rel=0.05)
+    alike = pooling.fit_prior_moments(0.04 * rng.chisquare(2, 5000) / 2, np.full(5000, 2.0))
+    assert math.isinf(alike.d0) or alike.d0 > 100
+    assert alike.s0_sq == pytest.approx(0.04, rel=0.05)
+
+
+def test_differences_pool_by_moments_and_rates_by_limma() -> None:
+    rng = np.random.default_rng(11)
+    diffs = [pooling.SeedCell(rng.normal(0, 0.1, 2), rng.normal(0, 0.01, 30)) for _ in range(8)]
+    _, prior = pooling.pooled_intervals(diffs)
+    s2 = [c.seed_variance for c in diffs]
+    assert prior == pooling.fit_prior_moments(s2, [1.0] * 8)
+    films = np.full(2, 200)
+    rates = [pooling.SeedCell.of_rate(p, p + rng.normal(0, 0.01, (30, 2)), films)
+             for p in rng.uniform(0.3, 0.9, (8, 2))]
+    _, prior = pooling.pooled_intervals(rates)
+    assert prior == pooling.fit_prior([c.seed_variance for c in rates], [1.0] * 8)
 
 
 def test_fewer_than_three_cells_keep_their_own_variance() -> None:

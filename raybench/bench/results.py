@@ -40,7 +40,9 @@ def result_tables(i: int, n_pred: int) -> dict[str, Any]:
     epochs = [{**base, S.EPOCH: e, S.TRAIN_LOSS: 1 / e, S.VAL_LOSS: 1.1 / e, S.VAL_ACCURACY: 0.5,
                S.VAL_BALANCED_ACCURACY: 0.5, S.VAL_MACRO_AUC: 0.7, S.LR: 3e-4, S.SECONDS: 30.0,
                S.TRAIN_IMAGES_PER_S: 14.1} for e in range(1, 21)]
-    labels = rng.integers(0, 4, n_pred)
+    # one label per film in every trial, as in a real study (the same test films): with a
+    # label per trial the comparisons' per-model bootstrap cache never met a model twice
+    labels = np.random.default_rng(n_pred).integers(0, 4, n_pred)
     probs = rng.dirichlet(np.ones(4), n_pred)
     preds = {S.SWEEP: [RESULTS_SWEEP] * n_pred, S.TRIAL_ID: [base[S.TRIAL_ID]] * n_pred,
              S.IMAGE_ID: [f"img{k:04d}" for k in range(n_pred)],
