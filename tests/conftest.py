@@ -15,6 +15,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # Tests never download anything and never write outside tmp paths.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Every Ray the tests start runs without token authentication, unless a test is about it
+# (tests/test_token_auth.py, tests/test_submit.py set their own). Ray 2.60.0: a new local
+# ``ray.init()`` with the mode unset turns token mode on in ``os.environ`` for the rest of the
+# process (``enable_token_auth_by_default``): CLI drivers started afterwards inherit it, and on
+# the session's Ray (no token) none of their trial actors ever start ("The actor never ran -
+# it was cancelled before it started running"), in whichever test came after such a Ray.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +154,10 @@ def _start_shared_ray(decode_log: Path) -> str:
     # that changed the mode earlier would leave the driver without the token a new local Ray
     # asks for: "InvalidAuthToken ... RAY_AUTH_MODE is currently 'disabled'"). Token mode has
     # its own tests (tests/test_token_auth.py).
-    env = {**RAY_WORKER_ENV, DECODE_LOG_ENV: str(decode_log), "RAY_AUTH_MODE": "disabled"}
+    # The mode stays set in this process afterwards: the CLI drivers that join this Ray
+    # inherit it (see the top of this file).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    env = {**RAY_WORKER_ENV, DECODE_LOG_ENV: str(decode_log)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     Config.initialize("")
@@ -233,9 +243,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ray)
     shared = _modules_on_shared_ray(items)
     items.sort(key=lambda item: getattr(item, "module", None) in shared)  # stable
-    for item in items:  # under ``pytest -n N --dist loadgroup``: one worker runs every Ray test
+    for item in items:
         if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+            item.add_marker(pytest.mark.xdist_group(_xdist_group(item, shared)))
+
+
+def _xdist_group(item: pytest.Item, shared: set) -> str:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) each group runs on one worker,
+    the largest groups first: the tests on the session's Ray (one Ray for them all, started
+    once), and the tests that start Rays or clusters of their own (one at a time: two
+    multi-node clusters at once on two cores starve each other's heartbeats). The other
+    tests fill both workers around them."""
+    if "local_ray" in getattr(item, "fixturenames", ()) or (
+            getattr(item, "module", None) in shared and item.get_closest_marker("ray")):
+        return "shared-ray"
+    return "own-ray"
 
 
 @pytest.fixture(autouse=True)
@@ -267,7 +289,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     threads of Ray's driver-side syncer may still hold it. The results are final by then;
     this keeps a teardown crash in third-party code from turning a green run red.
     """
-    if "exitstatus" in _SESSION:
+    # An xdist worker ends normally: its last reports (and coverage data) go to the controller.
+    if "exitstatus" in _SESSION and not hasattr(config, "workerinput"):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_SESSION["exitstatus"])
