@@ -30,9 +30,11 @@ import ast
 import contextlib
 import io
 import logging
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,7 +229,11 @@ def _make_demo_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def readme(local_ray: str, tmp_path_factory: pytest.TempPathFactory, repo_status: str):
-    """Runs the README once for the module's tests; returns the :class:`Session`."""
+    """Runs the README once for the module's tests; returns the :class:`Session`.
+
+    One demo and one smoke sweep on the session's Ray: about a minute on 2 cores, so the tests
+    that read it are ``slow`` (``local_ray`` makes them ``ray``); the text checks are neither.
+    """
     root = tmp_path_factory.mktemp("readme")
     checkout = root / "checkout"
     checkout.mkdir()
@@ -270,6 +276,7 @@ def _failed(r: Ran) -> str:
 
 # ---------------------------------------------------------------- the tests
 
+@pytest.mark.slow
 def test_every_block_runs_or_says_why_not(readme: Session) -> None:
     assert readme.problems == []
     shown = [b for b in blocks(README.read_text()) if b.lang in RUN_LANGS]
@@ -281,6 +288,7 @@ def test_every_block_runs_or_says_why_not(readme: Session) -> None:
         assert not (block.skip and ran)
 
 
+@pytest.mark.slow
 def test_every_command_exits_as_the_readme_says(readme: Session) -> None:
     wrong = [_failed(r) for r in readme.ran if r.code != r.expected]
     assert wrong == []
@@ -289,6 +297,7 @@ def test_every_command_exits_as_the_readme_says(readme: Session) -> None:
     assert "confound" in strict[0].err
 
 
+@pytest.mark.slow
 def test_python_values_show_what_their_comments_say(readme: Session) -> None:
     """A comment after an expression that starts like a repr (``Name(``) and holds ``...``
     shows the start of the value's repr, up to the ``...``."""
@@ -299,6 +308,7 @@ def test_python_values_show_what_their_comments_say(readme: Session) -> None:
         assert repr(r.value).startswith(shown), (r.line, repr(r.value))
 
 
+@pytest.mark.slow
 def test_the_demo_prints_its_report_and_three_things_to_look_at(readme: Session) -> None:
     demo = readme.ran[0]
     assert demo.what.startswith("raybench demo --results ./runs") and demo.code == 0, demo.err
@@ -314,6 +324,7 @@ def test_the_demo_prints_its_report_and_three_things_to_look_at(readme: Session)
     assert quoted and stated and abs(float(stated.group(1)) - float(quoted.group(1))) <= 0.01
 
 
+@pytest.mark.slow
 def test_models_lists_the_readme_zoo(readme: Session) -> None:
     listed = re.search(r"\*\*Models\*\*: `([^`]+)`", README.read_text())
     assert listed
@@ -321,6 +332,7 @@ def test_models_lists_the_readme_zoo(readme: Session) -> None:
     assert set(listed.group(1).replace("\n", " ").replace(" ", "").split(",")) == names
 
 
+@pytest.mark.slow
 def test_smoke_sweep_has_2_models_x_2_trials_and_its_resume_says_it_had_finished(
         readme: Session) -> None:
     first, resumed = readme.find("raybench sweep --config jobs/smoke.yaml")[:2]
@@ -335,6 +347,7 @@ def test_smoke_sweep_has_2_models_x_2_trials_and_its_resume_says_it_had_finished
     assert not [line for line in lines if " completed " in line], resumed.out
 
 
+@pytest.mark.slow
 def test_the_progress_line_has_the_readme_examples_form(readme: Session) -> None:
     """The README's example summary line, its figures and names left free, is the form of the
     smoke sweep's last one."""
@@ -346,6 +359,7 @@ def test_the_progress_line_has_the_readme_examples_form(readme: Session) -> None
     assert logged and re.fullmatch(form, logged[-1]), (example, logged[-1:])
 
 
+@pytest.mark.slow
 def test_the_results_layout_and_the_files_the_commands_write(readme: Session) -> None:
     """The README's results tree (``<root>/<sweep>/...``) on the demo sweep; the report, CAM
     images, markdown table and synthetic masks the commands say they write."""
@@ -372,13 +386,27 @@ def test_the_results_layout_and_the_files_the_commands_write(readme: Session) ->
     assert len(synth) == 4 * 40 and synth["mask_path"].notna().all()  # synthetic + masks
 
 
-def test_git_status_stays_clean_after_the_readme_commands(readme: Session,
-                                                          repo_status: str) -> None:
+@pytest.mark.slow
+def test_the_notebook_api_but_compute_cams_imports_neither_torch_nor_ray(readme: Session) -> None:
+    """README: ``import raybench`` imports neither torch nor Ray, and of the notebook API only
+    ``compute_cams`` imports torch (a fresh interpreter: this one has both)."""
+    code = ("import sys, raybench; res = raybench.load('runs', sweep='demo'); "
+            "res.paper_table('paper-3'); res.findings(n_boot=20); res.cams('cnnx-paper-3-s0'); "
+            "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=readme.checkout, check=True, text=True,
+                         capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_git_status_stays_clean_after_the_readme_commands(readme: Session, repo_status: str,
+                                                          tmp_path: Path) -> None:
     assert _git_status(readme.checkout) == ""  # every output went to an ignored folder
     assert _git_status(REPO) == repo_status  # and nothing into the real checkout
     if shutil.which("make"):  # README: `make clean` removes what the commands wrote
-        subprocess.run(["make", "-s", "clean"], cwd=readme.checkout, check=True)
-        assert _git_status(readme.checkout, "--ignored") == ""
+        cleaned = shutil.copytree(readme.checkout, tmp_path / "cleaned", symlinks=True)
+        subprocess.run(["make", "-s", "clean"], cwd=cleaned, check=True)
+        assert _git_status(cleaned, "--ignored") == ""
 
 
 # ---------------------------------------------------------------- figures: from RESULTS.md
@@ -439,6 +467,15 @@ def test_the_figure_rule_tells_a_measurement_from_a_setting() -> None:
     text = ("A driver peaked at 827 MiB. It renews its lease every 10 s. The demo took 56 s "
             "on 2 CPUs.")
     assert [(v, u) for v, u, _ in measured_figures(text)] == [("827", "MiB"), ("56", "s")]
+
+
+def test_the_readme_names_every_job_file() -> None:
+    """Its list of ``jobs/`` (``paper-scenario{1,2,3}.yaml`` spelt with braces)."""
+    text = README.read_text()
+    listed = set(re.findall(r"`([\w-]+\.yaml)`", text))
+    for stem, alts in re.findall(r"`([\w-]+)\{([\d,]+)\}\.yaml`", text):
+        listed |= {f"{stem}{a}.yaml" for a in alts.split(",")}
+    assert {p.name for p in (REPO / "jobs").glob("*.yaml")} <= listed
 
 
 # ---------------------------------------------------------------- the markers and the runner
