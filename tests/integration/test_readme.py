@@ -469,6 +469,13 @@ def test_the_figure_rule_tells_a_measurement_from_a_setting() -> None:
     assert [(v, u) for v, u, _ in measured_figures(text)] == [("827", "MiB"), ("56", "s")]
 
 
+def test_every_block_is_a_language_the_test_runs_or_plain_data() -> None:
+    """A ```shell or ```py block would slip past the runner: blocks are ``bash``, ``sh`` or
+    ``python`` (run), ``yaml`` (specs, shown) or unlabelled (output, file trees)."""
+    langs = {b.lang for b in blocks(README.read_text())}
+    assert langs <= set(RUN_LANGS) | {"yaml", ""}, langs
+
+
 def test_the_readme_names_every_job_file() -> None:
     """Its list of ``jobs/`` (``paper-scenario{1,2,3}.yaml`` spelt with braces)."""
     text = README.read_text()
