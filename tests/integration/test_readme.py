@@ -19,10 +19,17 @@ How the blocks run:
   the Quickstart block itself installs the environment and is marked.
 
 What is checked against what README says: exit codes (0 unless the command's comment says
-``exits N``), a Python expression's value where its comment shows the start of a repr
-(``Results(root='runs', ... ...)``), the demo's printed report path and three hints, the model list, the
-smoke sweep's trial count, the chance level the demo's report states, and that figures the
-README quotes as measured appear in ``benchmarks/RESULTS.md``.
+``exits N``), a Python expression's value where its comment shows the start of its repr
+(``Results(root='runs', ...``), the demo's report path and three hints, the model list, the
+smoke sweep's trial count and progress line, the resumed finished sweep's closing line, the
+results tree, the chance level the demo's report states, the notebook API without torch, the
+job list, and that figures the README quotes as measured appear in ``benchmarks/RESULTS.md``
+(a sentence quotes a measurement when it says took, measured, peaked, grew or cites
+RESULTS.md; each number with a unit in it must be a RESULTS.md number, as written or rounded,
+with the same unit on its line or in its table's header).
+
+Cost: one demo and one smoke sweep on the session's Ray dominate (about 80 s on the 2 shared
+cores at load 7-10); the tests that read them are ``slow``.
 """
 from __future__ import annotations
 
