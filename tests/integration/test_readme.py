@@ -261,8 +261,10 @@ def readme(local_ray: str, tmp_path_factory: pytest.TempPathFactory, repo_status
                 _run_python(session, block)
             else:
                 _run_shell(session, block, mp)
-    for r in session.ran:  # where the time went (pytest -s shows it)
+    for r in session.ran:  # where the time went, and what failed (pytest -s shows it)
         print(f"README line {r.line}: {r.seconds:.1f} s {r.what[:70]}")
+        if r.code != r.expected:
+            print(r.err[-3000:])
     return session
 
 
