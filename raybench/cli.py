@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -146,9 +147,14 @@ class Train(Command):
 
     def run(self, args: argparse.Namespace) -> None:
         spec = _spec(args)  # before torch and Ray are imported: a spec error costs under 2 s
+        from raybench.config import with_absolute_paths
         from raybench.engine.run import run_training
+        from raybench.predict import warn_if_long
 
-        outcome = run_training(spec)
+        warn_if_long(spec, sweep=False)  # hours on this machine's CPUs: said before it starts
+
+        # Ray tasks (the decoded cache's build on a connected Ray) run in other folders
+        outcome = run_training(with_absolute_paths(spec))
         _print_outcome(outcome)
         print(f"results: {spec.results}/{spec.name}")
 
@@ -177,16 +183,54 @@ class Sweep(Command):
         from raybench.tune.sweep import RayOptions, run_sweep
 
         check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
+        if not (args.address or os.environ.get("RAY_ADDRESS")):  # a cluster's CPUs are not ours
+            from raybench.predict import warn_if_long
+
+            warn_if_long(spec, sweep=True)
+        session = _Session(spec, args.resume)
         try:
             summary = run_sweep(spec, resume=args.resume, overwrite=args.overwrite,
                                 ray_opts=RayOptions(args.address, args.num_cpus, args.num_gpus,
                                                     args.probe),
                                 retry_crashed=args.retry_crashed)
         except SweepError as exc:  # the trials that did run are still worth a table
-            _print_summary(exc.summary)
+            _print_summary(session.own(exc.summary))
             raise
-        _print_summary(summary)
+        _print_summary(session.own(summary))
+        session.print_earlier()
         print(f"results: {spec.results}/{spec.name}")
+
+
+class _Session:
+    """Which trials of a sweep's summary ran in this session: on ``--resume``, Tune restores
+    the trials of its last snapshot, and those that had already ended end again without
+    training; the closing summary leaves them out and counts them instead."""
+
+    def __init__(self, spec: Any, resume: bool) -> None:
+        from datetime import datetime, timezone
+
+        from raybench.store import ResultStore
+
+        self.spec, self.store = spec, ResultStore(spec.results)
+        self.since = datetime.now(timezone.utc)
+        self.had: set[str] = set()  # trial ids with a run row before this session (a listing, no reads)
+        if resume and self.store.exists(spec.name, S.RUNS_TABLE):
+            self.had = {n.removesuffix(".parquet")
+                        for n in self.store.file_names(spec.name, S.RUNS_TABLE, ".parquet")}
+        self.shown = 0
+
+    def own(self, summary: Sequence[dict]) -> list[dict]:
+        from raybench.tune.outcome import earlier_sessions
+
+        earlier = earlier_sessions(self.store, self.spec.name, summary, self.had, self.since)
+        rows = [row for row in summary if row[S.TRIAL_ID] not in earlier]
+        self.shown = len(rows)
+        return rows
+
+    def print_earlier(self) -> None:
+        if self.had and not self.shown:
+            print(f"sweep {self.spec.name} had already finished: its {len(self.had)} trial(s) "
+                  "ended in earlier sessions; nothing left to run")
 
 
 def _add_gpu_args(p: argparse.ArgumentParser, gpus: str) -> None:

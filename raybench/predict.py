@@ -7,10 +7,16 @@ rate + TRIAL_OVERHEAD_S``. The sweep's wall time on N GPUs is the larger of its 
 and its share-seconds over N (packed trials are assumed not to slow each other: the report
 puts the actual time beside the prediction); GPU-hours are N GPUs held for that time. The
 driver saves the prediction with the sweep (``<sweep>/gpu_plan.json``) for the report.
+
+On CPUs there is no probe: :func:`warn_if_long` applies the same trial time to the training
+rates measured on the 2-core development machine (:data:`CPU_RATES`), so that a ``train`` or
+``sweep`` that would run for hours says so before it starts.
 """
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -22,6 +28,7 @@ from raybench.trial import cell_spec, cells, image_size
 TRIAL_OVERHEAD_S = 10.0
 PLAN_FILE = "gpu_plan.json"
 GIB = 1024 ** 3
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,3 +137,85 @@ def load(store: ResultStore, sweep: str) -> Optional[dict[str, Any]]:
         return json.loads(data) if data else None
     except ValueError:
         return None
+
+
+@dataclass(frozen=True)
+class CpuRate:
+    """Measured training images/s of a model on :data:`CPU_CORES` cores at ``size`` px.
+
+    Evaluation (forward only) is taken as 3x as fast: a training step is a forward pass plus
+    a backward pass of about twice its cost.
+    """
+
+    images_per_s: float
+    size: int = 224
+
+
+#: Plain PyTorch training on the 2-core development machine, batch 8, 2 threads (DESIGN.md
+#: section 7): the paper's models (a library backbone has no rate, hence no estimate).
+CPU_RATES: dict[str, CpuRate] = {
+    "cnnx": CpuRate(33.7), "squeezenet": CpuRate(33.5), "resnet18": CpuRate(14.1),
+    "googlenet": CpuRate(10.5), "resnet50": CpuRate(5.1), "alexnet": CpuRate(4.8),
+    "inception_v3": CpuRate(3.9, 299), "densenet201": CpuRate(3.1), "resnet101": CpuRate(3.0),
+    "xception": CpuRate(1.7, 299), "inception_resnet_v2": CpuRate(1.7, 299),
+    "vgg19": CpuRate(1.2), "vgg16": CpuRate(0.9)}
+CPU_CORES = 2
+#: A run predicted to take longer than this logs its estimate before it starts.
+LONG_RUN_S = 3600.0
+
+
+@dataclass(frozen=True)
+class _Rates:
+    train_images_per_s: float
+    eval_images_per_s: float
+
+
+def _cpu_rates(model: str, size: int, cores: int) -> _Rates:
+    """A model's rates at ``size`` px on ``cores`` cores: the measured rate scaled by pixels
+    (a convolution's cost grows with the image's area) and by cores."""
+    rate = CPU_RATES[model]
+    train = rate.images_per_s * (rate.size / size) ** 2 * cores / CPU_CORES
+    return _Rates(train, 3 * train)
+
+
+def cpu_seconds(spec: Spec, cores: int, sweep: bool) -> Optional[tuple[float, str]]:
+    """The predicted wall time of ``spec``'s trials on ``cores`` CPU cores (one run, or every
+    trial of the sweep: trials running at once share the cores), and the slowest model's rate
+    as text; None for a GPU spec or a model without a measured rate."""
+    from raybench.data.dataset import split_sizes
+    from raybench.models.table import get_model_spec
+
+    if spec.scaling.use_gpu:
+        return None
+    runs = [(cell_spec(spec, c), 1 if spec.sweep.mode == "paper" else spec.sweep.num_samples)
+            for c in cells(spec)] if sweep else [(spec, 1)]
+    total, slowest = 0.0, (0.0, "")
+    sizes_of: dict[Any, dict[str, int]] = {}
+    for cs, count in runs:
+        if cs.model.name not in CPU_RATES:
+            return None
+        size = cs.model.image_size or get_model_spec(cs.model.name).input_size
+        rates = _cpu_rates(cs.model.name, size, cores)
+        if cs.data not in sizes_of:
+            sizes_of[cs.data] = split_sizes(cs.data)
+        seconds = _trial_seconds(cs, rates, sizes_of[cs.data]) * count
+        total += seconds
+        if seconds > slowest[0]:
+            slowest = (seconds, f"{cs.model.name} at {size} px: ~{rates.train_images_per_s:.3g} "
+                                "training images/s")
+    return total, slowest[1]
+
+
+def warn_if_long(spec: Spec, sweep: bool, cores: Optional[int] = None) -> Optional[float]:
+    """Logs one line with the estimate when ``spec`` would run longer than :data:`LONG_RUN_S`
+    on this machine's CPU cores; returns the estimate in seconds (None: no estimate)."""
+    cores = cores or os.cpu_count() or 1
+    found = cpu_seconds(spec, cores, sweep)
+    if found is None:
+        return None
+    seconds, slowest = found
+    if seconds > LONG_RUN_S:
+        log.warning("%s %s: estimated %.1f h on %d CPU core(s) (%s); fewer epochs "
+                    "(train.epochs) or a smaller model.image_size shorten it",
+                    "sweep" if sweep else "train", spec.name, seconds / 3600, cores, slowest)
+    return seconds

@@ -53,3 +53,59 @@ def test_plan_without_a_gpu_or_a_probe_file_says_a_probe_needs_a_gpu(tmp_path, r
     assert err.strip().splitlines() == [
         "raybench: error: a GPU probe needs a GPU and this Ray has none; give a recorded probe file "
         "(--probe FILE) or an explicit scaling.gpus_per_worker"]
+
+
+SIZES = {"train": 3000, "val": 500, "test": 1000}
+
+
+@pytest.mark.parametrize("sets, hours", [
+    # DenseNet-201 at 224 px, 20 epochs: 3.1 training images/s on 2 cores (DESIGN.md 7),
+    # evaluation 3x that: 20 x (3000 / 3.1 + 500 / 9.3) + 1000 / 9.3 + 10 s.
+    (["model.name=densenet201", "train.epochs=20"],
+     (20 * (3000 / 3.1 + 500 / 9.3) + 1000 / 9.3 + 10) / 3600),
+    # CNN-X at 64 px, 3 epochs: (224 / 64)^2 x 33.7 images/s; seconds, no line.
+    (["model.name=cnnx", "model.image_size=64", "train.epochs=3"], None)])
+def test_a_cpu_run_over_an_hour_logs_its_estimate_before_it_starts(
+        sets, hours, tmp_path, run_cli, monkeypatch, caplog) -> None:
+    import logging
+
+    from raybench.data import dataset
+    from raybench.engine import run
+
+    monkeypatch.setattr(dataset, "split_sizes", lambda cfg: SIZES)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    started = []
+    monkeypatch.setattr(run, "run_training", lambda spec: started.append(spec) or 1 / 0)
+    with caplog.at_level(logging.INFO, logger="raybench"):
+        with pytest.raises(ZeroDivisionError):  # stops where training would start
+            run_cli("train", "--results", str(tmp_path), *[a for s in sets for a in ("--set", s)])
+    lines = [r.getMessage() for r in caplog.records if "estimated" in r.getMessage()]
+    assert len(started) == 1
+    if hours is None:
+        assert lines == []
+        return
+    assert lines == [f"train train: estimated {hours:.1f} h on 2 CPU core(s) (densenet201 at "
+                     "224 px: ~3.1 training images/s); fewer epochs (train.epochs) or a smaller "
+                     "model.image_size shorten it"]
+    assert caplog.records[-1].getMessage() == lines[0]  # the last line before training
+
+
+def test_a_sweeps_estimate_counts_every_trial_and_scales_with_cores(monkeypatch) -> None:
+    from raybench.config import load_spec
+    from raybench.data import dataset
+    from raybench.predict import cpu_seconds
+
+    monkeypatch.setattr(dataset, "split_sizes", lambda cfg: SIZES)
+    spec = load_spec("jobs/smoke.yaml", ["sweep.models=[resnet18, vgg16]", "model.image_size=112",
+                                         "train.epochs=2", "sweep.num_samples=3"])
+
+    def trial(rate: float) -> float:  # measured at 224 px: 4x as fast at 112 px
+        return 2 * (3000 / (4 * rate) + 500 / (12 * rate)) + 1000 / (12 * rate) + 10
+
+    seconds, slowest = cpu_seconds(spec, 2, sweep=True)
+    assert seconds == pytest.approx(3 * (trial(14.1) + trial(0.9)))
+    assert slowest == "vgg16 at 112 px: ~3.6 training images/s"
+    four = cpu_seconds(spec, 4, sweep=True)[0]
+    assert four == pytest.approx(3 * (trial(2 * 14.1) + trial(2 * 0.9)))
+    assert cpu_seconds(load_spec("jobs/smoke.yaml", ["sweep.models=[timm.convnext_tiny]"]), 2,
+                       sweep=True) is None  # no measured rate: no estimate

@@ -239,3 +239,25 @@ def check_outcome(summary: list[dict[str, Any]], interrupted: bool,
     lines = [line(s) for s in summary if s[S.STATUS] in (S.STATUS_ERROR, S.STATUS_CRASHED)]
     if lines:
         raise SweepError("\n".join(lines), summary)
+
+
+def earlier_sessions(store: ResultStore, sweep: str, summary: Sequence[dict[str, Any]],
+                     had_rows: set[str], since: Any) -> set[str]:
+    """The trials of a resumed session's ``summary`` that ended in an earlier session: Tune
+    restored them from its snapshot and they ended again without training.
+
+    Args:
+        had_rows: The trial ids that had a run row when the session started (a listing, read
+            before the sweep; only these few rows are opened here).
+        since: When the session started (UTC ``datetime``); a row that finished before it is
+            an earlier session's.
+    """
+    out = set()
+    for row in summary:
+        trial_id = row[S.TRIAL_ID]
+        if trial_id not in had_rows or row[S.STATUS] == S.STATUS_CRASHED:
+            continue
+        finished = (store.trial_row(sweep, S.RUNS_TABLE, trial_id) or {}).get(S.FINISHED_AT)
+        if finished is not None and finished < since:
+            out.add(trial_id)
+    return out
