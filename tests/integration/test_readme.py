@@ -385,12 +385,20 @@ def test_the_results_layout_and_the_files_the_commands_write(readme: Session) ->
     report = demo / "report"
     assert (report / "report.md").is_file()
     assert "data:image/png;base64," in (report / "report.html").read_text()  # self-contained
+    import pandas as pd
+
+    runs = pd.read_parquet(demo / "runs")  # the demo's models, each in paper-1 and paper-3
+    models = sorted(runs["model"].unique())
+    assert sorted(runs["trial_id"]) == sorted(f"{m}-{sc}-s0" for m in models
+                                              for sc in ("paper-1", "paper-3"))
+    assert (runs["status"] == "completed").all() and (runs["epochs_run"] == 1).all()
+    preds = pd.read_parquet(demo / "predictions")
+    p1 = preds[preds["trial_id"] == f"{models[0]}-paper-1-s0"]
+    assert set(p1["label"]) == {"normal", "covid19"}  # paper-1: normal vs COVID-19
     assert list((readme.checkout / "runs" / "cam-images").glob("*.png"))
     table = readme.find("raybench results runs --sweep demo --table paper --scenario paper-3 "
                         "--format markdown")[0]
     assert table.out.lstrip().startswith("|"), table.out[:200]
-    import pandas as pd
-
     synth = pd.read_parquet(readme.checkout / "runs" / "synth" / "manifest.parquet")
     assert len(synth) == 4 * 40 and synth["mask_path"].notna().all()  # synthetic + masks
 

@@ -209,24 +209,6 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
         assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", last[trial_id])], trial_id
 
 
-def test_demo_sweep_and_report(ray_cluster: str, tmp_path: Path, run_cli) -> None:
-    """`make demo`'s command, shortened to 1 epoch and 2 models."""
-    code, out, err = run_cli("demo", "--results", str(tmp_path / "runs"),
-                             "--set", "train.epochs=1", "--set", "sweep.models=[cnnx, resnet18]",
-                             "--set", f"data.cache_dir={tmp_path / 'cache'}")
-    assert code == 0, err
-    runs = pd.read_parquet(tmp_path / "runs" / "demo" / "runs")
-    assert sorted(runs["trial_id"]) == ["cnnx-paper-1-s0", "cnnx-paper-3-s0",
-                                        "resnet18-paper-1-s0", "resnet18-paper-3-s0"]
-    assert (runs["status"] == "completed").all() and (runs["epochs_run"] == 1).all()
-    preds = pd.read_parquet(tmp_path / "runs" / "demo" / "predictions")
-    p1 = preds[preds["trial_id"] == "cnnx-paper-1-s0"]
-    assert set(p1["label"]) == {"normal", "covid19"}  # paper-1: normal vs COVID-19
-    report = tmp_path / "runs" / "demo" / "report" / "report.html"
-    assert report.is_file() and "data:image/png;base64," in report.read_text()
-    assert str(report) in out
-
-
 def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: Path,
                                                     s3_endpoint: str) -> None:
     """One code path: the same paper-mode sweep to a folder and to s3:// (Ray state included)."""
