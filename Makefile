@@ -8,9 +8,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.raybench-$(shell (cat pyproject.toml; pwd) | sha256sum | cut -c1-16)
 RESULTS ?= ./runs
 PYTEST_ARGS ?=
-# pytest-xdist workers of `make test` / `make test-fast` (WORKERS=0: one process, no xdist).
-WORKERS ?= 2
-XDIST = $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadgroup)
 
 .PHONY: demo test test-fast lint install clean
 
@@ -33,13 +30,13 @@ demo: $(STAMP)
 # combined (the session's Ray workers stop at session end).
 test: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/python -m pytest --cov --cov-report= $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --append -q || true
 	$(BIN)/python .ci/coverage_by_package.py
 
 # The quick loop: every test not marked slow, cluster or ray (no Ray start, no training run).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not cluster and not ray" $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster and not ray" $(PYTEST_ARGS)
 
 # The linter and the type checker, with the settings in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(STAMP)

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence
@@ -150,8 +149,12 @@ class Train(Command):
         from raybench.config import with_absolute_paths
         from raybench.engine.run import run_training
         from raybench.predict import warn_if_long
+        from raybench.storage import check_writable
 
-        warn_if_long(spec, sweep=False)  # hours on this machine's CPUs: said before it starts
+        # hours on this machine's CPUs: said before it starts; an unusable results root first
+        # (the estimate reads the data: a bad root must fail before that, in seconds)
+        check_writable(spec.results)
+        warn_if_long(spec, sweep=False)
 
         # Ray tasks (the decoded cache's build on a connected Ray) run in other folders
         outcome = run_training(with_absolute_paths(spec))
@@ -183,10 +186,6 @@ class Sweep(Command):
         from raybench.tune.sweep import RayOptions, run_sweep
 
         check_tracking(spec)  # an unusable MLflow server fails the sweep at once, not its trials
-        if not (args.address or os.environ.get("RAY_ADDRESS")):  # a cluster's CPUs are not ours
-            from raybench.predict import warn_if_long
-
-            warn_if_long(spec, sweep=True)
         session = _Session(spec, args.resume)
         try:
             summary = run_sweep(spec, resume=args.resume, overwrite=args.overwrite,

@@ -9,7 +9,8 @@ puts the actual time beside the prediction); GPU-hours are N GPUs held for that 
 driver saves the prediction with the sweep (``<sweep>/gpu_plan.json``) for the report.
 
 On CPUs there is no probe: :func:`warn_if_long` applies the same trial time to the training
-rates measured on the 2-core development machine (:data:`CPU_RATES`), so that a ``train`` or
+rates measured on the 2-core development machine
+(:data:`raybench.models.cpu_rates.CPU_RATES`), so that a ``train`` or
 ``sweep`` that would run for hours says so before it starts.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Optional
 
 from raybench.config import Spec
+from raybench.models.cpu_rates import CPU_CORES, CPU_RATES
 from raybench.store import ResultStore
 from raybench.trial import cell_spec, cells, image_size
 
@@ -139,27 +141,6 @@ def load(store: ResultStore, sweep: str) -> Optional[dict[str, Any]]:
         return None
 
 
-@dataclass(frozen=True)
-class CpuRate:
-    """Measured training images/s of a model on :data:`CPU_CORES` cores at ``size`` px.
-
-    Evaluation (forward only) is taken as 3x as fast: a training step is a forward pass plus
-    a backward pass of about twice its cost.
-    """
-
-    images_per_s: float
-    size: int = 224
-
-
-#: Plain PyTorch training on the 2-core development machine, batch 8, 2 threads (DESIGN.md
-#: section 7): the paper's models (a library backbone has no rate, hence no estimate).
-CPU_RATES: dict[str, CpuRate] = {
-    "cnnx": CpuRate(33.7), "squeezenet": CpuRate(33.5), "resnet18": CpuRate(14.1),
-    "googlenet": CpuRate(10.5), "resnet50": CpuRate(5.1), "alexnet": CpuRate(4.8),
-    "inception_v3": CpuRate(3.9, 299), "densenet201": CpuRate(3.1), "resnet101": CpuRate(3.0),
-    "xception": CpuRate(1.7, 299), "inception_resnet_v2": CpuRate(1.7, 299),
-    "vgg19": CpuRate(1.2), "vgg16": CpuRate(0.9)}
-CPU_CORES = 2
 #: A run predicted to take longer than this logs its estimate before it starts.
 LONG_RUN_S = 3600.0
 
@@ -215,7 +196,7 @@ def warn_if_long(spec: Spec, sweep: bool, cores: Optional[int] = None) -> Option
         return None
     seconds, slowest = found
     if seconds > LONG_RUN_S:
-        log.warning("%s %s: estimated %.1f h on %d CPU core(s) (%s); fewer epochs "
+        log.warning("%s%s: estimated %.1f h on %d CPU core(s) (%s); fewer epochs "
                     "(train.epochs) or a smaller model.image_size shorten it",
-                    "sweep" if sweep else "train", spec.name, seconds / 3600, cores, slowest)
+                    "sweep " if sweep else "train ", spec.name, seconds / 3600, cores, slowest)
     return seconds

@@ -243,21 +243,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.ray)
     shared = _modules_on_shared_ray(items)
     items.sort(key=lambda item: getattr(item, "module", None) in shared)  # stable
-    for item in items:
-        if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.xdist_group(_xdist_group(item, shared)))
-
-
-def _xdist_group(item: pytest.Item, shared: set) -> str:
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) each group runs on one worker,
-    the largest groups first: the tests on the session's Ray (one Ray for them all, started
-    once), and the tests that start Rays or clusters of their own (one at a time: two
-    multi-node clusters at once on two cores starve each other's heartbeats). The other
-    tests fill both workers around them."""
-    if "local_ray" in getattr(item, "fixturenames", ()) or (
-            getattr(item, "module", None) in shared and item.get_closest_marker("ray")):
-        return "shared-ray"
-    return "own-ray"
 
 
 @pytest.fixture(autouse=True)

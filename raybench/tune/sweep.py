@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -183,6 +184,8 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool,
     slots, plan = _start(spec, store, lease, ray_opts, existed)
     address = ray_opts.address
     _prepare_data(spec, store, lease, existed)
+    if not (address or os.environ.get("RAY_ADDRESS")):  # this machine's CPUs: hours said first
+        predict.warn_if_long(spec, sweep=True)
     if existed:
         _forget_moved_tune_state(spec, store)
     store.write_spec(spec.name, dump_yaml(spec))
