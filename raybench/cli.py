@@ -166,11 +166,9 @@ class Sweep(Command):
     name, help = "sweep", "run a study on Ray Tune (paper grid or Optuna search)"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
-        _add_set(p)
-        p.add_argument("--results", help="results root: a path or s3://bucket/prefix")
+        _add_sweep_spec(p, "results root: a path or s3://bucket/prefix",
+                        "Ray cluster address (default: RAY_ADDRESS or local Ray)")
         _add_resume(p)
-        p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or local Ray)")
         p.add_argument("--num-cpus", type=_positive_int, help="logical CPUs of the embedded local Ray")
         p.add_argument("--retry-crashed", action="store_true",
                        help="with --resume: retry trials that crashed more often than "
@@ -232,6 +230,14 @@ class _Session:
                   "ended in earlier sessions; nothing left to run")
 
 
+def _add_sweep_spec(p: argparse.ArgumentParser, results: str, address: str) -> None:
+    """The options that name a sweep spec and where it runs: ``sweep`` and ``plan``."""
+    p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
+    _add_set(p)
+    p.add_argument("--results", help=results)
+    p.add_argument("--address", help=address)
+
+
 def _add_gpu_args(p: argparse.ArgumentParser, gpus: str) -> None:
     p.add_argument("--num-gpus", type=_positive_int, help=gpus)
     p.add_argument("--probe", metavar="FILE",
@@ -243,11 +249,9 @@ class Plan(Command):
     name, help = "plan", "a sweep's GPU shares, predicted wall time and GPU-hours on N GPUs"
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", required=True, help="sweep spec YAML (see jobs/)")
-        _add_set(p)
-        p.add_argument("--results", help="results root (its probe cache): a path or s3://...")
-        p.add_argument("--address", help="Ray cluster to probe on (default: RAY_ADDRESS or "
-                       "local Ray); not needed with --probe")
+        _add_sweep_spec(p, "results root (its probe cache): a path or s3://...",
+                        "Ray cluster to probe on (default: RAY_ADDRESS or local Ray); not "
+                        "needed with --probe")
         _add_gpu_args(p, "GPUs to plan for (default: the cluster's; 1 with --probe)")
 
     def run(self, args: argparse.Namespace) -> None:
