@@ -199,6 +199,11 @@ def _conform(part: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+class _SkippedWhileCompacting(Exception):
+    """Discards a snapshot being written: its index would list a corrupt trial file that was
+    skipped, and later loads and resumes would then take that trial as read, silently."""
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
     tables = [t.replace_schema_metadata(None) for t in tables]
     return pa.concat_tables(tables, promote_options="permissive")
@@ -524,6 +529,9 @@ class ResultStore:
         try:
             self._write_snapshot(sweep, table, snapshot if kept else None,
                                  (kept, index, stamps), fresh)
+        except _SkippedWhileCompacting:
+            log.warning("no new load snapshot of %s: corrupt trial files were skipped",
+                        self.location(sweep, table).uri)
         finally:
             if snapshot is not None:
                 snapshot.close()
@@ -538,6 +546,7 @@ class ResultStore:
             return
         schema = schema.with_metadata({_INDEX_KEY: json.dumps(stamps).encode()})
         loc = self.location(sweep, COMPACT_DIR, f"{table}.parquet")
+        skipped = len(self.skipped)
         with storage.atomic_writer(loc) as handle, pq.ParquetWriter(handle, schema) as writer:
             if old is not None:
                 keep = None if len(kept) == len(index) else pa.array(kept)
@@ -550,6 +559,8 @@ class ResultStore:
                 parts = self._read_files(fresh[start:start + COMPACT_BATCH])
                 if parts:
                     writer.write_table(_conform(_concat(parts), schema))
+            if len(self.skipped) > skipped:  # raised inside the writer: nothing is published
+                raise _SkippedWhileCompacting
 
     def _snapshot_file(self, sweep: str, table: str) -> tuple[Optional[pq.ParquetFile], dict]:
         """The table's snapshot opened for batch reads (its footer only), and its index."""

@@ -286,7 +286,7 @@ def calibration_blocks(res: Results, figs: Path) -> list:
     return blocks + ([fig] if fig else [])
 
 
-def roi_chance_note(res: Results) -> Optional[str]:
+def roi_chance_note(res: Results) -> str:
     """ROI focus against its chance level: the lung masks' share of the images with CAMs."""
     m = res.metrics
     rows = m[(m[S.CLASS] == "all") & m[S.METRIC].isin(["roi_chance", "roi_chance_approx"])]

@@ -141,10 +141,7 @@ def build_blocks(res: Results, sweep: str, out: Path) -> list[Block]:
                    "ROI focus: share of positive CAM energy inside the lung mask; pointing game: "
                    "share of images whose CAM maximum lies inside it (test images with CAMs; "
                    "`_approx`: lung-field template, no masks). See `raybench.cam.roi`.",
-                   Table(roi)]
-        note = roi_chance_note(res)
-        if note:
-            blocks.append(note)
+                   Table(roi), roi_chance_note(res)]
     return blocks
 
 

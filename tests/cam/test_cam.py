@@ -228,3 +228,12 @@ def test_cli_cam_renders_overlays(tmp_path, run_cli) -> None:
     code, _, err = run_cli("cam", str(tmp_path / "runs"), "--sweep", "s1", "--trial", "t9",
                            "--out", str(tmp_path / "png"))
     assert code == 2 and "no CAMs for trial 't9'" in err
+
+
+def test_package_names_load_lazily_and_unknown_names_fail() -> None:
+    import raybench.cam as cam
+
+    assert cam.compute_cams is compute_cams and "roi_focus" in dir(cam)
+    assert set(cam.__all__) <= set(dir(cam)) and dir(cam) == sorted(dir(cam))
+    with pytest.raises(AttributeError, match="^module 'raybench.cam' has no attribute 'nope'$"):
+        cam.nope  # noqa: B018  # the attribute access is what is tested
