@@ -26,17 +26,21 @@ demo: $(STAMP)
 
 # Every test, with line and branch coverage of raybench/ (pyproject.toml [tool.coverage.*]),
 # CLI subprocesses and Ray workers included; prints the total and each package's figure.
-# CI runs this. The second combine takes the data of processes that ended after pytest-cov
-# combined (the session's Ray workers stop at session end).
+# CI runs this. Two pytest-xdist workers: the session Ray's tests on one, the tests that start
+# Rays of their own on one, the rest wherever a worker is free (tests/conftest.py's groups;
+# TEST_WORKERS=0 runs everything in one process). The second combine takes the data of
+# processes that ended after pytest-cov combined (the session's Ray workers stop at the end).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/python -m pytest --cov --cov-report= $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) --cov --cov-report= $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --append -q || true
 	$(BIN)/python .ci/coverage_by_package.py
 
 # The quick loop: every test not marked slow, cluster or ray (no Ray start, no training run).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not cluster and not ray" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not cluster and not ray" $(PYTEST_ARGS)
 
 # The linter and the type checker, with the settings in pyproject.toml ([tool.ruff], [tool.mypy]).
 lint: $(STAMP)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -231,17 +232,41 @@ def _modules_on_shared_ray(items: list[pytest.Item]) -> set:
             if "local_ray" in getattr(item, "fixturenames", ())}
 
 
+#: The ``xdist_group`` of the tests that must share one pytest-xdist worker (``make test``
+#: runs two, ``--dist loadgroup``): the session Ray's modules (one Ray, started once); the
+#: tests that start Rays of their own (clusters, token-mode heads, whole scripts), one after
+#: another beside the session Ray's stream rather than inside it; the tests of the shared
+#: films (imported once). Every other test goes to whichever worker is free.
+SESSION_RAY_GROUP, OWN_RAY_GROUP, SHARED_FILMS_GROUP = "session-ray", "own-ray", "shared-films"
+
+
+def _xdist_group(item: pytest.Item, shared: set) -> Optional[str]:
+    if getattr(item, "module", None) in shared:
+        return SESSION_RAY_GROUP
+    if item.get_closest_marker("ray") or item.get_closest_marker("cluster"):
+        return OWN_RAY_GROUP
+    if "shared_films" in getattr(item, "fixturenames", ()):
+        return SHARED_FILMS_GROUP
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's hook reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses ``local_ray`` is a ``ray`` test (``make test-fast`` leaves it out).
 
     The modules that use the session Ray run last, together, each in its collected order:
     the Ray starts once for them all rather than once for each run of them between modules
-    that start their own Ray (clusters, other settings) or must find none running.
+    that start their own Ray (clusters, other settings) or must find none running. Under
+    pytest-xdist each test also gets its group (:func:`_xdist_group`).
     """
     for item in items:
         if "local_ray" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("ray"):
             item.add_marker(pytest.mark.ray)
     shared = _modules_on_shared_ray(items)
+    for item in items:
+        group = _xdist_group(item, shared)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     items.sort(key=lambda item: getattr(item, "module", None) in shared)  # stable
 
 

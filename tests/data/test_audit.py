@@ -150,6 +150,7 @@ def test_cli_audit_json(dataset: Path, run_cli) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ray  # 5,232 films: the CLI's import fans out on an embedded Ray
 def test_cli_audit_on_shared_kermany(shared_data: Path, tmp_path: Path, run_cli) -> None:
     out = tmp_path / "k.parquet"
     code, _, err = run_cli("data", "import", "kermany", str(shared_data / "kermany-cxr-train"),
