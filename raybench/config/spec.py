@@ -97,6 +97,12 @@ def _gpu_share(value: Any) -> Optional[str]:
     return f" must be auto or a number >= 0, got {short(value)}"
 
 
+def _auto_or_bool(value: Any) -> Optional[str]:
+    if value == "auto" or isinstance(value, bool):
+        return None
+    return f" must be auto, true or false, got {short(value)}"
+
+
 def _spec_name(name: str) -> Optional[str]:
     if name and "/" not in name:
         return None
@@ -246,6 +252,11 @@ class ScalingSpec(Checked):
             trial, and packed in steps of 1/8 (README, "Running on GPUs"); a number fixes it
             (fractions such as 0.25 let small models share a GPU; 0 means a whole GPU).
         in_process: Run single-worker trials inside the Tune trial, without a worker group.
+        reuse_actors: Start the next in-process trial in the process of one that ended (Tune's
+            ``reuse_actors``), saving a process start and the import of torch: several seconds
+            per trial. ``auto``: on the local Ray a sweep starts itself, not on a cluster it
+            joins (``--address``), where Tune keeps feeding a reused process and leaves nodes
+            that join mid-sweep idle; ``true`` suits a cluster of fixed size.
         max_concurrent_trials: Upper bound; by default derived from the cluster's resources.
         max_failures: Restarts of a trial (from its latest checkpoint) after a worker dies.
     """
@@ -255,6 +266,7 @@ class ScalingSpec(Checked):
     cpus_per_worker: float = non_negative(1.0)
     gpus_per_worker: Union[float, Literal["auto"]] = checked("auto", _gpu_share)
     in_process: bool = True
+    reuse_actors: Union[bool, Literal["auto"]] = checked("auto", _auto_or_bool)
     max_concurrent_trials: Optional[int] = at_least_one()
     max_failures: int = non_negative(1)
 

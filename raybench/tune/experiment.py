@@ -75,13 +75,13 @@ def tune_config(spec: Spec, searcher: Any, remote: bool = False,
     the reuse 0.03 s. On a cluster (``--address`` / ``RAY_ADDRESS``) actors are not reused:
     measured with Ray 2.60, Tune then kept feeding one reused actor and left nodes that joined
     mid-sweep idle; there a trial's start is small against its training time.
+    ``scaling.reuse_actors`` overrides this (:func:`reuses_actors`).
     """
     from ray import tune
 
     from raybench.tune.search import CellSearch
 
     sw = spec.sweep
-    reuse = spec.scaling.single_in_process and not remote
     return tune.TuneConfig(search_alg=CellSearch(searcher), scheduler=scheduler(spec, record),
                            metric=sw.metric,
                            mode=sw.metric_mode, num_samples=-1,
@@ -89,8 +89,15 @@ def tune_config(spec: Spec, searcher: Any, remote: bool = False,
                            # ConcurrencyLimiter forgets its trials on restore and would then
                            # never pass their results on.
                            max_concurrent_trials=None,
-                           time_budget_s=sw.time_budget_s, reuse_actors=reuse,
+                           time_budget_s=sw.time_budget_s, reuse_actors=reuses_actors(spec, remote),
                            trial_dirname_creator=trial_dirname)
+
+
+def reuses_actors(spec: Spec, remote: bool) -> bool:
+    """Whether an in-process trial starts in the process of one that ended
+    (``scaling.reuse_actors``; ``auto``: on the local Ray only)."""
+    reuse = spec.scaling.reuse_actors
+    return spec.scaling.single_in_process and (not remote if reuse == "auto" else bool(reuse))
 
 
 def trial_dirname(trial: Any) -> str:

@@ -137,7 +137,7 @@ def test_fixed_shares_and_the_ddp_rule_on_the_spec(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("value,message", [
-    ("half", "scaling.gpus_per_worker must be float, got 'half'"),
+    ("half", "scaling.gpus_per_worker must be float or auto, got 'half'"),
     ("-1", "scaling.gpus_per_worker must be auto or a number >= 0, got -1.0")])
 def test_a_bad_gpu_share_is_one_line(value, message) -> None:
     with pytest.raises(ConfigError) as err:

@@ -23,7 +23,8 @@ from tests.helpers.rayenv import RAY_WORKER_ENV
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
-        "train.num_threads=1", "cam.enabled=false", "sweep.progress_interval_s=2"]
+        "train.num_threads=1", "cam.enabled=false", "sweep.progress_interval_s=2",
+        "scaling.reuse_actors=true"]  # as on the local Ray: about 4 s of CPU less per trial
 S3_ENV = {k: RAY_WORKER_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
 
 

@@ -1,13 +1,19 @@
-"""Tune's snapshot files checked before a restore (raybench.tune.experiment): an experiment
-state and a searcher state that name different trials in flight are not restored together."""
+"""raybench.tune.experiment: Tune's snapshot files checked before a restore (an experiment
+state and a searcher state that name different trials in flight are not restored together),
+and when a trial's process serves the next trial."""
 from __future__ import annotations
 
 import json
 import pickle
 from pathlib import Path
 
+import pytest
+
 from raybench import storage
-from raybench.tune.experiment import disagreeing_tune_state
+from raybench.config import load_spec
+from raybench.errors import RaybenchError
+from raybench.tune.experiment import disagreeing_tune_state, plan_of, reuses_actors, tune_config
+from raybench.tune.search import CellSearcher
 
 
 def _snapshot(folder: Path, statuses: dict[str, str], live: dict[str, tuple[str, int]],
@@ -35,3 +41,22 @@ def test_a_searcher_state_that_disagrees_with_tunes_trials_is_not_restored(tmp_p
         "writing the two")
     _snapshot(tmp_path, {"a": "RUNNING"}, {}, searcher=pickle.dumps({"live": Path("x")}))  # a class: refused
     assert disagreeing_tune_state(loc) == "its searcher state is not CellSearcher's (UnpicklingError)"
+
+
+@pytest.mark.parametrize(("sets", "local", "remote"), [
+    ([], True, False),  # auto: the local Ray only
+    (["scaling.reuse_actors=true"], True, True),
+    (["scaling.reuse_actors=false"], False, False),
+    (["scaling.reuse_actors=true", "scaling.num_workers=2"], False, False),  # a worker group
+    (["scaling.reuse_actors=true", "scaling.in_process=false"], False, False),
+])
+def test_a_trials_process_serves_the_next_as_scaling_reuse_actors_says(
+        sets: list[str], local: bool, remote: bool) -> None:
+    spec = load_spec(None, sets)
+    assert (reuses_actors(spec, remote=False), reuses_actors(spec, remote=True)) == (local, remote)
+    assert tune_config(spec, CellSearcher(plan_of(spec)), remote=True).reuse_actors is remote
+
+
+def test_reuse_actors_takes_auto_true_or_false() -> None:
+    with pytest.raises(RaybenchError, match="scaling.reuse_actors must be bool or auto, got 'often'"):
+        load_spec(None, ["scaling.reuse_actors=often"])
