@@ -360,18 +360,24 @@ class Dashboard(Command):
                        help="TCP port (default 8080; 0: a free one)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from raybench.dashboard import DashboardOptions, start_dashboard
+        import time
 
-        board = start_dashboard(DashboardOptions(args.uri, args.sweep, args.host, args.port))
-        names = ", ".join(board.studies) or "none yet"
-        print(f"optuna-dashboard for sweep {args.sweep} ({len(board.studies)} studies: {names})")
-        print(board.url, flush=True)
-        try:
-            board.serve_forever()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C is how a user stops a server: not an error
-        finally:
-            board.close()
+        from raybench.dashboard import DashboardOptions, running_dashboard
+
+        # Requests are served in the dashboard's thread, so Ctrl-C always lands here: in the
+        # thread that serves, one arriving mid-request was swallowed by wsgiref's handler
+        # (a bare except), and the server went on serving.
+        with running_dashboard(DashboardOptions(args.uri, args.sweep, args.host,
+                                                args.port)) as board:
+            names = ", ".join(board.studies) or "none yet"
+            print(f"optuna-dashboard for sweep {args.sweep} ({len(board.studies)} studies: "
+                  f"{names})")
+            print(board.url, flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass  # Ctrl-C is how a user stops a server: not an error
         return 0
 
 
