@@ -119,11 +119,11 @@ def _convert(tp: Any, value: Any, where: str, key: str) -> Any:
                 return _convert(alternative, value, where, key)
             except ConfigError:
                 continue
-        if len(args) == 1:
-            return _convert(args[0], value, where, key)
         try:
             return _convert(args[0], value, where, key)
         except ConfigError:
+            if len(args) == 1:  # Optional[X]: X's own message
+                raise
             kinds = [" or ".join(map(str, literal_choices(a) or ())) or a.__name__ for a in args]
             raise ConfigError(f"{where}: {key} must be {' or '.join(kinds)}, got "
                               f"{short(value)}") from None
