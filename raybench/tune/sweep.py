@@ -29,15 +29,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from raybench import cluster, killpoint
+from raybench import cluster, killpoint, predict
 from raybench.config import Spec, dump_yaml, with_absolute_paths
 from raybench.store import ResultStore
-from raybench import predict
 from raybench.tune import claim, damage, feasible, ledger, outcome, packing, search, studies
 from raybench.tune.claim import Lease, claim_sweep, moved_from, release_claim
 from raybench.tune.experiment import make_tuner, plan_of, tune_location
@@ -182,9 +180,9 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool,
 
     began = time.monotonic()  # the progress line's elapsed: Ray's start and the data included
     slots, plan = _start(spec, store, lease, ray_opts, existed)
-    address = ray_opts.address
+    remote = cluster.is_remote(ray_opts.address)
     _prepare_data(spec, store, lease, existed)
-    if not (address or os.environ.get("RAY_ADDRESS")):  # this machine's CPUs: hours said first
+    if not remote:  # this machine's CPUs: hours said first
         predict.warn_if_long(spec, sweep=True)
     if existed:
         _forget_moved_tune_state(spec, store)
@@ -202,7 +200,7 @@ def _run(spec: Spec, store: ResultStore, lease: Lease, existed: bool,
                         results=spec.results, started=began)
     cluster.quiet_tune()
     ended = ledger.open_ledger(spec.name)
-    tuner = make_tuner(spec, existed, progress, cluster.is_remote(address), plan,
+    tuner = make_tuner(spec, existed, progress, remote, plan,
                        functools.partial(outcome.ended_trial, spec))
     cluster.stop_ray_copying_credentials()
     start = time.monotonic()
