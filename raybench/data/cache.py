@@ -16,7 +16,10 @@ absent (``O_EXCL`` locally, ``If-None-Match: *`` on S3). Exactly one builder win
 build other shards, or wait for it and download its shard. The builder's heartbeat renews its
 claims every :data:`CLAIM_RENEW_S` while it decodes; a claim whose builder died (same host and
 its process gone, or not renewed for :data:`CLAIM_STALE_S`) is taken over by creating the next
-generation, again atomically. The builder decodes its shards'
+generation, again atomically. A builder lets go of its claims once it has published, so a
+claim won on an older listing of the folder may be of a shard published meanwhile: the folder
+is listed again after winning, and such a shard is fetched, not decoded a second time. The
+builder decodes its shards'
 images over the Ray cluster in chunks (:mod:`raybench.data.prepare`) and streams each chunk
 into a temporary file on disk, in row order: memory holds a few chunks, never the entry.
 
@@ -368,6 +371,13 @@ def _ensure(entry: _Entry, files: Sequence[Path], on_bad_image: str,
                 _download(entry, k)
             missing.remove(k)
         claims = {k: c for k in missing if (c := claim_shard(entry, k, names))}
+        if claims:  # a builder may have published and let go since our listing: look again
+            published = _store_names(entry)
+            late = [k for k in claims if f"{entry.stem(k)}.json" in published]
+            for k in late:
+                claims.pop(k).release(delete=True)
+            if late and not claims:
+                continue  # the next round fetches them
         if claims:
             try:
                 with lease.Heartbeat(list(claims.values()), CLAIM_RENEW_S):

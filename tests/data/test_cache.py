@@ -12,6 +12,7 @@ from PIL import Image
 
 from raybench import schema as S
 from raybench.config import DataConfig
+from raybench.data import cache
 from raybench.data.cache import cache_key, decoded_images
 from raybench.data.dataset import prepare_data
 from raybench.data.images import decode_image
@@ -98,6 +99,33 @@ def test_concurrent_builders_decode_once(small, tmp_path: Path) -> None:
         t.join()
     assert not errors and sum(r.built for r in results) == 1
     assert all(np.array_equal(r.images, results[0].images) for r in results)
+
+
+def test_a_claim_won_on_an_old_listing_of_a_published_shard_decodes_nothing(
+        small, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another builder publishes the shard and deletes its claim between our listing and our
+    claim: our claim then succeeds, and only a second look shows the shard is there (CI saw
+    148 decodes for 90 images on two nodes under load before the second look)."""
+    df, files = small
+    real, decodes, raced = cache._store_names, [], []
+    monkeypatch.setattr(cache, "_decode_into", lambda *a, real=cache._decode_into:
+                        decodes.append(1) or real(*a))
+
+    def stale_listing(entry):
+        names = real(entry)
+        if not raced:
+            raced.append(1)
+            other = decoded_images(df, files, 24, tmp_path / "c")  # builds, publishes, lets go
+            assert other.built and real(entry) - names == {"shard-00000.json",
+                                                           "shard-00000.npy"}
+        return names
+
+    monkeypatch.setattr(cache, "_store_names", stale_listing)
+    ours = decoded_images(df, files, 24, tmp_path / "c")
+    assert decodes == [1] and not ours.built
+    assert np.array_equal(ours.images, np.stack([decode_image(f, 24) for f in files]))
+    names = sorted(p.name for p in (tmp_path / "c" / "decoded" / cache_key(df, 24)).iterdir())
+    assert names == ["shard-00000.json", "shard-00000.npy"]  # our claim went too
 
 
 def test_prepare_data_same_with_and_without_cache(synth_manifest: Path, tmp_path: Path) -> None:
