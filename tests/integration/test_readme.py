@@ -49,6 +49,7 @@ from typing import Any, Optional
 
 import pytest
 
+from tests.helpers.rayenv import RAY_WORKER_ENV
 from tests.helpers.readme_blocks import (
     RUN_LANGS,
     Block,
@@ -250,6 +251,8 @@ def readme(local_ray: str, tmp_path_factory: pytest.TempPathFactory, repo_status
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(checkout)
         mp.delenv("RAY_ADDRESS", raising=False)  # the in-process commands use the session Ray
+        # the driver holds the workers' S3 secret too: it must reach no output (test below)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", RAY_WORKER_ENV["AWS_SECRET_ACCESS_KEY"])
         session.ran.append(_raybench(_make_demo_command(), 0))
         for block in blocks(README.read_text()):
             if block.lang not in RUN_LANGS:
@@ -354,6 +357,37 @@ def test_smoke_sweep_has_2_models_x_2_trials_and_its_resume_says_it_had_finished
     assert ("sweep smoke had already finished: its 4 trial(s) ended in earlier sessions; "
             "nothing left to run") in lines and lines[-1] == "results: ./runs/smoke"
     assert not [line for line in lines if " completed " in line], resumed.out
+    # What the sweep wrote (this was test_sweep_ray's own smoke sweep, the same command).
+    import pandas as pd
+
+    sweep = readme.checkout / "runs" / "smoke"
+    runs = pd.read_parquet(sweep / "runs").set_index("trial_id").sort_index()
+    assert list(runs.index) == trials and (runs["status"] == "completed").all()
+    # The first Optuna trial of a searched model is the paper's defaults; the second is not.
+    first_cnnx = runs.loc["cnnx-synthetic-s0-t000"]
+    assert (first_cnnx["lr"], first_cnnx["batch_size"], first_cnnx["stride"]) == (3e-4, 15, 3)
+    assert runs.loc["squeezenet-synthetic-s0-t000", "lr"] == 3e-4
+    second = runs.loc["cnnx-synthetic-s0-t001"]
+    assert (second["lr"], second["batch_size"], second["stride"]) != (3e-4, 15, 3)
+    for table in ("metrics", "epochs", "predictions"):
+        assert sorted(p.stem for p in (sweep / table).glob("*.parquet")) == trials
+    assert (sweep / "spec.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_no_credential_reaches_a_result_a_log_or_the_output(readme: Session) -> None:
+    """The session Ray's workers and the README's driver hold an S3 secret key
+    (``RAY_WORKER_ENV``; the ``readme`` fixture sets it for the driver too); it is in no file
+    the commands wrote, no Ray log of the session and nothing they printed."""
+    import ray
+
+    secret = RAY_WORKER_ENV["AWS_SECRET_ACCESS_KEY"]
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    files = [p for root in (readme.checkout / "runs", session / "logs") for p in root.rglob("*")
+             if p.is_file()]
+    assert len(files) > 100
+    assert [str(p) for p in files if secret.encode() in p.read_bytes()] == []
+    assert [r.what for r in readme.ran if secret in r.out + r.err + "".join(r.logs)] == []
 
 
 @pytest.mark.slow
