@@ -3,7 +3,6 @@
 rebuilt, and nothing is written back to the old root. The wrong spec is still refused."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -33,25 +32,7 @@ def _files(root: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def ray_s3(s3_endpoint: str):
-    """A local Ray whose workers reach the local S3 server (they read the environment once,
-    at start: the per-test ``s3_bucket`` settings come too late for them)."""
-    import ray
-
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "rbtestkey",
-           "AWS_SECRET_ACCESS_KEY": "rb-test-secret-0123456789", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-
-
-@pytest.fixture(scope="module")
-def finished(ray_s3, tmp_path_factory):
+def finished(local_ray, tmp_path_factory):
     """(the root a finished sweep ran at, the decoded cache)."""
     from raybench.cli import main
 
@@ -96,9 +77,10 @@ def test_a_sweep_copied_to_another_local_root_resumes(finished, tmp_path, capfd,
 
 
 @pytest.mark.s3
-def test_a_sweep_copied_to_s3_resumes(finished, s3_bucket, capfd, caplog):
+def test_a_sweep_copied_to_s3_resumes(finished, s3_bucket, s3_endpoint, capfd, caplog):
     old, cache = finished
-    root = f"s3://{s3_bucket}/moved"
+    # The session Ray's workers have S3 credentials but no endpoint: the URI names it.
+    root = f"s3://{s3_bucket}/moved?endpoint_override={s3_endpoint.split('//')[1]}&scheme=http"
     dest = storage.resolve(root).join(SWEEP)
     pafs.copy_files(str(old / SWEEP), dest.path, source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=dest.fs)
