@@ -15,39 +15,21 @@ import pandas as pd
 import pytest
 
 from raybench.config import load_spec
+from tests.helpers.rayenv import RAY_WORKER_ENV
 from raybench.tune.sweep import run_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-PLANTED = ("AWS_SECRET_ACCESS_KEY", "planted-sweep-secret-9876")
 TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.size=32",
         "train.num_threads=1"]
 
 
-S3_BUCKET = "sweeps"
-
-
 @pytest.fixture(scope="module")
-def ray_cluster(s3_endpoint: str):
-    """One local Ray for the module: 4 logical CPUs on 2 cores (DESIGN.md section 7).
-
-    Its workers inherit S3 settings for the local S3 server, with a planted secret key that
-    must never reach an output.
-    """
-    import boto3
-    import ray
-
-    env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "AWS_ENDPOINT_URL": s3_endpoint,
-           "AWS_ACCESS_KEY_ID": "rbsweepkey", PLANTED[0]: PLANTED[1], "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=S3_BUCKET)
-    ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level="WARNING", log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-    for key, value in saved.items():
-        os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+def ray_cluster(local_ray: str) -> str:
+    """The session's local Ray: 4 logical CPUs on 2 cores (DESIGN.md section 7), Ray Train's
+    health check every 0.1 s, S3 credentials (``RAY_WORKER_ENV``) but no S3 endpoint."""
+    return local_ray
 
 
 def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path,
@@ -179,7 +161,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
 
 
 def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: Path,
-                                                    s3_endpoint: str) -> None:
+                                                    s3_bucket: str, s3_endpoint: str) -> None:
     """One code path: the same paper-mode sweep to a folder and to s3:// (Ray state included)."""
     import boto3
     import pyarrow.fs as pafs
@@ -188,28 +170,29 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
 
     sets = TINY + ["name=same", "train.epochs=2", "sweep.mode=paper", "sweep.models=[cnnx]",
                    "sweep.seeds=[0, 1]", f"data.cache_dir={tmp_path / 'cache'}"]
-    for results in (str(tmp_path / "local"), f"s3://{S3_BUCKET}/prefix"):
+    host = s3_endpoint.split("//")[1]
+    remote_root = f"s3://{s3_bucket}/prefix?endpoint_override={host}&scheme=http"  # for workers
+    for results in (str(tmp_path / "local"), remote_root):
         summary = run_sweep(load_spec(None, sets + [f"results={results}"]))
         assert [s["status"] for s in summary] == ["completed", "completed"]
-    local, remote = load(str(tmp_path / "local"), "same"), load(f"s3://{S3_BUCKET}/prefix", "same")
+    local, remote = load(str(tmp_path / "local"), "same"), load(remote_root, "same")
     key = ["trial_id", "split", "class", "metric"]
     a = local.metrics.sort_values(key).reset_index(drop=True)
     b = remote.metrics.sort_values(key).reset_index(drop=True)
     assert len(a) > 40 and a[key + ["value"]].equals(b[key + ["value"]])  # deterministic training
     assert sorted(remote.runs["trial_id"]) == ["cnnx-synthetic-s0", "cnnx-synthetic-s1"]
-    s3fs = pafs.S3FileSystem(endpoint_override=s3_endpoint.split("//")[1], scheme="http",
-                             region="us-east-1")
-    direct = pd.read_parquet(f"{S3_BUCKET}/prefix/same/metrics", filesystem=s3fs)
+    s3fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", region="us-east-1")
+    direct = pd.read_parquet(f"{s3_bucket}/prefix/same/metrics", filesystem=s3fs)
     assert len(direct) == len(b)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET)
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
             for o in page.get("Contents", [])]
     assert any("/_tune/" in k for k in keys), "Tune state and checkpoints live in the same store"
     # The Optuna studies were uploaded next to the results and open with Optuna itself.
     import optuna
 
     journal = tmp_path / "journal.log"
-    journal.write_bytes(s3.get_object(Bucket=S3_BUCKET, Key="prefix/same/optuna/journal.log")
+    journal.write_bytes(s3.get_object(Bucket=s3_bucket, Key="prefix/same/optuna/journal.log")
                         ["Body"].read())
     from raybench.tune import studies
 
@@ -217,6 +200,9 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
                               storage=studies.open_storage(journal))
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert study.trials[0].params == {"lr": 3e-4, "batch_size": 15, "stride": 3}
+    # Neither the workers' secret key nor the driver's reached the store.
+    secrets = (RAY_WORKER_ENV["AWS_SECRET_ACCESS_KEY"].encode(),
+               os.environ["AWS_SECRET_ACCESS_KEY"].encode())
     leaked = [k for k in keys
-              if PLANTED[1].encode() in s3.get_object(Bucket=S3_BUCKET, Key=k)["Body"].read()]
+              if any(x in s3.get_object(Bucket=s3_bucket, Key=k)["Body"].read() for x in secrets)]
     assert not leaked, f"credential stored in {leaked}"
