@@ -3,12 +3,11 @@ resumes; past it the trial is final ``crashed`` (named by the exit line and the 
 ``--resume --retry-crashed`` gives it as many retries again."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.faults.sweepfaults import env_with, sweep_cmd
+from tests.faults.sweepfaults import sweep_cmd
 
 from raybench.tune import studies
 
@@ -18,14 +17,24 @@ TRIAL = "cnnx-synthetic-s0"
 SETS = ("sweep.mode=paper", "sweep.max_retries=1", "scaling.max_failures=0", "train.epochs=1")
 
 
-def _run(results: Path, cache: Path, address: str, *extra: str, crash: bool = True
-         ) -> tuple[int, list[str], str]:
-    env = env_with(**({"RAYBENCH_TEST_CRASH_TRIAL": TRIAL} if crash else {}))
-    proc = subprocess.run(sweep_cmd(results, cache, address, *extra, name="budget", sets=SETS),
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("raybench: error:")]
-    return proc.returncode, errors, proc.stdout + proc.stderr
+@pytest.fixture
+def run(ray_address: str, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch):
+    """Runs the sweep in-process on the test's Ray (the trial crashes unless ``crash`` is
+    False); returns (exit code, its ``raybench: error:`` lines, everything it printed)."""
+    results, cache = tmp_path / "r", tmp_path / "cache"
+
+    def go(*extra: str, crash: bool = True) -> tuple[int, list[str], str]:
+        if crash:  # Tune copies it into every trial's environment
+            monkeypatch.setenv("RAYBENCH_TEST_CRASH_TRIAL", TRIAL)
+        else:
+            monkeypatch.delenv("RAYBENCH_TEST_CRASH_TRIAL", raising=False)
+        argv = sweep_cmd(results, cache, ray_address, *extra, name="budget", sets=SETS)
+        code, out, err = run_cli(*argv[argv.index("sweep"):])
+        assert "Traceback" not in err, err[-3000:]
+        errors = [ln for ln in err.splitlines() if ln.startswith("raybench: error:")]
+        return code, errors, out + err
+
+    return go
 
 
 def _attempts(results: Path) -> list[tuple[str, bool]]:
@@ -36,27 +45,25 @@ def _attempts(results: Path) -> list[tuple[str, bool]]:
     return [(t.state.name, bool(t.user_attrs.get(studies.BUDGET_RESET))) for t in study.trials]
 
 
-def test_a_trial_that_always_crashes_stops_after_its_retries(ray_address: str,
-                                                            tmp_path: Path) -> None:
-    results, cache = tmp_path / "r", tmp_path / "cache"
-    code, errors, _ = _run(results, cache, ray_address)
+def test_a_trial_that_always_crashes_stops_after_its_retries(run, tmp_path: Path) -> None:
+    results = tmp_path / "r"
+    code, errors, _ = run()
     assert code == 1 and errors == [
         f"raybench: error: trial {TRIAL} crashed: RuntimeError: test crash of trial {TRIAL}; "
         "--resume retries it"]
-    code, errors, _ = _run(results, cache, ray_address, "--resume")  # the one retry
+    code, errors, _ = run("--resume")  # the one retry
     final = (f"raybench: error: trial {TRIAL} crashed: RuntimeError: test crash of trial "
              f"{TRIAL}; it crashed 2 times, more than sweep.max_retries (1): final; "
              "--resume --retry-crashed retries it")
     assert code == 1 and errors == [final]
     assert _attempts(results) == [("FAIL", False), ("FAIL", False)]
     # Past the budget: a resume does not run it again and still names it.
-    code, errors, out = _run(results, cache, ray_address, "--resume")
+    code, errors, out = run("--resume")
     assert code == 1 and errors == [final], out[-3000:]
     assert _attempts(results) == [("FAIL", False), ("FAIL", False)]
     assert f"{TRIAL}" in out and "crashed" in out.split("raybench: error")[0]  # the summary
     # --retry-crashed: one more budget; the cause is gone now, so it completes.
-    code, errors, out = _run(results, cache, ray_address, "--resume", "--retry-crashed",
-                             crash=False)
+    code, errors, out = run("--resume", "--retry-crashed", crash=False)
     assert code == 0 and errors == [], out[-3000:]
     assert _attempts(results) == [("FAIL", False), ("FAIL", False), ("COMPLETE", True)]
     runs = pd.read_parquet(results / "budget" / "runs")
