@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from scipy import sparse
-from scipy import stats as sps
 
 #: Two-sided 95% normal quantile, ``Phi^-1(0.975)`` (Wilson, DeLong and t intervals use it).
 Z_95 = 1.959963984540054
@@ -99,6 +97,7 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     Returns:
         The counts and p-value; p = 1 when the models never disagree.
     """
+    from scipy import stats as sps
     a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
     if a.shape != b.shape:
         raise ValueError(f"correctness vectors differ in shape: {a.shape} vs {b.shape}")
@@ -133,6 +132,7 @@ def structural_components(pos: np.ndarray, scores: np.ndarray) -> tuple[np.ndarr
     ``V10_i`` is the share of negatives scored below positive i (ties count 1/2); ``V01_j``
     the share of positives scored above negative j. Both average to the AUC.
     """
+    from scipy import stats as sps
     pos = np.asarray(pos, bool)
     s = np.asarray(scores, float)
     x, y = s[pos], s[~pos]
@@ -169,6 +169,7 @@ def delong_test(pos: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> 
         A :class:`DeLong`; NaN fields when a class has no positives or no negatives; p = 1
         and a zero-width interval when the two models' placements are identical.
     """
+    from scipy import stats as sps
     pos = np.asarray(pos, bool)
     m, n = int(pos.sum()), int((~pos).sum())
     if m < 2 or n < 2:
@@ -200,6 +201,7 @@ def _pairs_below(wt: np.ndarray, run_idx: np.ndarray, other_idx: np.ndarray,
     the other group reads the sums just below and at its score, gathered for all of them at
     once by one sparse product, and a row-wise dot product gives all B counts.
     """
+    from scipy import sparse
     order = run_idx[np.argsort(scores[run_idx], kind="stable")]
     run = np.zeros((order.size + 1, wt.shape[1]))
     for j, i in enumerate(order):
@@ -246,6 +248,7 @@ def _weighted_auc(pos: np.ndarray, scores: np.ndarray, w: np.ndarray) -> np.ndar
 def _class_sums(y: np.ndarray, predicted: np.ndarray, k: int, wt: np.ndarray) -> np.ndarray:
     """(3K + 2, B) sums of the weights ``wt`` (N, B) in one pass: true positives, support and
     calls per class, then hits and the total (a sparse product: no threads, no copies)."""
+    from scipy import sparse
     n = y.size
     rows = np.r_[np.where(predicted == y, y, -1), k + y, 2 * k + predicted,
                  np.where(predicted == y, 3 * k, -1), np.full(n, 3 * k + 1)]
@@ -427,6 +430,7 @@ def _seed_deviation(rep: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
 def _t_expansion(every: np.ndarray, dev: np.ndarray, seeds: int) -> tuple[float, float]:
     """(factor, dof): the Student t quantile over z for the Welch-Satterthwaite degrees of
     freedom of var(patients) + var(seeds), the seed part estimated from ``seeds - 1`` dof."""
+    from scipy import stats as sps
     v_seed, v_patients = float(np.var(dev)), float(np.var(every))
     if seeds < 2 or v_seed == 0.0:
         return 1.0, math.inf
@@ -655,6 +659,7 @@ def nemenyi_cd(k: int, n_blocks: int, alpha: float = 0.05) -> float:
     ``q_alpha`` is the studentized range quantile over sqrt(2) (Demšar's Table 5a:
     1.960, 2.343, 2.569 ... for k = 2, 3, 4).
     """
+    from scipy import stats as sps
     q = float(sps.studentized_range.ppf(1 - alpha, k, np.inf)) / math.sqrt(2)
     return q * math.sqrt(k * (k + 1) / (6.0 * n_blocks))
 
@@ -672,6 +677,7 @@ def friedman_nemenyi(scores: np.ndarray, models: Sequence[str],
         A :class:`Friedman`; statistic and p are NaN with fewer than 3 models or 2 blocks
         (``scipy.stats.friedmanchisquare`` needs them).
     """
+    from scipy import stats as sps
     x = np.asarray(scores, float)
     if x.ndim != 2 or x.shape[1] != len(models):
         raise ValueError(f"scores must be (blocks, {len(models)}), got {x.shape}")
