@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from raybench.config import load_spec
-from tests.helpers.rayenv import RAY_WORKER_ENV
 from raybench.tune.sweep import run_sweep
+from tests.helpers.rayenv import RAY_WORKER_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
