@@ -381,8 +381,9 @@ class ResultStore:
     def read_table(self, sweep: str, table: str) -> pd.DataFrame:
         """All trials' rows of one table (an empty frame with the columns when none exist)."""
         arrow, _ = self.read_arrow(sweep, table)
-        if arrow is None:
-            return pd.DataFrame(columns=S.TABLE_SCHEMAS.get(table, pa.schema([])).names)
+        if arrow is None:  # predictions: the columns every label set has (no p_<label>)
+            schema = S.TABLE_SCHEMAS.get(table)
+            return pd.DataFrame(columns=schema.names if schema else S.REQUIRED.get(table, ()))
         return arrow.to_pandas()
 
     def read_arrow(self, sweep: str, table: str) -> tuple[Optional[pa.Table], dict[str, list[int]]]:

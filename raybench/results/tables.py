@@ -151,8 +151,7 @@ def confusion(res: "Results", model: str, scenario: Optional[str] = None,
     preds = res.predictions
     if S.SPLIT in preds:  # test images only (val predictions are stored too)
         preds = preds[preds[S.SPLIT].fillna("test") == "test"]
-    if not preds.empty:  # a sweep without predictions has no key columns to merge on
-        preds = preds.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
+    preds = preds.merge(runs[KEYS][runs[S.MODEL] == model], on=KEYS)
     if preds.empty:
         raise RaybenchError(f"no predictions for model {model!r}")
     probs = [c for c in preds.columns if c.startswith(S.PROB_PREFIX)]

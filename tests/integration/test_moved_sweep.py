@@ -80,7 +80,7 @@ def test_a_sweep_copied_to_another_local_root_resumes(finished, tmp_path, capfd,
 def test_a_sweep_copied_to_s3_resumes(finished, s3_bucket, s3_endpoint, capfd, caplog):
     old, cache = finished
     # The session Ray's workers have S3 credentials but no endpoint: the URI names it.
-    root = f"s3://{s3_bucket}/moved?endpoint_override={s3_endpoint.split('//')[1]}&scheme=http"
+    root = f"s3://{s3_bucket}/moved?endpoint_override={s3_endpoint}"
     dest = storage.resolve(root).join(SWEEP)
     pafs.copy_files(str(old / SWEEP), dest.path, source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=dest.fs)

@@ -170,8 +170,7 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
 
     sets = TINY + ["name=same", "train.epochs=2", "sweep.mode=paper", "sweep.models=[cnnx]",
                    "sweep.seeds=[0, 1]", f"data.cache_dir={tmp_path / 'cache'}"]
-    host = s3_endpoint.split("//")[1]
-    remote_root = f"s3://{s3_bucket}/prefix?endpoint_override={host}&scheme=http"  # for workers
+    remote_root = f"s3://{s3_bucket}/prefix?endpoint_override={s3_endpoint}"  # for the workers
     for results in (str(tmp_path / "local"), remote_root):
         summary = run_sweep(load_spec(None, sets + [f"results={results}"]))
         assert [s["status"] for s in summary] == ["completed", "completed"]
@@ -181,7 +180,8 @@ def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: 
     b = remote.metrics.sort_values(key).reset_index(drop=True)
     assert len(a) > 40 and a[key + ["value"]].equals(b[key + ["value"]])  # deterministic training
     assert sorted(remote.runs["trial_id"]) == ["cnnx-synthetic-s0", "cnnx-synthetic-s1"]
-    s3fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", region="us-east-1")
+    s3fs = pafs.S3FileSystem(endpoint_override=s3_endpoint.split("//")[1], scheme="http",
+                             region="us-east-1")
     direct = pd.read_parquet(f"{s3_bucket}/prefix/same/metrics", filesystem=s3fs)
     assert len(direct) == len(b)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
