@@ -6,11 +6,10 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 import pandas as pd
-import torch
 
 from raybench import schema as S
 from raybench.config import DataConfig
@@ -18,6 +17,9 @@ from raybench.data import manifest as mf
 from raybench.data.images import BadImage, decode_images
 from raybench.data.split import assign_splits, check_disjoint
 from raybench.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a sweep's driver needs none
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ def _select_labels(df: pd.DataFrame, labels: tuple[str, ...], where: str) -> pd.
 
 def _split_tensors(df: pd.DataFrame, images: np.ndarray, labels: tuple[str, ...],
                    name: str) -> SplitData:
+    import torch
+
     mask = (df[S.SPLIT] == name).to_numpy()
     index = {lab: i for i, lab in enumerate(labels)}
     targets = torch.tensor([index[lab] for lab in df.loc[mask, S.LABEL]], dtype=torch.int64)

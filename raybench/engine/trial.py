@@ -14,8 +14,6 @@ import logging
 from typing import Any
 
 from raybench import schema as S
-from raybench.engine.loop import resolve_device
-from raybench.engine.worker import WorkerContext, run_worker, train_fn_per_worker, trial_fence
 from raybench.errors import final_error
 from raybench.store import ResultStore
 from raybench.trial import TrialConfig
@@ -25,6 +23,9 @@ log = logging.getLogger(__name__)
 
 def _run_in_process(trial: TrialConfig) -> None:
     from ray import tune
+
+    from raybench.engine.loop import resolve_device
+    from raybench.engine.worker import WorkerContext, run_worker
 
     run_worker(trial, WorkerContext(
         rank=0, world=1, device=resolve_device(trial.trial_spec.train.device),
@@ -36,6 +37,8 @@ def _run_trainer(trial: TrialConfig, config: dict[str, Any]) -> None:
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raybench.engine.worker import train_fn_per_worker
 
     scaling = trial.spec.scaling
     store = ResultStore(trial.spec.results).location(trial.spec.name, "_train")
@@ -77,6 +80,8 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def _write_error_row(trial: TrialConfig, error: BaseException) -> None:
+    from raybench.engine.worker import trial_fence
+
     spec = trial.trial_spec
     text = f"{type(error).__name__}: {str(error).strip()}"[:500]
     try:
