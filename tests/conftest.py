@@ -23,9 +23,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # the session's Ray (no token) none of their trial actors ever start ("The actor never ran -
 # it was cancelled before it started running"), in whichever test came after such a Ray.
 os.environ["RAY_AUTH_MODE"] = "disabled"
-# Every Ray the tests start (the session's, clusters, the CLI's own) starts workers on demand:
-# Ray otherwise starts one per logical CPU for the first driver, and on 2 cores each one that
-# no trial or task ever uses costs about 1 s of CPU (measured: benchmarks/RESULTS.md, suite).
+# Every Ray the tests start (the session's, clusters, the CLI's own) starts its workers on
+# demand: Ray otherwise starts one per logical CPU for its first driver, and a CLI sweep on
+# its own Ray then leaves some of them unused (2 of 4 for jobs/smoke.yaml).
 os.environ["RAY_prestart_worker_first_driver"] = "0"
 
 
