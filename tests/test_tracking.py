@@ -42,8 +42,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
     log = (root / "server.log").open("wb")
-    # Without MLflow's job runner: its 8 task consumers (GenAI scorer jobs) cost about 25 s of
-    # CPU on 2 cores and serve nothing here.
+    # Without MLflow's job runner: its 8 task consumers (GenAI scorer jobs) cost about 22 s of
+    # CPU on 2 cores (benchmarks/RESULTS.md) and serve nothing here.
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
                             start_new_session=True)

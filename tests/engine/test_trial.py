@@ -2,6 +2,7 @@
 pays for its imports in a fresh process, and the driver of every sweep pays for its own."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ def _modules_after(code: str) -> list[str]:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stderr
-    return eval(proc.stdout.strip().splitlines()[-1])  # a list literal of module names
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
 
 
 def test_a_trial_process_does_not_import_scipy() -> None:
@@ -30,7 +31,7 @@ def test_a_trial_process_does_not_import_scipy() -> None:
 
 def test_a_sweeps_driver_does_not_import_torch(tmp_path: Path) -> None:
     """The driver hands Tune the trainable and sizes the splits; it trains nothing, so torch
-    (1.5-2 s of CPU per driver: ``benchmarks/RESULTS.md``) stays in the trials' processes."""
+    (1.2 s of CPU per driver: ``benchmarks/RESULTS.md``) stays in the trials' processes."""
     code = (f"from raybench.config import load_spec\n"
             f"from raybench.data.dataset import split_sizes\n"
             f"from raybench.tune.experiment import trainable\n"
