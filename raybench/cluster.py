@@ -434,6 +434,7 @@ class HeadWatch:
             except RaybenchError:
                 failed += 1
             if failed >= HEAD_LOST_AFTER:
+                logging.disable(logging.CRITICAL)  # the exit line is the last (Lease.on_lost)
                 sys.stderr.write(f"raybench: error: lost the Ray head at {self.address} "
                                  "mid-sweep; start a cluster and continue with --resume\n")
                 sys.stderr.flush()

@@ -1,5 +1,6 @@
 """The driver's watch on the Ray head (raybench.cluster.HeadWatch), without Ray: a port that
-stops answering ends the process with one line and status 1; the interval is configurable."""
+stops answering ends the process with status 1 and one line, its last; the interval is
+configurable."""
 from __future__ import annotations
 
 import os
@@ -15,11 +16,18 @@ from raybench.cluster import HEAD_CHECK_S, HeadWatch, head_check_s
 from raybench.errors import RaybenchError
 
 REPO = Path(__file__).resolve().parents[1]
+#: A driver's main thread logs progress lines while the watch runs; ``os._exit`` takes 0.3 s
+#: (as when coverage saves its data there).
 WATCH = """
-import sys, time
+import logging, os, sys, time
 from raybench.cluster import HeadWatch
+exit_now = os._exit
+os._exit = lambda code: (time.sleep(0.3), exit_now(code))
 with HeadWatch(sys.argv[1]):
-    time.sleep(float(sys.argv[2]))
+    end = time.monotonic() + float(sys.argv[2])
+    while time.monotonic() < end:
+        logging.getLogger("raybench.tune.progress").warning("a progress line")
+        time.sleep(0.005)
 print("watch ended")
 """
 
@@ -42,8 +50,10 @@ def test_a_head_that_stops_answering_ends_the_driver_with_one_line() -> None:
     done = _watch(address, 30, "0.1")
     took = time.monotonic() - started
     assert done.returncode == 1 and "watch ended" not in done.stdout, done
-    assert done.stderr.strip() == (f"raybench: error: lost the Ray head at {address} mid-sweep; "
-                                   "start a cluster and continue with --resume")
+    lines = done.stderr.splitlines()
+    assert lines[-1] == (f"raybench: error: lost the Ray head at {address} mid-sweep; "
+                         "start a cluster and continue with --resume")  # the last line
+    assert set(lines[:-1]) == {"a progress line"}
     assert took < 20, took  # 4 checks 0.1 s apart, not 4 x 5 s
 
 

@@ -344,17 +344,40 @@ def test_a_driver_checks_its_lease_before_writing_only_after_a_stall(
     claim.check_held("sw")  # no lease held on it: nothing to check
 
 
-def test_the_exit_line_of_a_fenced_driver_names_the_new_holder(tmp_path: Path) -> None:
-    code = ("import sys; from raybench import lease; from raybench.store import ResultStore; "
-            "from raybench.tune.claim import Lease; "
-            "l = Lease(ResultStore(sys.argv[1]), 'sw'); l.acquire(); "
-            "l.on_lost(lease.Renewal(False, 1, {'host': 'b-host', 'pid': 77})); print('after')")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+#: A fenced driver in a fresh interpreter; a thread logs progress lines meanwhile, and
+#: ``os._exit`` takes 0.3 s (as when coverage saves its data there).
+FENCED_DRIVER = """
+import logging, os, sys, threading, time
+from raybench import lease
+from raybench.store import ResultStore
+from raybench.tune.claim import Lease
+exit_now = os._exit
+os._exit = lambda code: (time.sleep(0.3), exit_now(code))
+def progress():
+    while True:
+        logging.getLogger("raybench.tune.progress").warning("a progress line")
+        time.sleep(0.005)
+threading.Thread(target=progress, daemon=True).start()
+time.sleep(0.05)
+held = Lease(ResultStore(sys.argv[1]), "sw")
+held.acquire()
+held.on_lost(lease.Renewal(False, 1, {"host": "b-host", "pid": 77}))
+print("after")
+"""
+
+
+def test_the_exit_line_of_a_fenced_driver_names_the_new_holder_and_is_its_last(
+        tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", FENCED_DRIVER, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.splitlines() == [
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "a progress line"  # the other thread did log before the stop
+    assert lines[-1] == (
         "raybench: error: sweep 'sw' was taken over by b-host pid 77 (lease generation 1) "
-        "while this driver was stalled past the 60 s lease timeout; this driver stopped"]
+        "while this driver was stalled past the 60 s lease timeout; this driver stopped")
+    assert set(lines[:-1]) == {"a progress line"}
 
 
 @pytest.mark.parametrize("root", ["local", "s3"])

@@ -335,6 +335,9 @@ class Lease(leases.Lease):
         # Once: the heartbeat thread and the main thread (check_held) may both notice; the
         # second blocks here until the first's os._exit ends the process.
         _STOPPING.acquire()
+        # The exit line is the last: no other thread logs after it (a trial's progress line
+        # came after it in CI, while coverage saved its data inside os._exit).
+        logging.disable(logging.CRITICAL)
         sys.stderr.write(
             f"raybench: error: sweep {self.sweep!r} was taken over by {holder.get('host', '?')} "
             f"pid {holder.get('pid', '?')} (lease generation {renewal.generation}) while this "
