@@ -147,14 +147,15 @@ class Train(Command):
     def run(self, args: argparse.Namespace) -> None:
         spec = _spec(args)  # before torch and Ray are imported: a spec error costs under 2 s
         from raybench.config import with_absolute_paths
-        from raybench.engine.run import run_training
         from raybench.predict import warn_if_long
         from raybench.storage import check_writable
 
         # hours on this machine's CPUs: said before it starts; an unusable results root first
-        # (the estimate reads the data: a bad root must fail before that, in seconds)
+        # (the estimate reads the data: a bad root must fail before that, in seconds; a
+        # missing manifest fails there, before torch is imported)
         check_writable(spec.results)
         warn_if_long(spec, sweep=False)
+        from raybench.engine.run import run_training
 
         # Ray tasks (the decoded cache's build on a connected Ray) run in other folders
         outcome = run_training(with_absolute_paths(spec))

@@ -53,6 +53,17 @@ def test_a_spec_error_is_one_line_and_imports_no_heavy_module(tmp_path: Path,
     assert sorted(names & HEAVY) == []
 
 
+def test_a_missing_manifest_is_one_line_before_torch_or_ray_is_imported(tmp_path: Path) -> None:
+    """``raybench train`` reads the data for its time estimate before it imports the training
+    code: a wrong manifest path costs a fraction of a second, not torch's import."""
+    missing = tmp_path / "nowhere" / "m.parquet"
+    code, names, err = _imported("train", "--set", f"data.manifest={missing}",
+                                 "--results", str(tmp_path / "runs"))
+    assert code == 2
+    assert err.strip() == f"raybench: error: {missing}: manifest file does not exist"
+    assert sorted(names & {"torch", "ray"}) == []
+
+
 def _parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
     """``prog`` -> parser, for the parser and every sub-command's, recursively."""
     out = {parser.prog: parser}
