@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 from typing import Any, Optional
 from urllib.parse import urlparse
 
 from raybench.config import Spec
-from raybench.errors import RaybenchError
+from raybench.errors import RaybenchError, stop_now
 from raybench.killpoint import CRASH_ENV, DRIVER_ENV, KILL_ENV
 from raybench.lease import GENERATION_ENV
 
@@ -434,11 +433,8 @@ class HeadWatch:
             except RaybenchError:
                 failed += 1
             if failed >= HEAD_LOST_AFTER:
-                logging.disable(logging.CRITICAL)  # the exit line is the last (Lease.on_lost)
-                sys.stderr.write(f"raybench: error: lost the Ray head at {self.address} "
-                                 "mid-sweep; start a cluster and continue with --resume\n")
-                sys.stderr.flush()
-                os._exit(1)
+                stop_now(f"lost the Ray head at {self.address} mid-sweep; start a cluster "
+                         "and continue with --resume", 1)
 
     def __enter__(self) -> "HeadWatch":
         if self.address:

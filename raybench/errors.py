@@ -2,7 +2,10 @@
 (2 for bad input, 1 for a sweep with errored trials or lost storage, 130 when interrupted)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import logging
+import os
+import sys
+from typing import Any, NoReturn, Sequence
 
 
 class RaybenchError(Exception):
@@ -67,3 +70,15 @@ def final_error(error: BaseException) -> "BaseException | None":
             todo.extend(failures.values())
         todo.extend([getattr(exc, "cause", None), exc.__cause__, exc.__context__])
     return None
+
+
+def stop_now(message: str, code: int) -> NoReturn:
+    """Ends this process at once (``os._exit``: no cleanup, no further writes) with
+    ``raybench: error: <message>`` as its last line: logging is turned off first, so no other
+    thread's line (a trial's progress) follows it while the exit runs (coverage, for one,
+    saves its data inside ``os._exit``)."""
+    logging.disable(logging.CRITICAL)
+    sys.stderr.write(f"raybench: error: {message}\n")
+    sys.stderr.flush()
+    os._exit(code)
+

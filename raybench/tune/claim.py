@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from typing import Any, Optional
@@ -28,7 +27,7 @@ import yaml
 
 from raybench import lease as leases
 from raybench.config import Spec, dump_yaml, from_dict, to_dict
-from raybench.errors import ConfigError, RaybenchError
+from raybench.errors import ConfigError, RaybenchError, stop_now
 from raybench.storage import redact
 from raybench.store import LEASE_DIR, ResultStore
 from raybench.tune import studies
@@ -335,16 +334,10 @@ class Lease(leases.Lease):
         # Once: the heartbeat thread and the main thread (check_held) may both notice; the
         # second blocks here until the first's os._exit ends the process.
         _STOPPING.acquire()
-        # The exit line is the last: no other thread logs after it (a trial's progress line
-        # came after it in CI, while coverage saved its data inside os._exit).
-        logging.disable(logging.CRITICAL)
-        sys.stderr.write(
-            f"raybench: error: sweep {self.sweep!r} was taken over by {holder.get('host', '?')} "
-            f"pid {holder.get('pid', '?')} (lease generation {renewal.generation}) while this "
-            f"driver was stalled past the {self.timeout_s:.0f} s lease timeout; this driver "
-            "stopped\n")
-        sys.stderr.flush()
-        os._exit(FENCED_EXIT)
+        stop_now(f"sweep {self.sweep!r} was taken over by {holder.get('host', '?')} "
+                 f"pid {holder.get('pid', '?')} (lease generation {renewal.generation}) while "
+                 f"this driver was stalled past the {self.timeout_s:.0f} s lease timeout; this "
+                 "driver stopped", FENCED_EXIT)
 
 
 #: The exit status of a driver stopped because another driver took its sweep over.

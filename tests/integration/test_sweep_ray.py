@@ -1,6 +1,8 @@
-"""Sweeps on a local Ray cluster: 2-worker DDP with a killed worker, resume after a killed
-driver, the same sweep to a folder and to S3. (The smoke sweep runs in
-``tests/integration/test_readme.py``, as the README gives it.)"""
+"""Sweeps on the session's local Ray (``local_ray``: 4 logical CPUs on 2 cores, DESIGN.md
+section 7; Ray Train's health check every 0.1 s; S3 credentials, ``RAY_WORKER_ENV``, but no
+S3 endpoint): 2-worker DDP with a killed worker, resume after a killed driver, the same sweep
+to a folder and to S3. (The smoke sweep runs in ``tests/integration/test_readme.py``, as the
+README gives it.)"""
 from __future__ import annotations
 
 import json
@@ -25,14 +27,7 @@ TINY = ["model.image_size=32", "data.synthetic.per_class=12", "data.synthetic.si
         "train.num_threads=1"]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(local_ray: str) -> str:
-    """The session's local Ray: 4 logical CPUs on 2 cores (DESIGN.md section 7), Ray Train's
-    health check every 0.1 s, S3 credentials (``RAY_WORKER_ENV``) but no S3 endpoint."""
-    return local_ray
-
-
-def test_two_worker_ddp_survives_a_killed_worker(ray_cluster: str, tmp_path: Path,
+def test_two_worker_ddp_survives_a_killed_worker(local_ray: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     spec = load_spec(None, TINY + [
         "name=ddp", f"results={tmp_path / 'r'}", f"data.cache_dir={tmp_path / 'cache'}",
@@ -104,7 +99,7 @@ def _in_tune_snapshot(sweep: Path, trial_id: str) -> bool:
     return False
 
 
-def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> None:
+def test_resume_after_the_driver_is_killed(local_ray: str, tmp_path: Path) -> None:
     """The resume restores Tune's experiment: finished trials keep their Tune trials and are
     not rerun, the in-flight trial continues from its last checkpoint epoch."""
     results, cache = tmp_path / "r", tmp_path / "cache"
@@ -113,7 +108,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
     # kill waits for a snapshot that holds s1, so that s1 is one of the trials Tune restores
     # (a trial started after the last snapshot resumes as a new Tune trial, from its state).
     env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1")
-    proc = subprocess.Popen(_sweep_cmd(results, cache, ray_cluster, epochs=KILL_EPOCHS),
+    proc = subprocess.Popen(_sweep_cmd(results, cache, local_ray, epochs=KILL_EPOCHS),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env=env)
     deadline = time.time() + 300
@@ -128,7 +123,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
     tune_trials = {p.name for p in (results / "res" / "_tune" / "res").glob("cnnx-*")}
     assert list(finished) == ["cnnx-synthetic-s0.parquet"] and 2 <= len(before) < KILL_EPOCHS, before
 
-    done = subprocess.run(_sweep_cmd(results, cache, ray_cluster, "--resume", epochs=KILL_EPOCHS),
+    done = subprocess.run(_sweep_cmd(results, cache, local_ray, "--resume", epochs=KILL_EPOCHS),
                           capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "resuming res from" in done.stderr and "rebuilding" not in done.stderr
@@ -160,7 +155,7 @@ def test_resume_after_the_driver_is_killed(ray_cluster: str, tmp_path: Path) -> 
         assert [(t.state.name, t.value) for t in trials] == [("COMPLETE", last[trial_id])], trial_id
 
 
-def test_sweep_to_s3_gives_the_same_tables_as_local(ray_cluster: str, tmp_path: Path,
+def test_sweep_to_s3_gives_the_same_tables_as_local(local_ray: str, tmp_path: Path,
                                                     s3_bucket: str, s3_endpoint: str) -> None:
     """One code path: the same paper-mode sweep to a folder and to s3:// (Ray state included)."""
     import boto3
